@@ -1,0 +1,38 @@
+//! Make the binaries find libtorch at run time without `LD_LIBRARY_PATH`.
+//!
+//! torch-sys (a direct dependency for this reason) exports the libtorch library directory it
+//! linked against as `DEP_TCH_LIBTORCH_LIB`. We embed it as an rpath, and force-link
+//! `libtorch_cuda` when the libtorch is a CUDA build: with the default `--as-needed` the linker
+//! drops it (no symbol is referenced directly) and CUDA then looks unavailable at run time.
+//! It also records the libtorch version from its headers for run reports.
+use std::path::Path;
+
+fn libtorch_version(lib: &Path) -> Option<String> {
+    let include = lib.parent()?.join("include");
+    for header in ["torch/headeronly/version.h", "torch/csrc/api/include/torch/version.h"] {
+        let Ok(text) = std::fs::read_to_string(include.join(header)) else { continue };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix(&format!("#define TORCH_VERSION_{name} ")))
+                .map(|v| v.trim().to_string())
+        };
+        if let (Some(a), Some(b), Some(c)) = (field("MAJOR"), field("MINOR"), field("PATCH")) {
+            return Some(format!("{a}.{b}.{c}"));
+        }
+    }
+    None
+}
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
+        let version = libtorch_version(Path::new(&lib)).unwrap_or_else(|| "unknown".into());
+        println!("cargo:rustc-env=DARTSIF_LIBTORCH_VERSION={version}");
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+        if Path::new(&lib).join("libtorch_cuda.so").exists() {
+            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        }
+    } else {
+        println!("cargo:rustc-env=DARTSIF_LIBTORCH_VERSION=unknown");
+    }
+}

@@ -1,0 +1,330 @@
+//! Command line: `dartsif-dist search | info`. The binary only calls [`main`].
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::comm::{self, Collective};
+use crate::config::Config;
+use crate::data::{Dataset, SearchSplit, Synthetic};
+use crate::error::{Error, Result};
+use crate::report::{self, Metrics, RunInfo};
+use crate::search::{EpochStats, Observer, SearchState, Searcher, StepStats, Tally};
+use crate::select;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dartsif-dist",
+    version,
+    about = "Distributed DARTS supernet search with influence-based operation selection"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a supernet by bi-level search and select an architecture.
+    Search(SearchArgs),
+    /// Print versions and whether CUDA is available.
+    Info,
+    /// Check the collectives on this launch (e.g. `mpirun -np 4 dartsif-dist check-comm`).
+    CheckComm,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SearchArgs {
+    /// TOML config (see configs/); without it the embedded demo config is used.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set search.epochs=3` (repeatable; values are TOML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run directory to create (must not exist, or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// Rank from the launcher's environment, before MPI is initialised (for printing errors once).
+fn launcher_rank() -> usize {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Run the CLI; returns the process exit status.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Info => info(),
+        Command::CheckComm => check_comm(),
+        Command::Search(args) => search_main(&args),
+    }
+}
+
+fn info() -> i32 {
+    println!("dartsif-dist {}", env!("CARGO_PKG_VERSION"));
+    println!("tch 0.24.0, libtorch {}", env!("DARTSIF_LIBTORCH_VERSION"));
+    println!("MPI library: {}", comm::mpi_library_version().unwrap_or_else(|| "none (built without `mpi`)".into()));
+    println!("CUDA available: {}", tch::Cuda::is_available());
+    0
+}
+
+fn check_comm() -> i32 {
+    let comm = match comm::init(crate::config::CommKind::Auto) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    match comm::self_check(comm.as_ref()) {
+        Ok(()) => {
+            if comm.is_coordinator() {
+                println!("collectives ok: {} ranks, backend {}", comm.size(), comm.backend());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            comm.abort(1)
+        }
+    }
+}
+
+fn search_main(args: &SearchArgs) -> i32 {
+    // Input errors are the same on every rank: print them once.
+    let cfg = match Config::load(args.config.as_deref(), &args.set) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    let comm = match comm::init(cfg.comm) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    if let Err(e) = cfg.check_world(comm.size()) {
+        return report_error(comm.as_ref(), &e);
+    }
+    match run_search(&cfg, comm.as_ref(), &args.out) {
+        Ok(()) => 0,
+        Err(e) => report_error(comm.as_ref(), &e),
+    }
+}
+
+fn fail_once(e: &Error) -> i32 {
+    if launcher_rank() == 0 {
+        eprintln!("error: {e}");
+    }
+    e.exit_code()
+}
+
+/// Errors that every rank reached together are printed by rank 0; the status is the error's.
+fn report_error(comm: &dyn Collective, e: &Error) -> i32 {
+    if comm.is_coordinator() {
+        eprintln!("error: {e}");
+    }
+    e.exit_code()
+}
+
+/// Rank 0 prepares the run directory; the outcome is shared so all ranks stop together.
+fn prepare_out_dir(comm: &dyn Collective, out: &Path) -> Result<()> {
+    let mine: Option<Option<(String, String)>> = comm.is_coordinator().then(|| {
+        create_run_dir(out).err().map(|e| match e {
+            Error::Path { path, msg } => (path.display().to_string(), msg),
+            other => (out.display().to_string(), other.to_string()),
+        })
+    });
+    match comm::broadcast_value(comm, 0, mine.as_ref())? {
+        None => Ok(()),
+        Some((path, msg)) => Err(Error::Path { path: path.into(), msg }),
+    }
+}
+
+fn create_run_dir(out: &Path) -> Result<()> {
+    let perr = |msg: String| Error::Path { path: out.to_path_buf(), msg };
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(perr("exists and is not a directory".into()));
+        }
+        let mut entries = std::fs::read_dir(out).map_err(|e| perr(format!("cannot read: {e}")))?;
+        if entries.next().is_some() {
+            return Err(perr("output directory exists and is not empty (choose another --out)".into()));
+        }
+    }
+    std::fs::create_dir_all(out.join("logs")).map_err(|e| perr(format!("cannot create output directory: {e}")))?;
+    // Probe writability now rather than after hours of search.
+    let probe = out.join(".write-test");
+    std::fs::write(&probe, b"").map_err(|e| perr(format!("output directory is not writable: {e}")))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+fn init_threads(cfg: &Config) {
+    let n = if cfg.threads > 0 {
+        cfg.threads
+    } else {
+        // One process per core group: divide the cores among the ranks on this node.
+        let local = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE")
+            .or_else(|_| std::env::var("MPI_LOCALNRANKS"))
+            .or_else(|_| std::env::var("SLURM_NTASKS_PER_NODE"))
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        (cores / local.max(1)).max(1)
+    };
+    tch::set_num_threads(n as i32);
+    // rayon decodes samples; keep it to the same share of cores.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+fn init_logging(comm: &dyn Collective, out: &Path) {
+    use tracing_subscriber::prelude::*;
+    let rank = comm.rank();
+    let file = std::fs::File::create(out.join("logs").join(format!("rank-{rank}.log"))).ok();
+    let stderr_level = if rank == 0 { "info" } else { "warn" };
+    // DARTSIF_LOG (EnvFilter syntax) sets the terminal's level; the per-rank files keep `info`.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DARTSIF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(stderr_level));
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter);
+    let file_layer = file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(f))
+            .with_ansi(false)
+            .with_filter(tracing_subscriber::EnvFilter::new("info"))
+    });
+    let _ = tracing_subscriber::registry().with(stderr).with(file_layer).try_init();
+}
+
+struct Progress {
+    metrics: Option<Metrics>,
+    bar: indicatif::ProgressBar,
+    log_every: usize,
+    last: Option<EpochStats>,
+}
+
+impl Observer for Progress {
+    fn step(&mut self, s: &StepStats) -> Result<()> {
+        self.bar.inc(1);
+        self.bar.set_message(format!("epoch {} loss {:.3} acc {:.3}", s.epoch, s.train_loss, s.train_acc));
+        if let Some(m) = &mut self.metrics {
+            if s.global_step % self.log_every == 0 {
+                m.step(s)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn epoch(&mut self, e: &EpochStats, _state: &SearchState) -> Result<()> {
+        self.bar.suspend(|| {
+            tracing::info!(
+                "epoch {:>3}  lr {:.5}  train {:.4}/{:.3}  val {:.4}/{:.3}  H(α) {:.4}  {:.0} img/s  {}",
+                e.epoch,
+                e.lr,
+                e.train_loss,
+                e.train_acc,
+                e.val_loss,
+                e.val_acc,
+                e.alpha_entropy,
+                e.images_per_s,
+                e.genotype
+            )
+        });
+        if let Some(m) = &mut self.metrics {
+            m.epoch(e)?;
+        }
+        self.last = Some(e.clone());
+        Ok(())
+    }
+}
+
+/// The whole `search` command on an initialised communicator.
+pub fn run_search(cfg: &Config, comm: &dyn Collective, out: &Path) -> Result<()> {
+    prepare_out_dir(comm, out)?;
+    init_threads(cfg);
+    init_logging(comm, out);
+    let coord = comm.is_coordinator();
+    let run = RunInfo::collect(cfg, comm.backend(), comm.size());
+    tracing::info!(
+        "search: space {} C={} N={}, {} ranks ({}), micro-batch {}, {} threads per rank, libtorch {}",
+        cfg.space.name,
+        cfg.space.channels,
+        cfg.space.cells_per_stage,
+        comm.size(),
+        comm.backend(),
+        run.micro_batch,
+        run.threads_per_rank,
+        run.libtorch
+    );
+    if coord {
+        report::write_config(out, cfg, &run)?;
+    }
+
+    let data = Synthetic::new(
+        cfg.seed,
+        cfg.data.train_size + cfg.data.test_size,
+        cfg.data.num_classes,
+        cfg.data.image_size,
+        cfg.data.noise,
+    );
+    let split = SearchSplit::halves(cfg.data.train_size);
+    let mut state = SearchState::new(cfg, comm, tch::Kind::Float)?;
+    tracing::info!("supernet: {} weights, α {:?}", state.net.params().count(), state.net.spec().alpha_shapes());
+
+    let total = (cfg.search.epochs * cfg.steps_per_epoch()) as u64;
+    let bar = if coord && cfg.output.progress && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(total);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {elapsed_precise}<{eta_precise}  {msg}",
+            )
+            .expect("template"),
+        );
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let mut progress = Progress {
+        metrics: if coord { Some(Metrics::create(out)?) } else { None },
+        bar,
+        log_every: cfg.output.log_every,
+        last: None,
+    };
+    let searcher = Searcher { cfg, comm, data: &data as &dyn Dataset, split };
+    searcher.run(&mut state, &mut progress)?;
+    progress.bar.finish_and_clear();
+
+    let test: Option<Tally> = if cfg.data.test_size > 0 {
+        let idx: Vec<usize> = (cfg.data.train_size..cfg.data.train_size + cfg.data.test_size).collect();
+        let t = searcher.evaluate(&state, &idx)?;
+        tracing::info!("held-out test: loss {:.4}, accuracy {:.4} on {} images", t.loss(), t.acc(), t.count);
+        if let Some(m) = &mut progress.metrics {
+            m.test(&t)?;
+        }
+        Some(t)
+    } else {
+        None
+    };
+
+    let table = select::magnitude_scores(&state);
+    let genotype = select::coordinate(comm, state.net.spec(), &table)?;
+    tracing::info!("selected genotype (criterion {}): {genotype}", table.criterion);
+    if coord {
+        report::write_genotype(out, &genotype)?;
+        report::write_report(
+            out,
+            state.net.spec(),
+            &genotype,
+            &table,
+            &state.alpha_table(),
+            &state.softmax_table(),
+            progress.last.as_ref(),
+            test.as_ref(),
+            &run,
+        )?;
+        crate::checkpoint::save_supernet(&state, &out.join("supernet.safetensors"))?;
+        println!("{genotype}");
+    }
+    comm.barrier()?;
+    Ok(())
+}

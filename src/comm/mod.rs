@@ -1,0 +1,245 @@
+//! Collective communication between ranks.
+//!
+//! [`Collective`] is the one seam every distributed computation goes through. Implementations:
+//! [`LocalCollective`] (one process), [`MpiCollective`](mpi::MpiCollective) (rsmpi, feature
+//! `mpi`). NCCL slots in as another implementation for CUDA tensors.
+//!
+//! Rules every implementation keeps: all ranks call collectives in the same order; reductions
+//! of the same inputs give bit-identical results on every rank (so replicated state stays in
+//! sync); tensors are reduced through one flat buffer, not one call per parameter.
+
+mod local;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+
+pub use local::LocalCollective;
+
+use tch::{Kind, Tensor};
+
+use crate::config::CommKind;
+use crate::error::{Error, Result};
+
+/// Collective operations over the ranks of one job.
+pub trait Collective {
+    /// This process's rank, 0-based.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Name of the backend, for reports.
+    fn backend(&self) -> &'static str;
+    /// Element-wise sum over ranks, in place.
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
+    /// Element-wise sum over ranks, in place.
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
+    /// Replace `bytes` on every rank with `root`'s bytes.
+    fn broadcast_bytes(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()>;
+    /// Gather every rank's bytes on `root` (in rank order); other ranks get an empty list.
+    fn gather_bytes(&self, root: usize, bytes: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// Wait for all ranks.
+    fn barrier(&self) -> Result<()>;
+    /// Stop every rank of the job with this status (a failure on one rank must not leave the
+    /// others blocked in a collective).
+    fn abort(&self, code: i32) -> !;
+
+    /// True on the coordinator (rank 0).
+    fn is_coordinator(&self) -> bool {
+        self.rank() == 0
+    }
+
+    /// Element-wise mean over ranks, in place.
+    fn all_reduce_mean_f32(&self, buf: &mut [f32]) -> Result<()> {
+        self.all_reduce_sum_f32(buf)?;
+        let n = self.size() as f32;
+        buf.iter_mut().for_each(|x| *x /= n);
+        Ok(())
+    }
+
+    /// Element-wise mean over ranks, in place.
+    fn all_reduce_mean_f64(&self, buf: &mut [f64]) -> Result<()> {
+        self.all_reduce_sum_f64(buf)?;
+        let n = self.size() as f64;
+        buf.iter_mut().for_each(|x| *x /= n);
+        Ok(())
+    }
+
+    /// Sum CPU tensors over ranks, in place, through one flat buffer. f32 and f64 tensors are
+    /// reduced in their own precision; all tensors must share one kind.
+    fn all_reduce_sum_tensors(&self, tensors: &[Tensor]) -> Result<()> {
+        if self.size() == 1 || tensors.is_empty() {
+            return Ok(());
+        }
+        let kind = tensors[0].kind();
+        if tensors.iter().any(|t| t.kind() != kind) {
+            return Err(Error::Comm("all_reduce_sum_tensors: tensors of mixed kinds".into()));
+        }
+        let _guard = tch::no_grad_guard();
+        let flat = Tensor::cat(&tensors.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0)
+            .to_device(tch::Device::Cpu)
+            .contiguous();
+        let n = flat.numel();
+        let reduced = match kind {
+            Kind::Float => {
+                let mut v = vec![0f32; n];
+                flat.copy_data(&mut v, n);
+                self.all_reduce_sum_f32(&mut v)?;
+                Tensor::from_slice(&v)
+            }
+            Kind::Double => {
+                let mut v = vec![0f64; n];
+                flat.copy_data(&mut v, n);
+                self.all_reduce_sum_f64(&mut v)?;
+                Tensor::from_slice(&v)
+            }
+            k => return Err(Error::Comm(format!("all_reduce_sum_tensors: unsupported kind {k:?}"))),
+        };
+        let mut off = 0i64;
+        for t in tensors {
+            let len = t.numel() as i64;
+            let mut t = t.shallow_clone();
+            t.copy_(&reduced.narrow(0, off, len).view_as(&t).to_device(t.device()));
+            off += len;
+        }
+        Ok(())
+    }
+
+    /// Mean of CPU tensors over ranks, in place.
+    fn all_reduce_mean_tensors(&self, tensors: &[Tensor]) -> Result<()> {
+        self.all_reduce_sum_tensors(tensors)?;
+        if self.size() > 1 {
+            let _guard = tch::no_grad_guard();
+            let n = self.size() as f64;
+            for t in tensors {
+                let mut t = t.shallow_clone();
+                let _ = t.divide_scalar_(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Overwrite tensors on every rank with the root's values.
+    fn broadcast_tensors(&self, root: usize, tensors: &[Tensor]) -> Result<()> {
+        if self.size() == 1 || tensors.is_empty() {
+            return Ok(());
+        }
+        let _guard = tch::no_grad_guard();
+        let mut bytes = Vec::new();
+        if self.rank() == root {
+            for t in tensors {
+                let c = t.to_device(tch::Device::Cpu).contiguous();
+                let n = c.numel() * c.kind().elt_size_in_bytes();
+                let mut b = vec![0u8; n];
+                c.copy_data_u8(&mut b, c.numel());
+                bytes.extend_from_slice(&b);
+            }
+        }
+        self.broadcast_bytes(root, &mut bytes)?;
+        let mut off = 0usize;
+        for t in tensors {
+            let n = t.numel() * t.kind().elt_size_in_bytes();
+            let src = bytes
+                .get(off..off + n)
+                .ok_or_else(|| Error::Comm("broadcast_tensors: shapes differ between ranks".into()))?;
+            let v = Tensor::from_data_size(src, &t.size(), t.kind());
+            let mut t = t.shallow_clone();
+            t.copy_(&v.to_device(t.device()));
+            off += n;
+        }
+        Ok(())
+    }
+}
+
+/// Broadcast a serialisable value from `root`; `value` must be `Some` on the root.
+pub fn broadcast_value<T: serde::Serialize + serde::de::DeserializeOwned>(
+    comm: &(impl Collective + ?Sized),
+    root: usize,
+    value: Option<&T>,
+) -> Result<T> {
+    let mut bytes = match (comm.rank() == root, value) {
+        (true, Some(v)) => postcard::to_stdvec(v).map_err(|e| Error::Comm(format!("encode: {e}")))?,
+        (true, None) => return Err(Error::Comm("broadcast_value: the root has no value".into())),
+        (false, _) => Vec::new(),
+    };
+    comm.broadcast_bytes(root, &mut bytes)?;
+    postcard::from_bytes(&bytes).map_err(|e| Error::Comm(format!("decode: {e}")))
+}
+
+/// Exercise every collective with values whose results are known, and report the first
+/// mismatch. `dartsif-dist check-comm` runs this; it is how a user checks an MPI installation.
+pub fn self_check(comm: &dyn Collective) -> Result<()> {
+    let (r, n) = (comm.rank(), comm.size());
+    let fail = |what: &str, got: String, want: String| {
+        Err(Error::Comm(format!("rank {r}: {what}: got {got}, expected {want}")))
+    };
+    // Σ_r (r + 1) = n(n+1)/2, exact in floating point for small n.
+    let want = (n * (n + 1) / 2) as f64;
+    let mut a = vec![(r + 1) as f32; 3];
+    comm.all_reduce_sum_f32(&mut a)?;
+    if a.iter().any(|&x| x as f64 != want) {
+        return fail("all-reduce sum f32", format!("{a:?}"), format!("{want}"));
+    }
+    let mut b = vec![(r + 1) as f64, -((r + 1) as f64)];
+    comm.all_reduce_mean_f64(&mut b)?;
+    let mean = want / n as f64;
+    if b != [mean, -mean] {
+        return fail("all-reduce mean f64", format!("{b:?}"), format!("[{mean}, {}]", -mean));
+    }
+    let t = [
+        Tensor::full([2, 2], (r + 1) as f64, (Kind::Double, tch::Device::Cpu)),
+        Tensor::full([3], 1.0, (Kind::Double, tch::Device::Cpu)),
+    ];
+    comm.all_reduce_sum_tensors(&t)?;
+    let (t0, t1) = (t[0].sum(Kind::Double).double_value(&[]), t[1].sum(Kind::Double).double_value(&[]));
+    if t0 != 4.0 * want || t1 != 3.0 * n as f64 {
+        return fail("all-reduce tensors", format!("sums {t0}, {t1}"), format!("{}, {}", 4.0 * want, 3 * n));
+    }
+    let mut bytes = if r == 0 { b"from the coordinator".to_vec() } else { Vec::new() };
+    comm.broadcast_bytes(0, &mut bytes)?;
+    if bytes != b"from the coordinator" {
+        return fail("broadcast", format!("{bytes:?}"), "the coordinator's bytes".into());
+    }
+    let g = comm.gather_bytes(0, &vec![r as u8; r + 1])?;
+    if r == 0 && g != (0..n).map(|k| vec![k as u8; k + 1]).collect::<Vec<_>>() {
+        return fail("gather", format!("{g:?}"), "rank k sends k+1 bytes of value k".into());
+    }
+    comm.barrier()
+}
+
+/// True when an MPI launcher started this process (Open MPI, MPICH/Hydra, PMIx, Slurm's srun
+/// with an MPI plugin).
+pub fn launched_by_mpi() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS", "PMI_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+/// Start the collective backend chosen by the config.
+pub fn init(kind: CommKind) -> Result<Box<dyn Collective>> {
+    let use_mpi = match kind {
+        CommKind::Local => false,
+        CommKind::Mpi => true,
+        CommKind::Auto => launched_by_mpi(),
+    };
+    if use_mpi {
+        #[cfg(feature = "mpi")]
+        {
+            return Ok(Box::new(mpi::MpiCollective::init()?));
+        }
+        #[cfg(not(feature = "mpi"))]
+        {
+            return Err(Error::Comm("this build has no MPI support (built without the `mpi` feature)".into()));
+        }
+    }
+    Ok(Box::new(LocalCollective))
+}
+
+/// Library versions for run reports.
+pub fn mpi_library_version() -> Option<String> {
+    #[cfg(feature = "mpi")]
+    {
+        mpi::library_version()
+    }
+    #[cfg(not(feature = "mpi"))]
+    {
+        None
+    }
+}

@@ -1,0 +1,99 @@
+//! MPI collectives through rsmpi.
+
+use mpi::datatype::PartitionMut;
+use mpi::environment::Universe;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+
+use super::Collective;
+use crate::error::{Error, Result};
+
+/// Collectives over `MPI_COMM_WORLD`. Owns the MPI environment: dropping it finalises MPI.
+pub struct MpiCollective {
+    world: SimpleCommunicator,
+    // Declared last: dropped after `world`, finalising MPI.
+    _universe: Universe,
+}
+
+impl MpiCollective {
+    /// Initialise MPI (funneled: only the main thread calls MPI; rayon workers never do).
+    pub fn init() -> Result<Self> {
+        let (universe, _level) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+            .ok_or_else(|| Error::Comm("MPI was already initialised".into()))?;
+        let world = universe.world();
+        Ok(Self { world, _universe: universe })
+    }
+}
+
+/// The MPI library's version string, first line.
+pub fn library_version() -> Option<String> {
+    mpi::environment::library_version()
+        .ok()
+        .map(|s| s.trim_end_matches('\0').lines().next().unwrap_or("").trim().to_string())
+}
+
+impl Collective for MpiCollective {
+    fn rank(&self) -> usize {
+        self.world.rank() as usize
+    }
+    fn size(&self) -> usize {
+        self.world.size() as usize
+    }
+    fn backend(&self) -> &'static str {
+        "mpi"
+    }
+    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
+        let send = buf.to_vec();
+        self.world.all_reduce_into(&send[..], buf, mpi::collective::SystemOperation::sum());
+        Ok(())
+    }
+    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
+        let send = buf.to_vec();
+        self.world.all_reduce_into(&send[..], buf, mpi::collective::SystemOperation::sum());
+        Ok(())
+    }
+    fn broadcast_bytes(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()> {
+        let root_proc = self.world.process_at_rank(root as i32);
+        let mut len = bytes.len() as u64;
+        root_proc.broadcast_into(&mut len);
+        bytes.resize(len as usize, 0);
+        if len > 0 {
+            root_proc.broadcast_into(&mut bytes[..]);
+        }
+        Ok(())
+    }
+    fn gather_bytes(&self, root: usize, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let root_proc = self.world.process_at_rank(root as i32);
+        let len = bytes.len() as i32;
+        if self.rank() == root {
+            let mut lens = vec![0i32; self.size()];
+            root_proc.gather_into_root(&len, &mut lens[..]);
+            let displs: Vec<i32> = lens
+                .iter()
+                .scan(0i32, |acc, &l| {
+                    let d = *acc;
+                    *acc += l;
+                    Some(d)
+                })
+                .collect();
+            let total: i32 = lens.iter().sum();
+            let mut recv = vec![0u8; total as usize];
+            {
+                let mut part = PartitionMut::new(&mut recv[..], &lens[..], &displs[..]);
+                root_proc.gather_varcount_into_root(bytes, &mut part);
+            }
+            Ok(lens.iter().zip(&displs).map(|(&l, &d)| recv[d as usize..(d + l) as usize].to_vec()).collect())
+        } else {
+            root_proc.gather_into(&len);
+            root_proc.gather_varcount_into(bytes);
+            Ok(Vec::new())
+        }
+    }
+    fn barrier(&self) -> Result<()> {
+        self.world.barrier();
+        Ok(())
+    }
+    fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+}

@@ -1,0 +1,574 @@
+//! Run configuration: a TOML file, `--set key=value` overrides, typed and validated before
+//! anything is written.
+//!
+//! Every section rejects unknown keys; errors name the file (or `--set`) and the dotted key.
+//! The resolved config is written to each run directory as `config.toml`.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// The embedded default: a small synthetic search that finishes in minutes on two cores.
+pub const DEMO_TOML: &str = include_str!("../configs/demo.toml");
+
+/// Which collective backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommKind {
+    /// MPI when started by an MPI launcher (mpirun, srun with PMI/PMIx), else local.
+    Auto,
+    /// A single process.
+    Local,
+    /// MPI (rsmpi).
+    Mpi,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Seed of everything: initialisation, data order, synthetic data.
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    /// Collective backend.
+    #[serde(default = "d_comm")]
+    pub comm: CommKind,
+    /// Intra-op threads of libtorch per rank; 0 = libtorch's default.
+    #[serde(default)]
+    pub threads: usize,
+    #[serde(default)]
+    pub space: SpaceConfig,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub search: SearchConfig,
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// The `[run]` record that a run directory's `config.toml` carries (versions, world size);
+    /// accepted and ignored on input, so that file can be passed back as `--config`.
+    #[serde(default, skip_serializing)]
+    pub run: Option<toml::Table>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SpaceConfig {
+    /// Search space: `nb201`.
+    #[serde(default = "d_space")]
+    pub name: String,
+    /// Initial channels C.
+    #[serde(default = "d_channels")]
+    pub channels: usize,
+    /// Search cells per stage N (NB201: 5).
+    #[serde(default = "d_cells")]
+    pub cells_per_stage: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Dataset: `synthetic` (built in, deterministic from the seed).
+    #[serde(default = "d_dataset")]
+    pub dataset: String,
+    /// Number of classes.
+    #[serde(default = "d_classes")]
+    pub num_classes: usize,
+    /// Image side in pixels (images are 3 × side × side).
+    #[serde(default = "d_image")]
+    pub image_size: usize,
+    /// Size of the search split; the first half trains θ, the second half α (DARTS's 50/50).
+    #[serde(default = "d_train_size")]
+    pub train_size: usize,
+    /// Size of a held-out test split, evaluated after the search (0 = none).
+    #[serde(default = "d_test_size")]
+    pub test_size: usize,
+    /// Synthetic data: standard deviation of the pixel noise added to the class pattern.
+    #[serde(default = "d_noise")]
+    pub noise: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    /// Search strategy: `darts-1st` (first-order DARTS).
+    #[serde(default = "d_strategy")]
+    pub strategy: String,
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    /// Global batch size (split evenly over ranks).
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// BatchNorm statistics and forward passes use micro-batches of this size; each rank's
+    /// shard (batch_size / ranks) must be a multiple of it. 0 = the whole shard, as in DDP.
+    /// Set it to make results independent of the number of ranks.
+    #[serde(default)]
+    pub micro_batch: usize,
+    /// `alpha-first` (DARTS, darts-pt) or `weights-first` (NB201's AutoDL scripts).
+    #[serde(default = "d_order")]
+    pub order: String,
+    /// Steps per epoch; 0 = one pass over the θ half (drop-last).
+    #[serde(default)]
+    pub steps_per_epoch: usize,
+    #[serde(default)]
+    pub weights: SgdConfig,
+    #[serde(default)]
+    pub arch: AdamConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SgdConfig {
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// Cosine schedule floor, reached after the last epoch (stepped per epoch).
+    #[serde(default = "d_lr_min")]
+    pub lr_min: f64,
+    #[serde(default = "d_momentum")]
+    pub momentum: f64,
+    #[serde(default)]
+    pub nesterov: bool,
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    /// Clip the total gradient norm of θ to this value (0 = off).
+    #[serde(default = "d_clip")]
+    pub grad_clip: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdamConfig {
+    #[serde(default = "d_alr")]
+    pub lr: f64,
+    #[serde(default = "d_beta1")]
+    pub beta1: f64,
+    #[serde(default = "d_beta2")]
+    pub beta2: f64,
+    /// Coupled L2 (Adam's weight_decay, not AdamW).
+    #[serde(default = "d_awd")]
+    pub weight_decay: f64,
+    /// α is initialised as `init_std · randn`.
+    #[serde(default = "d_init_std")]
+    pub init_std: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Write a step line to metrics.jsonl every this many steps (epoch lines always).
+    #[serde(default = "d_log_every")]
+    pub log_every: usize,
+    /// Show a progress bar on rank 0 when stderr is a terminal.
+    #[serde(default = "d_true")]
+    pub progress: bool,
+}
+
+fn d_seed() -> u64 {
+    2
+}
+fn d_comm() -> CommKind {
+    CommKind::Auto
+}
+fn d_space() -> String {
+    "nb201".into()
+}
+fn d_channels() -> usize {
+    16
+}
+fn d_cells() -> usize {
+    5
+}
+fn d_dataset() -> String {
+    "synthetic".into()
+}
+fn d_classes() -> usize {
+    10
+}
+fn d_image() -> usize {
+    32
+}
+fn d_train_size() -> usize {
+    50_000
+}
+fn d_test_size() -> usize {
+    0
+}
+fn d_noise() -> f64 {
+    3.0
+}
+fn d_strategy() -> String {
+    "darts-1st".into()
+}
+fn d_epochs() -> usize {
+    50
+}
+fn d_batch() -> usize {
+    64
+}
+fn d_order() -> String {
+    "alpha-first".into()
+}
+fn d_lr() -> f64 {
+    0.025
+}
+fn d_lr_min() -> f64 {
+    0.001
+}
+fn d_momentum() -> f64 {
+    0.9
+}
+fn d_wd() -> f64 {
+    3e-4
+}
+fn d_clip() -> f64 {
+    5.0
+}
+fn d_alr() -> f64 {
+    3e-4
+}
+fn d_beta1() -> f64 {
+    0.5
+}
+fn d_beta2() -> f64 {
+    0.999
+}
+fn d_awd() -> f64 {
+    1e-3
+}
+fn d_init_std() -> f64 {
+    1e-3
+}
+fn d_log_every() -> usize {
+    10
+}
+fn d_true() -> bool {
+    true
+}
+
+macro_rules! default_from_serde {
+    ($($t:ty),*) => {$(
+        impl Default for $t {
+            fn default() -> Self {
+                toml::Value::Table(Default::default()).try_into().expect("all fields have defaults")
+            }
+        }
+    )*};
+}
+default_from_serde!(Config, SpaceConfig, DataConfig, SearchConfig, SgdConfig, AdamConfig, OutputConfig);
+
+impl Config {
+    /// Load a config: `path` (or the embedded demo when `None`), then the `--set` overrides,
+    /// then validation. Errors name the file or `--set` and the dotted key.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Config> {
+        let (source, text) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| Error::Path {
+                    path: p.to_path_buf(),
+                    msg: format!("cannot read config: {}", io_msg(&e)),
+                })?;
+                (p.display().to_string(), text)
+            }
+            None => ("<embedded demo config>".to_string(), DEMO_TOML.to_string()),
+        };
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let line = e.span().map(|s| 1 + text[..s.start].matches('\n').count());
+            let msg = e.message().trim().to_string();
+            match line {
+                Some(l) => Error::config(&source, format!("line {l}"), format!("TOML syntax: {msg}")),
+                None => Error::config(&source, "-", format!("TOML syntax: {msg}")),
+            }
+        })?;
+        // File alone first, so a mistake in the file is reported against the file.
+        Self::from_table(&table, &source)?;
+        for ov in overrides {
+            apply_override(&mut table, ov)?;
+            Self::from_table(&table, &format!("--set {ov}"))?;
+        }
+        let cfg = Self::from_table(&table, &source)?;
+        cfg.validate(&source)?;
+        Ok(cfg)
+    }
+
+    fn from_table(table: &toml::Table, source: &str) -> Result<Config> {
+        let value = toml::Value::Table(table.clone());
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let msg = inner.lines().next().unwrap_or("").trim().to_string();
+            let (key, msg) = unknown_field_key(&key, &msg);
+            Error::config(source, key, msg)
+        })
+    }
+
+    /// Range checks that serde cannot express. World-size checks live in [`Config::check_world`].
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let bad = |key: &str, msg: String| Err(Error::config(source, key, msg));
+        if self.space.name != "nb201" {
+            return bad("space.name", format!("unknown search space {:?} (known: \"nb201\")", self.space.name));
+        }
+        if self.space.channels == 0 || self.space.channels > 4096 {
+            return bad("space.channels", format!("must be in 1..=4096 (got {})", self.space.channels));
+        }
+        if self.space.cells_per_stage > 64 {
+            return bad("space.cells_per_stage", format!("must be in 0..=64 (got {})", self.space.cells_per_stage));
+        }
+        if self.data.dataset != "synthetic" {
+            return bad("data.dataset", format!("unknown dataset {:?} (known: \"synthetic\")", self.data.dataset));
+        }
+        if self.data.num_classes < 2 {
+            return bad("data.num_classes", format!("must be at least 2 (got {})", self.data.num_classes));
+        }
+        if !(4..=1024).contains(&self.data.image_size) || self.data.image_size % 4 != 0 {
+            return bad(
+                "data.image_size",
+                format!("must be a multiple of 4 in 4..=1024 (got {})", self.data.image_size),
+            );
+        }
+        if self.data.train_size < 2 {
+            return bad("data.train_size", format!("must be at least 2 (got {})", self.data.train_size));
+        }
+        if !(self.data.noise >= 0.0 && self.data.noise.is_finite()) {
+            return bad("data.noise", format!("must be finite and ≥ 0 (got {})", self.data.noise));
+        }
+        if self.search.strategy != "darts-1st" {
+            return bad(
+                "search.strategy",
+                format!("unknown strategy {:?} (known: \"darts-1st\")", self.search.strategy),
+            );
+        }
+        if self.search.order != "alpha-first" && self.search.order != "weights-first" {
+            return bad(
+                "search.order",
+                format!("must be \"alpha-first\" or \"weights-first\" (got {:?})", self.search.order),
+            );
+        }
+        if self.search.epochs == 0 {
+            return bad("search.epochs", "must be at least 1 (got 0)".into());
+        }
+        if self.search.batch_size == 0 {
+            return bad("search.batch_size", "must be at least 1 (got 0)".into());
+        }
+        let half = self.data.train_size / 2;
+        if self.search.batch_size > half {
+            return bad(
+                "search.batch_size",
+                format!(
+                    "{} is larger than each half of the search split (data.train_size / 2 = {half})",
+                    self.search.batch_size
+                ),
+            );
+        }
+        if self.search.micro_batch > self.search.batch_size {
+            return bad(
+                "search.micro_batch",
+                format!("{} exceeds search.batch_size {}", self.search.micro_batch, self.search.batch_size),
+            );
+        }
+        let w = &self.search.weights;
+        positive(source, "search.weights.lr", w.lr)?;
+        if !(w.lr_min >= 0.0 && w.lr_min <= w.lr) {
+            return bad("search.weights.lr_min", format!("must be in [0, search.weights.lr] (got {})", w.lr_min));
+        }
+        unit_interval(source, "search.weights.momentum", w.momentum)?;
+        non_negative(source, "search.weights.weight_decay", w.weight_decay)?;
+        non_negative(source, "search.weights.grad_clip", w.grad_clip)?;
+        if w.nesterov && w.momentum == 0.0 {
+            return bad("search.weights.nesterov", "needs search.weights.momentum > 0".into());
+        }
+        let a = &self.search.arch;
+        positive(source, "search.arch.lr", a.lr)?;
+        unit_interval(source, "search.arch.beta1", a.beta1)?;
+        unit_interval(source, "search.arch.beta2", a.beta2)?;
+        non_negative(source, "search.arch.weight_decay", a.weight_decay)?;
+        non_negative(source, "search.arch.init_std", a.init_std)?;
+        if self.output.log_every == 0 {
+            return bad("output.log_every", "must be at least 1 (got 0)".into());
+        }
+        Ok(())
+    }
+
+    /// Checks that depend on the number of ranks.
+    pub fn check_world(&self, world: usize) -> Result<()> {
+        let src = "world size";
+        let b = self.search.batch_size;
+        if world > b {
+            return Err(Error::config(
+                src,
+                "search.batch_size",
+                format!("{world} ranks exceed the global batch of {b}"),
+            ));
+        }
+        if b % world != 0 {
+            return Err(Error::config(src, "search.batch_size", format!("{b} is not divisible by the {world} ranks")));
+        }
+        let shard = b / world;
+        let m = self.micro_batch(world);
+        if shard % m != 0 {
+            return Err(Error::config(
+                src,
+                "search.micro_batch",
+                format!("{m} does not divide the per-rank shard of {shard} (search.batch_size {b} / {world} ranks)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Micro-batch size on `world` ranks.
+    pub fn micro_batch(&self, world: usize) -> usize {
+        if self.search.micro_batch == 0 {
+            self.search.batch_size / world.max(1)
+        } else {
+            self.search.micro_batch
+        }
+    }
+
+    /// Steps per epoch: `steps_per_epoch`, or one drop-last pass over the θ half.
+    pub fn steps_per_epoch(&self) -> usize {
+        if self.search.steps_per_epoch > 0 {
+            self.search.steps_per_epoch
+        } else {
+            (self.data.train_size / 2 / self.search.batch_size).max(1)
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+fn positive(source: &str, key: &str, v: f64) -> Result<()> {
+    if v > 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::config(source, key, format!("must be finite and > 0 (got {v})")))
+    }
+}
+
+fn non_negative(source: &str, key: &str, v: f64) -> Result<()> {
+    if v >= 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::config(source, key, format!("must be finite and ≥ 0 (got {v})")))
+    }
+}
+
+fn unit_interval(source: &str, key: &str, v: f64) -> Result<()> {
+    if (0.0..1.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::config(source, key, format!("must be in [0, 1) (got {v})")))
+    }
+}
+
+fn io_msg(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The error path already ends in the offending key; shorten serde's unknown-field message.
+fn unknown_field_key(path: &str, msg: &str) -> (String, String) {
+    let key = if path.is_empty() || path == "." { "-".to_string() } else { path.to_string() };
+    match msg.strip_prefix("unknown field `").and_then(|r| r.split_once('`')) {
+        Some((_, expected)) => (key, format!("unknown key ({})", expected.trim_start_matches(',').trim())),
+        None => (key, msg.to_string()),
+    }
+}
+
+/// Apply `a.b.c=value`: the value is parsed as TOML (`0.1`, `true`, `"x"`, `[1, 2]`), and taken
+/// as a plain string when it does not parse.
+fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
+    let (key, raw) =
+        ov.split_once('=').ok_or_else(|| Error::config(format!("--set {ov}"), ov, "expected key=value"))?;
+    let key = key.trim();
+    if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
+        return Err(Error::config(format!("--set {ov}"), key, "malformed key"));
+    }
+    let raw = raw.trim();
+    let value = match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("parsed key"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for (i, p) in parts[..parts.len() - 1].iter().enumerate() {
+        let entry = cur.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        cur = match entry {
+            toml::Value::Table(t) => t,
+            _ => return Err(Error::config(format!("--set {ov}"), parts[..=i].join("."), "is a value, not a section")),
+        };
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str, sets: &[&str]) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        Config::load(Some(&p), &sets)
+    }
+
+    #[test]
+    fn demo_config_is_valid() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.space.name, "nb201");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_section() {
+        let e = load_str("[search.weights]\nlrr = 0.1\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("search.weights.lrr: unknown key"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = load_str("[search]\nepochs = \"ten\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("search.epochs"), "{e}");
+        assert!(e.contains("invalid type"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_names_the_key_and_value() {
+        let e = load_str("", &["search.weights.lr=-1"]).unwrap_err().to_string();
+        assert!(e.contains("search.weights.lr: must be finite and > 0 (got -1)"), "{e}");
+    }
+
+    #[test]
+    fn override_from_set_is_blamed_on_set() {
+        let e = load_str("", &["search.nope=1"]).unwrap_err().to_string();
+        assert!(e.starts_with("--set search.nope=1: search.nope: unknown key"), "{e}");
+    }
+
+    #[test]
+    fn overrides_parse_toml_values() {
+        let c =
+            load_str("", &["search.epochs=3", "search.weights.nesterov=true", "search.order=weights-first"]).unwrap();
+        assert_eq!(c.search.epochs, 3);
+        assert!(c.search.weights.nesterov);
+        assert_eq!(c.search.order, "weights-first");
+    }
+
+    #[test]
+    fn world_checks() {
+        let c = load_str("[search]\nbatch_size = 32\nmicro_batch = 16\n", &[]).unwrap();
+        assert!(c.check_world(2).is_ok());
+        assert!(c.check_world(3).unwrap_err().to_string().contains("not divisible by the 3 ranks"));
+        let e = c.check_world(4).unwrap_err().to_string();
+        assert!(e.contains("search.micro_batch: 16 does not divide the per-rank shard of 8"), "{e}");
+        assert!(c.check_world(64).unwrap_err().to_string().contains("64 ranks exceed the global batch of 32"));
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let c = Config::load(None, &["seed=7".to_string()]).unwrap();
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back, c);
+    }
+}

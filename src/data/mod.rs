@@ -1,0 +1,115 @@
+//! Datasets, the search split, and sharded batches.
+//!
+//! A global batch is a list of dataset indices fixed by the seed; rank r materialises only its
+//! contiguous shard `[r·B/W, (r+1)·B/W)`. Every per-sample computation is a function of the
+//! index alone, so the global batch is the same for any number of ranks.
+
+mod synthetic;
+
+pub use synthetic::Synthetic;
+
+use rayon::prelude::*;
+use tch::{Kind, Tensor};
+
+use crate::rng::SplitMix64;
+
+/// A labelled image dataset with random access.
+pub trait Dataset: Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    fn num_classes(&self) -> usize;
+    /// (channels, height, width)
+    fn image_shape(&self) -> [usize; 3];
+    /// Write image `index` into `out` (CHW, normalised) and return its label.
+    fn fill(&self, index: usize, out: &mut [f32]) -> i64;
+}
+
+/// Build a batch tensor `[n, C, H, W]` (f32) and labels `[n]` (i64) for `indices`, decoding
+/// samples in parallel.
+pub fn make_batch(ds: &dyn Dataset, indices: &[usize]) -> (Tensor, Tensor) {
+    let [c, h, w] = ds.image_shape();
+    let per = c * h * w;
+    let mut pixels = vec![0f32; indices.len() * per];
+    let mut labels = vec![0i64; indices.len()];
+    pixels
+        .par_chunks_mut(per)
+        .zip(labels.par_iter_mut())
+        .zip(indices.par_iter())
+        .for_each(|((out, label), &idx)| *label = ds.fill(idx, out));
+    let x = Tensor::from_slice(&pixels).reshape([indices.len() as i64, c as i64, h as i64, w as i64]);
+    (x, Tensor::from_slice(&labels).to_kind(Kind::Int64))
+}
+
+/// DARTS's search split: the first half of the training indices trains θ, the second half α.
+#[derive(Debug, Clone)]
+pub struct SearchSplit {
+    pub weights: Vec<usize>,
+    pub arch: Vec<usize>,
+}
+
+impl SearchSplit {
+    pub fn halves(n: usize) -> Self {
+        let half = n / 2;
+        SearchSplit { weights: (0..half).collect(), arch: (half..2 * half).collect() }
+    }
+}
+
+/// Purposes of random streams, so that different uses of one seed never share numbers.
+#[derive(Debug, Clone, Copy)]
+#[repr(u64)]
+pub enum Stream {
+    WeightsOrder = 1,
+    ArchOrder = 2,
+}
+
+/// The order of `indices` in `epoch`, a pure function of (seed, stream, epoch).
+pub fn epoch_order(seed: u64, stream: Stream, epoch: usize, indices: &[usize]) -> Vec<usize> {
+    let mut v = indices.to_vec();
+    SplitMix64::keyed(&[seed, stream as u64, epoch as u64]).shuffle(&mut v);
+    v
+}
+
+/// Global batch `step` of an epoch order (wrapping around when the order is shorter).
+pub fn global_batch(order: &[usize], step: usize, batch: usize) -> Vec<usize> {
+    (0..batch).map(|i| order[(step * batch + i) % order.len()]).collect()
+}
+
+/// This rank's contiguous shard of a global batch (equal sizes; the caller checked divisibility).
+pub fn shard(global: &[usize], rank: usize, world: usize) -> &[usize] {
+    let per = global.len() / world;
+    &global[rank * per..(rank + 1) * per]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_global_batch() {
+        let order = epoch_order(5, Stream::WeightsOrder, 0, &(0..100).collect::<Vec<_>>());
+        let g = global_batch(&order, 3, 12);
+        let mut joined: Vec<usize> = (0..3).flat_map(|r| shard(&g, r, 3).to_vec()).collect();
+        assert_eq!(joined, g);
+        joined.sort();
+        joined.dedup();
+        assert_eq!(joined.len(), 12);
+    }
+
+    #[test]
+    fn orders_differ_by_epoch_and_stream() {
+        let idx: Vec<usize> = (0..50).collect();
+        let a = epoch_order(1, Stream::WeightsOrder, 0, &idx);
+        assert_eq!(a, epoch_order(1, Stream::WeightsOrder, 0, &idx));
+        assert_ne!(a, epoch_order(1, Stream::WeightsOrder, 1, &idx));
+        assert_ne!(a, epoch_order(1, Stream::ArchOrder, 0, &idx));
+    }
+
+    #[test]
+    fn halves_are_disjoint() {
+        let s = SearchSplit::halves(11);
+        assert_eq!(s.weights, (0..5).collect::<Vec<_>>());
+        assert_eq!(s.arch, (5..10).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,56 @@
+//! Typed errors of the library. The binary maps [`Error::exit_code`] to the process status.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in dartsif-dist.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A config file, a `--set` override or a CLI value is invalid. `origin` names the file (or
+    /// `--set`), `key` the dotted key.
+    #[error("{origin}: {key}: {msg}")]
+    Config { origin: String, key: String, msg: String },
+
+    /// A path the user pointed at is missing, unreadable or unwritable.
+    #[error("{}: {msg}", path.display())]
+    Path { path: PathBuf, msg: String },
+
+    /// A collective operation failed (MPI, NCCL, or inconsistent ranks).
+    #[error("communication: {0}")]
+    Comm(String),
+
+    /// libtorch reported an error.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+
+    /// A numerical quantity became NaN or infinite.
+    #[error("non-finite {quantity} at {at}")]
+    NonFinite { quantity: String, at: String },
+
+    /// An I/O error while writing results.
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
+
+    /// Invalid data or state that is not the user's input.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Exit status: 2 for bad user input (config, paths), 1 for failures while running.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config { .. } | Error::Path { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    pub(crate) fn config(source: impl Into<String>, key: impl Into<String>, msg: impl Into<String>) -> Self {
+        Error::Config { origin: source.into(), key: key.into(), msg: msg.into() }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        Error::Io { path: path.into(), err }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,21 @@
+//! dartsif-dist: DARTS supernet search with influence-based operation selection, distributed
+//! over MPI ranks.
+//!
+//! One job per module: [`comm`] (collectives), [`data`], [`space`] (search spaces and
+//! genotypes), [`supernet`], [`search`] (bi-level training), [`select`] (discretisation),
+//! [`checkpoint`], [`report`], [`cli`].
+
+pub mod checkpoint;
+pub mod cli;
+pub mod comm;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod report;
+pub mod rng;
+pub mod search;
+pub mod select;
+pub mod space;
+pub mod supernet;
+
+pub use error::{Error, Result};

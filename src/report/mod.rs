@@ -1,0 +1,141 @@
+//! Run outputs: `metrics.jsonl`, `report.json`, `genotype.txt`, the resolved `config.toml`.
+//! Only the coordinator writes; whole files are written atomically, `metrics.jsonl` line by line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::checkpoint::write_atomic;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::search::{EpochStats, StepStats, Tally};
+use crate::select::ScoreTable;
+use crate::space::{Genotype, SpaceSpec};
+
+/// Versions and layout of a run, recorded in `config.toml` under `[run]` and in `report.json`.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct RunInfo {
+    pub dartsif_dist: String,
+    pub tch: String,
+    pub libtorch: String,
+    pub mpi_library: String,
+    pub comm_backend: String,
+    pub world_size: usize,
+    pub threads_per_rank: usize,
+    pub micro_batch: usize,
+    pub seed: u64,
+}
+
+impl RunInfo {
+    pub fn collect(cfg: &Config, backend: &str, world: usize) -> Self {
+        RunInfo {
+            dartsif_dist: env!("CARGO_PKG_VERSION").into(),
+            tch: "0.24.0".into(),
+            libtorch: env!("DARTSIF_LIBTORCH_VERSION").into(),
+            mpi_library: crate::comm::mpi_library_version().unwrap_or_else(|| "none".into()),
+            comm_backend: backend.into(),
+            world_size: world,
+            threads_per_rank: tch::get_num_threads() as usize,
+            micro_batch: cfg.micro_batch(world),
+            seed: cfg.seed,
+        }
+    }
+}
+
+/// `metrics.jsonl`: one JSON object per line, `"kind"` = `step`, `epoch` or `test`.
+pub struct Metrics {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Metrics {
+    pub fn create(dir: &Path) -> Result<Self> {
+        let path = dir.join("metrics.jsonl");
+        let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(Metrics { path, file })
+    }
+
+    fn line(&mut self, v: serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{v}").and_then(|_| self.file.flush()).map_err(|e| Error::io(&self.path, e))
+    }
+
+    pub fn step(&mut self, s: &StepStats) -> Result<()> {
+        let mut v = serde_json::to_value(s).expect("serialisable");
+        v["kind"] = json!("step");
+        self.line(v)
+    }
+
+    pub fn epoch(&mut self, e: &EpochStats) -> Result<()> {
+        let mut v = serde_json::to_value(e).expect("serialisable");
+        v["kind"] = json!("epoch");
+        self.line(v)
+    }
+
+    pub fn test(&mut self, t: &Tally) -> Result<()> {
+        self.line(json!({"kind": "test", "test_loss": t.loss(), "test_acc": t.acc(), "count": t.count}))
+    }
+}
+
+/// Write the resolved config with a `[run]` table; loading it again reproduces the run.
+pub fn write_config(dir: &Path, cfg: &Config, run: &RunInfo) -> Result<()> {
+    let mut text = String::from("# Resolved configuration of this run (dartsif-dist search --config <this file>).\n");
+    text.push_str(&cfg.to_toml());
+    text.push_str("\n[run]\n");
+    text.push_str(&toml::to_string(run).expect("serialisable"));
+    write_atomic(&dir.join("config.toml"), text.as_bytes())
+}
+
+/// `genotype.txt`: the genotype in its space's native text form, one line.
+pub fn write_genotype(dir: &Path, g: &Genotype) -> Result<()> {
+    write_atomic(&dir.join("genotype.txt"), format!("{g}\n").as_bytes())
+}
+
+/// `report.json`: per edge α, softmax(α), the chosen op, and the run's summary.
+#[allow(clippy::too_many_arguments)]
+pub fn write_report(
+    dir: &Path,
+    spec: &SpaceSpec,
+    genotype: &Genotype,
+    table: &ScoreTable,
+    alpha: &[Vec<Vec<f64>>],
+    softmax: &[Vec<Vec<f64>>],
+    last_epoch: Option<&EpochStats>,
+    test: Option<&Tally>,
+    run: &RunInfo,
+) -> Result<()> {
+    let chosen = chosen_ops(genotype);
+    let mut edges = Vec::new();
+    for (c, cell) in spec.cells.iter().enumerate() {
+        for (e, label) in cell.edges.iter().enumerate() {
+            edges.push(json!({
+                "cell": cell.name,
+                "edge": label,
+                "alpha": alpha[c][e],
+                "softmax": softmax[c][e],
+                "scores": table.scores[c][e],
+                "chosen": chosen.get(c).and_then(|v| v.get(e)).map(|&o| spec.ops[o].clone()),
+            }));
+        }
+    }
+    let v = json!({
+        "space": spec.name,
+        "ops": spec.ops,
+        "criterion": table.criterion,
+        "genotype": genotype.to_string(),
+        "genotype_json": genotype,
+        "edges": edges,
+        "final_epoch": last_epoch,
+        "test": test.map(|t| json!({"loss": t.loss(), "acc": t.acc(), "count": t.count})),
+        "run": run,
+    });
+    write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(&v).expect("json").as_bytes())
+}
+
+/// The chosen op per (cell, edge), where the genotype picks one per edge.
+fn chosen_ops(g: &Genotype) -> Vec<Vec<usize>> {
+    match g {
+        Genotype::Nb201(n) => vec![n.ops.clone()],
+    }
+}

@@ -1,0 +1,360 @@
+//! Bi-level supernet search (first-order DARTS), data-parallel over ranks.
+//!
+//! Each step: an α step on a batch of the α half (Adam on ∇α L_val) and a θ step on a batch of
+//! the θ half (SGD, momentum, weight decay, grad-clip), in the configured order. Each rank
+//! computes its shard of every global batch in micro-batches, gradients of θ and of α are summed
+//! over ranks in one flat all-reduce, and every rank applies the same update, so θ and α stay
+//! identical on all ranks (checked at every epoch end).
+
+pub mod optim;
+
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use crate::comm::Collective;
+use crate::config::Config;
+use crate::data::{epoch_order, global_batch, make_batch, shard, Dataset, SearchSplit, Stream};
+use crate::error::{Error, Result};
+use crate::supernet::{mixing_weights, BnMode, Supernet};
+use optim::{clip_grad_norm, cosine_lr, Adam, Sgd};
+
+/// Mean cross-entropy, computed in the logits' precision (tch's `cross_entropy_for_logits`
+/// computes in f32 even for f64 logits).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits.log_softmax(-1, logits.kind()).nll_loss(labels)
+}
+
+/// The searchable state: supernet weights θ, architecture α, both optimisers, and the position.
+pub struct SearchState {
+    pub net: Box<dyn Supernet>,
+    /// One `[edges, ops]` α table per cell type.
+    pub alphas: Vec<Tensor>,
+    pub weight_opt: Sgd,
+    pub arch_opt: Adam,
+    /// Epochs completed.
+    pub epoch: usize,
+}
+
+impl SearchState {
+    /// Fresh state: θ with PyTorch's initialisation and α = init_std·randn, both from `seed`,
+    /// then broadcast from rank 0 so every rank starts from identical values.
+    pub fn new(cfg: &Config, comm: &dyn Collective, kind: Kind) -> Result<Self> {
+        let net = crate::supernet::build(cfg, cfg.seed, kind)?;
+        let alphas: Vec<Tensor> = {
+            let _g = tch::no_grad_guard();
+            net.spec()
+                .alpha_shapes()
+                .iter()
+                .map(|s| {
+                    (Tensor::randn(s, (kind, tch::Device::Cpu)) * cfg.search.arch.init_std).set_requires_grad(true)
+                })
+                .collect()
+        };
+        comm.broadcast_tensors(0, &net.params().tensors)?;
+        comm.broadcast_tensors(0, &alphas)?;
+        let weight_opt = Sgd::new(cfg.search.weights.clone(), net.params().tensors.len());
+        let arch_opt = Adam::new(cfg.search.arch.clone(), &alphas);
+        Ok(SearchState { net, alphas, weight_opt, arch_opt, epoch: 0 })
+    }
+
+    /// softmax(α) per cell type (computed in f64), as nested vectors `[cell][edge][op]`.
+    pub fn softmax_table(&self) -> Vec<Vec<Vec<f64>>> {
+        mixing_weights(&self.alphas.iter().map(|a| a.detach().to_kind(Kind::Double)).collect::<Vec<_>>())
+            .iter()
+            .map(table_of)
+            .collect()
+    }
+
+    /// α per cell type as nested vectors.
+    pub fn alpha_table(&self) -> Vec<Vec<Vec<f64>>> {
+        self.alphas.iter().map(|a| table_of(&a.detach())).collect()
+    }
+}
+
+/// A 2-D tensor as rows of f64.
+pub fn table_of(t: &Tensor) -> Vec<Vec<f64>> {
+    let t = t.to_kind(Kind::Double).contiguous();
+    let (r, c) = (t.size()[0] as usize, t.size()[1] as usize);
+    let v: Vec<f64> = Vec::try_from(&t.reshape([-1])).expect("double tensor");
+    (0..r).map(|i| v[i * c..(i + 1) * c].to_vec()).collect()
+}
+
+/// Loss and accuracy summed over a (global) set of samples.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Tally {
+    pub loss_sum: f64,
+    pub correct: f64,
+    pub count: f64,
+}
+
+impl Tally {
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.count.max(1.0)
+    }
+    pub fn acc(&self) -> f64 {
+        self.correct / self.count.max(1.0)
+    }
+    fn add(&mut self, logits: &Tensor, labels: &Tensor, mean_loss: f64) {
+        let n = labels.size()[0] as f64;
+        self.loss_sum += mean_loss * n;
+        self.correct +=
+            logits.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+        self.count += n;
+    }
+    fn as_array(&self) -> [f64; 3] {
+        [self.loss_sum, self.correct, self.count]
+    }
+    fn from_array(a: [f64; 3]) -> Self {
+        Tally { loss_sum: a[0], correct: a[1], count: a[2] }
+    }
+}
+
+/// What one search step reports (global values, identical on every rank).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StepStats {
+    pub epoch: usize,
+    pub step: usize,
+    pub global_step: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub arch_loss: f64,
+    pub arch_acc: f64,
+    pub grad_norm: f64,
+}
+
+/// What one epoch reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub arch_loss: f64,
+    pub arch_acc: f64,
+    /// Full pass over the α (validation) half.
+    pub val_loss: f64,
+    pub val_acc: f64,
+    /// Mean entropy of softmax(α) over edges, in nats (log(#ops) is uniform).
+    pub alpha_entropy: f64,
+    /// Search images (θ and α batches) per second over all ranks.
+    pub images_per_s: f64,
+    pub seconds: f64,
+    pub genotype: String,
+}
+
+/// Receives progress from [`run_search`].
+pub trait Observer {
+    fn step(&mut self, _s: &StepStats) -> Result<()> {
+        Ok(())
+    }
+    fn epoch(&mut self, _e: &EpochStats, _state: &SearchState) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The bi-level search loop.
+pub struct Searcher<'a> {
+    pub cfg: &'a Config,
+    pub comm: &'a dyn Collective,
+    pub data: &'a dyn Dataset,
+    pub split: SearchSplit,
+}
+
+impl Searcher<'_> {
+    /// Run epochs `state.epoch..epochs`.
+    pub fn run(&self, state: &mut SearchState, obs: &mut dyn Observer) -> Result<()> {
+        let cfg = self.cfg;
+        let steps = cfg.steps_per_epoch();
+        let b = cfg.search.batch_size;
+        let alpha_first = cfg.search.order == "alpha-first";
+        while state.epoch < cfg.search.epochs {
+            let epoch = state.epoch;
+            let t0 = std::time::Instant::now();
+            let lr = cosine_lr(cfg.search.weights.lr, cfg.search.weights.lr_min, epoch, cfg.search.epochs);
+            let w_order = epoch_order(cfg.seed, Stream::WeightsOrder, epoch, &self.split.weights);
+            let a_order = epoch_order(cfg.seed, Stream::ArchOrder, epoch, &self.split.arch);
+            let (mut train, mut arch) = (Tally::default(), Tally::default());
+            for step in 0..steps {
+                let wb = global_batch(&w_order, step, b);
+                let ab = global_batch(&a_order, step, b);
+                let (t, a, gn) = if alpha_first {
+                    let a = self.arch_step(state, &ab)?;
+                    let (t, gn) = self.weight_step(state, &wb, lr)?;
+                    (t, a, gn)
+                } else {
+                    let (t, gn) = self.weight_step(state, &wb, lr)?;
+                    let a = self.arch_step(state, &ab)?;
+                    (t, a, gn)
+                };
+                for (name, v) in [("training loss", t.loss()), ("α loss", a.loss()), ("gradient norm", gn)] {
+                    if !v.is_finite() {
+                        return Err(Error::NonFinite {
+                            quantity: name.into(),
+                            at: format!("epoch {epoch}, step {step}"),
+                        });
+                    }
+                }
+                train = Tally::from_array(add3(train.as_array(), t.as_array()));
+                arch = Tally::from_array(add3(arch.as_array(), a.as_array()));
+                obs.step(&StepStats {
+                    epoch,
+                    step,
+                    global_step: epoch * steps + step,
+                    lr,
+                    train_loss: t.loss(),
+                    train_acc: t.acc(),
+                    arch_loss: a.loss(),
+                    arch_acc: a.acc(),
+                    grad_norm: gn,
+                })?;
+            }
+            // BatchNorm running buffers follow rank 0 (as DDP does), so state is identical.
+            self.comm.broadcast_tensors(0, &state.net.params().buffers)?;
+            self.check_in_sync(state)?;
+            let train_seconds = t0.elapsed().as_secs_f64();
+            let val = self.evaluate(state, &self.split.arch)?;
+            state.epoch += 1;
+            let genotype = crate::select::magnitude_genotype(state).to_string();
+            let stats = EpochStats {
+                epoch,
+                lr,
+                train_loss: train.loss(),
+                train_acc: train.acc(),
+                arch_loss: arch.loss(),
+                arch_acc: arch.acc(),
+                val_loss: val.loss(),
+                val_acc: val.acc(),
+                alpha_entropy: alpha_entropy(&state.softmax_table()),
+                images_per_s: (2 * steps * b) as f64 / train_seconds,
+                seconds: t0.elapsed().as_secs_f64(),
+                genotype,
+            };
+            obs.epoch(&stats, state)?;
+        }
+        Ok(())
+    }
+
+    /// Forward/backward of this rank's shard of `batch` in micro-batches; returns the gradients
+    /// (summed over micro-batches, each loss scaled by its share of the global batch) of
+    /// `wrt`, and the local tally.
+    fn shard_gradients(&self, state: &SearchState, batch: &[usize], wrt: &[Tensor]) -> Result<(Vec<Tensor>, Tally)> {
+        let (rank, world) = (self.comm.rank(), self.comm.size());
+        let mine = shard(batch, rank, world);
+        let m = self.cfg.micro_batch(world);
+        let scale = m as f64 / batch.len() as f64;
+        let mut grads: Option<Vec<Tensor>> = None;
+        let mut tally = Tally::default();
+        for chunk in mine.chunks(m) {
+            let (x, y) = make_batch(self.data, chunk);
+            let (x, y) = (x.to_kind(state.alphas[0].kind()), y);
+            let w = mixing_weights(&state.alphas);
+            let logits = state.net.forward(&x, &w, BnMode::Train);
+            let loss = cross_entropy(&logits, &y);
+            tally.add(&logits, &y, loss.double_value(&[]));
+            let g = Tensor::run_backward(&[loss * scale], wrt, false, false);
+            grads = Some(match grads {
+                None => g,
+                Some(acc) => acc.iter().zip(&g).map(|(a, b)| a + b).collect(),
+            });
+        }
+        Ok((grads.expect("a shard has at least one micro-batch"), tally))
+    }
+
+    /// Sum gradients and tallies over ranks (one flat all-reduce for the gradients).
+    fn reduce(&self, grads: &[Tensor], tally: Tally) -> Result<Tally> {
+        self.comm.all_reduce_sum_tensors(grads)?;
+        let mut t = tally.as_array();
+        self.comm.all_reduce_sum_f64(&mut t)?;
+        Ok(Tally::from_array(t))
+    }
+
+    fn arch_step(&self, state: &mut SearchState, batch: &[usize]) -> Result<Tally> {
+        let (grads, tally) = self.shard_gradients(state, batch, &state.alphas)?;
+        let tally = self.reduce(&grads, tally)?;
+        state.arch_opt.step(&state.alphas, &grads);
+        Ok(tally)
+    }
+
+    fn weight_step(&self, state: &mut SearchState, batch: &[usize], lr: f64) -> Result<(Tally, f64)> {
+        let params = &state.net.params().tensors;
+        let (grads, tally) = self.shard_gradients(state, batch, params)?;
+        let tally = self.reduce(&grads, tally)?;
+        let norm = clip_grad_norm(&grads, self.cfg.search.weights.grad_clip);
+        state.weight_opt.step(params, &grads, lr);
+        Ok((tally, norm))
+    }
+
+    /// Loss and accuracy over `indices` with batch statistics per micro-batch. Micro-batches
+    /// are dealt to ranks round-robin, so the result does not depend on the number of ranks
+    /// (when `search.micro_batch` is set).
+    pub fn evaluate(&self, state: &SearchState, indices: &[usize]) -> Result<Tally> {
+        let _g = tch::no_grad_guard();
+        let (rank, world) = (self.comm.rank(), self.comm.size());
+        let m = self.cfg.micro_batch(world);
+        let w = mixing_weights(&state.alphas.iter().map(|a| a.detach()).collect::<Vec<_>>());
+        let mut tally = Tally::default();
+        for chunk in indices.chunks(m).skip(rank).step_by(world) {
+            let (x, y) = make_batch(self.data, chunk);
+            let logits = state.net.forward(&x.to_kind(w[0].kind()), &w, BnMode::BatchStats);
+            let loss = cross_entropy(&logits, &y).double_value(&[]);
+            tally.add(&logits, &y, loss);
+        }
+        let mut t = tally.as_array();
+        self.comm.all_reduce_sum_f64(&mut t)?;
+        Ok(Tally::from_array(t))
+    }
+
+    /// Replicated state must be identical on all ranks: compare a checksum of θ and α.
+    fn check_in_sync(&self, state: &SearchState) -> Result<()> {
+        if self.comm.size() == 1 {
+            return Ok(());
+        }
+        let _g = tch::no_grad_guard();
+        let sum = |ts: &[Tensor]| {
+            ts.iter().map(|t| t.to_kind(Kind::Double).abs().sum(Kind::Double).double_value(&[])).sum::<f64>()
+        };
+        let local = [sum(&state.net.params().tensors), sum(&state.alphas)];
+        let bytes = postcard::to_stdvec(&local).map_err(|e| Error::Comm(e.to_string()))?;
+        let all = self.comm.gather_bytes(0, &bytes)?;
+        let mut verdict: Option<String> = None;
+        for (r, b) in all.iter().enumerate() {
+            let v: [f64; 2] = postcard::from_bytes(b).map_err(|e| Error::Comm(e.to_string()))?;
+            if v != local {
+                let what = if v[0] != local[0] { "weights θ" } else { "α" };
+                verdict = Some(format!("rank {r} holds different {what} than rank 0 after epoch {}", state.epoch));
+                break;
+            }
+        }
+        let verdict: Option<String> =
+            crate::comm::broadcast_value(self.comm, 0, self.comm.is_coordinator().then_some(&verdict))?;
+        match verdict {
+            Some(msg) => Err(Error::Comm(msg)),
+            None => Ok(()),
+        }
+    }
+}
+
+fn add3(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+}
+
+/// Mean over edges of the entropy of each softmax row, in nats.
+pub fn alpha_entropy(softmax: &[Vec<Vec<f64>>]) -> f64 {
+    let rows: Vec<&Vec<f64>> = softmax.iter().flatten().collect();
+    let total: f64 = rows.iter().map(|r| -r.iter().filter(|&&p| p > 0.0).map(|p| p * p.ln()).sum::<f64>()).sum();
+    total / rows.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entropy_of_uniform_rows_is_log_ops() {
+        let u = vec![vec![vec![0.2; 5]; 6]];
+        assert!((alpha_entropy(&u) - 5f64.ln()).abs() < 1e-12);
+        let onehot = vec![vec![vec![1.0, 0.0, 0.0]; 2]];
+        assert_eq!(alpha_entropy(&onehot), 0.0);
+    }
+}

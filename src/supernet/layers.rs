@@ -1,0 +1,253 @@
+//! Parameterised layers with PyTorch's initialisation, and the named parameter set.
+//!
+//! tch's own `nn` layers initialise differently from PyTorch (BatchNorm weight U(0,1), conv
+//! bound √6/√fan_in); the reference implementations rely on PyTorch's defaults, so we build
+//! layers here: conv/linear weights U(±1/√fan_in) (kaiming_uniform with a=√5), linear bias
+//! U(±1/√fan_in), BatchNorm weight 1 and bias 0, eps 1e-5, momentum 0.1.
+
+use tch::{Kind, Tensor};
+
+/// How BatchNorm normalises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BnMode {
+    /// Batch statistics; running buffers updated (training).
+    Train,
+    /// Batch statistics; running buffers untouched (evaluation of criteria, search validation).
+    BatchStats,
+    /// Running statistics.
+    Eval,
+}
+
+/// Trainable parameters and buffers in a fixed order, with their state-dict names.
+#[derive(Debug, Default)]
+pub struct ParamSet {
+    pub names: Vec<String>,
+    pub tensors: Vec<Tensor>,
+    pub buffer_names: Vec<String>,
+    pub buffers: Vec<Tensor>,
+}
+
+impl ParamSet {
+    /// Number of trainable weights.
+    pub fn count(&self) -> usize {
+        self.tensors.iter().map(|t| t.numel()).sum()
+    }
+
+    /// Set all gradients to zero (or drop them).
+    pub fn zero_grad(&self) {
+        for t in &self.tensors {
+            let mut g = t.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+    }
+
+    /// Current gradients (shallow handles, so in-place changes reach `.grad()`); a parameter
+    /// that got no gradient yet reads as zeros.
+    pub fn grads(&self) -> Vec<Tensor> {
+        self.tensors.iter().map(|t| grad_or_zeros(t)).collect()
+    }
+
+    /// (name, tensor) pairs of parameters then buffers, for state files.
+    pub fn named(&self) -> Vec<(String, Tensor)> {
+        self.names
+            .iter()
+            .zip(&self.tensors)
+            .chain(self.buffer_names.iter().zip(&self.buffers))
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect()
+    }
+}
+
+/// The gradient of a leaf, or zeros when backward never reached it.
+pub fn grad_or_zeros(t: &Tensor) -> Tensor {
+    let g = t.grad();
+    if g.defined() {
+        g
+    } else {
+        t.zeros_like()
+    }
+}
+
+/// Creates parameters in order under a name prefix.
+pub struct Builder {
+    kind: Kind,
+    prefix: Vec<String>,
+    pub set: ParamSet,
+}
+
+impl Builder {
+    pub fn new(kind: Kind) -> Self {
+        Builder { kind, prefix: Vec::new(), set: ParamSet::default() }
+    }
+
+    /// Run `f` with `name` pushed onto the prefix.
+    pub fn scope<T>(&mut self, name: impl Into<String>, f: impl FnOnce(&mut Self) -> T) -> T {
+        self.prefix.push(name.into());
+        let out = f(self);
+        self.prefix.pop();
+        out
+    }
+
+    fn full(&self, name: &str) -> String {
+        let mut parts = self.prefix.clone();
+        parts.push(name.to_string());
+        parts.join(".")
+    }
+
+    fn param(&mut self, name: &str, t: Tensor) -> Tensor {
+        let t = t.set_requires_grad(true);
+        self.set.names.push(self.full(name));
+        self.set.tensors.push(t.shallow_clone());
+        t
+    }
+
+    fn buffer(&mut self, name: &str, t: Tensor) -> Tensor {
+        self.set.buffer_names.push(self.full(name));
+        self.set.buffers.push(t.shallow_clone());
+        t
+    }
+
+    fn uniform(&self, shape: &[i64], bound: f64) -> Tensor {
+        let _g = tch::no_grad_guard();
+        Tensor::empty(shape, (self.kind, tch::Device::Cpu)).uniform_(-bound, bound)
+    }
+
+    /// Conv2d without bias (every conv in the search spaces is bias-free).
+    pub fn conv(
+        &mut self,
+        name: &str,
+        cin: i64,
+        cout: i64,
+        k: i64,
+        stride: i64,
+        pad: i64,
+        dil: i64,
+        groups: i64,
+    ) -> Conv {
+        let fan_in = (cin / groups) * k * k;
+        let w = self.uniform(&[cout, cin / groups, k, k], 1.0 / (fan_in as f64).sqrt());
+        Conv { w: self.param(&format!("{name}.weight"), w), stride, pad, dil, groups }
+    }
+
+    pub fn batch_norm(&mut self, name: &str, c: i64, affine: bool) -> BatchNorm {
+        let (w, b) = if affine {
+            let w = self.param(&format!("{name}.weight"), Tensor::ones([c], (self.kind, tch::Device::Cpu)));
+            let b = self.param(&format!("{name}.bias"), Tensor::zeros([c], (self.kind, tch::Device::Cpu)));
+            (Some(w), Some(b))
+        } else {
+            (None, None)
+        };
+        let rm = self.buffer(&format!("{name}.running_mean"), Tensor::zeros([c], (self.kind, tch::Device::Cpu)));
+        let rv = self.buffer(&format!("{name}.running_var"), Tensor::ones([c], (self.kind, tch::Device::Cpu)));
+        BatchNorm { w, b, rm, rv, momentum: 0.1, eps: 1e-5 }
+    }
+
+    pub fn linear(&mut self, name: &str, din: i64, dout: i64) -> Linear {
+        let bound = 1.0 / (din as f64).sqrt();
+        let w = self.uniform(&[dout, din], bound);
+        let b = self.uniform(&[dout], bound);
+        Linear { w: self.param(&format!("{name}.weight"), w), b: self.param(&format!("{name}.bias"), b) }
+    }
+}
+
+#[derive(Debug)]
+pub struct Conv {
+    pub w: Tensor,
+    stride: i64,
+    pad: i64,
+    dil: i64,
+    groups: i64,
+}
+
+impl Conv {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.conv2d(&self.w, None::<&Tensor>, [self.stride], [self.pad], [self.dil], self.groups)
+    }
+}
+
+#[derive(Debug)]
+pub struct BatchNorm {
+    w: Option<Tensor>,
+    b: Option<Tensor>,
+    rm: Tensor,
+    rv: Tensor,
+    momentum: f64,
+    eps: f64,
+}
+
+impl BatchNorm {
+    pub fn forward(&self, x: &Tensor, mode: BnMode) -> Tensor {
+        match mode {
+            BnMode::Train => x.batch_norm(
+                self.w.as_ref(),
+                self.b.as_ref(),
+                Some(&self.rm),
+                Some(&self.rv),
+                true,
+                self.momentum,
+                self.eps,
+                false,
+            ),
+            BnMode::BatchStats => x.batch_norm(
+                self.w.as_ref(),
+                self.b.as_ref(),
+                None::<&Tensor>,
+                None,
+                true,
+                self.momentum,
+                self.eps,
+                false,
+            ),
+            BnMode::Eval => x.batch_norm(
+                self.w.as_ref(),
+                self.b.as_ref(),
+                Some(&self.rm),
+                Some(&self.rv),
+                false,
+                self.momentum,
+                self.eps,
+                false,
+            ),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Linear {
+    w: Tensor,
+    b: Tensor,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.w, Some(&self.b))
+    }
+}
+
+/// ReLU → Conv (bias-free) → BatchNorm, the order of every conv op in these spaces.
+#[derive(Debug)]
+pub struct ReluConvBn {
+    conv: Conv,
+    bn: BatchNorm,
+}
+
+impl ReluConvBn {
+    /// Names follow PyTorch's `nn.Sequential(ReLU, Conv2d, BatchNorm2d)` under `op`:
+    /// `<name>.op.1.weight`, `<name>.op.2.{weight,bias,running_mean,running_var}`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(b: &mut Builder, name: &str, cin: i64, cout: i64, k: i64, stride: i64, pad: i64, affine: bool) -> Self {
+        b.scope(name, |b| {
+            b.scope("op", |b| {
+                let conv = b.conv("1", cin, cout, k, stride, pad, 1, 1);
+                let bn = b.batch_norm("2", cout, affine);
+                ReluConvBn { conv, bn }
+            })
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+        self.bn.forward(&self.conv.forward(&x.relu()), bn)
+    }
+}

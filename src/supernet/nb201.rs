@@ -1,0 +1,186 @@
+//! The NAS-Bench-201 search supernet (AutoDL-Projects `TinyNetworkDarts`, bias-free convs as in
+//! the paper and DARTS-PT; spaces.md §3).
+//!
+//! Stem Conv3×3(3→C)+BN, then N search cells at C, a ResNet reduction block to 2C, N cells, a
+//! reduction block to 4C, N cells, BN+ReLU, global average pooling and a linear classifier.
+//! Every search cell has 4 nodes and 6 edges; each edge mixes the 5 NB201 ops with the external
+//! mixing weights `w[edge, op]` (one 6×5 table shared by all cells). Search BatchNorm is
+//! non-affine. Parameter names match AutoDL's state dict.
+
+use tch::Tensor;
+
+use super::layers::{BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
+use super::Supernet;
+use crate::space::{nb201_edge, SpaceSpec, NB201_OPS};
+
+/// Configuration of the NB201 supernet.
+#[derive(Debug, Clone, Copy)]
+pub struct Nb201Config {
+    /// Initial channels C (16 in the benchmark).
+    pub channels: i64,
+    /// Search cells per stage N (5 in the benchmark).
+    pub cells_per_stage: usize,
+    pub num_classes: i64,
+}
+
+enum Op {
+    None,
+    Skip,
+    Conv(ReluConvBn),
+    AvgPool,
+}
+
+impl Op {
+    fn forward(&self, x: &Tensor, bn: BnMode) -> Option<Tensor> {
+        match self {
+            Op::None => None,
+            Op::Skip => Some(x.shallow_clone()),
+            Op::Conv(c) => Some(c.forward(x, bn)),
+            Op::AvgPool => Some(x.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>)),
+        }
+    }
+}
+
+struct SearchCell {
+    /// `edges[e][o]`, edges in NB201 row order (`1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2`).
+    edges: Vec<Vec<Op>>,
+}
+
+impl SearchCell {
+    fn new(b: &mut Builder, c: i64) -> Self {
+        let edges = b.scope("edges", |b| {
+            (0..6)
+                .map(|e| {
+                    let (i, j) = nb201_edge(e);
+                    b.scope(format!("{i}<-{j}"), |b| {
+                        NB201_OPS
+                            .iter()
+                            .enumerate()
+                            .map(|(o, &name)| match name {
+                                "none" => Op::None,
+                                "skip_connect" => Op::Skip,
+                                "nor_conv_1x1" => Op::Conv(ReluConvBn::new(b, &o.to_string(), c, c, 1, 1, 0, false)),
+                                "nor_conv_3x3" => Op::Conv(ReluConvBn::new(b, &o.to_string(), c, c, 3, 1, 1, false)),
+                                "avg_pool_3x3" => Op::AvgPool,
+                                other => unreachable!("unknown NB201 op {other}"),
+                            })
+                            .collect()
+                    })
+                })
+                .collect()
+        });
+        SearchCell { edges }
+    }
+
+    /// `w`: the 6×5 mixing weights.
+    fn forward(&self, x: &Tensor, w: &Tensor, bn: BnMode) -> Tensor {
+        let mut nodes: Vec<Tensor> = vec![x.shallow_clone()];
+        for i in 1..4 {
+            let mut acc: Option<Tensor> = None;
+            for j in 0..i {
+                let e = i * (i - 1) / 2 + j;
+                let row = w.get(e as i64);
+                for (o, op) in self.edges[e].iter().enumerate() {
+                    if let Some(out) = op.forward(&nodes[j], bn) {
+                        let term = out * row.get(o as i64);
+                        acc = Some(match acc {
+                            None => term,
+                            Some(a) => a + term,
+                        });
+                    }
+                }
+            }
+            // `none` contributes exactly zero; a node fed only by `none` would be all zeros.
+            nodes.push(acc.unwrap_or_else(|| nodes[0].zeros_like()));
+        }
+        nodes.pop().expect("four nodes")
+    }
+}
+
+/// ResNet basic block with stride 2 (not searched, affine BN).
+struct ResBlock {
+    conv_a: ReluConvBn,
+    conv_b: ReluConvBn,
+    shortcut: Conv,
+}
+
+impl ResBlock {
+    fn new(b: &mut Builder, cin: i64, cout: i64) -> Self {
+        let conv_a = ReluConvBn::new(b, "conv_a", cin, cout, 3, 2, 1, true);
+        let conv_b = ReluConvBn::new(b, "conv_b", cout, cout, 3, 1, 1, true);
+        let shortcut = b.scope("downsample", |b| b.conv("1", cin, cout, 1, 1, 0, 1, 1));
+        ResBlock { conv_a, conv_b, shortcut }
+    }
+
+    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+        let y = self.conv_b.forward(&self.conv_a.forward(x, bn), bn);
+        let s = self.shortcut.forward(&x.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>));
+        y + s
+    }
+}
+
+enum Block {
+    Cell(SearchCell),
+    Res(ResBlock),
+}
+
+/// The NB201 search supernet.
+pub struct Nb201Supernet {
+    spec: SpaceSpec,
+    stem_conv: Conv,
+    stem_bn: BatchNorm,
+    blocks: Vec<Block>,
+    last_bn: BatchNorm,
+    classifier: Linear,
+    params: super::ParamSet,
+}
+
+impl Nb201Supernet {
+    /// Build with PyTorch's initialisation from libtorch's global generator (seed it first).
+    pub fn new(cfg: Nb201Config, kind: tch::Kind) -> Self {
+        let mut b = Builder::new(kind);
+        let c = cfg.channels;
+        let (stem_conv, stem_bn) = b.scope("stem", |b| (b.conv("0", 3, c, 3, 1, 1, 1, 1), b.batch_norm("1", c, true)));
+        let mut blocks = Vec::new();
+        let n = cfg.cells_per_stage;
+        let stages = [c, 2 * c, 4 * c];
+        let mut idx = 0usize;
+        for (s, &ch) in stages.iter().enumerate() {
+            if s > 0 {
+                blocks.push(Block::Res(b.scope(format!("cells.{idx}"), |b| ResBlock::new(b, stages[s - 1], ch))));
+                idx += 1;
+            }
+            for _ in 0..n {
+                blocks.push(Block::Cell(b.scope(format!("cells.{idx}"), |b| SearchCell::new(b, ch))));
+                idx += 1;
+            }
+        }
+        let last_bn = b.scope("lastact", |b| b.batch_norm("0", 4 * c, true));
+        let classifier = b.linear("classifier", 4 * c, cfg.num_classes);
+        Nb201Supernet { spec: SpaceSpec::nb201(), stem_conv, stem_bn, blocks, last_bn, classifier, params: b.set }
+    }
+}
+
+impl Supernet for Nb201Supernet {
+    fn spec(&self) -> &SpaceSpec {
+        &self.spec
+    }
+
+    fn params(&self) -> &super::ParamSet {
+        &self.params
+    }
+
+    fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor {
+        let w = &weights[0];
+        let mut h = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
+        for block in &self.blocks {
+            h = match block {
+                Block::Cell(cell) => cell.forward(&h, w, bn),
+                Block::Res(res) => res.forward(&h, bn),
+            };
+        }
+        let h = self.last_bn.forward(&h, bn).relu();
+        let h = h.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        self.classifier.forward(&h)
+    }
+}

@@ -1,0 +1,109 @@
+//! The `search` command end to end: outputs, and bad input (one line naming the culprit, exit
+//! status 2, nothing written).
+
+mod common;
+
+use std::path::Path;
+
+fn bad(sets: &[&str], config: Option<&Path>, expect: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.arg("search").arg("--out").arg(&out);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    for s in sets {
+        cmd.arg("--set").arg(s);
+    }
+    let o = cmd.output().unwrap();
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line expected:\n{err}");
+    assert!(err.contains(expect), "expected {expect:?} in:\n{err}");
+    assert!(!out.exists(), "nothing may be written for bad input");
+}
+
+#[test]
+fn unknown_key() {
+    bad(&["search.epoch=3"], None, "--set search.epoch=3: search.epoch: unknown key");
+}
+
+#[test]
+fn wrong_type() {
+    bad(&["search.batch_size=\"big\""], None, "search.batch_size: invalid type: string \"big\"");
+}
+
+#[test]
+fn out_of_range() {
+    bad(&["search.arch.beta2=1.5"], None, "search.arch.beta2: must be in [0, 1) (got 1.5)");
+    bad(&["data.image_size=30"], None, "data.image_size: must be a multiple of 4");
+}
+
+#[test]
+fn missing_config_file() {
+    bad(&[], Some(Path::new("/nonexistent/x.toml")), "/nonexistent/x.toml: cannot read config: no such file");
+}
+
+#[test]
+fn unknown_key_in_a_file_names_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(&cfg, "[space]\nname = \"nb201\"\nchanels = 16\n").unwrap();
+    bad(&[], Some(&cfg), &format!("{}: space.chanels: unknown key", cfg.display()));
+}
+
+#[test]
+fn non_empty_output_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("keep.txt"), "x").unwrap();
+    let o = common::search(0, tmp.path(), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(common::stderr(&o).contains("output directory exists and is not empty"), "{}", common::stderr(&o));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn search_writes_every_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = common::search(0, &out, &["data.test_size=64"]);
+    common::assert_ok(&o);
+    let genotype = std::fs::read_to_string(out.join("genotype.txt")).unwrap();
+    let g: dartsif::space::Nb201Genotype = genotype.trim().parse().unwrap();
+    assert!(!g.ops.contains(&0), "magnitude selection excludes none");
+    assert_eq!(common::stdout(&o).trim(), genotype.trim());
+
+    // metrics.jsonl: 8 step lines (log_every 1), 2 epoch lines, 1 test line.
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = metrics.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let count = |k: &str| lines.iter().filter(|v| v["kind"] == k).count();
+    assert_eq!((count("step"), count("epoch"), count("test")), (8, 2, 1));
+    let epoch = lines.iter().find(|v| v["kind"] == "epoch").unwrap();
+    for key in ["train_loss", "val_acc", "alpha_entropy", "images_per_s", "lr"] {
+        assert!(epoch[key].is_number(), "{key} missing in {epoch}");
+    }
+    // α entropy of 5 near-uniform ops is at most ln 5.
+    assert!(epoch["alpha_entropy"].as_f64().unwrap() <= 5f64.ln() + 1e-12);
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["edges"].as_array().unwrap().len(), 6);
+    let e0 = &report["edges"][0];
+    let sm: f64 = e0["softmax"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).sum();
+    assert!((sm - 1.0).abs() < 1e-9);
+    assert_eq!(e0["chosen"], dartsif::space::NB201_OPS[g.ops[0]]);
+    assert_eq!(report["run"]["world_size"], 1);
+
+    // The resolved config reproduces the run's settings when passed back.
+    let cfg = dartsif::config::Config::load(Some(&out.join("config.toml")), &[]).unwrap();
+    assert_eq!(cfg.space.channels, 4);
+    assert_eq!(cfg.search.micro_batch, 16);
+
+    // The state file holds θ (AutoDL names), BatchNorm buffers and α.
+    let names: Vec<String> =
+        tch::Tensor::read_safetensors(out.join("supernet.safetensors")).unwrap().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"arch_parameters".to_string()));
+    assert!(names.contains(&"stem.0.weight".to_string()));
+    assert!(names.contains(&"lastact.0.running_var".to_string()));
+}
