@@ -44,6 +44,8 @@ pub struct Config {
     pub search: SearchConfig,
     #[serde(default)]
     pub output: OutputConfig,
+    #[serde(default)]
+    pub select: SelectConfig,
     /// The `[run]` record that a run directory's `config.toml` carries (versions, world size);
     /// accepted and ignored on input, so that file can be passed back as `--config`.
     #[serde(default, skip_serializing)]
@@ -151,6 +153,69 @@ pub struct AdamConfig {
     pub init_std: f64,
 }
 
+/// Operation selection after the search (`dartsif-dist select`, or `after_search = true`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SelectConfig {
+    /// `magnitude`, `drop`, `darts-if` or `darts-im`.
+    #[serde(default = "d_criterion")]
+    pub criterion: String,
+    /// IHVP solver: `identity`, `neumann`, `sherman-morrison`, `woodbury`, `cg` or `exact`.
+    #[serde(default = "d_ihvp")]
+    pub ihvp: String,
+    /// Number of fixed evaluation batches N (drawn from the validation half, no augmentation).
+    #[serde(default = "d_n")]
+    pub n: usize,
+    /// Images per evaluation batch; 0 = search.batch_size.
+    #[serde(default)]
+    pub batch_size: usize,
+    /// Neumann step γ (needs 0 < γ < 2/λmax).
+    #[serde(default = "d_gamma")]
+    pub gamma: f64,
+    /// Neumann terms K.
+    #[serde(default = "d_k")]
+    pub k: usize,
+    /// Fisher damping η (the supernet's weight decay in the paper).
+    #[serde(default = "d_eta")]
+    pub eta: f64,
+    /// Damping λ added to the Hessian for `neumann`, `cg` and `exact` with `exact_matrix = "hessian"`.
+    #[serde(default)]
+    pub damping: f64,
+    /// CG: relative residual tolerance and iteration limit.
+    #[serde(default = "d_cg_tol")]
+    pub cg_tol: f64,
+    #[serde(default = "d_cg_iters")]
+    pub cg_max_iter: usize,
+    /// What `exact` forms densely: `fisher` (ηI + GGᵀ/N) or `hessian` (H + λI).
+    #[serde(default = "d_exact_matrix")]
+    pub exact_matrix: String,
+    /// `exact` refuses models with more weights than this (a dense P×P matrix in f64).
+    #[serde(default = "d_exact_max")]
+    pub exact_max_params: usize,
+    /// DARTS-IM sign: `paper` (I_M = −BᵀH⁻¹B1, argmax) or `negated`.
+    #[serde(default = "d_im_sign")]
+    pub im_sign: String,
+    /// Fisher samples: per-batch gradients (`batch`, as the paper) or per-sample (`sample`,
+    /// needs `bn = "running"`).
+    #[serde(default = "d_fisher_samples")]
+    pub fisher_samples: String,
+    /// BatchNorm during selection: `batch` statistics (buffers untouched) or `running`.
+    #[serde(default = "d_bn")]
+    pub bn: String,
+    /// Reproduce the authors' DARTS-IM computation: raw-logit leaf, central finite differences
+    /// of radius 1e-2/‖v‖, per-batch chains (neumann, identity), freshly drawn batches per pass
+    /// (sherman-morrison, woodbury).
+    #[serde(default)]
+    pub faithful: bool,
+    /// Arithmetic of the selection: `f32` (as trained) or `f64` (the supernet is converted;
+    /// exact to ~1e-12 on small models).
+    #[serde(default = "d_precision")]
+    pub precision: String,
+    /// Run the selection right after `search`, into the run directory's `select/`.
+    #[serde(default)]
+    pub after_search: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OutputConfig {
@@ -237,6 +302,48 @@ fn d_awd() -> f64 {
 fn d_init_std() -> f64 {
     1e-3
 }
+fn d_criterion() -> String {
+    "darts-im".into()
+}
+fn d_ihvp() -> String {
+    "woodbury".into()
+}
+fn d_n() -> usize {
+    30
+}
+fn d_gamma() -> f64 {
+    1e-3
+}
+fn d_k() -> usize {
+    3
+}
+fn d_eta() -> f64 {
+    5e-4
+}
+fn d_cg_tol() -> f64 {
+    1e-6
+}
+fn d_cg_iters() -> usize {
+    100
+}
+fn d_exact_matrix() -> String {
+    "fisher".into()
+}
+fn d_exact_max() -> usize {
+    20_000
+}
+fn d_im_sign() -> String {
+    "paper".into()
+}
+fn d_fisher_samples() -> String {
+    "batch".into()
+}
+fn d_precision() -> String {
+    "f32".into()
+}
+fn d_bn() -> String {
+    "batch".into()
+}
 fn d_log_every() -> usize {
     10
 }
@@ -253,7 +360,7 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(Config, SpaceConfig, DataConfig, SearchConfig, SgdConfig, AdamConfig, OutputConfig);
+default_from_serde!(Config, SpaceConfig, DataConfig, SearchConfig, SgdConfig, AdamConfig, OutputConfig, SelectConfig);
 
 impl Config {
     /// Load a config: `path` (or the embedded demo when `None`), then the `--set` overrides,
@@ -383,7 +490,16 @@ impl Config {
         if self.output.log_every == 0 {
             return bad("output.log_every", "must be at least 1 (got 0)".into());
         }
-        Ok(())
+        self.select.validate(source)
+    }
+
+    /// Images per evaluation batch of the selection.
+    pub fn select_batch(&self) -> usize {
+        if self.select.batch_size == 0 {
+            self.search.batch_size
+        } else {
+            self.select.batch_size
+        }
     }
 
     /// Checks that depend on the number of ranks.
@@ -432,6 +548,50 @@ impl Config {
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+impl SelectConfig {
+    pub fn validate(&self, source: &str) -> Result<()> {
+        let one_of = |key: &str, v: &str, options: &[&str]| -> Result<()> {
+            if options.contains(&v) {
+                Ok(())
+            } else {
+                let list = options.iter().map(|o| format!("\"{o}\"")).collect::<Vec<_>>().join(", ");
+                Err(Error::config(source, key, format!("unknown value {v:?} (one of {list})")))
+            }
+        };
+        one_of("select.criterion", &self.criterion, &["magnitude", "drop", "darts-if", "darts-im"])?;
+        one_of("select.ihvp", &self.ihvp, &["identity", "neumann", "sherman-morrison", "woodbury", "cg", "exact"])?;
+        one_of("select.exact_matrix", &self.exact_matrix, &["fisher", "hessian"])?;
+        one_of("select.im_sign", &self.im_sign, &["paper", "negated"])?;
+        one_of("select.fisher_samples", &self.fisher_samples, &["batch", "sample"])?;
+        one_of("select.bn", &self.bn, &["batch", "running"])?;
+        one_of("select.precision", &self.precision, &["f32", "f64"])?;
+        if self.n == 0 {
+            return Err(Error::config(source, "select.n", "must be at least 1 (got 0)"));
+        }
+        if self.k == 0 {
+            return Err(Error::config(source, "select.k", "must be at least 1 (got 0)"));
+        }
+        positive(source, "select.gamma", self.gamma)?;
+        positive(source, "select.eta", self.eta)?;
+        non_negative(source, "select.damping", self.damping)?;
+        positive(source, "select.cg_tol", self.cg_tol)?;
+        if self.cg_max_iter == 0 {
+            return Err(Error::config(source, "select.cg_max_iter", "must be at least 1 (got 0)"));
+        }
+        if self.fisher_samples == "sample" && self.bn != "running" {
+            return Err(Error::config(
+                source,
+                "select.fisher_samples",
+                "\"sample\" needs select.bn = \"running\" (batch statistics of one image are undefined)",
+            ));
+        }
+        if self.faithful && self.criterion != "darts-im" {
+            return Err(Error::config(source, "select.faithful", "the authors' computation exists for darts-im only"));
+        }
+        Ok(())
     }
 }
 

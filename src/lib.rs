@@ -11,6 +11,7 @@ pub mod comm;
 pub mod config;
 pub mod data;
 pub mod error;
+pub mod influence;
 pub mod report;
 pub mod rng;
 pub mod search;

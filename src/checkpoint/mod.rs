@@ -11,6 +11,7 @@ use tch::Tensor;
 
 use crate::error::{Error, Result};
 use crate::search::SearchState;
+use crate::supernet::Supernet;
 
 /// Write `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -26,13 +27,18 @@ fn tmp_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// (name, tensor) pairs of the whole supernet state.
-pub fn supernet_tensors(state: &SearchState) -> Vec<(String, Tensor)> {
-    let mut named = state.net.params().named();
-    for (cell, alpha) in state.net.spec().cells.iter().zip(&state.alphas) {
-        named.push((cell.alpha_name.clone(), alpha.detach()));
+/// (name, tensor) pairs of the whole supernet state, sharing storage with it.
+fn live_tensors(net: &dyn Supernet, alphas: &[Tensor]) -> Vec<(String, Tensor)> {
+    let mut named = net.params().named();
+    for (cell, alpha) in net.spec().cells.iter().zip(alphas) {
+        named.push((cell.alpha_name.clone(), alpha.shallow_clone()));
     }
-    named.into_iter().map(|(n, t)| (n, t.detach().contiguous())).collect()
+    named
+}
+
+/// (name, tensor) pairs of the whole supernet state (detached copies' handles).
+pub fn supernet_tensors(state: &SearchState) -> Vec<(String, Tensor)> {
+    live_tensors(state.net.as_ref(), &state.alphas).into_iter().map(|(n, t)| (n, t.detach().contiguous())).collect()
 }
 
 /// Save θ, buffers and α to `path` (safetensors), atomically.
@@ -43,14 +49,15 @@ pub fn save_supernet(state: &SearchState, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
-/// Load a supernet file written by [`save_supernet`] into `state` (names and shapes must match).
-pub fn load_supernet(state: &SearchState, path: &Path) -> Result<()> {
+/// Load a supernet file written by [`save_supernet`] into `net` and `alphas` (names and shapes
+/// must match; values are converted to the live tensors' precision).
+pub fn load_supernet(net: &dyn Supernet, alphas: &[Tensor], path: &Path) -> Result<()> {
     let stored: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(path)
         .map_err(|e| Error::Path { path: path.to_path_buf(), msg: format!("cannot read supernet state: {e}") })?
         .into_iter()
         .collect();
     let _g = tch::no_grad_guard();
-    for (name, t) in supernet_tensors_live(state) {
+    for (name, mut t) in live_tensors(net, alphas) {
         let src = stored
             .get(&name)
             .ok_or_else(|| Error::Path { path: path.to_path_buf(), msg: format!("no tensor named {name:?}") })?;
@@ -60,17 +67,7 @@ pub fn load_supernet(state: &SearchState, path: &Path) -> Result<()> {
                 msg: format!("tensor {name:?} has shape {:?}, expected {:?}", src.size(), t.size()),
             });
         }
-        let mut t = t;
         t.copy_(src);
     }
     Ok(())
-}
-
-/// Like [`supernet_tensors`] but sharing storage with the live state (for loading).
-fn supernet_tensors_live(state: &SearchState) -> Vec<(String, Tensor)> {
-    let mut named = state.net.params().named();
-    for (cell, alpha) in state.net.spec().cells.iter().zip(&state.alphas) {
-        named.push((cell.alpha_name.clone(), alpha.shallow_clone()));
-    }
-    named
 }

@@ -28,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Train a supernet by bi-level search and select an architecture.
     Search(SearchArgs),
+    /// Score every op of a searched supernet with a criterion and select an architecture.
+    Select(SelectArgs),
     /// Print versions and whether CUDA is available.
     Info,
     /// Check the collectives on this launch (e.g. `mpirun -np 4 dartsif-dist check-comm`).
@@ -47,6 +49,77 @@ pub struct SearchArgs {
     pub out: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct SelectArgs {
+    /// Run directory of a `search` (its config.toml and supernet.safetensors are read).
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// magnitude | drop | darts-if | darts-im  (select.criterion)
+    #[arg(long)]
+    pub criterion: Option<String>,
+    /// identity | neumann | sherman-morrison | woodbury | cg | exact  (select.ihvp)
+    #[arg(long)]
+    pub ihvp: Option<String>,
+    /// Number of evaluation batches N (select.n)
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// Neumann step γ (select.gamma)
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// Neumann terms K (select.k)
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Fisher damping η (select.eta)
+    #[arg(long)]
+    pub eta: Option<f64>,
+    /// DARTS-IM sign: paper | negated (select.im_sign)
+    #[arg(long = "im-sign")]
+    pub im_sign: Option<String>,
+    /// Reproduce the authors' DARTS-IM computation (select.faithful)
+    #[arg(long)]
+    pub faithful: bool,
+    /// Override any config key, e.g. `--set select.precision=f64` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Output directory to create (must not exist, or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+impl SelectArgs {
+    /// The flags as `select.*` overrides, before the explicit `--set`s.
+    fn overrides(&self) -> Vec<String> {
+        let mut o = Vec::new();
+        let q = |s: &str| format!("{s:?}");
+        if let Some(v) = &self.criterion {
+            o.push(format!("select.criterion={}", q(v)));
+        }
+        if let Some(v) = &self.ihvp {
+            o.push(format!("select.ihvp={}", q(v)));
+        }
+        if let Some(v) = self.n {
+            o.push(format!("select.n={v}"));
+        }
+        if let Some(v) = self.gamma {
+            o.push(format!("select.gamma={v:e}"));
+        }
+        if let Some(v) = self.k {
+            o.push(format!("select.k={v}"));
+        }
+        if let Some(v) = self.eta {
+            o.push(format!("select.eta={v:e}"));
+        }
+        if let Some(v) = &self.im_sign {
+            o.push(format!("select.im_sign={}", q(v)));
+        }
+        if self.faithful {
+            o.push("select.faithful=true".into());
+        }
+        o.extend(self.set.iter().cloned());
+        o
+    }
+}
+
 /// Rank from the launcher's environment, before MPI is initialised (for printing errors once).
 fn launcher_rank() -> usize {
     ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"]
@@ -62,6 +135,7 @@ pub fn main() -> i32 {
         Command::Info => info(),
         Command::CheckComm => check_comm(),
         Command::Search(args) => search_main(&args),
+        Command::Select(args) => select_main(&args),
     }
 }
 
@@ -109,6 +183,94 @@ fn search_main(args: &SearchArgs) -> i32 {
         Ok(()) => 0,
         Err(e) => report_error(comm.as_ref(), &e),
     }
+}
+
+fn select_main(args: &SelectArgs) -> i32 {
+    let cfg_path = args.run.join("config.toml");
+    if !cfg_path.is_file() {
+        return fail_once(&Error::Path { path: args.run.clone(), msg: "not a run directory (no config.toml)".into() });
+    }
+    let cfg = match Config::load(Some(&cfg_path), &args.overrides()) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    let state = args.run.join("supernet.safetensors");
+    if !state.is_file() {
+        return fail_once(&Error::Path { path: state, msg: "no supernet state (the search did not finish?)".into() });
+    }
+    let comm = match comm::init(cfg.comm) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    match run_select(&cfg, comm.as_ref(), &args.run, &args.out) {
+        Ok(()) => 0,
+        Err(e) => report_error(comm.as_ref(), &e),
+    }
+}
+
+/// The `select` command: load a searched supernet and run the configured criterion.
+pub fn run_select(cfg: &Config, comm: &dyn Collective, run: &Path, out: &Path) -> Result<()> {
+    prepare_out_dir(comm, out)?;
+    init_threads(cfg);
+    init_logging(comm, out);
+    let net = crate::supernet::build(cfg, cfg.seed, selection_kind(cfg))?;
+    let alphas: Vec<tch::Tensor> = net
+        .spec()
+        .alpha_shapes()
+        .iter()
+        .map(|s| tch::Tensor::zeros(s, (selection_kind(cfg), tch::Device::Cpu)))
+        .collect();
+    crate::checkpoint::load_supernet(net.as_ref(), &alphas, &run.join("supernet.safetensors"))?;
+    let data = dataset(cfg);
+    let split = SearchSplit::halves(cfg.data.train_size);
+    select_and_report(cfg, comm, net.as_ref(), &alphas, &data, &split.arch, out)
+}
+
+fn selection_kind(cfg: &Config) -> tch::Kind {
+    if cfg.select.precision == "f64" {
+        tch::Kind::Double
+    } else {
+        tch::Kind::Float
+    }
+}
+
+fn dataset(cfg: &Config) -> Synthetic {
+    Synthetic::new(
+        cfg.seed,
+        cfg.data.train_size + cfg.data.test_size,
+        cfg.data.num_classes,
+        cfg.data.image_size,
+        cfg.data.noise,
+    )
+}
+
+fn select_and_report(
+    cfg: &Config,
+    comm: &dyn Collective,
+    net: &dyn crate::supernet::Supernet,
+    alphas: &[tch::Tensor],
+    data: &dyn Dataset,
+    val: &[usize],
+    out: &Path,
+) -> Result<()> {
+    let s = &cfg.select;
+    tracing::info!(
+        "select: criterion {}{}, ihvp {}, N = {} batches of {}, {} ranks, {}",
+        s.criterion,
+        if s.faithful { " (faithful)" } else { "" },
+        s.ihvp,
+        s.n,
+        cfg.select_batch(),
+        comm.size(),
+        s.precision
+    );
+    let sel = select::run(cfg, comm, net, alphas, data, val, out)?;
+    tracing::info!("selected genotype (criterion {}): {}", sel.table.criterion, sel.genotype);
+    tracing::info!("timing: {}", sel.timing);
+    if comm.is_coordinator() {
+        println!("{}", sel.genotype);
+    }
+    comm.barrier()
 }
 
 fn fail_once(e: &Error) -> i32 {
@@ -326,5 +488,26 @@ pub fn run_search(cfg: &Config, comm: &dyn Collective, out: &Path) -> Result<()>
         println!("{genotype}");
     }
     comm.barrier()?;
+    if cfg.select.after_search {
+        let dir = out.join("select");
+        prepare_out_dir(comm, &dir)?;
+        let (net, alphas) = if selection_kind(cfg) == tch::Kind::Float {
+            (None, Vec::new())
+        } else {
+            let net = crate::supernet::build(cfg, cfg.seed, selection_kind(cfg))?;
+            let alphas: Vec<tch::Tensor> =
+                state.alphas.iter().map(|a| a.detach().to_kind(selection_kind(cfg))).collect();
+            let _g = tch::no_grad_guard();
+            let (src, dst) = (state.net.params(), net.params());
+            for (d, s) in dst.tensors.iter().zip(&src.tensors).chain(dst.buffers.iter().zip(&src.buffers)) {
+                d.shallow_clone().copy_(s);
+            }
+            (Some(net), alphas)
+        };
+        match &net {
+            Some(n) => select_and_report(cfg, comm, n.as_ref(), &alphas, &data, &searcher.split.arch, &dir)?,
+            None => select_and_report(cfg, comm, state.net.as_ref(), &state.alphas, &data, &searcher.split.arch, &dir)?,
+        }
+    }
     Ok(())
 }

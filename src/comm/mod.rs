@@ -35,6 +35,9 @@ pub trait Collective {
     fn broadcast_bytes(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()>;
     /// Gather every rank's bytes on `root` (in rank order); other ranks get an empty list.
     fn gather_bytes(&self, root: usize, bytes: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// Personalised exchange: `send[s]` goes to rank s; returns what each rank sent to this one
+    /// (indexed by source rank).
+    fn all_to_all_bytes(&self, send: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>>;
     /// Wait for all ranks.
     fn barrier(&self) -> Result<()>;
     /// Stop every rank of the job with this status (a failure on one rank must not leave the
@@ -200,6 +203,13 @@ pub fn self_check(comm: &dyn Collective) -> Result<()> {
     let g = comm.gather_bytes(0, &vec![r as u8; r + 1])?;
     if r == 0 && g != (0..n).map(|k| vec![k as u8; k + 1]).collect::<Vec<_>>() {
         return fail("gather", format!("{g:?}"), "rank k sends k+1 bytes of value k".into());
+    }
+    // Rank r sends (r, s) repeated s+1 times to rank s.
+    let send: Vec<Vec<u8>> = (0..n).map(|s| vec![(r * 16 + s) as u8; s + 1]).collect();
+    let recv = comm.all_to_all_bytes(send)?;
+    let expect: Vec<Vec<u8>> = (0..n).map(|src| vec![(src * 16 + r) as u8; r + 1]).collect();
+    if recv != expect {
+        return fail("all-to-all", format!("{recv:?}"), format!("{expect:?}"));
     }
     comm.barrier()
 }

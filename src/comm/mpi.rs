@@ -89,6 +89,38 @@ impl Collective for MpiCollective {
             Ok(Vec::new())
         }
     }
+    fn all_to_all_bytes(&self, send: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
+        let n = self.size();
+        if send.len() != n {
+            return Err(Error::Comm(format!("all_to_all: {} buffers for {n} ranks", send.len())));
+        }
+        let count = |len: usize| {
+            i32::try_from(len)
+                .map_err(|_| Error::Comm(format!("all_to_all: a message of {len} bytes exceeds MPI's 2 GiB count")))
+        };
+        let send_counts: Vec<i32> = send.iter().map(|b| count(b.len())).collect::<Result<_>>()?;
+        let mut recv_counts = vec![0i32; n];
+        self.world.all_to_all_into(&send_counts[..], &mut recv_counts[..]);
+        let displs = |c: &[i32]| -> Result<Vec<i32>> {
+            let mut d = Vec::with_capacity(c.len());
+            let mut acc = 0i64;
+            for &x in c {
+                d.push(count(acc as usize)?);
+                acc += x as i64;
+            }
+            Ok(d)
+        };
+        let (sd, rd) = (displs(&send_counts)?, displs(&recv_counts)?);
+        let flat: Vec<u8> = send.concat();
+        let total: usize = recv_counts.iter().map(|&c| c as usize).sum();
+        let mut recv = vec![0u8; total];
+        {
+            let sbuf = mpi::datatype::Partition::new(&flat[..], &send_counts[..], &sd[..]);
+            let mut rbuf = PartitionMut::new(&mut recv[..], &recv_counts[..], &rd[..]);
+            self.world.all_to_all_varcount_into(&sbuf, &mut rbuf);
+        }
+        Ok(recv_counts.iter().zip(&rd).map(|(&c, &d)| recv[d as usize..d as usize + c as usize].to_vec()).collect())
+    }
     fn barrier(&self) -> Result<()> {
         self.world.barrier();
         Ok(())

@@ -62,6 +62,10 @@ impl SearchSplit {
 pub enum Stream {
     WeightsOrder = 1,
     ArchOrder = 2,
+    /// The fixed evaluation batches of the influence criteria.
+    EvalBatches = 3,
+    /// Freshly drawn batches of the authors' reference computation (`--faithful`).
+    FaithfulDraw = 4,
 }
 
 /// The order of `indices` in `epoch`, a pure function of (seed, stream, epoch).

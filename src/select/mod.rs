@@ -1,23 +1,45 @@
 //! Discretisation: from per-(cell, edge, op) scores to a genotype, decided by the coordinator
 //! and broadcast so that every rank reports the same architecture.
 
-use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::Path;
 
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tch::Tensor;
+
+use crate::checkpoint::write_atomic;
 use crate::comm::{broadcast_value, Collective};
-use crate::error::Result;
+use crate::config::Config;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::influence::{Context, Timings};
 use crate::search::SearchState;
 use crate::space::{derive_genotype, Genotype, SpaceSpec};
+use crate::supernet::Supernet;
 
-/// Scores of one criterion: `scores[cell][edge][op]`, higher = keep.
+/// Scores of one criterion: `scores[cell][edge][op]`, higher = keep. Candidates a criterion
+/// does not score (removing `none`) hold −∞. `terms[cell][edge][op][t]` are the parts of the
+/// score named in `term_names` (e.g. DARTS-IF's loss change and quadratic term).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ScoreTable {
     pub criterion: String,
     pub scores: Vec<Vec<Vec<f64>>>,
+    #[serde(default)]
+    pub term_names: Vec<String>,
+    #[serde(default)]
+    pub terms: Vec<Vec<Vec<Vec<f64>>>>,
+}
+
+impl ScoreTable {
+    pub fn plain(criterion: &str, scores: Vec<Vec<Vec<f64>>>) -> Self {
+        ScoreTable { criterion: criterion.into(), scores, term_names: Vec::new(), terms: Vec::new() }
+    }
 }
 
 /// Vanilla DARTS: the score of an op is its α (the softmax ranks the same).
 pub fn magnitude_scores(state: &SearchState) -> ScoreTable {
-    ScoreTable { criterion: "magnitude".into(), scores: state.alpha_table() }
+    ScoreTable::plain("magnitude", state.alpha_table())
 }
 
 /// The genotype vanilla DARTS would select from the current α.
@@ -29,4 +51,105 @@ pub fn magnitude_genotype(state: &SearchState) -> Genotype {
 pub fn coordinate(comm: &dyn Collective, spec: &SpaceSpec, table: &ScoreTable) -> Result<Genotype> {
     let mine = comm.is_coordinator().then(|| derive_genotype(spec, &table.scores));
     broadcast_value(comm, 0, mine.as_ref())
+}
+
+/// What a selection produced.
+pub struct Selection {
+    pub table: ScoreTable,
+    pub genotype: Genotype,
+    pub diagnostics: serde_json::Value,
+    pub timing: serde_json::Value,
+}
+
+/// Score every op with the configured criterion, derive the genotype on the coordinator, and
+/// (rank 0) write `scores.json`, `scores.csv` and `genotype.txt` into `out`.
+pub fn run(
+    cfg: &Config,
+    comm: &dyn Collective,
+    net: &dyn Supernet,
+    alphas: &[Tensor],
+    data: &dyn Dataset,
+    val: &[usize],
+    out: &Path,
+) -> Result<Selection> {
+    let timings = Timings::default();
+    let t0 = std::time::Instant::now();
+    let ctx = Context { cfg, net, alphas, comm, data, val, timings: &timings };
+    let outcome = ctx.run()?;
+    for (c, cell) in outcome.table.scores.iter().enumerate() {
+        for (e, row) in cell.iter().enumerate() {
+            if row.iter().any(|s| s.is_nan() || *s == f64::INFINITY) {
+                return Err(Error::NonFinite {
+                    quantity: format!("{} score", outcome.table.criterion),
+                    at: format!("cell {}, edge {}", net.spec().cells[c].name, net.spec().cells[c].edges[e]),
+                });
+            }
+        }
+    }
+    let genotype = coordinate(comm, net.spec(), &outcome.table)?;
+    let total = t0.elapsed().as_secs_f64();
+    let timing = json!({
+        "total_s": total,
+        "autograd_s": timings.autograd.get(),
+        "ihvp_linalg_s": timings.linalg.get(),
+        "communication_s": timings.comm.get(),
+        "ranks": comm.size(),
+    });
+    let sel = Selection { table: outcome.table, genotype, diagnostics: outcome.diagnostics, timing };
+    if comm.is_coordinator() {
+        write_outputs(cfg, net.spec(), &sel, out)?;
+    }
+    Ok(sel)
+}
+
+fn write_outputs(cfg: &Config, spec: &SpaceSpec, sel: &Selection, out: &Path) -> Result<()> {
+    let t = &sel.table;
+    let mut rows = Vec::new();
+    let mut csv = String::from("cell,edge,op,score");
+    for name in &t.term_names {
+        csv.push(',');
+        csv.push_str(name);
+    }
+    csv.push('\n');
+    let num = |x: f64| if x.is_finite() { format!("{x:e}") } else { String::new() };
+    for (c, cell) in spec.cells.iter().enumerate() {
+        for (e, edge) in cell.edges.iter().enumerate() {
+            for (o, op) in spec.ops.iter().enumerate() {
+                let score = t.scores[c][e][o];
+                let terms: Vec<f64> = t.terms.get(c).map(|x| x[e][o].clone()).unwrap_or_default();
+                let mut named = serde_json::Map::new();
+                for (n, v) in t.term_names.iter().zip(&terms) {
+                    named.insert(n.clone(), json!(v.is_finite().then_some(*v)));
+                }
+                rows.push(json!({
+                    "cell": cell.name, "edge": edge, "op": op,
+                    "score": score.is_finite().then_some(score),
+                    "terms": named,
+                }));
+                csv.push_str(&format!("{},{},{},{}", cell.name, edge, op, num(score)));
+                for v in &terms {
+                    csv.push(',');
+                    csv.push_str(&num(*v));
+                }
+                csv.push('\n');
+            }
+        }
+    }
+    let s = &cfg.select;
+    let doc = json!({
+        "criterion": t.criterion,
+        "ihvp": s.ihvp,
+        "settings": s,
+        "eval_batches": s.n,
+        "eval_batch_size": cfg.select_batch(),
+        "genotype": sel.genotype.to_string(),
+        "scores": rows,
+        "diagnostics": sel.diagnostics,
+        "timing": sel.timing,
+    });
+    write_atomic(&out.join("scores.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
+    write_atomic(&out.join("scores.csv"), csv.as_bytes())?;
+    crate::report::write_genotype(out, &sel.genotype)?;
+    let _ = std::io::stdout().flush();
+    Ok(())
 }

@@ -1,0 +1,314 @@
+//! Inverse-Hessian-vector products `H⁻¹v` behind one interface.
+//!
+//! | solver | operator | cost |
+//! |---|---|---|
+//! | `identity` | I | none |
+//! | `neumann` | γ Σ_{k≤K} (I − γ(H+λI))^k (Lemma 1 with its γ factor) | K all-reduced HVPs |
+//! | `sherman-morrison` | F⁻¹, F = ηI + (1/N) Σ g_j g_jᵀ, Lemma 2's sequential recursion | O(N²P) BLAS-2 |
+//! | `woodbury` | the same F⁻¹ in batched form | one Gram GEMM, O(N²P) |
+//! | `cg` | (H + λI)⁻¹ by conjugate gradients | one HVP per iteration |
+//! | `exact` | dense F or H + λI, solved in f64 (small models only) | P HVPs or a P×P matrix |
+
+use tch::{Kind, Tensor};
+
+use super::fisher::{all_gather_coords, coord_range, ShardedGrads, ShermanMorrison, Woodbury};
+use super::flat::{dot, norm};
+use super::probe::{Probe, Timings};
+use crate::config::SelectConfig;
+use crate::error::{Error, Result};
+
+/// What a solve reports besides its result.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SolveInfo {
+    /// HVPs or iterations used.
+    pub iterations: usize,
+    /// CG: the relative residual ‖(H+λI)x − v‖/‖v‖ reached.
+    pub residual: Option<f64>,
+}
+
+enum Method {
+    Identity,
+    Neumann {
+        gamma: f64,
+        k: usize,
+        damping: f64,
+    },
+    Cg {
+        damping: f64,
+        tol: f64,
+        max_iter: usize,
+    },
+    Woodbury(Woodbury),
+    ShermanMorrison(ShermanMorrison),
+    /// LU factors and pivots of a dense matrix (f64), the same on every rank.
+    Dense(Tensor, Tensor),
+}
+
+/// An IHVP solver for one probe.
+pub struct Solver {
+    kind: Method,
+    pub name: String,
+}
+
+/// Whether a solver needs the Fisher's gradient samples.
+pub fn needs_fisher(cfg: &SelectConfig) -> bool {
+    matches!(cfg.ihvp.as_str(), "woodbury" | "sherman-morrison")
+        || (cfg.ihvp == "exact" && cfg.exact_matrix == "fisher")
+}
+
+impl Solver {
+    /// Build the solver; `samples` are this rank's Fisher gradient samples `(j, g_j)` when
+    /// already computed (DARTS-IM's first pass yields them), else they are computed here.
+    pub fn build(cfg: &SelectConfig, probe: &Probe, samples: Option<Vec<(usize, Tensor)>>) -> Result<Self> {
+        let t = probe.timings;
+        let p = probe.n_params();
+        let fisher = || -> Result<ShardedGrads> {
+            let (own, n) = match samples {
+                Some(s) => (s, probe.n_batches()),
+                None if cfg.fisher_samples == "sample" => {
+                    let s = probe.sample_grads()?;
+                    let m = probe.batch(0).1.size()[0] as usize;
+                    (s, probe.n_batches() * m)
+                }
+                None => (probe.batch_grads(), probe.n_batches()),
+            };
+            ShardedGrads::exchange(probe.comm, own, n, p, t)
+        };
+        let kind = match cfg.ihvp.as_str() {
+            "identity" => Method::Identity,
+            "neumann" => Method::Neumann { gamma: cfg.gamma, k: cfg.k, damping: cfg.damping },
+            "cg" => Method::Cg { damping: cfg.damping, tol: cfg.cg_tol, max_iter: cfg.cg_max_iter },
+            "woodbury" => Method::Woodbury(Woodbury::new(probe.comm, fisher()?, cfg.eta, t)?),
+            "sherman-morrison" => Method::ShermanMorrison(ShermanMorrison::new(probe.comm, fisher()?, cfg.eta, t)?),
+            "exact" => {
+                if p > cfg.exact_max_params {
+                    return Err(Error::config(
+                        "select",
+                        "select.ihvp",
+                        format!(
+                            "exact forms a dense {p}×{p} matrix, above select.exact_max_params = {}; use woodbury, sherman-morrison, neumann or cg",
+                            cfg.exact_max_params
+                        ),
+                    ));
+                }
+                let m = if cfg.exact_matrix == "fisher" {
+                    dense_fisher(probe, fisher()?, cfg.eta)?
+                } else {
+                    dense_hessian(probe, cfg.damping)?
+                };
+                let (lu, piv) = Timings::add(&t.linalg, || Tensor::linalg_lu_factor(&m, true));
+                Method::Dense(lu, piv)
+            }
+            other => return Err(Error::config("select", "select.ihvp", format!("unknown solver {other:?}"))),
+        };
+        Ok(Solver { kind, name: cfg.ihvp.clone() })
+    }
+
+    /// H⁻¹v for a full-length v that is the same on every rank (collective).
+    pub fn solve(&self, probe: &Probe, v: &Tensor) -> Result<(Tensor, SolveInfo)> {
+        let t = probe.timings;
+        match &self.kind {
+            Method::Identity => Ok((v.shallow_clone(), SolveInfo::default())),
+            Method::Woodbury(w) => Ok((w.solve(probe.comm, v, t)?, SolveInfo::default())),
+            Method::ShermanMorrison(s) => Ok((s.solve(probe.comm, v, t)?, SolveInfo::default())),
+            Method::Dense(lu, piv) => {
+                let x = Timings::add(&t.linalg, || lu_solve(lu, piv, &v.to_kind(Kind::Double)).to_kind(v.kind()));
+                Ok((x, SolveInfo::default()))
+            }
+            Method::Neumann { gamma, k, damping } => neumann(probe, v, *gamma, *k, *damping),
+            Method::Cg { damping, tol, max_iter } => cg(probe, v, *damping, *tol, *max_iter),
+        }
+    }
+
+    /// `vᵀH⁻¹v` for this rank's vector, in a round where each rank brings at most one vector
+    /// (collective: every rank calls it the same number of times). Returns this rank's value.
+    pub fn quad_own(&self, probe: &Probe, mine: Option<&Tensor>) -> Result<Option<f64>> {
+        let comm = probe.comm;
+        let t = probe.timings;
+        match &self.kind {
+            Method::Identity => Ok(mine.map(|v| dot(v, v))),
+            Method::Dense(lu, piv) => Ok(mine.map(|v| {
+                Timings::add(&t.linalg, || {
+                    let v = v.to_kind(Kind::Double);
+                    dot(&v, &lu_solve(lu, piv, &v))
+                })
+            })),
+            Method::Woodbury(w) => {
+                // Each rank sends every other rank that rank's coordinate slice of its vector;
+                // then all quadratic forms of the round cost N·m + m all-reduced numbers.
+                let (ws, r) = (comm.size(), comm.rank());
+                let p = probe.n_params();
+                let send: Vec<Vec<u8>> = (0..ws)
+                    .map(|s| match mine {
+                        None => Vec::new(),
+                        Some(v) => {
+                            let (lo, hi) = coord_range(p, s, ws);
+                            let sl = v.narrow(0, lo as i64, (hi - lo) as i64).to_kind(Kind::Double).contiguous();
+                            Vec::<f64>::try_from(&sl).expect("f64").iter().flat_map(|x| x.to_le_bytes()).collect()
+                        }
+                    })
+                    .collect();
+                let recv = Timings::add(&t.comm, || comm.all_to_all_bytes(send))?;
+                let present: Vec<usize> = (0..ws).filter(|&s| !recv[s].is_empty()).collect();
+                if present.is_empty() {
+                    return Ok(None);
+                }
+                let rows: Vec<Tensor> = present
+                    .iter()
+                    .map(|&s| {
+                        let vals: Vec<f64> =
+                            recv[s].chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+                        Tensor::from_slice(&vals)
+                    })
+                    .collect();
+                let q = w.quad_local_slices(comm, &Tensor::stack(&rows, 0), t)?;
+                Ok(present.iter().position(|&s| s == r).map(|i| q[i]))
+            }
+            _ => {
+                // Solvers built on collective HVPs or sharded factors: take the round's vectors
+                // one at a time, from each owner, through the collective solve.
+                let mut own = None;
+                for s in 0..comm.size() {
+                    let mut bytes = match (s == comm.rank(), mine) {
+                        (true, Some(v)) => to_f64_bytes(v),
+                        _ => Vec::new(),
+                    };
+                    Timings::add(&t.comm, || comm.broadcast_bytes(s, &mut bytes))?;
+                    if bytes.is_empty() {
+                        continue;
+                    }
+                    let v = from_f64_bytes(&bytes).to_kind(probe.kind());
+                    let (x, _) = self.solve(probe, &v)?;
+                    if s == comm.rank() {
+                        own = Some(dot(&v, &x));
+                    }
+                }
+                Ok(own)
+            }
+        }
+    }
+}
+
+/// Solve with LU factors from `linalg_lu_factor`.
+fn lu_solve(lu: &Tensor, piv: &Tensor, v: &Tensor) -> Tensor {
+    Tensor::linalg_lu_solve(lu, piv, &v.unsqueeze(1), true, false).squeeze_dim(1)
+}
+
+fn to_f64_bytes(v: &Tensor) -> Vec<u8> {
+    Vec::<f64>::try_from(&v.to_kind(Kind::Double).contiguous())
+        .expect("f64")
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect()
+}
+
+fn from_f64_bytes(b: &[u8]) -> Tensor {
+    let vals: Vec<f64> = b.chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
+    Tensor::from_slice(&vals)
+}
+
+/// (H + λI)u through the probe.
+fn damped_hvp(probe: &Probe, u: &Tensor, damping: f64) -> Result<Tensor> {
+    let h = probe.hvp(u)?;
+    Ok(if damping != 0.0 { h + u * damping } else { h })
+}
+
+/// Lemma 1: V_0 = γv, V_k = (I − γA)V_{k−1}, H⁻¹v ≈ Σ_{k≤K} V_k with A = H + λI. Stops when a
+/// term grows past 1.5× the first (γ ≥ 2/λmax, or strong negative curvature), suggesting γ.
+fn neumann(probe: &Probe, v: &Tensor, gamma: f64, k: usize, damping: f64) -> Result<(Tensor, SolveInfo)> {
+    let mut term = v * gamma;
+    let mut acc = term.copy();
+    let first = norm(&term);
+    for step in 1..=k {
+        let a = damped_hvp(probe, &term, damping)?;
+        term = &term - a * gamma;
+        let nk = norm(&term);
+        if !nk.is_finite() || nk > 1.5 * first {
+            let lam = power_iteration(probe, v, damping, 20)?;
+            return Err(Error::config(
+                "select",
+                "select.gamma",
+                format!(
+                    "the Neumann series diverges: ‖V_{step}‖ = {:.3e} · ‖V_0‖ with γ = {gamma}; power iteration gives |λ|max ≈ {lam:.4e}, \
+                     so γ must stay below 2/|λ|max ≈ {:.3e} (try select.gamma = {:.3e}){}",
+                    nk / first,
+                    2.0 / lam,
+                    1.0 / lam,
+                    if damping == 0.0 { "; with negative curvature also raise select.damping" } else { "" }
+                ),
+            ));
+        }
+        acc += &term;
+    }
+    Ok((acc, SolveInfo { iterations: k, residual: None }))
+}
+
+/// Largest |eigenvalue| of H + λI by power iteration from `start`.
+pub fn power_iteration(probe: &Probe, start: &Tensor, damping: f64, iters: usize) -> Result<f64> {
+    let mut x = start / norm(start).max(1e-300);
+    let mut lam = 0.0;
+    for _ in 0..iters {
+        let y = damped_hvp(probe, &x, damping)?;
+        lam = norm(&y);
+        if lam == 0.0 || !lam.is_finite() {
+            break;
+        }
+        x = y / lam;
+    }
+    Ok(lam)
+}
+
+/// Conjugate gradients on (H + λI)x = v.
+fn cg(probe: &Probe, v: &Tensor, damping: f64, tol: f64, max_iter: usize) -> Result<(Tensor, SolveInfo)> {
+    let vn = norm(v);
+    let mut x = v.zeros_like();
+    if vn == 0.0 {
+        return Ok((x, SolveInfo { iterations: 0, residual: Some(0.0) }));
+    }
+    let mut r = v.copy();
+    let mut p = r.copy();
+    let mut rs = dot(&r, &r);
+    let mut iters = 0;
+    while iters < max_iter && rs.sqrt() / vn > tol {
+        let ap = damped_hvp(probe, &p, damping)?;
+        let pap = dot(&p, &ap);
+        if pap <= 0.0 || !pap.is_finite() {
+            return Err(Error::config(
+                "select",
+                "select.damping",
+                format!("CG met non-positive curvature pᵀ(H+λI)p = {pap:.3e} at iteration {iters}: H + λI is not positive definite; raise select.damping (now {damping})"),
+            ));
+        }
+        let a = rs / pap;
+        x += &p * a;
+        r -= ap * a;
+        let rs_new = dot(&r, &r);
+        p = &r + p * (rs_new / rs);
+        rs = rs_new;
+        iters += 1;
+    }
+    // The recursive residual drifts from the true one in floating point: report the true one.
+    let true_r = norm(&(damped_hvp(probe, &x, damping)? - v)) / vn;
+    Ok((x, SolveInfo { iterations: iters, residual: Some(true_r) }))
+}
+
+/// H + λI formed densely (symmetrised), f64.
+pub fn dense_hessian(probe: &Probe, damping: f64) -> Result<Tensor> {
+    let h = probe.dense_hessian()?;
+    let p = h.size()[0];
+    Ok((&h + h.tr()) / 2.0 + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * damping)
+}
+
+/// ηI + (1/N) GGᵀ formed densely (f64) from the sharded samples.
+fn dense_fisher(probe: &Probe, grads: ShardedGrads, eta: f64) -> Result<Tensor> {
+    let rows: Vec<Tensor> = (0..grads.n as i64)
+        .map(|j| {
+            all_gather_coords(probe.comm, &grads.g.get(j), grads.p, probe.timings).map(|t| t.to_kind(Kind::Double))
+        })
+        .collect::<Result<_>>()?;
+    let g = Tensor::stack(&rows, 0);
+    let p = grads.p as i64;
+    Ok(Timings::add(&probe.timings.linalg, || {
+        g.tr().matmul(&g) / grads.n as f64 + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * eta
+    }))
+}

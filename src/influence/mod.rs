@@ -1,0 +1,12 @@
+//! The influence engine: exact second-order autograd primitives on a supernet ([`probe`]),
+//! inverse-Hessian-vector products ([`ihvp`], [`fisher`]), and the selection criteria
+//! ([`criteria`]): magnitude, drop, DARTS-IF and DARTS-IM (paper.md §2–§6).
+
+pub mod criteria;
+pub mod fisher;
+pub mod flat;
+pub mod ihvp;
+pub mod probe;
+
+pub use criteria::{Context, Outcome};
+pub use probe::{EvalSet, Leaf, Probe, Timings};

@@ -1,0 +1,445 @@
+//! Exact autograd primitives at fixed (θ, w), averaged over a fixed set of evaluation batches.
+//!
+//! `w` is the leaf of every architecture derivative: the post-softmax mixing weights by default
+//! (raw α for the authors' computation). Every primitive is a mean over the N evaluation
+//! batches: each rank computes its batches (batch j belongs to rank j mod W), the sums are
+//! all-reduced, and the result is divided by N — so it is the same for any number of ranks up to
+//! rounding. Mixed and Hessian products are exact, by double backward:
+//!
+//! | primitive | value |
+//! |---|---|
+//! | [`Probe::loss`] | L |
+//! | [`Probe::grad_theta`] | ∇θ L |
+//! | [`Probe::grad_leaf`] | ∇w L |
+//! | [`Probe::hvp`] | H u = ∇θ(∇θL · u) |
+//! | [`Probe::mixed`] | B v = ∇θ(∇wL · v) |
+//! | [`Probe::mixed_t`] | Bᵀ u = ∇w(∇θL · u) |
+
+use std::cell::Cell;
+use std::time::Instant;
+
+use tch::{Kind, Tensor};
+
+use super::flat::{defined_or_zeros, flatten, graph_dot, split_like};
+use crate::comm::Collective;
+use crate::data::{epoch_order, make_batch, Dataset, Stream};
+use crate::error::{Error, Result};
+use crate::search::cross_entropy;
+use crate::supernet::{mixing_weights, BnMode, Supernet};
+
+/// Wall-clock time spent per kind of work.
+#[derive(Debug, Default)]
+pub struct Timings {
+    /// Forward passes, backward and double-backward passes.
+    pub autograd: Cell<f64>,
+    /// IHVP linear algebra: Gram matrices, factorisations, solves.
+    pub linalg: Cell<f64>,
+    /// Time inside collectives.
+    pub comm: Cell<f64>,
+}
+
+impl Timings {
+    pub fn add<T>(cell: &Cell<f64>, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        cell.set(cell.get() + t.elapsed().as_secs_f64());
+        out
+    }
+}
+
+/// The N fixed evaluation batches: global lists of dataset indices, drawn once from a seed.
+#[derive(Debug, Clone)]
+pub struct EvalSet {
+    pub batches: Vec<Vec<usize>>,
+}
+
+impl EvalSet {
+    /// N disjoint batches of `m` indices from `pool` (the α/validation half), seeded.
+    pub fn draw(seed: u64, stream: Stream, draw: usize, pool: &[usize], n: usize, m: usize) -> Result<Self> {
+        if n * m > pool.len() {
+            return Err(Error::config(
+                "select",
+                "select.n",
+                format!("{n} batches of {m} need {} images but the validation half has {}", n * m, pool.len()),
+            ));
+        }
+        let order = epoch_order(seed, stream, draw, pool);
+        Ok(EvalSet { batches: (0..n).map(|j| order[j * m..(j + 1) * m].to_vec()).collect() })
+    }
+}
+
+/// How the architecture leaf maps to mixing weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leaf {
+    /// w = softmax(α), the recommended leaf (paper.md §10 A1).
+    Mixing,
+    /// Raw logits α (softmax inside the forward), as the authors' code does.
+    Raw,
+}
+
+/// Autograd primitives of one supernet state on one evaluation set.
+pub struct Probe<'a> {
+    pub net: &'a dyn Supernet,
+    pub comm: &'a dyn Collective,
+    /// θ (the supernet's parameter tensors).
+    pub params: Vec<Tensor>,
+    /// The architecture leaf per cell type (requires grad; detached from α).
+    pub leaf: Vec<Tensor>,
+    pub leaf_kind: Leaf,
+    /// All N batches (inputs in the model's kind), in global order.
+    batches: Vec<(Tensor, Tensor)>,
+    pub bn: BnMode,
+    pub timings: &'a Timings,
+}
+
+impl<'a> Probe<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        net: &'a dyn Supernet,
+        alphas: &[Tensor],
+        comm: &'a dyn Collective,
+        data: &dyn Dataset,
+        eval: &EvalSet,
+        leaf_kind: Leaf,
+        bn: BnMode,
+        timings: &'a Timings,
+    ) -> Self {
+        let kind = net.params().tensors[0].kind();
+        let base: Vec<Tensor> = alphas.iter().map(|a| a.detach().to_kind(kind)).collect();
+        let leaf = match leaf_kind {
+            Leaf::Mixing => mixing_weights(&base),
+            Leaf::Raw => base,
+        }
+        .into_iter()
+        .map(|t| t.detach().set_requires_grad(true))
+        .collect();
+        let batches = eval
+            .batches
+            .iter()
+            .map(|idx| {
+                let (x, y) = make_batch(data, idx);
+                (x.to_kind(kind), y)
+            })
+            .collect();
+        Probe {
+            net,
+            comm,
+            params: net.params().tensors.iter().map(|t| t.shallow_clone()).collect(),
+            leaf,
+            leaf_kind,
+            batches,
+            bn,
+            timings,
+        }
+    }
+
+    /// Number of evaluation batches N.
+    pub fn n_batches(&self) -> usize {
+        self.batches.len()
+    }
+
+    /// Number of weights P.
+    pub fn n_params(&self) -> usize {
+        self.params.iter().map(|t| t.numel()).sum()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.params[0].kind()
+    }
+
+    /// Batches this rank computes in shared (data-parallel) primitives: j ≡ rank (mod W).
+    pub fn own_batches(&self) -> impl Iterator<Item = usize> + '_ {
+        (self.comm.rank()..self.batches.len()).step_by(self.comm.size())
+    }
+
+    /// Mixing weights for a leaf value.
+    pub fn weights_of(&self, leaf: &[Tensor]) -> Vec<Tensor> {
+        match self.leaf_kind {
+            Leaf::Mixing => leaf.iter().map(|t| t.shallow_clone()).collect(),
+            Leaf::Raw => mixing_weights(leaf),
+        }
+    }
+
+    /// The mixing weights at the probe's leaf, detached (for building modified weights).
+    pub fn base_weights(&self) -> Vec<Tensor> {
+        self.weights_of(&self.leaf).iter().map(|t| t.detach()).collect()
+    }
+
+    fn batch_loss(&self, j: usize, w: &[Tensor]) -> Tensor {
+        let (x, y) = &self.batches[j];
+        cross_entropy(&self.net.forward(x, w, self.bn), y)
+    }
+
+    /// Sum over ranks, divided by N.
+    fn mean_over_batches(&self, t: Tensor) -> Result<Tensor> {
+        let t = t.contiguous();
+        Timings::add(&self.timings.comm, || self.comm.all_reduce_sum_tensors(std::slice::from_ref(&t)))?;
+        Ok(t / self.n_batches() as f64)
+    }
+
+    fn mean_scalar(&self, x: f64) -> Result<f64> {
+        let mut v = [x];
+        Timings::add(&self.timings.comm, || self.comm.all_reduce_sum_f64(&mut v))?;
+        Ok(v[0] / self.n_batches() as f64)
+    }
+
+    /// L at mixing weights `w` (None: the probe's leaf), mean over the N batches.
+    pub fn loss(&self, w: Option<&[Tensor]>) -> Result<f64> {
+        let base = self.base_weights();
+        let w = w.unwrap_or(&base);
+        let local = Timings::add(&self.timings.autograd, || {
+            let _g = tch::no_grad_guard();
+            self.own_batches().map(|j| self.batch_loss(j, w).double_value(&[])).sum::<f64>()
+        });
+        self.mean_scalar(local)
+    }
+
+    /// (L, ∇θ L) at mixing weights `w` (None: the leaf), data-parallel.
+    pub fn grad_theta(&self, w: Option<&[Tensor]>) -> Result<(f64, Tensor)> {
+        let base = self.base_weights();
+        let w = w.unwrap_or(&base);
+        let (loss, g) = Timings::add(&self.timings.autograd, || {
+            let mut loss = 0.0;
+            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), tch::Device::Cpu));
+            for j in self.own_batches() {
+                let l = self.batch_loss(j, w);
+                loss += l.double_value(&[]);
+                let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
+                acc += flatten(&g);
+            }
+            (loss, acc)
+        });
+        Ok((self.mean_scalar(loss)?, self.mean_over_batches(g)?))
+    }
+
+    /// (L, ∇θ L) over all N batches on this rank alone, in batch order (no communication):
+    /// for work split by candidates rather than by data.
+    pub fn grad_theta_local(&self, w: &[Tensor]) -> (f64, Tensor) {
+        Timings::add(&self.timings.autograd, || {
+            let mut loss = 0.0;
+            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), tch::Device::Cpu));
+            for j in 0..self.n_batches() {
+                let l = self.batch_loss(j, w);
+                loss += l.double_value(&[]);
+                let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
+                acc += flatten(&g);
+            }
+            let n = self.n_batches() as f64;
+            (loss / n, acc / n)
+        })
+    }
+
+    /// L over all N batches on this rank alone (no communication).
+    pub fn loss_local(&self, w: &[Tensor]) -> f64 {
+        Timings::add(&self.timings.autograd, || {
+            let _g = tch::no_grad_guard();
+            (0..self.n_batches()).map(|j| self.batch_loss(j, w).double_value(&[])).sum::<f64>()
+                / self.n_batches() as f64
+        })
+    }
+
+    /// ∇w L at the leaf.
+    pub fn grad_leaf(&self) -> Result<Tensor> {
+        let g = Timings::add(&self.timings.autograd, || {
+            let mut acc = flatten(&self.leaf).zeros_like();
+            for j in self.own_batches() {
+                let l = self.batch_loss(j, &self.weights_of(&self.leaf));
+                acc += flatten(&defined_or_zeros(Tensor::run_backward(&[&l], &self.leaf, false, false), &self.leaf));
+            }
+            acc
+        });
+        self.mean_over_batches(g)
+    }
+
+    /// First derivatives with the graph kept, on batch j: (∇θ L_j, ∇w L_j) as per-tensor lists.
+    fn first_derivatives(&self, j: usize) -> (Vec<Tensor>, Vec<Tensor>) {
+        let l = self.batch_loss(j, &self.weights_of(&self.leaf));
+        let inputs: Vec<Tensor> = self.params.iter().chain(&self.leaf).map(|t| t.shallow_clone()).collect();
+        let mut gt = defined_or_zeros(Tensor::run_backward(&[&l], &inputs, true, true), &inputs);
+        let gw = gt.split_off(self.params.len());
+        (gt, gw)
+    }
+
+    /// Second derivative of the scalar `s` (built on a kept graph) with respect to `wrt`, flat.
+    fn second(&self, s: &Tensor, wrt: &[Tensor]) -> Tensor {
+        if !s.requires_grad() {
+            // ∇ did not depend on `wrt` at all (e.g. a direction orthogonal to every used entry).
+            return flatten(wrt).zeros_like();
+        }
+        flatten(&defined_or_zeros(Tensor::run_backward(&[s], wrt, false, false), wrt))
+    }
+
+    /// H u, mean over the N batches (u is flat over θ).
+    pub fn hvp(&self, u: &Tensor) -> Result<Tensor> {
+        let us = split_like(u, &self.params);
+        let h = Timings::add(&self.timings.autograd, || {
+            let mut acc = u.zeros_like();
+            for j in self.own_batches() {
+                let (gt, _) = self.first_derivatives(j);
+                acc += self.second(&graph_dot(&gt, &us), &self.params);
+            }
+            acc
+        });
+        self.mean_over_batches(h)
+    }
+
+    /// The dense Hessian H (P×P, f64, mean over the N batches): per batch, one first-derivative
+    /// graph and P double-backward passes of its entries (row i = ∇θ ∂L/∂θ_i). For small models.
+    pub fn dense_hessian(&self) -> Result<Tensor> {
+        let p = self.n_params() as i64;
+        let h = Timings::add(&self.timings.autograd, || {
+            let h = Tensor::zeros([p, p], (Kind::Double, tch::Device::Cpu));
+            for j in self.own_batches() {
+                let (gt, _) = self.first_derivatives(j);
+                let g = flatten(&gt);
+                for i in 0..p {
+                    let gi = g.get(i);
+                    let row = if gi.requires_grad() {
+                        flatten(&defined_or_zeros(
+                            Tensor::run_backward(&[&gi], &self.params, true, false),
+                            &self.params,
+                        ))
+                    } else {
+                        Tensor::zeros([p], (self.kind(), tch::Device::Cpu))
+                    };
+                    let mut hr = h.get(i);
+                    hr += row.to_kind(Kind::Double);
+                }
+            }
+            h
+        });
+        self.mean_over_batches(h)
+    }
+
+    /// H_j u on batch j alone (no communication): the authors' per-batch Neumann chains.
+    pub fn hvp_on(&self, j: usize, u: &Tensor) -> Tensor {
+        let us = split_like(u, &self.params);
+        Timings::add(&self.timings.autograd, || {
+            let (gt, _) = self.first_derivatives(j);
+            self.second(&graph_dot(&gt, &us), &self.params)
+        })
+    }
+
+    /// B v = ∇θ(∇w L · v), mean over the N batches (v is flat over the leaf).
+    pub fn mixed(&self, v: &Tensor) -> Result<Tensor> {
+        let vs = split_like(v, &self.leaf);
+        let out = Timings::add(&self.timings.autograd, || {
+            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), tch::Device::Cpu));
+            for j in self.own_batches() {
+                let (_, gw) = self.first_derivatives(j);
+                acc += self.second(&graph_dot(&gw, &vs), &self.params);
+            }
+            acc
+        });
+        self.mean_over_batches(out)
+    }
+
+    /// Bᵀ u = ∇w(∇θ L · u), mean over the N batches (u is flat over θ).
+    pub fn mixed_t(&self, u: &Tensor) -> Result<Tensor> {
+        let us = split_like(u, &self.params);
+        let out = Timings::add(&self.timings.autograd, || {
+            let mut acc = flatten(&self.leaf).zeros_like();
+            for j in self.own_batches() {
+                let (gt, _) = self.first_derivatives(j);
+                acc += self.second(&graph_dot(&gt, &us), &self.leaf);
+            }
+            acc
+        });
+        self.mean_over_batches(out)
+    }
+
+    /// DARTS-IM's first pass, one double backward per batch: the per-batch gradients g_j of
+    /// this rank's batches (the Fisher's samples, at no extra cost) and u = B·1 (mean over all
+    /// batches, all-reduced).
+    pub fn batch_grads_and_mixed_ones(&self) -> Result<(Vec<(usize, Tensor)>, Tensor)> {
+        let ones: Vec<Tensor> = self.leaf.iter().map(|t| t.ones_like()).collect();
+        let (grads, u) = Timings::add(&self.timings.autograd, || {
+            let mut grads = Vec::new();
+            let mut u = Tensor::zeros([self.n_params() as i64], (self.kind(), tch::Device::Cpu));
+            for j in self.own_batches() {
+                let (gt, gw) = self.first_derivatives(j);
+                grads.push((j, flatten(&gt).detach()));
+                u += self.second(&graph_dot(&gw, &ones), &self.params);
+            }
+            (grads, u)
+        });
+        Ok((grads, self.mean_over_batches(u)?))
+    }
+
+    /// The per-batch gradients g_j = ∇θ L_j of this rank's batches (the Fisher's samples).
+    pub fn batch_grads(&self) -> Vec<(usize, Tensor)> {
+        Timings::add(&self.timings.autograd, || {
+            let w = self.base_weights();
+            self.own_batches()
+                .map(|j| {
+                    let l = self.batch_loss(j, &w);
+                    let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
+                    (j, flatten(&g))
+                })
+                .collect()
+        })
+    }
+
+    /// Per-sample gradients of this rank's batches (the Fisher's samples when
+    /// `select.fisher_samples = "sample"`). Each sample is its own forward, so BatchNorm must
+    /// not use batch statistics: the probe's BN mode must be running statistics.
+    pub fn sample_grads(&self) -> Result<Vec<(usize, Tensor)>> {
+        if self.bn != BnMode::Eval {
+            return Err(Error::config(
+                "select",
+                "select.fisher_samples",
+                "\"sample\" needs select.bn = \"running\" (batch statistics of one image are undefined)",
+            ));
+        }
+        let m = self.batches.first().map(|b| b.1.size()[0] as usize).unwrap_or(0);
+        Ok(Timings::add(&self.timings.autograd, || {
+            let w = self.base_weights();
+            let mut out = Vec::new();
+            for j in self.own_batches() {
+                let (x, y) = &self.batches[j];
+                for i in 0..m {
+                    let xi = x.narrow(0, i as i64, 1);
+                    let yi = y.narrow(0, i as i64, 1);
+                    let l = cross_entropy(&self.net.forward(&xi, &w, self.bn), &yi);
+                    let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
+                    out.push((j * m + i, flatten(&g)));
+                }
+            }
+            out
+        }))
+    }
+
+    /// ∇θ L_j and ∇w L_j at an explicit raw-logit or θ perturbation, on batch j alone (the
+    /// authors' finite differences). `theta_shift` is added to θ for the call; θ is restored after.
+    pub fn batch_grads_at(&self, j: usize, leaf: &[Tensor], theta_shift: Option<&Tensor>) -> (Tensor, Tensor) {
+        Timings::add(&self.timings.autograd, || {
+            let saved: Option<Vec<Tensor>> = theta_shift.map(|d| {
+                let _g = tch::no_grad_guard();
+                let saved = self.params.iter().map(|p| p.detach().copy()).collect();
+                for (p, dp) in self.params.iter().zip(split_like(d, &self.params)) {
+                    let mut p = p.shallow_clone();
+                    let _ = p.g_add_(&dp);
+                }
+                saved
+            });
+            let leaf: Vec<Tensor> = leaf.iter().map(|t| t.detach().set_requires_grad(true)).collect();
+            let l = self.batch_loss(j, &self.weights_of(&leaf));
+            let inputs: Vec<Tensor> = self.params.iter().chain(&leaf).map(|t| t.shallow_clone()).collect();
+            let g = defined_or_zeros(Tensor::run_backward(&[&l], &inputs, false, false), &inputs);
+            if let Some(saved) = saved {
+                let _g = tch::no_grad_guard();
+                for (p, s) in self.params.iter().zip(&saved) {
+                    let mut p = p.shallow_clone();
+                    p.copy_(s);
+                }
+            }
+            let (gt, gw) = g.split_at(self.params.len());
+            (flatten(gt), flatten(gw))
+        })
+    }
+
+    /// Batch j's inputs, for tests and the faithful mode.
+    pub fn batch(&self, j: usize) -> &(Tensor, Tensor) {
+        &self.batches[j]
+    }
+}

@@ -1,0 +1,302 @@
+//! The influence engine against dense f64 references on a tiny NB201 supernet (C=1, N=1,
+//! 3 classes, 8×8 images: P = 1,616 weights — stem 27 + 2, search cells 60 + 240 + 960, reduction
+//! blocks 64 + 240, last BN 8, classifier 15 — so H and F fit as dense matrices).
+//!
+//! References: central finite differences along unit directions (ε = 1e-6: truncation O(ε²)
+//! ≈ 1e-12, rounding O(1e-16/ε) ≈ 1e-10; a small step also keeps ReLU pre-activations from
+//! crossing their kink, which a random direction of norm √P ≈ 40 does at ε = 1e-5) and matrices
+//! built column by column from the primitives themselves, then solved densely in f64.
+
+use dartsif::comm::LocalCollective;
+use dartsif::config::Config;
+use dartsif::data::{SearchSplit, Synthetic};
+use dartsif::influence::criteria::{candidates, remove_op, Context};
+use dartsif::influence::flat::{dot, flatten, norm, split_like};
+use dartsif::influence::ihvp::Solver;
+use dartsif::influence::{EvalSet, Leaf, Probe, Timings};
+use dartsif::supernet::{self, mixing_weights, BnMode, Supernet};
+use tch::{Kind, Tensor};
+
+struct Setup {
+    cfg: Config,
+    net: Box<dyn Supernet>,
+    alphas: Vec<Tensor>,
+    data: Synthetic,
+    split: SearchSplit,
+}
+
+fn setup(extra: &[&str]) -> Setup {
+    let mut sets: Vec<String> = [
+        "space.channels=1",
+        "space.cells_per_stage=1",
+        "data.num_classes=3",
+        "data.image_size=8",
+        "data.train_size=64",
+        "data.noise=0.5",
+        "search.batch_size=8",
+        "search.micro_batch=0",
+        "select.n=3",
+        "select.batch_size=4",
+        "select.precision=\"f64\"",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    let cfg = Config::load(None, &sets).unwrap();
+    let net = supernet::build(&cfg, 5, Kind::Double).unwrap();
+    // Non-uniform architecture weights, so no mixing weight is special.
+    tch::manual_seed(7);
+    let alphas: Vec<Tensor> =
+        net.spec().alpha_shapes().iter().map(|s| Tensor::randn(s, (Kind::Double, tch::Device::Cpu)) * 0.7).collect();
+    let data = Synthetic::new(cfg.seed, cfg.data.train_size, 3, 8, 0.5);
+    let split = SearchSplit::halves(cfg.data.train_size);
+    Setup { cfg, net, alphas, data, split }
+}
+
+fn rel(a: &Tensor, b: &Tensor) -> f64 {
+    norm(&(a - b)) / norm(b).max(1e-300)
+}
+
+impl Setup {
+    fn eval(&self) -> EvalSet {
+        self.eval_n(3)
+    }
+
+    fn eval_n(&self, n: usize) -> EvalSet {
+        EvalSet::draw(self.cfg.seed, dartsif::data::Stream::EvalBatches, 0, &self.split.arch, n, 4).unwrap()
+    }
+
+    fn probe<'a>(&'a self, eval: &EvalSet, comm: &'a LocalCollective, t: &'a Timings, leaf: Leaf) -> Probe<'a> {
+        Probe::new(self.net.as_ref(), &self.alphas, comm, &self.data, eval, leaf, BnMode::BatchStats, t)
+    }
+
+    fn shift_theta(&self, d: &Tensor) {
+        let _g = tch::no_grad_guard();
+        for (p, dp) in self.net.params().tensors.iter().zip(split_like(d, &self.net.params().tensors)) {
+            let _ = p.shallow_clone().g_add_(&dp);
+        }
+    }
+}
+
+const EPS: f64 = 1e-6;
+
+#[test]
+fn primitives_match_finite_differences_and_dense_matrices() {
+    let s = setup(&[]);
+    let (comm, t) = (LocalCollective, Timings::default());
+    // One evaluation batch: the dense Hessian costs P double-backward passes per batch.
+    let eval = s.eval_n(1);
+    let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
+    let p = probe.n_params();
+    assert_eq!(p, 1_616, "the tiny supernet's size (derived in the header)");
+    tch::manual_seed(11);
+    let u = Tensor::randn([p as i64], (Kind::Double, tch::Device::Cpu));
+    let u = &u / norm(&u);
+    let w0 = probe.base_weights();
+    let v = Tensor::randn([30], (Kind::Double, tch::Device::Cpu));
+    let v = &v / norm(&v);
+
+    // H u vs central differences of ∇θL along u.
+    let hu = probe.hvp(&u).unwrap();
+    s.shift_theta(&(&u * EPS));
+    let (_, gp) = probe.grad_theta(None).unwrap();
+    let gwp = probe.grad_leaf().unwrap();
+    s.shift_theta(&(&u * (-2.0 * EPS)));
+    let (_, gm) = probe.grad_theta(None).unwrap();
+    let gwm = probe.grad_leaf().unwrap();
+    s.shift_theta(&(&u * EPS));
+    let fd_hu = (gp - gm) / (2.0 * EPS);
+    assert!(rel(&hu, &fd_hu) < 1e-6, "H·u vs FD: {:e} (norms {:e} {:e})", rel(&hu, &fd_hu), norm(&hu), norm(&fd_hu));
+
+    // Bᵀu vs central differences of ∇wL along u (same θ shifts).
+    let btu = probe.mixed_t(&u).unwrap();
+    let fd_btu = (gwp - gwm) / (2.0 * EPS);
+    assert!(rel(&btu, &fd_btu) < 1e-6, "Bᵀ·u vs FD: {:e}", rel(&btu, &fd_btu));
+
+    // B v vs central differences of ∇θL along v in w.
+    let bv = probe.mixed(&v).unwrap();
+    let shifted = |sign: f64| -> Vec<Tensor> {
+        split_like(&(flatten(&w0) + &v * (sign * EPS)), &w0).iter().map(|x| x.copy()).collect()
+    };
+    let (_, gvp) = probe.grad_theta(Some(&shifted(1.0))).unwrap();
+    let (_, gvm) = probe.grad_theta(Some(&shifted(-1.0))).unwrap();
+    let fd_bv = (gvp - gvm) / (2.0 * EPS);
+    assert!(rel(&bv, &fd_bv) < 1e-6, "B·v vs FD: {:e}", rel(&bv, &fd_bv));
+
+    // Dense H (row by row, ∇θ of each gradient entry) and dense B (30 mixed products, column
+    // by column).
+    let h = probe.dense_hessian().unwrap();
+    let asym = norm(&(&h - h.tr())) / norm(&h);
+    assert!(asym < 1e-10, "H is symmetric to rounding: {asym:e}");
+    let h = (&h + h.tr()) / 2.0;
+    assert!(rel(&hu, &h.mv(&u)) < 1e-9);
+    let b = Tensor::stack(
+        &(0..30)
+            .map(|k| {
+                let e = Tensor::zeros([30], (Kind::Double, tch::Device::Cpu));
+                let _ = e.get(k).fill_(1.0);
+                probe.mixed(&e).unwrap()
+            })
+            .collect::<Vec<_>>(),
+        1,
+    );
+    assert!(rel(&bv, &b.mv(&v)) < 1e-9);
+    assert!(rel(&btu, &b.tr().mv(&u)) < 1e-9, "Bᵀu equals the transpose of the dense B");
+
+    // The dense Hessian costs P HVPs: reuse it for the iterative solvers.
+    neumann_and_cg_reach_the_damped_inverse_and_neumann_detects_divergence(&s, &probe, &h);
+}
+
+#[test]
+fn fisher_inverses_agree_with_the_dense_inverse() {
+    let s = setup(&[]);
+    let (comm, t) = (LocalCollective, Timings::default());
+    let eval = s.eval();
+    let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
+    tch::manual_seed(3);
+    let v = Tensor::randn([probe.n_params() as i64], (Kind::Double, tch::Device::Cpu));
+    let solve = |ihvp: &str| {
+        let mut c = s.cfg.select.clone();
+        c.ihvp = ihvp.into();
+        c.exact_matrix = "fisher".into();
+        let solver = Solver::build(&c, &probe, None).unwrap();
+        let x = solver.solve(&probe, &v).unwrap().0;
+        let q = solver.quad_own(&probe, Some(&v)).unwrap().unwrap();
+        (x, q)
+    };
+    let (exact, q_exact) = solve("exact");
+    // The dense reference really inverts F = ηI + GGᵀ/N: F·x = v.
+    let g = Tensor::stack(&probe.batch_grads().into_iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
+    let fx = &exact * s.cfg.select.eta + g.tr().mv(&g.mv(&exact)) / 3.0;
+    assert!(rel(&fx, &v) < 1e-9, "dense F x = v: {:e}", rel(&fx, &v));
+    for name in ["woodbury", "sherman-morrison"] {
+        let (x, q) = solve(name);
+        assert!(rel(&x, &exact) < 1e-9, "{name}: {:e}", rel(&x, &exact));
+        assert!((q - q_exact).abs() / q_exact.abs() < 1e-9, "{name} quadratic form {q} vs {q_exact}");
+    }
+}
+
+/// Neumann and CG against the dense damped inverse (called with the dense H built once).
+fn neumann_and_cg_reach_the_damped_inverse_and_neumann_detects_divergence(s: &Setup, probe: &Probe, h: &Tensor) {
+    let eig = h.linalg_eigvalsh("L");
+    let (lmin, lmax) = (eig.min().double_value(&[]), eig.max().double_value(&[]));
+    // Damping that makes A = H + λI positive definite with condition number ≤ 3:
+    // eigenvalues of A lie in [lmax + |lmin|·0, ...]; with λ = lmax + 2|lmin|, A's spectrum is
+    // within [lmax + |lmin|, 2 lmax + 2|lmin|].
+    let damping = lmax + 2.0 * lmin.abs();
+    let a = h + Tensor::eye(h.size()[0], (Kind::Double, tch::Device::Cpu)) * damping;
+    tch::manual_seed(4);
+    let v = Tensor::randn([probe.n_params() as i64], (Kind::Double, tch::Device::Cpu));
+    let exact = Tensor::linalg_solve(&a, &v, true);
+    let amax = a.linalg_eigvalsh("L").max().double_value(&[]);
+
+    let mut c = s.cfg.select.clone();
+    c.damping = damping;
+    // γ = 1/λmax(A): the contraction factor is ≤ 1 − 1/3 per term, so 80 terms leave (2/3)^80 ≈ 1e-14.
+    c.ihvp = "neumann".into();
+    c.gamma = 1.0 / amax;
+    c.k = 80;
+    let x = Solver::build(&c, probe, None).unwrap().solve(probe, &v).unwrap().0;
+    assert!(rel(&x, &exact) < 1e-6, "neumann: {:e}", rel(&x, &exact));
+
+    c.ihvp = "cg".into();
+    c.cg_tol = 1e-10;
+    let (x, info) = Solver::build(&c, probe, None).unwrap().solve(probe, &v).unwrap();
+    assert!(rel(&x, &exact) < 1e-6, "cg: {:e}", rel(&x, &exact));
+    assert!(info.residual.unwrap() < 1e-8, "cg reports its true residual: {:?}", info.residual);
+
+    // γ = 3/λmax(A) ≥ 2/λmax: the top eigen-component grows by |1 − 3| = 2 per term, so within
+    // 12 terms it dominates (2^12 = 4096) whatever v's share of it.
+    c.ihvp = "neumann".into();
+    c.gamma = 3.0 / amax;
+    c.k = 12;
+    let err = Solver::build(&c, probe, None).unwrap().solve(probe, &v).unwrap_err().to_string();
+    assert!(err.contains("select.gamma: the Neumann series diverges"), "{err}");
+    // The power-iteration estimate in the message is λmax(A) to a few digits.
+    let lam: f64 = err.split("|λ|max ≈ ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!((lam - amax).abs() / amax < 0.05, "power iteration {lam} vs {amax}");
+}
+
+#[test]
+fn darts_im_equals_the_dense_formula_and_raw_logits_are_degenerate() {
+    for ihvp in ["woodbury", "exact"] {
+        let s = setup(&[&format!("select.ihvp=\"{ihvp}\""), "select.exact_matrix=\"fisher\""]);
+        let (comm, t) = (LocalCollective, Timings::default());
+        let ctx = Context {
+            cfg: &s.cfg,
+            net: s.net.as_ref(),
+            alphas: &s.alphas,
+            comm: &comm,
+            data: &s.data,
+            val: &s.split.arch,
+            timings: &t,
+        };
+        let got = ctx.run().unwrap().table;
+        // Dense: −Bᵀ F⁻¹ B 1 with B built column by column and F = ηI + GGᵀ/N.
+        let eval = s.eval();
+        let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
+        let b = Tensor::stack(
+            &(0..30)
+                .map(|k| {
+                    let e = Tensor::zeros([30], (Kind::Double, tch::Device::Cpu));
+                    let _ = e.get(k).fill_(1.0);
+                    probe.mixed(&e).unwrap()
+                })
+                .collect::<Vec<_>>(),
+            1,
+        );
+        let g = Tensor::stack(&probe.batch_grads().into_iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
+        let p = probe.n_params() as i64;
+        let f = g.tr().matmul(&g) / 3.0 + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * s.cfg.select.eta;
+        let ones = Tensor::ones([30], (Kind::Double, tch::Device::Cpu));
+        let dense = -b.tr().mv(&Tensor::linalg_solve(&f, &b.mv(&ones), true));
+        let got_flat = Tensor::from_slice(&dartsif::influence::criteria::flat_scores(&got));
+        assert!(rel(&got_flat, &dense) < 1e-8, "{ihvp}: {:e}", rel(&got_flat, &dense));
+        // `none` has no output, so its column of B and its score are exactly zero.
+        assert!(got.scores[0].iter().all(|row| row[0] == 0.0));
+    }
+    // On raw logits, B·1 vanishes (softmax is shift-invariant); on mixing weights it does not.
+    let s = setup(&[]);
+    let (comm, t) = (LocalCollective, Timings::default());
+    let eval = s.eval();
+    let raw = s.probe(&eval, &comm, &t, Leaf::Raw);
+    let mix = s.probe(&eval, &comm, &t, Leaf::Mixing);
+    let b1_raw = norm(&raw.mixed(&Tensor::ones([30], (Kind::Double, tch::Device::Cpu))).unwrap());
+    let b1_mix = norm(&mix.mixed(&Tensor::ones([30], (Kind::Double, tch::Device::Cpu))).unwrap());
+    assert!(b1_mix > 1e-3, "{b1_mix}");
+    assert!(b1_raw < 1e-12 * b1_mix.max(1.0), "B_raw·1 = {b1_raw:e} vs B_w·1 = {b1_mix:e}");
+}
+
+#[test]
+fn darts_if_equals_the_dense_formula() {
+    let s = setup(&["select.criterion=\"darts-if\"", "select.ihvp=\"woodbury\""]);
+    let (comm, t) = (LocalCollective, Timings::default());
+    let ctx = Context {
+        cfg: &s.cfg,
+        net: s.net.as_ref(),
+        alphas: &s.alphas,
+        comm: &comm,
+        data: &s.data,
+        val: &s.split.arch,
+        timings: &t,
+    };
+    let got = ctx.run().unwrap().table;
+    let eval = s.eval();
+    let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
+    let g = Tensor::stack(&probe.batch_grads().into_iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
+    let p = probe.n_params() as i64;
+    let f = g.tr().matmul(&g) / 3.0 + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * s.cfg.select.eta;
+    let w0 = mixing_weights(&s.alphas);
+    let (l0, _) = probe.grad_theta(Some(&w0)).unwrap();
+    let cands = candidates(s.net.as_ref());
+    assert_eq!(cands.len(), 24, "6 edges × 4 ops other than none");
+    for c in cands {
+        let (lc, gc) = probe.grad_theta(Some(&remove_op(&w0, c))).unwrap();
+        let dense = lc - l0 - 0.5 * dot(&gc, &Tensor::linalg_solve(&f, &gc, true));
+        let score = got.scores[c.cell][c.edge][c.op];
+        assert!((score - dense).abs() <= 1e-9 * dense.abs().max(1e-3), "{c:?}: {score} vs {dense}");
+        assert_eq!(got.terms[c.cell][c.edge][c.op][0], lc - l0);
+    }
+    assert!(got.scores[0].iter().all(|row| row[0] == f64::NEG_INFINITY), "none is not a candidate");
+}
