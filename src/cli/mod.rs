@@ -202,9 +202,16 @@ fn select_main(args: &SelectArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
+    let existed = args.out.exists();
     match run_select(&cfg, comm.as_ref(), &args.run, &args.out) {
         Ok(()) => 0,
-        Err(e) => report_error(comm.as_ref(), &e),
+        Err(e) => {
+            // A failed selection leaves nothing behind (it is cheap to rerun).
+            if comm.is_coordinator() && !existed && !matches!(e, Error::Path { .. }) {
+                let _ = std::fs::remove_dir_all(&args.out);
+            }
+            report_error(comm.as_ref(), &e)
+        }
     }
 }
 

@@ -1,0 +1,147 @@
+//! `select` end to end, and its rank independence: every criterion and solver gives the same
+//! scores (< 1e-9 relative, f64) and the same genotype on 1, 2 and 3 MPI ranks.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+/// A tiny f64-selectable run: NB201 C=1, N=1, 3 classes, 8×8 (1,616 weights).
+fn tiny_run(dir: &Path) {
+    let o = common::search(
+        0,
+        dir,
+        &[
+            "space.channels=1",
+            "data.num_classes=3",
+            "data.train_size=96",
+            "search.batch_size=12",
+            "search.micro_batch=6",
+        ],
+    );
+    common::assert_ok(&o);
+}
+
+fn select(np: usize, run: &Path, out: &Path, args: &[&str]) -> std::process::Output {
+    let mut cmd = if np == 0 {
+        Command::new(common::bin())
+    } else {
+        let mut c = Command::new(common::repo().join("launch/mpirun"));
+        c.arg("-np").arg(np.to_string()).arg(common::bin());
+        c
+    };
+    cmd.arg("select").arg("--run").arg(run).arg("--out").arg(out);
+    for s in ["select.precision=\"f64\"", "select.n=3", "select.batch_size=8"] {
+        cmd.arg("--set").arg(s);
+    }
+    cmd.args(args).env("DARTSIF_LOG", "warn");
+    cmd.output().unwrap()
+}
+
+fn scores(dir: &Path) -> (Vec<Option<f64>>, String) {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("scores.json")).unwrap()).unwrap();
+    let s = v["scores"].as_array().unwrap().iter().map(|r| r["score"].as_f64()).collect();
+    (s, v["genotype"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn every_criterion_and_solver_is_rank_independent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_run(&run);
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--criterion", "magnitude"],
+        vec!["--criterion", "drop"],
+        vec!["--criterion", "darts-if", "--ihvp", "identity"],
+        vec!["--criterion", "darts-if", "--ihvp", "woodbury"],
+        vec!["--criterion", "darts-if", "--ihvp", "sherman-morrison"],
+        vec!["--criterion", "darts-if", "--ihvp", "neumann"],
+        vec!["--criterion", "darts-if", "--ihvp", "cg", "--set", "select.damping=100"],
+        vec!["--criterion", "darts-if", "--ihvp", "exact"],
+        vec!["--criterion", "darts-im", "--ihvp", "identity"],
+        vec!["--criterion", "darts-im", "--ihvp", "woodbury"],
+        vec!["--criterion", "darts-im", "--ihvp", "sherman-morrison"],
+        vec!["--criterion", "darts-im", "--ihvp", "neumann", "--im-sign", "negated"],
+        vec!["--criterion", "darts-im", "--ihvp", "cg", "--set", "select.damping=100"],
+        vec!["--criterion", "darts-im", "--ihvp", "exact"],
+        vec!["--criterion", "darts-im", "--ihvp", "woodbury", "--faithful"],
+        vec!["--criterion", "darts-im", "--ihvp", "neumann", "--faithful"],
+    ];
+    for (i, args) in cases.iter().enumerate() {
+        let mut reference: Option<(Vec<Option<f64>>, String)> = None;
+        for np in [1, 2, 3] {
+            let out = tmp.path().join(format!("sel-{i}-{np}"));
+            let o = select(np, &run, &out, args);
+            common::assert_ok(&o);
+            let got = scores(&out);
+            assert_eq!(common::stdout(&o).trim(), got.1, "{args:?}: printed genotype");
+            match &reference {
+                None => reference = Some(got),
+                Some((ref_scores, ref_geno)) => {
+                    assert_eq!(&got.1, ref_geno, "{args:?}: genotype on {np} ranks");
+                    let scale = ref_scores.iter().flatten().fold(0f64, |m, x| m.max(x.abs())).max(1e-300);
+                    for (k, (a, b)) in got.0.iter().zip(ref_scores).enumerate() {
+                        match (a, b) {
+                            (Some(a), Some(b)) => assert!(
+                                (a - b).abs() <= 1e-9 * scale,
+                                "{args:?}: score {k} on {np} ranks {a} vs {b} (scale {scale})"
+                            ),
+                            (None, None) => {}
+                            _ => panic!("{args:?}: score {k} present on one rank count only"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn select_outputs_and_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_run(&run);
+    let out = tmp.path().join("if");
+    let o = select(0, &run, &out, &["--criterion", "darts-if", "--ihvp", "woodbury"]);
+    common::assert_ok(&o);
+    // scores.csv: a header with DARTS-IF's two terms, one line per (edge, op): 6 × 5 = 30.
+    let csv = std::fs::read_to_string(out.join("scores.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "cell,edge,op,score,loss_change,quad");
+    assert_eq!(lines.len(), 31);
+    // `none` is not a candidate: empty score; others: score = loss_change − quad/2.
+    assert!(lines[1].starts_with("cell,1<-0,none,,"), "{}", lines[1]);
+    let f: Vec<f64> = lines[2].split(',').skip(3).map(|x| x.parse().unwrap()).collect();
+    assert!((f[0] - (f[1] - 0.5 * f[2])).abs() <= 1e-12 * f[0].abs().max(1.0), "{f:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("scores.json")).unwrap()).unwrap();
+    for key in ["total_s", "autograd_s", "ihvp_linalg_s", "communication_s"] {
+        assert!(json["timing"][key].as_f64().unwrap() >= 0.0, "{key}");
+    }
+    assert_eq!(std::fs::read_to_string(out.join("genotype.txt")).unwrap().trim(), json["genotype"]);
+
+    // Bad input: one line naming the key, exit 2, nothing written.
+    for (args, expect) in [
+        (vec!["--criterion", "darts-xx"], "select.criterion: unknown value \"darts-xx\""),
+        (vec!["--ihvp", "exact", "--set", "select.exact_max_params=100"], "exact forms a dense 1616×1616 matrix"),
+        (vec!["--gamma=-1"], "select.gamma: must be finite and > 0 (got -1)"),
+        (vec!["--set", "select.n=40"], "select.n: 40 batches of 8 need 320 images but the validation half has 48"),
+        (
+            vec!["--criterion", "drop", "--faithful"],
+            "select.faithful: the authors' computation exists for darts-im only",
+        ),
+    ] {
+        let bad = tmp.path().join("bad");
+        let o = select(0, &run, &bad, &args);
+        let err = common::stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        // Errors found after the output directory was prepared remove it again.
+        assert!(!bad.exists(), "{args:?} left {bad:?}");
+    }
+    let o = select(0, &tmp.path().join("nope"), &tmp.path().join("x"), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(common::stderr(&o).contains("not a run directory (no config.toml)"));
+}
