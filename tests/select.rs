@@ -145,3 +145,44 @@ fn select_outputs_and_bad_input() {
     assert_eq!(o.status.code(), Some(2));
     assert!(common::stderr(&o).contains("not a run directory (no config.toml)"));
 }
+
+#[test]
+fn fidelity_is_rank_independent_and_writes_its_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_run(&run);
+    let fid = |np: usize| {
+        let out = tmp.path().join(format!("fid{np}"));
+        let o = Command::new(common::repo().join("launch/mpirun"))
+            .args(["-np", &np.to_string()])
+            .arg(common::bin())
+            .args(["inspect", "fidelity", "--run"])
+            .arg(&run)
+            .args(["--steps", "3", "--set", "select.n=2", "--set", "select.batch_size=8", "--out"])
+            .arg(&out)
+            .env("DARTSIF_LOG", "warn")
+            .output()
+            .unwrap();
+        common::assert_ok(&o);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("fidelity.json")).unwrap()).unwrap();
+        (v, common::stdout(&o), out)
+    };
+    let (a, table, out) = fid(1);
+    let (b, _, _) = fid(2);
+    // Each candidate is fine-tuned on one rank with the same batches: identical on 1 and 2 ranks.
+    assert_eq!(a["actual_delta_loss"], b["actual_delta_loss"]);
+    assert_eq!(a["actual_delta_loss"].as_array().unwrap().len(), 24);
+    let names: Vec<&str> = a["criteria"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 10);
+    assert!(names.contains(&"darts-im/woodbury/negated") && names.contains(&"darts-if/sherman-morrison"));
+    // The exact solver fits this model (P = 1,616): every criterion but maybe CG is evaluated.
+    let exact = a["criteria"].as_array().unwrap().iter().find(|c| c["label"] == "darts-if/exact").unwrap();
+    assert_eq!(exact["status"], "ok");
+    let rho = exact["spearman"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&rho));
+    assert!(table.contains("spearman") && table.contains("darts-if/woodbury"));
+    let csv = std::fs::read_to_string(out.join("fidelity.csv")).unwrap();
+    assert_eq!(csv.lines().next().unwrap(), "criterion,spearman,pearson,edge_agreement,status");
+    assert_eq!(std::fs::read_to_string(out.join("candidates.csv")).unwrap().lines().count(), 25);
+}

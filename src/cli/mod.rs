@@ -30,6 +30,9 @@ pub enum Command {
     Search(SearchArgs),
     /// Score every op of a searched supernet with a criterion and select an architecture.
     Select(SelectArgs),
+    /// Analyses of a searched supernet.
+    #[command(subcommand)]
+    Inspect(InspectCommand),
     /// Print versions and whether CUDA is available.
     Info,
     /// Check the collectives on this launch (e.g. `mpirun -np 4 dartsif-dist check-comm`).
@@ -45,6 +48,31 @@ pub struct SearchArgs {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
     /// Run directory to create (must not exist, or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InspectCommand {
+    /// Compare every criterion with the actual loss change of removing each op and fine-tuning.
+    Fidelity(FidelityArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct FidelityArgs {
+    /// Run directory of a `search`.
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// SGD steps of fine-tuning after each removal.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Fine-tuning learning rate; default search.weights.lr / 10 (as DARTS-PT's projection).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override any config key, e.g. `--set select.ihvp="neumann"` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Output directory to create.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 }
@@ -136,6 +164,7 @@ pub fn main() -> i32 {
         Command::CheckComm => check_comm(),
         Command::Search(args) => search_main(&args),
         Command::Select(args) => select_main(&args),
+        Command::Inspect(InspectCommand::Fidelity(args)) => fidelity_main(&args),
     }
 }
 
@@ -186,18 +215,10 @@ fn search_main(args: &SearchArgs) -> i32 {
 }
 
 fn select_main(args: &SelectArgs) -> i32 {
-    let cfg_path = args.run.join("config.toml");
-    if !cfg_path.is_file() {
-        return fail_once(&Error::Path { path: args.run.clone(), msg: "not a run directory (no config.toml)".into() });
-    }
-    let cfg = match Config::load(Some(&cfg_path), &args.overrides()) {
+    let cfg = match load_run(&args.run, &args.overrides()) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
-    let state = args.run.join("supernet.safetensors");
-    if !state.is_file() {
-        return fail_once(&Error::Path { path: state, msg: "no supernet state (the search did not finish?)".into() });
-    }
     let comm = match comm::init(cfg.comm) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
@@ -215,19 +236,77 @@ fn select_main(args: &SelectArgs) -> i32 {
     }
 }
 
+/// Load a run's config (with overrides) and check its state file, for commands that read a run.
+fn load_run(run: &Path, overrides: &[String]) -> Result<Config> {
+    let cfg_path = run.join("config.toml");
+    if !cfg_path.is_file() {
+        return Err(Error::Path { path: run.to_path_buf(), msg: "not a run directory (no config.toml)".into() });
+    }
+    let cfg = Config::load(Some(&cfg_path), overrides)?;
+    let state = run.join("supernet.safetensors");
+    if !state.is_file() {
+        return Err(Error::Path { path: state, msg: "no supernet state (the search did not finish?)".into() });
+    }
+    Ok(cfg)
+}
+
+/// The searched supernet and α of a run, in the selection's precision.
+fn load_supernet(cfg: &Config, run: &Path) -> Result<(Box<dyn crate::supernet::Supernet>, Vec<tch::Tensor>)> {
+    let kind = selection_kind(cfg);
+    let net = crate::supernet::build(cfg, cfg.seed, kind)?;
+    let alphas: Vec<tch::Tensor> =
+        net.spec().alpha_shapes().iter().map(|s| tch::Tensor::zeros(s, (kind, tch::Device::Cpu))).collect();
+    crate::checkpoint::load_supernet(net.as_ref(), &alphas, &run.join("supernet.safetensors"))?;
+    Ok((net, alphas))
+}
+
+fn fidelity_main(args: &FidelityArgs) -> i32 {
+    let cfg = match load_run(&args.run, &args.set) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    if let Some(lr) = args.lr {
+        if !(lr > 0.0 && lr.is_finite()) {
+            return fail_once(&Error::config("--lr", "lr", format!("must be finite and > 0 (got {lr})")));
+        }
+    }
+    let comm = match comm::init(cfg.comm) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    let ft = select::fidelity::FineTune { steps: args.steps, lr: args.lr.unwrap_or(cfg.search.weights.lr / 10.0) };
+    let run = || -> Result<()> {
+        prepare_out_dir(comm.as_ref(), &args.out)?;
+        init_threads(&cfg);
+        init_logging(comm.as_ref(), &args.out);
+        let (net, alphas) = load_supernet(&cfg, &args.run)?;
+        let data = dataset(&cfg);
+        let split = SearchSplit::halves(cfg.data.train_size);
+        let report = select::fidelity::run(&cfg, comm.as_ref(), net.as_ref(), &alphas, &data, &split, &ft)?;
+        if comm.is_coordinator() {
+            use crate::checkpoint::write_atomic;
+            write_atomic(&args.out.join("fidelity.csv"), report.summary_csv().as_bytes())?;
+            write_atomic(&args.out.join("candidates.csv"), report.candidates_csv().as_bytes())?;
+            write_atomic(
+                &args.out.join("fidelity.json"),
+                serde_json::to_string_pretty(&report).expect("json").as_bytes(),
+            )?;
+            print!("{}", report.table());
+        }
+        comm.barrier()
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => report_error(comm.as_ref(), &e),
+    }
+}
+
 /// The `select` command: load a searched supernet and run the configured criterion.
 pub fn run_select(cfg: &Config, comm: &dyn Collective, run: &Path, out: &Path) -> Result<()> {
     prepare_out_dir(comm, out)?;
     init_threads(cfg);
     init_logging(comm, out);
-    let net = crate::supernet::build(cfg, cfg.seed, selection_kind(cfg))?;
-    let alphas: Vec<tch::Tensor> = net
-        .spec()
-        .alpha_shapes()
-        .iter()
-        .map(|s| tch::Tensor::zeros(s, (selection_kind(cfg), tch::Device::Cpu)))
-        .collect();
-    crate::checkpoint::load_supernet(net.as_ref(), &alphas, &run.join("supernet.safetensors"))?;
+    let (net, alphas) = load_supernet(cfg, run)?;
     let data = dataset(cfg);
     let split = SearchSplit::halves(cfg.data.train_size);
     select_and_report(cfg, comm, net.as_ref(), &alphas, &data, &split.arch, out)

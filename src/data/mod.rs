@@ -66,6 +66,8 @@ pub enum Stream {
     EvalBatches = 3,
     /// Freshly drawn batches of the authors' reference computation (`--faithful`).
     FaithfulDraw = 4,
+    /// Fine-tuning order and held-out evaluation of `inspect fidelity`.
+    Fidelity = 5,
 }
 
 /// The order of `indices` in `epoch`, a pure function of (seed, stream, epoch).

@@ -1,5 +1,8 @@
 //! Discretisation: from per-(cell, edge, op) scores to a genotype, decided by the coordinator
-//! and broadcast so that every rank reports the same architecture.
+//! and broadcast so that every rank reports the same architecture; [`fidelity`] checks criteria
+//! against the actual effect of removing each op.
+
+pub mod fidelity;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,0 +1,373 @@
+//! `inspect fidelity`: how well does each criterion predict what removing an op really does?
+//!
+//! For every candidate (edge, op ≠ none) the *actual* ΔL is the validation loss after removing
+//! the op (its mixing weight set to 0) and fine-tuning θ for a fixed number of SGD steps, minus
+//! the same fine-tuning without removal. Each criterion's scores are then compared with it:
+//! Spearman and Pearson correlation over candidates, and per-edge agreement of the chosen op
+//! (the highest score) with the op whose removal hurts most. Candidates are split over ranks.
+
+use serde::Serialize;
+use tch::Tensor;
+
+use crate::comm::{broadcast_value, Collective};
+use crate::config::Config;
+use crate::data::{epoch_order, global_batch, make_batch, Dataset, SearchSplit, Stream};
+use crate::error::{Error, Result};
+use crate::influence::criteria::{candidates, remove_op, Candidate};
+use crate::influence::{Context, EvalSet, Timings};
+use crate::search::cross_entropy;
+use crate::search::optim::Sgd;
+use crate::supernet::{mixing_weights, BnMode, Supernet};
+
+/// Fine-tuning used to measure the actual ΔL.
+#[derive(Debug, Clone, Serialize)]
+pub struct FineTune {
+    pub steps: usize,
+    pub lr: f64,
+}
+
+/// One criterion's agreement with the actual ΔL.
+#[derive(Debug, Clone, Serialize)]
+pub struct Agreement {
+    pub label: String,
+    pub spearman: Option<f64>,
+    pub pearson: Option<f64>,
+    /// Fraction of edges whose chosen op is the op whose removal hurts most.
+    pub edge_agreement: Option<f64>,
+    /// "ok", or why the criterion could not be evaluated.
+    pub status: String,
+    /// Score per candidate (same order as `FidelityReport::candidates`).
+    pub scores: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FidelityReport {
+    pub fine_tune: FineTune,
+    pub baseline_loss: f64,
+    /// (cell, edge, op) labels.
+    pub candidates: Vec<(String, String, String)>,
+    pub actual_delta_loss: Vec<f64>,
+    pub criteria: Vec<Agreement>,
+}
+
+/// Spearman's ρ: Pearson's ρ of the ranks (ties get their average rank).
+pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
+    pearson(&ranks(a), &ranks(b))
+}
+
+/// Pearson's ρ; None when either side is constant.
+pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    (saa > 0.0 && sbb > 0.0).then(|| sab / (saa * sbb).sqrt())
+}
+
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for k in i..=j {
+            r[idx[k]] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Per (cell, edge): is the highest-scoring candidate the one with the largest actual ΔL?
+fn edge_agreement(cands: &[Candidate], scores: &[f64], actual: &[f64]) -> Option<f64> {
+    let mut edges: Vec<(usize, usize)> = cands.iter().map(|c| (c.cell, c.edge)).collect();
+    edges.dedup();
+    let argmax = |vals: &[f64], e: (usize, usize)| {
+        cands
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| (c.cell, c.edge) == e)
+            .max_by(|a, b| vals[a.0].total_cmp(&vals[b.0]))
+            .map(|(i, _)| i)
+    };
+    let hits = edges.iter().filter(|&&e| argmax(scores, e) == argmax(actual, e)).count();
+    (!edges.is_empty()).then(|| hits as f64 / edges.len() as f64)
+}
+
+struct Snapshot {
+    params: Vec<Tensor>,
+    buffers: Vec<Tensor>,
+}
+
+impl Snapshot {
+    fn take(net: &dyn Supernet) -> Self {
+        let _g = tch::no_grad_guard();
+        Snapshot {
+            params: net.params().tensors.iter().map(|t| t.detach().copy()).collect(),
+            buffers: net.params().buffers.iter().map(|t| t.copy()).collect(),
+        }
+    }
+
+    fn restore(&self, net: &dyn Supernet) {
+        let _g = tch::no_grad_guard();
+        for (d, s) in
+            net.params().tensors.iter().zip(&self.params).chain(net.params().buffers.iter().zip(&self.buffers))
+        {
+            d.shallow_clone().copy_(s);
+        }
+    }
+}
+
+/// Validation loss after `ft.steps` SGD steps on θ with mixing weights `w` fixed, from the
+/// snapshot (this rank alone; the same batches for every candidate).
+#[allow(clippy::too_many_arguments)]
+fn fine_tuned_loss(
+    cfg: &Config,
+    net: &dyn Supernet,
+    snap: &Snapshot,
+    w: &[Tensor],
+    data: &dyn Dataset,
+    order: &[usize],
+    eval: &[(Tensor, Tensor)],
+    ft: &FineTune,
+) -> f64 {
+    snap.restore(net);
+    let params = &net.params().tensors;
+    let mut sgd = Sgd::new(cfg.search.weights.clone(), params.len());
+    let b = cfg.search.batch_size;
+    let m = cfg.micro_batch(1);
+    let kind = params[0].kind();
+    for step in 0..ft.steps {
+        let batch = global_batch(order, step, b);
+        let mut grads: Option<Vec<Tensor>> = None;
+        for chunk in batch.chunks(m) {
+            let (x, y) = make_batch(data, chunk);
+            let loss =
+                cross_entropy(&net.forward(&x.to_kind(kind), w, BnMode::Train), &y) * (chunk.len() as f64 / b as f64);
+            let g = Tensor::run_backward(&[loss], params, false, false);
+            grads = Some(match grads {
+                None => g,
+                Some(acc) => acc.iter().zip(&g).map(|(a, b)| a + b).collect(),
+            });
+        }
+        let grads = grads.expect("a batch");
+        crate::search::optim::clip_grad_norm(&grads, cfg.search.weights.grad_clip);
+        sgd.step(params, &grads, ft.lr);
+    }
+    let _g = tch::no_grad_guard();
+    let loss = eval
+        .iter()
+        .map(|(x, y)| cross_entropy(&net.forward(x, w, BnMode::BatchStats), y).double_value(&[]))
+        .sum::<f64>()
+        / eval.len() as f64;
+    snap.restore(net);
+    loss
+}
+
+/// The criteria compared: magnitude, drop, DARTS-IF with every IHVP solver, DARTS-IM with both
+/// signs (configured solver).
+fn criteria_configs(cfg: &Config) -> Vec<(String, Config)> {
+    let mut out = Vec::new();
+    let with = |criterion: &str, ihvp: &str, sign: &str| {
+        let mut c = cfg.clone();
+        c.select.criterion = criterion.into();
+        c.select.ihvp = ihvp.into();
+        c.select.im_sign = sign.into();
+        c.select.faithful = false;
+        c
+    };
+    out.push(("magnitude".to_string(), with("magnitude", &cfg.select.ihvp, "paper")));
+    out.push(("drop".to_string(), with("drop", &cfg.select.ihvp, "paper")));
+    for ihvp in ["identity", "neumann", "sherman-morrison", "woodbury", "cg", "exact"] {
+        out.push((format!("darts-if/{ihvp}"), with("darts-if", ihvp, "paper")));
+    }
+    for sign in ["paper", "negated"] {
+        out.push((format!("darts-im/{}/{sign}", cfg.select.ihvp), with("darts-im", &cfg.select.ihvp, sign)));
+    }
+    out
+}
+
+/// Measure the actual ΔL of every candidate and compare every criterion with it.
+pub fn run(
+    cfg: &Config,
+    comm: &dyn Collective,
+    net: &dyn Supernet,
+    alphas: &[Tensor],
+    data: &dyn Dataset,
+    split: &SearchSplit,
+    ft: &FineTune,
+) -> Result<FidelityReport> {
+    let spec = net.spec().clone();
+    let cands = candidates(net);
+    let kind = net.params().tensors[0].kind();
+    let w0: Vec<Tensor> = mixing_weights(&alphas.iter().map(|a| a.detach().to_kind(kind)).collect::<Vec<_>>());
+    let snap = Snapshot::take(net);
+    let order = epoch_order(cfg.seed, Stream::Fidelity, 0, &split.weights);
+    let held_out = EvalSet::draw(cfg.seed, Stream::Fidelity, 1, &split.arch, cfg.select.n, cfg.select_batch())?;
+    let eval: Vec<(Tensor, Tensor)> = held_out
+        .batches
+        .iter()
+        .map(|idx| {
+            let (x, y) = make_batch(data, idx);
+            (x.to_kind(kind), y)
+        })
+        .collect();
+    let baseline = fine_tuned_loss(cfg, net, &snap, &w0, data, &order, &eval, ft);
+    let mut mine = Vec::new();
+    for i in (comm.rank()..cands.len()).step_by(comm.size()) {
+        let l = fine_tuned_loss(cfg, net, &snap, &remove_op(&w0, cands[i]), data, &order, &eval, ft);
+        tracing::debug!("fidelity: candidate {}/{} actual ΔL {:.5}", i + 1, cands.len(), l - baseline);
+        mine.push((i, l - baseline));
+    }
+    let bytes = postcard::to_stdvec(&mine).map_err(|e| Error::Comm(e.to_string()))?;
+    let all = comm.gather_bytes(0, &bytes)?;
+    let actual: Option<Vec<f64>> = if comm.is_coordinator() {
+        let mut v = vec![f64::NAN; cands.len()];
+        for b in &all {
+            for (i, d) in postcard::from_bytes::<Vec<(usize, f64)>>(b).map_err(|e| Error::Comm(e.to_string()))? {
+                v[i] = d;
+            }
+        }
+        Some(v)
+    } else {
+        None
+    };
+    let actual: Vec<f64> = broadcast_value(comm, 0, actual.as_ref())?;
+
+    let mut criteria = Vec::new();
+    for (label, c) in criteria_configs(cfg) {
+        let timings = Timings::default();
+        let ctx = Context { cfg: &c, net, alphas, comm, data, val: &split.arch, timings: &timings };
+        let agreement = match ctx.run() {
+            Ok(out) => {
+                let scores: Vec<f64> = cands.iter().map(|k| out.table.scores[k.cell][k.edge][k.op]).collect();
+                Agreement {
+                    spearman: spearman(&scores, &actual),
+                    pearson: pearson(&scores, &actual),
+                    edge_agreement: edge_agreement(&cands, &scores, &actual),
+                    status: "ok".into(),
+                    scores,
+                    label,
+                }
+            }
+            // Deterministic on every rank (config limits, curvature found by all-reduced HVPs).
+            Err(e @ Error::Config { .. }) => Agreement {
+                label,
+                spearman: None,
+                pearson: None,
+                edge_agreement: None,
+                status: format!("skipped: {e}"),
+                scores: Vec::new(),
+            },
+            Err(e) => return Err(e),
+        };
+        criteria.push(agreement);
+    }
+    let labels = cands
+        .iter()
+        .map(|c| (spec.cells[c.cell].name.clone(), spec.cells[c.cell].edges[c.edge].clone(), spec.ops[c.op].clone()))
+        .collect();
+    Ok(FidelityReport {
+        fine_tune: ft.clone(),
+        baseline_loss: baseline,
+        candidates: labels,
+        actual_delta_loss: actual,
+        criteria,
+    })
+}
+
+impl FidelityReport {
+    /// The summary table as CSV.
+    pub fn summary_csv(&self) -> String {
+        let f = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_default();
+        let mut s = String::from("criterion,spearman,pearson,edge_agreement,status\n");
+        for a in &self.criteria {
+            s.push_str(&format!(
+                "{},{},{},{},{}\n",
+                a.label,
+                f(a.spearman),
+                f(a.pearson),
+                f(a.edge_agreement),
+                a.status.replace(',', ";")
+            ));
+        }
+        s
+    }
+
+    /// Per-candidate table: actual ΔL and every criterion's score.
+    pub fn candidates_csv(&self) -> String {
+        let mut s = String::from("cell,edge,op,actual_delta_loss");
+        let ok: Vec<&Agreement> = self.criteria.iter().filter(|a| !a.scores.is_empty()).collect();
+        for a in &ok {
+            s.push(',');
+            s.push_str(&a.label);
+        }
+        s.push('\n');
+        for (i, (c, e, o)) in self.candidates.iter().enumerate() {
+            s.push_str(&format!("{c},{e},{o},{:e}", self.actual_delta_loss[i]));
+            for a in &ok {
+                s.push_str(&format!(",{:e}", a.scores[i]));
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    /// A fixed-width table for the terminal.
+    pub fn table(&self) -> String {
+        let f = |x: Option<f64>| x.map(|v| format!("{v:+.3}")).unwrap_or_else(|| "    —".into());
+        let mut s = format!(
+            "actual ΔL: removal + {} SGD steps (lr {}) vs the same fine-tuning without removal; {} candidates\n",
+            self.fine_tune.steps,
+            self.fine_tune.lr,
+            self.candidates.len()
+        );
+        s.push_str(&format!("{:<30} {:>9} {:>9} {:>11}\n", "criterion", "spearman", "pearson", "edge agree"));
+        for a in &self.criteria {
+            if a.status == "ok" {
+                let agree = a.edge_agreement.map(|x| format!("{:.0}%", 100.0 * x)).unwrap_or_default();
+                s.push_str(&format!("{:<30} {:>9} {:>9} {:>11}\n", a.label, f(a.spearman), f(a.pearson), agree));
+            } else {
+                s.push_str(&format!("{:<30} {}\n", a.label, a.status));
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlations_by_hand() {
+        // Perfectly monotone but non-linear: Spearman 1, Pearson < 1.
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let b = [1.0, 4.0, 9.0, 100.0];
+        assert!((spearman(&a, &b).unwrap() - 1.0).abs() < 1e-12);
+        // Pearson of (1,2,3,4) and (1,4,9,100): Σdadb = 151, Σda² = 5, Σdb² = 6849 → 151/√34245.
+        let p = pearson(&a, &b).unwrap();
+        assert!((p - 151.0 / 34245f64.sqrt()).abs() < 1e-12, "{p}");
+        assert!((spearman(&a, &[4.0, 3.0, 2.0, 1.0]).unwrap() + 1.0).abs() < 1e-12);
+        assert_eq!(pearson(&a, &[1.0; 4]), None);
+        // Ties take the average rank: ranks of (1, 1, 2) are (1.5, 1.5, 3).
+        assert_eq!(ranks(&[1.0, 1.0, 2.0]), vec![1.5, 1.5, 3.0]);
+    }
+
+    #[test]
+    fn edge_agreement_counts_matching_argmax() {
+        let c = |edge, op| Candidate { cell: 0, edge, op };
+        let cands = [c(0, 1), c(0, 2), c(1, 1), c(1, 2)];
+        // Edge 0: both pick op 2; edge 1: scores pick op 1, actual picks op 2.
+        assert_eq!(edge_agreement(&cands, &[0.0, 1.0, 5.0, 1.0], &[0.1, 0.2, 0.1, 0.3]), Some(0.5));
+    }
+}
