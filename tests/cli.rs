@@ -67,12 +67,29 @@ fn non_empty_output_directory_is_refused() {
 fn search_writes_every_output() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let o = common::search(0, &out, &["data.test_size=64"]);
+    let o = common::search(
+        0,
+        &out,
+        &[
+            "data.test_size=64",
+            "select.after_search=true",
+            "select.criterion=\"drop\"",
+            "select.n=2",
+            "select.batch_size=8",
+        ],
+    );
     common::assert_ok(&o);
     let genotype = std::fs::read_to_string(out.join("genotype.txt")).unwrap();
     let g: dartsif::space::Nb201Genotype = genotype.trim().parse().unwrap();
     assert!(!g.ops.contains(&0), "magnitude selection excludes none");
-    assert_eq!(common::stdout(&o).trim(), genotype.trim());
+    // stdout: the search's (magnitude) genotype, then the selection's.
+    let printed: Vec<String> = common::stdout(&o).lines().map(String::from).collect();
+    assert_eq!(printed[0], genotype.trim());
+    let selected = std::fs::read_to_string(out.join("select/genotype.txt")).unwrap();
+    assert_eq!(printed[1], selected.trim());
+    let scores: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("select/scores.json")).unwrap()).unwrap();
+    assert_eq!(scores["criterion"], "drop");
 
     // metrics.jsonl: 8 step lines (log_every 1), 2 epoch lines, 1 test line.
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();

@@ -176,9 +176,11 @@ fn fidelity_is_rank_independent_and_writes_its_tables() {
     let names: Vec<&str> = a["criteria"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 10);
     assert!(names.contains(&"darts-im/woodbury/negated") && names.contains(&"darts-if/sherman-morrison"));
-    // The exact solver fits this model (P = 1,616): every criterion but maybe CG is evaluated.
+    // The exact solver fits this model (P = 1,616) and is evaluated; undamped CG is skipped.
     let exact = a["criteria"].as_array().unwrap().iter().find(|c| c["label"] == "darts-if/exact").unwrap();
     assert_eq!(exact["status"], "ok");
+    let cg = a["criteria"].as_array().unwrap().iter().find(|c| c["label"] == "darts-if/cg").unwrap();
+    assert!(cg["status"].as_str().unwrap().starts_with("skipped: cg needs select.damping > 0"));
     let rho = exact["spearman"].as_f64().unwrap();
     assert!((-1.0..=1.0).contains(&rho));
     assert!(table.contains("spearman") && table.contains("darts-if/woodbury"));

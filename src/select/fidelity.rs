@@ -221,6 +221,7 @@ pub fn run(
             (x.to_kind(kind), y)
         })
         .collect();
+    let t0 = std::time::Instant::now();
     let baseline = fine_tuned_loss(cfg, net, &snap, &w0, data, &order, &eval, ft);
     let mut mine = Vec::new();
     for i in (comm.rank()..cands.len()).step_by(comm.size()) {
@@ -242,12 +243,29 @@ pub fn run(
         None
     };
     let actual: Vec<f64> = broadcast_value(comm, 0, actual.as_ref())?;
+    tracing::info!("fidelity: actual ΔL of {} candidates measured in {:.1} s", cands.len(), t0.elapsed().as_secs_f64());
 
     let mut criteria = Vec::new();
     for (label, c) in criteria_configs(cfg) {
+        if c.select.ihvp == "cg" && c.select.damping == 0.0 {
+            // CG needs H + λI positive definite; an undamped supernet Hessian is indefinite, and
+            // CG may then run to its iteration limit for every candidate before noticing.
+            criteria.push(Agreement {
+                label,
+                spearman: None,
+                pearson: None,
+                edge_agreement: None,
+                status: "skipped: cg needs select.damping > 0 (the Hessian is indefinite)".into(),
+                scores: Vec::new(),
+            });
+            continue;
+        }
         let timings = Timings::default();
+        let t0 = std::time::Instant::now();
         let ctx = Context { cfg: &c, net, alphas, comm, data, val: &split.arch, timings: &timings };
-        let agreement = match ctx.run() {
+        let result = ctx.run();
+        tracing::info!("fidelity: {label} scored in {:.1} s", t0.elapsed().as_secs_f64());
+        let agreement = match result {
             Ok(out) => {
                 let scores: Vec<f64> = cands.iter().map(|k| out.table.scores[k.cell][k.edge][k.op]).collect();
                 Agreement {

@@ -1,0 +1,132 @@
+//! Influence-engine benchmarks (not tests): `cargo bench --bench influence [-- quick]`.
+//!
+//! On the NB201 search supernet (C=16, N=5, 10 classes: 1,686,106 weights), batch 64, 32×32,
+//! f32, libtorch's default threads:
+//! 1. gradient vs HVP (double backward) per batch, and their ratio;
+//! 2. DARTS-IM end to end with Woodbury over N batches (u = B·1 with the Fisher samples, the
+//!    Woodbury solve, Bᵀz), against N gradients;
+//! 3. sequential Sherman–Morrison vs batched Woodbury on random G (P = 1,686,106) for
+//!    N = 16, 64, 256, next to the Gram GEMM alone (2·N²·P flops), with the largest difference;
+//! 4. peak resident memory.
+//!
+//! `quick` shrinks the repetitions and N (a smoke run).
+
+use std::time::Instant;
+
+use dartsif::comm::LocalCollective;
+use dartsif::config::Config;
+use dartsif::data::{SearchSplit, Synthetic};
+use dartsif::influence::fisher::{ShardedGrads, ShermanMorrison, Woodbury};
+use dartsif::influence::flat::norm;
+use dartsif::influence::{Context, EvalSet, Leaf, Probe, Timings};
+use dartsif::supernet::{self, BnMode};
+use tch::{Kind, Tensor};
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let out = f();
+    (out, t.elapsed().as_secs_f64())
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let reps = if quick { 1 } else { 3 };
+    let comm = LocalCollective;
+    println!("threads: {}", tch::get_num_threads());
+
+    let cfg = Config::load(
+        None,
+        &[
+            "space.channels=16",
+            "space.cells_per_stage=5",
+            "data.image_size=32",
+            "data.train_size=2048",
+            "search.batch_size=64",
+            "search.micro_batch=0",
+            "select.batch_size=64",
+        ]
+        .map(String::from),
+    )
+    .unwrap();
+    let net = supernet::build(&cfg, 1, Kind::Float).unwrap();
+    let alphas: Vec<Tensor> =
+        net.spec().alpha_shapes().iter().map(|s| Tensor::randn(s, (Kind::Float, tch::Device::Cpu)) * 1e-3).collect();
+    let data = Synthetic::new(1, 2048, 10, 32, 3.0);
+    let split = SearchSplit::halves(2048);
+    let timings = Timings::default();
+    println!("NB201 supernet: {} weights", net.params().count());
+
+    // 1. gradient vs HVP on one batch.
+    let eval1 = EvalSet::draw(1, dartsif::data::Stream::EvalBatches, 0, &split.arch, 1, 64).unwrap();
+    let probe = Probe::new(net.as_ref(), &alphas, &comm, &data, &eval1, Leaf::Mixing, BnMode::BatchStats, &timings);
+    let _ = probe.grad_theta(None).unwrap(); // warm-up
+    let (_, tg) = time(|| (0..reps).for_each(|_| drop(probe.grad_theta(None).unwrap())));
+    let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, tch::Device::Cpu));
+    let (_, th) = time(|| (0..reps).for_each(|_| drop(probe.hvp(&u).unwrap())));
+    let (tg, th) = (tg / reps as f64, th / reps as f64);
+    println!("gradient per batch        {tg:8.3} s");
+    println!("HVP per batch             {th:8.3} s   HVP/gradient {:.2}", th / tg);
+
+    // 2. DARTS-IM with Woodbury, end to end.
+    for n in if quick { vec![2] } else { vec![3, 10] } {
+        let mut c = cfg.clone();
+        c.select.n = n;
+        c.select.criterion = "darts-im".into();
+        c.select.ihvp = "woodbury".into();
+        let t = Timings::default();
+        let ctx = Context {
+            cfg: &c,
+            net: net.as_ref(),
+            alphas: &alphas,
+            comm: &comm,
+            data: &data,
+            val: &split.arch,
+            timings: &t,
+        };
+        let (_, total) = time(|| ctx.run().unwrap());
+        println!(
+            "DARTS-IM woodbury N={n:<3}   {total:8.3} s   = {:.2} gradients of N batches (autograd {:.2} s, linalg {:.3} s)",
+            total / (n as f64 * tg),
+            t.autograd.get(),
+            t.linalg.get()
+        );
+    }
+
+    // 3. Sherman–Morrison vs Woodbury on random per-batch gradients at P = 1,686,106.
+    let p = net.params().count();
+    let eta = 5e-4;
+    for n in if quick { vec![16] } else { vec![16, 64, 256] } {
+        tch::manual_seed(n as i64);
+        let g = Tensor::randn([n as i64, p as i64], (Kind::Float, tch::Device::Cpu)) * 1e-3;
+        let v = Tensor::randn([p as i64], (Kind::Float, tch::Device::Cpu));
+        let t = Timings::default();
+        let sharded = || ShardedGrads { n, p, lo: 0, hi: p, g: g.shallow_clone() };
+        let (_, t_gram) = time(|| drop(sharded().gram(&comm, &t).unwrap()));
+        let ((xw, _), t_w) = time(|| {
+            let w = Woodbury::new(&comm, sharded(), eta, &t).unwrap();
+            (w.solve(&comm, &v, &t).unwrap(), ())
+        });
+        let ((xs, _), t_s) = time(|| {
+            let s = ShermanMorrison::new(&comm, sharded(), eta, &t).unwrap();
+            (s.solve(&comm, &v, &t).unwrap(), ())
+        });
+        let diff = norm(&(&xw - &xs)) / norm(&xs);
+        println!(
+            "N={n:<4} Gram GEMM {t_gram:7.3} s   Woodbury {t_w:7.3} s ({:.2}× Gram)   Sherman–Morrison {t_s:8.3} s   rel. diff {diff:.1e}",
+            t_w / t_gram
+        );
+    }
+    println!("peak RSS {:.0} MB", peak_rss_mb());
+}

@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""PyTorch eager reference for the influence benchmarks (benches/influence.rs does the same math).
+
+NB201 search supernet (C=16, N=5, 10 classes, bias-free convs: 1,686,106 weights), batch 64,
+32x32, float32, the mixing weights w = softmax(alpha) as the leaf:
+  1. gradient vs HVP (double backward) per batch;
+  2. DARTS-IM with Woodbury over N batches: u = B.1 (with the per-batch gradients from the same
+     create_graph pass), z = F^-1 u (Woodbury, Gram and solve in float64), I = -B^T z;
+  3. sequential Sherman-Morrison vs batched Woodbury on random G at P = 1,686,106.
+Run: python3 benches/pytorch_eager.py [quick]   (torch 2.11.0; threads = torch's default)
+"""
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+
+
+class ReLUConvBN(nn.Module):
+    def __init__(self, cin, cout, k, stride, pad, affine):
+        super().__init__()
+        self.op = nn.Sequential(nn.ReLU(), nn.Conv2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout, affine=affine))
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class Cell(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.edges = nn.ModuleDict()
+        for i in range(1, 4):
+            for j in range(i):
+                self.edges[f"{i}<-{j}"] = nn.ModuleList(
+                    [nn.Identity(), nn.Identity(), ReLUConvBN(c, c, 1, 1, 0, False), ReLUConvBN(c, c, 3, 1, 1, False),
+                     nn.AvgPool2d(3, 1, 1, count_include_pad=False)])
+
+    def forward(self, x, w):
+        nodes = [x]
+        for i in range(1, 4):
+            acc = 0
+            for j in range(i):
+                e = i * (i - 1) // 2 + j
+                for o, op in enumerate(self.edges[f"{i}<-{j}"]):
+                    if o == 0:
+                        continue  # none: exactly zero
+                    acc = acc + w[e, o] * op(nodes[j])
+            nodes.append(acc)
+        return nodes[-1]
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.conv_a = ReLUConvBN(cin, cout, 3, 2, 1, True)
+        self.conv_b = ReLUConvBN(cout, cout, 3, 1, 1, True)
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(cin, cout, 1, bias=False))
+
+    def forward(self, x):
+        return self.conv_b(self.conv_a(x)) + self.downsample(x)
+
+
+class Supernet(nn.Module):
+    def __init__(self, c=16, n=5, classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        cells = []
+        for s, ch in enumerate([c, 2 * c, 4 * c]):
+            if s > 0:
+                cells.append(ResBlock(ch // 2, ch))
+            cells += [Cell(ch) for _ in range(n)]
+        self.cells = nn.ModuleList(cells)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(4 * c), nn.ReLU())
+        self.classifier = nn.Linear(4 * c, classes)
+
+    def forward(self, x, w):
+        h = self.stem(x)
+        for cell in self.cells:
+            h = cell(h, w) if isinstance(cell, Cell) else cell(h)
+        h = self.lastact(h).mean((2, 3))
+        return self.classifier(h)
+
+
+def timed(f):
+    t = time.perf_counter()
+    out = f()
+    return out, time.perf_counter() - t
+
+
+def main():
+    quick = "quick" in sys.argv
+    reps = 1 if quick else 3
+    torch.manual_seed(0)
+    net = Supernet()
+    params = [p for p in net.parameters()]
+    P = sum(p.numel() for p in params)
+    print(f"threads: {torch.get_num_threads()}  NB201 supernet: {P} weights")
+    w = torch.softmax(1e-3 * torch.randn(6, 5), -1).detach().requires_grad_()
+    batches = [(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))) for _ in range(10)]
+
+    def loss(b):
+        x, y = batches[b]
+        return F.cross_entropy(net(x, w), y)
+
+    def grad(b):
+        return torch.autograd.grad(loss(b), params)
+
+    def hvp(b, u):
+        g = torch.autograd.grad(loss(b), params, create_graph=True)
+        return torch.autograd.grad(sum((gi * ui).sum() for gi, ui in zip(g, u)), params)
+
+    grad(0)
+    _, tg = timed(lambda: [grad(0) for _ in range(reps)])
+    u = [torch.randn_like(p) for p in params]
+    _, th = timed(lambda: [hvp(0, u) for _ in range(reps)])
+    tg, th = tg / reps, th / reps
+    print(f"gradient per batch        {tg:8.3f} s")
+    print(f"HVP per batch             {th:8.3f} s   HVP/gradient {th / tg:.2f}")
+
+    eta = 5e-4
+    for n in ([2] if quick else [3, 10]):
+        def darts_im():
+            gs, us = [], 0
+            for b in range(n):
+                gt_gw = torch.autograd.grad(loss(b), params + [w], create_graph=True)
+                gt, gw = gt_gw[:-1], gt_gw[-1]
+                gs.append(torch.cat([g.detach().reshape(-1) for g in gt]))
+                b1 = torch.autograd.grad(gw.sum(), params)
+                us = us + torch.cat([x.reshape(-1) for x in b1])
+            u = us / n
+            G = torch.stack(gs).double()
+            K = G @ G.T + n * eta * torch.eye(n, dtype=torch.float64)
+            y = torch.linalg.solve(K, G @ u.double())
+            z = ((u.double() - G.T @ y) / eta).float()
+            zs = list(torch.split(z, [p.numel() for p in params]))
+            zs = [zz.view_as(p) for zz, p in zip(zs, params)]
+            s = 0
+            for b in range(n):
+                gt = torch.autograd.grad(loss(b), params, create_graph=True)
+                s = s + torch.autograd.grad(sum((g * zz).sum() for g, zz in zip(gt, zs)), w)[0]
+            return -s / n
+        _, t = timed(darts_im)
+        print(f"DARTS-IM woodbury N={n:<3}   {t:8.3f} s   = {t / (n * tg):.2f} gradients of N batches")
+
+    for n in ([16] if quick else [16, 64, 256]):
+        torch.manual_seed(n)
+        G = torch.randn(n, P) * 1e-3
+        v = torch.randn(P)
+        _, t_gram = timed(lambda: G.double() @ G.double().T)
+
+        def woodbury():
+            Gd = G.double()
+            K = Gd @ Gd.T + n * eta * torch.eye(n, dtype=torch.float64)
+            y = torch.linalg.solve(K, Gd @ v.double())
+            return (v.double() - Gd.T @ y) / eta
+
+        def sherman():
+            Gd = G.double()
+            r = torch.zeros_like(Gd)
+            d = []
+            for j in range(n):
+                rj = Gd[j] / eta
+                for i in range(j):
+                    rj = rj - r[i] * (r[i] @ Gd[j]) / d[i]
+                r[j] = rj
+                d.append(n + Gd[j] @ rj)
+            out = v.double() / eta
+            for j in range(n):
+                out = out - r[j] * (r[j] @ v.double()) / d[j]
+            return out
+        xw, t_w = timed(woodbury)
+        xs, t_s = timed(sherman)
+        diff = ((xw - xs).norm() / xs.norm()).item()
+        print(f"N={n:<4} Gram GEMM {t_gram:7.3f} s   Woodbury {t_w:7.3f} s ({t_w / t_gram:.2f}x Gram)   Sherman-Morrison {t_s:8.3f} s   rel. diff {diff:.1e}")
+
+
+if __name__ == "__main__":
+    main()
