@@ -16,9 +16,13 @@ demo: setup
 	target/release/dartsif-dist search --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: setup
-	LIBTORCH=$(LIBTORCH_DIR) cargo test --all-targets
+	LIBTORCH=$(LIBTORCH_DIR) cargo test
 
 build: setup
 	LIBTORCH=$(LIBTORCH_DIR) cargo build --release
 
-.PHONY: setup demo test build
+# Influence-engine benchmarks (minutes; see README "Benchmarks").
+bench: setup
+	LIBTORCH=$(LIBTORCH_DIR) cargo bench --bench influence
+
+.PHONY: setup demo test build bench

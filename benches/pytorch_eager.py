@@ -7,7 +7,8 @@ NB201 search supernet (C=16, N=5, 10 classes, bias-free convs: 1,686,106 weights
   2. DARTS-IM with Woodbury over N batches: u = B.1 (with the per-batch gradients from the same
      create_graph pass), z = F^-1 u (Woodbury, Gram and solve in float64), I = -B^T z;
   3. sequential Sherman-Morrison vs batched Woodbury on random G at P = 1,686,106.
-Run: python3 benches/pytorch_eager.py [quick]   (torch 2.11.0; threads = torch's default)
+Run: python3 benches/pytorch_eager.py [quick] [sm-max=64]   (torch 2.11.0; torch's default threads)
+sm-max skips the Python-loop Sherman-Morrison above that N (at N=256 it takes about ten minutes).
 """
 import sys
 import time
@@ -92,6 +93,7 @@ def timed(f):
 
 def main():
     quick = "quick" in sys.argv
+    sm_max = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("sm-max=")), 1 << 30)
     reps = 1 if quick else 3
     torch.manual_seed(0)
     net = Supernet()
@@ -172,6 +174,9 @@ def main():
                 out = out - r[j] * (r[j] @ v.double()) / d[j]
             return out
         xw, t_w = timed(woodbury)
+        if n > sm_max:
+            print(f"N={n:<4} Gram GEMM {t_gram:7.3f} s   Woodbury {t_w:7.3f} s ({t_w / t_gram:.2f}x Gram)   Sherman-Morrison skipped (sm-max={sm_max})")
+            continue
         xs, t_s = timed(sherman)
         diff = ((xw - xs).norm() / xs.norm()).item()
         print(f"N={n:<4} Gram GEMM {t_gram:7.3f} s   Woodbury {t_w:7.3f} s ({t_w / t_gram:.2f}x Gram)   Sherman-Morrison {t_s:8.3f} s   rel. diff {diff:.1e}")

@@ -54,6 +54,18 @@ fn setup(extra: &[&str]) -> Setup {
     Setup { cfg, net, alphas, data, split }
 }
 
+/// B (P × 30) built column by column from mixed products with unit vectors.
+fn dense_b(probe: &Probe) -> Tensor {
+    let cols: Vec<Tensor> = (0..30)
+        .map(|k| {
+            let e = Tensor::zeros([30], (Kind::Double, tch::Device::Cpu));
+            let _ = e.get(k).fill_(1.0);
+            probe.mixed(&e).unwrap()
+        })
+        .collect();
+    Tensor::stack(&cols, 1)
+}
+
 fn rel(a: &Tensor, b: &Tensor) -> f64 {
     norm(&(a - b)) / norm(b).max(1e-300)
 }
@@ -69,6 +81,18 @@ impl Setup {
 
     fn probe<'a>(&'a self, eval: &EvalSet, comm: &'a LocalCollective, t: &'a Timings, leaf: Leaf) -> Probe<'a> {
         Probe::new(self.net.as_ref(), &self.alphas, comm, &self.data, eval, leaf, BnMode::BatchStats, t)
+    }
+
+    fn context<'a>(&'a self, comm: &'a LocalCollective, t: &'a Timings) -> Context<'a> {
+        Context {
+            cfg: &self.cfg,
+            net: self.net.as_ref(),
+            alphas: &self.alphas,
+            comm,
+            data: &self.data,
+            val: &self.split.arch,
+            timings: t,
+        }
     }
 
     fn shift_theta(&self, d: &Tensor) {
@@ -131,16 +155,7 @@ fn primitives_match_finite_differences_and_dense_matrices() {
     assert!(asym < 1e-10, "H is symmetric to rounding: {asym:e}");
     let h = (&h + h.tr()) / 2.0;
     assert!(rel(&hu, &h.mv(&u)) < 1e-9);
-    let b = Tensor::stack(
-        &(0..30)
-            .map(|k| {
-                let e = Tensor::zeros([30], (Kind::Double, tch::Device::Cpu));
-                let _ = e.get(k).fill_(1.0);
-                probe.mixed(&e).unwrap()
-            })
-            .collect::<Vec<_>>(),
-        1,
-    );
+    let b = dense_b(&probe);
     assert!(rel(&bv, &b.mv(&v)) < 1e-9);
     assert!(rel(&btu, &b.tr().mv(&u)) < 1e-9, "Bᵀu equals the transpose of the dense B");
 
@@ -223,29 +238,11 @@ fn darts_im_equals_the_dense_formula_and_raw_logits_are_degenerate() {
     for ihvp in ["woodbury", "exact"] {
         let s = setup(&[&format!("select.ihvp=\"{ihvp}\""), "select.exact_matrix=\"fisher\""]);
         let (comm, t) = (LocalCollective, Timings::default());
-        let ctx = Context {
-            cfg: &s.cfg,
-            net: s.net.as_ref(),
-            alphas: &s.alphas,
-            comm: &comm,
-            data: &s.data,
-            val: &s.split.arch,
-            timings: &t,
-        };
-        let got = ctx.run().unwrap().table;
+        let got = s.context(&comm, &t).run().unwrap().table;
         // Dense: −Bᵀ F⁻¹ B 1 with B built column by column and F = ηI + GGᵀ/N.
         let eval = s.eval();
         let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
-        let b = Tensor::stack(
-            &(0..30)
-                .map(|k| {
-                    let e = Tensor::zeros([30], (Kind::Double, tch::Device::Cpu));
-                    let _ = e.get(k).fill_(1.0);
-                    probe.mixed(&e).unwrap()
-                })
-                .collect::<Vec<_>>(),
-            1,
-        );
+        let b = dense_b(&probe);
         let g = Tensor::stack(&probe.batch_grads().into_iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
         let p = probe.n_params() as i64;
         let f = g.tr().matmul(&g) / 3.0 + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * s.cfg.select.eta;
@@ -272,16 +269,7 @@ fn darts_im_equals_the_dense_formula_and_raw_logits_are_degenerate() {
 fn darts_if_equals_the_dense_formula() {
     let s = setup(&["select.criterion=\"darts-if\"", "select.ihvp=\"woodbury\""]);
     let (comm, t) = (LocalCollective, Timings::default());
-    let ctx = Context {
-        cfg: &s.cfg,
-        net: s.net.as_ref(),
-        alphas: &s.alphas,
-        comm: &comm,
-        data: &s.data,
-        val: &s.split.arch,
-        timings: &t,
-    };
-    let got = ctx.run().unwrap().table;
+    let got = s.context(&comm, &t).run().unwrap().table;
     let eval = s.eval();
     let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
     let g = Tensor::stack(&probe.batch_grads().into_iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);

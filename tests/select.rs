@@ -170,9 +170,14 @@ fn fidelity_is_rank_independent_and_writes_its_tables() {
     };
     let (a, table, out) = fid(1);
     let (b, _, _) = fid(2);
-    // Each candidate is fine-tuned on one rank with the same batches: identical on 1 and 2 ranks.
-    assert_eq!(a["actual_delta_loss"], b["actual_delta_loss"]);
-    assert_eq!(a["actual_delta_loss"].as_array().unwrap().len(), 24);
+    // Each candidate is fine-tuned on one rank with the same batches, so 1 and 2 ranks agree up to
+    // libtorch's thread-count-dependent f32 rounding (1 rank runs 2 threads, 2 ranks 1 each):
+    // losses near 1 carry ~1e-7 absolute error.
+    let (da, db) = (a["actual_delta_loss"].as_array().unwrap(), b["actual_delta_loss"].as_array().unwrap());
+    assert_eq!(da.len(), 24);
+    for (x, y) in da.iter().zip(db) {
+        assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-6, "{x} vs {y}");
+    }
     let names: Vec<&str> = a["criteria"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
     assert_eq!(names.len(), 10);
     assert!(names.contains(&"darts-im/woodbury/negated") && names.contains(&"darts-if/sherman-morrison"));

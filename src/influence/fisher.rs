@@ -117,11 +117,16 @@ impl ShardedGrads {
     }
 
     /// `Gᵀ V` restricted to this rank's rows, for local slices `v` of shape `[hi − lo]` or
-    /// `[m, hi − lo]`, in f64: `[N]` or `[N, m]` partial sums.
+    /// `[m, hi − lo]`: `[N]` or `[N, m]` partial sums in f64. Products run in G's precision per
+    /// column chunk (an f32 G is only accurate to f32 anyway) and chunks are summed in f64;
+    /// reading G once in its own precision keeps this a single memory pass.
     fn partial_gt(&self, v_local: &Tensor) -> Tensor {
         let v = if v_local.dim() == 1 { v_local.unsqueeze(0) } else { v_local.shallow_clone() };
+        let v = v.to_kind(self.g.kind());
         let mut out = Tensor::zeros([self.n as i64, v.size()[0]], (Kind::Double, tch::Device::Cpu));
-        self.for_chunks(|c, len, gc| out += gc.matmul(&v.narrow(1, c, len).to_kind(Kind::Double).tr()));
+        self.for_chunks(|c, len| {
+            out += self.g.narrow(1, c, len).matmul(&v.narrow(1, c, len).tr()).to_kind(Kind::Double)
+        });
         if v_local.dim() == 1 {
             out.squeeze_dim(1)
         } else {
@@ -129,31 +134,56 @@ impl ShardedGrads {
         }
     }
 
-    /// `G y` restricted to this rank's rows (f64), for y of shape [N].
+    /// `G y` restricted to this rank's rows, for y of shape [N] (f64 result).
     fn partial_g(&self, y: &Tensor) -> Tensor {
         let out = Tensor::zeros([(self.hi - self.lo) as i64], (Kind::Double, tch::Device::Cpu));
-        self.for_chunks(|c, len, gc| out.narrow(0, c, len).copy_(&gc.tr().mv(y)));
+        let y = y.to_kind(self.g.kind());
+        self.for_chunks(|c, len| out.narrow(0, c, len).copy_(&self.g.narrow(1, c, len).tr().mv(&y)));
         out
     }
 
-    /// Visit column chunks of G converted to f64 (bounded extra memory for f32 stores).
-    fn for_chunks(&self, mut f: impl FnMut(i64, i64, &Tensor)) {
+    /// Visit column chunks `[c, c + len)` of this rank's rows.
+    fn for_chunks(&self, mut f: impl FnMut(i64, i64)) {
         let cols = (self.hi - self.lo) as i64;
         let chunk = 1i64 << 16;
         let mut c = 0;
         while c < cols {
             let len = chunk.min(cols - c);
-            f(c, len, &self.g.narrow(1, c, len).to_kind(Kind::Double));
+            f(c, len);
             c += len;
         }
     }
 
-    /// The Gram matrix GᵀG (N×N, f64), summed over ranks; computed in column chunks so the f64
-    /// copy stays small.
+    /// The Gram matrix GᵀG (N×N, f64), summed over ranks. Computed in f64 over column chunks (the
+    /// f64 copy stays small) and by row blocks, only the blocks on and above the diagonal (the
+    /// matrix is symmetric): about (B+1)/(2B) of a full GEMM's 2N²P flops for B blocks.
     pub fn gram(&self, comm: &dyn Collective, timings: &Timings) -> Result<Tensor> {
+        let n = self.n as i64;
+        // Blocks of at least 64 rows keep each GEMM efficient.
+        let blocks = (n / 64).clamp(1, 8);
+        let bounds: Vec<i64> = (0..=blocks).map(|b| n * b / blocks).collect();
         let k = Timings::add(&timings.linalg, || {
-            let mut k = Tensor::zeros([self.n as i64, self.n as i64], (Kind::Double, tch::Device::Cpu));
-            self.for_chunks(|_, _, gc| k += gc.matmul(&gc.tr()));
+            let k = Tensor::zeros([n, n], (Kind::Double, tch::Device::Cpu));
+            self.for_chunks(|c, len| {
+                let gc = self.g.narrow(1, c, len).to_kind(Kind::Double);
+                for bi in 0..blocks as usize {
+                    let (i0, i1) = (bounds[bi], bounds[bi + 1]);
+                    let gi = gc.narrow(0, i0, i1 - i0);
+                    for bj in bi..blocks as usize {
+                        let (j0, j1) = (bounds[bj], bounds[bj + 1]);
+                        let mut kb = k.narrow(0, i0, i1 - i0).narrow(1, j0, j1 - j0);
+                        kb += gi.matmul(&gc.narrow(0, j0, j1 - j0).tr());
+                    }
+                }
+            });
+            // Mirror the upper blocks into the lower triangle of blocks.
+            for bi in 0..blocks as usize {
+                for bj in 0..bi {
+                    let (i0, i1, j0, j1) = (bounds[bi], bounds[bi + 1], bounds[bj], bounds[bj + 1]);
+                    let upper = k.narrow(0, j0, j1 - j0).narrow(1, i0, i1 - i0).tr().copy();
+                    k.narrow(0, i0, i1 - i0).narrow(1, j0, j1 - j0).copy_(&upper);
+                }
+            }
             k
         });
         Timings::add(&timings.comm, || comm.all_reduce_sum_tensors(std::slice::from_ref(&k)))?;

@@ -66,6 +66,17 @@ impl EvalSet {
         let order = epoch_order(seed, stream, draw, pool);
         Ok(EvalSet { batches: (0..n).map(|j| order[j * m..(j + 1) * m].to_vec()).collect() })
     }
+
+    /// The batches as (images in `kind`, labels) tensors.
+    pub fn materialize(&self, data: &dyn Dataset, kind: Kind) -> Vec<(Tensor, Tensor)> {
+        self.batches
+            .iter()
+            .map(|idx| {
+                let (x, y) = make_batch(data, idx);
+                (x.to_kind(kind), y)
+            })
+            .collect()
+    }
 }
 
 /// How the architecture leaf maps to mixing weights.
@@ -113,14 +124,7 @@ impl<'a> Probe<'a> {
         .into_iter()
         .map(|t| t.detach().set_requires_grad(true))
         .collect();
-        let batches = eval
-            .batches
-            .iter()
-            .map(|idx| {
-                let (x, y) = make_batch(data, idx);
-                (x.to_kind(kind), y)
-            })
-            .collect();
+        let batches = eval.materialize(data, kind);
         Probe {
             net,
             comm,
@@ -260,6 +264,13 @@ impl<'a> Probe<'a> {
         (gt, gw)
     }
 
+    /// ∇θ L_j with the graph kept (no ∇w: HVPs and Bᵀu need only this, and the w-gradient's
+    /// reductions would double-backward for nothing).
+    fn theta_derivatives(&self, j: usize) -> Vec<Tensor> {
+        let l = self.batch_loss(j, &self.weights_of(&self.leaf));
+        defined_or_zeros(Tensor::run_backward(&[&l], &self.params, true, true), &self.params)
+    }
+
     /// Second derivative of the scalar `s` (built on a kept graph) with respect to `wrt`, flat.
     fn second(&self, s: &Tensor, wrt: &[Tensor]) -> Tensor {
         if !s.requires_grad() {
@@ -275,7 +286,7 @@ impl<'a> Probe<'a> {
         let h = Timings::add(&self.timings.autograd, || {
             let mut acc = u.zeros_like();
             for j in self.own_batches() {
-                let (gt, _) = self.first_derivatives(j);
+                let gt = self.theta_derivatives(j);
                 acc += self.second(&graph_dot(&gt, &us), &self.params);
             }
             acc
@@ -290,8 +301,7 @@ impl<'a> Probe<'a> {
         let h = Timings::add(&self.timings.autograd, || {
             let h = Tensor::zeros([p, p], (Kind::Double, tch::Device::Cpu));
             for j in self.own_batches() {
-                let (gt, _) = self.first_derivatives(j);
-                let g = flatten(&gt);
+                let g = flatten(&self.theta_derivatives(j));
                 for i in 0..p {
                     let gi = g.get(i);
                     let row = if gi.requires_grad() {
@@ -315,7 +325,7 @@ impl<'a> Probe<'a> {
     pub fn hvp_on(&self, j: usize, u: &Tensor) -> Tensor {
         let us = split_like(u, &self.params);
         Timings::add(&self.timings.autograd, || {
-            let (gt, _) = self.first_derivatives(j);
+            let gt = self.theta_derivatives(j);
             self.second(&graph_dot(&gt, &us), &self.params)
         })
     }
@@ -340,7 +350,7 @@ impl<'a> Probe<'a> {
         let out = Timings::add(&self.timings.autograd, || {
             let mut acc = flatten(&self.leaf).zeros_like();
             for j in self.own_batches() {
-                let (gt, _) = self.first_derivatives(j);
+                let gt = self.theta_derivatives(j);
                 acc += self.second(&graph_dot(&gt, &us), &self.leaf);
             }
             acc

@@ -213,14 +213,7 @@ pub fn run(
     let snap = Snapshot::take(net);
     let order = epoch_order(cfg.seed, Stream::Fidelity, 0, &split.weights);
     let held_out = EvalSet::draw(cfg.seed, Stream::Fidelity, 1, &split.arch, cfg.select.n, cfg.select_batch())?;
-    let eval: Vec<(Tensor, Tensor)> = held_out
-        .batches
-        .iter()
-        .map(|idx| {
-            let (x, y) = make_batch(data, idx);
-            (x.to_kind(kind), y)
-        })
-        .collect();
+    let eval = held_out.materialize(data, kind);
     let t0 = std::time::Instant::now();
     let baseline = fine_tuned_loss(cfg, net, &snap, &w0, data, &order, &eval, ft);
     let mut mine = Vec::new();
