@@ -4,7 +4,6 @@
 
 pub mod fidelity;
 
-use std::io::Write;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -153,6 +152,5 @@ fn write_outputs(cfg: &Config, spec: &SpaceSpec, sel: &Selection, out: &Path) ->
     write_atomic(&out.join("scores.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
     write_atomic(&out.join("scores.csv"), csv.as_bytes())?;
     crate::report::write_genotype(out, &sel.genotype)?;
-    let _ = std::io::stdout().flush();
     Ok(())
 }
