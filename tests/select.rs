@@ -119,6 +119,10 @@ fn select_outputs_and_bad_input() {
     for key in ["total_s", "autograd_s", "ihvp_linalg_s", "communication_s"] {
         assert!(json["timing"][key].as_f64().unwrap() >= 0.0, "{key}");
     }
+    // One rank: one peak-memory figure, at least the ~100 MB libtorch itself maps.
+    let rss = json["timing"]["peak_rss_mb_per_rank"].as_array().unwrap();
+    assert_eq!(rss.len(), 1);
+    assert!(rss[0].as_f64().unwrap() > 50.0, "{rss:?}");
     assert_eq!(std::fs::read_to_string(out.join("genotype.txt")).unwrap().trim(), json["genotype"]);
 
     // Bad input: one line naming the key, exit 2, nothing written.

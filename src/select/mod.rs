@@ -90,18 +90,35 @@ pub fn run(
     }
     let genotype = coordinate(comm, net.spec(), &outcome.table)?;
     let total = t0.elapsed().as_secs_f64();
+    let rss = peak_rss_per_rank(comm)?;
     let timing = json!({
         "total_s": total,
         "autograd_s": timings.autograd.get(),
         "ihvp_linalg_s": timings.linalg.get(),
         "communication_s": timings.comm.get(),
         "ranks": comm.size(),
+        "peak_rss_mb_per_rank": rss,
     });
     let sel = Selection { table: outcome.table, genotype, diagnostics: outcome.diagnostics, timing };
     if comm.is_coordinator() {
         write_outputs(cfg, net.spec(), &sel, out)?;
     }
     Ok(sel)
+}
+
+/// Peak resident memory (VmHWM) of every rank in MB, gathered on the coordinator (empty
+/// elsewhere, or where /proc is unavailable).
+fn peak_rss_per_rank(comm: &dyn Collective) -> Result<Vec<f64>> {
+    let mine = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0);
+    tracing::info!("peak resident memory of this rank: {mine:.0} MB");
+    let all = comm.gather_bytes(0, &mine.to_le_bytes())?;
+    Ok(all.iter().filter_map(|b| Some(f64::from_le_bytes(b.as_slice().try_into().ok()?))).collect())
 }
 
 fn write_outputs(cfg: &Config, spec: &SpaceSpec, sel: &Selection, out: &Path) -> Result<()> {
