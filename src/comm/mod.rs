@@ -186,6 +186,17 @@ pub fn self_check(comm: &dyn Collective) -> Result<()> {
     if b != [mean, -mean] {
         return fail("all-reduce mean f64", format!("{b:?}"), format!("[{mean}, {}]", -mean));
     }
+    let mut c = vec![(r + 1) as f32; 2];
+    comm.all_reduce_mean_f32(&mut c)?;
+    if c.iter().any(|&x| x as f64 != mean) {
+        return fail("all-reduce mean f32", format!("{c:?}"), format!("{mean}"));
+    }
+    let m = [Tensor::full([2], (r + 1) as f64, (Kind::Float, tch::Device::Cpu))];
+    comm.all_reduce_mean_tensors(&m)?;
+    let m0 = m[0].sum(Kind::Double).double_value(&[]);
+    if m0 != 2.0 * mean {
+        return fail("all-reduce mean of tensors", format!("sum {m0}"), format!("{}", 2.0 * mean));
+    }
     let t = [
         Tensor::full([2, 2], (r + 1) as f64, (Kind::Double, tch::Device::Cpu)),
         Tensor::full([3], 1.0, (Kind::Double, tch::Device::Cpu)),

@@ -39,8 +39,3 @@ pub fn dot(a: &Tensor, b: &Tensor) -> f64 {
 pub fn norm(a: &Tensor) -> f64 {
     dot(a, a).sqrt()
 }
-
-/// A flat tensor's values as f64.
-pub fn to_vec(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(&t.to_kind(Kind::Double).contiguous().reshape([-1])).expect("double tensor")
-}

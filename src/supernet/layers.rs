@@ -33,22 +33,6 @@ impl ParamSet {
         self.tensors.iter().map(|t| t.numel()).sum()
     }
 
-    /// Set all gradients to zero (or drop them).
-    pub fn zero_grad(&self) {
-        for t in &self.tensors {
-            let mut g = t.grad();
-            if g.defined() {
-                let _ = g.zero_();
-            }
-        }
-    }
-
-    /// Current gradients (shallow handles, so in-place changes reach `.grad()`); a parameter
-    /// that got no gradient yet reads as zeros.
-    pub fn grads(&self) -> Vec<Tensor> {
-        self.tensors.iter().map(|t| grad_or_zeros(t)).collect()
-    }
-
     /// (name, tensor) pairs of parameters then buffers, for state files.
     pub fn named(&self) -> Vec<(String, Tensor)> {
         self.names
@@ -57,16 +41,6 @@ impl ParamSet {
             .chain(self.buffer_names.iter().zip(&self.buffers))
             .map(|(n, t)| (n.clone(), t.shallow_clone()))
             .collect()
-    }
-}
-
-/// The gradient of a leaf, or zeros when backward never reached it.
-pub fn grad_or_zeros(t: &Tensor) -> Tensor {
-    let g = t.grad();
-    if g.defined() {
-        g
-    } else {
-        t.zeros_like()
     }
 }
 
