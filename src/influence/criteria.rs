@@ -120,7 +120,9 @@ impl Context<'_> {
     /// scanned over all N batches; the quadratic terms are taken in rounds of one vector per rank.
     fn removal_scores(&self, influence: bool) -> Result<Outcome> {
         let eval = self.eval_set(Stream::EvalBatches, 0)?;
-        let probe = self.probe(&eval, Leaf::Mixing);
+        let mut probe = self.probe(&eval, Leaf::Mixing);
+        // Each candidate is scanned over all N batches by one rank.
+        probe.load_all(self.data);
         let solver = if influence { Some(Solver::build(&self.cfg.select, &probe, None)?) } else { None };
         let cands = candidates(self.net);
         let (rank, world) = (self.comm.rank(), self.comm.size());

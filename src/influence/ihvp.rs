@@ -67,7 +67,7 @@ impl Solver {
                 Some(s) => (s, probe.n_batches()),
                 None if cfg.fisher_samples == "sample" => {
                     let s = probe.sample_grads()?;
-                    let m = probe.batch(0).1.size()[0] as usize;
+                    let m = probe.batch_size();
                     (s, probe.n_batches() * m)
                 }
                 None => (probe.batch_grads(), probe.n_batches()),

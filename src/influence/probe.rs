@@ -69,14 +69,13 @@ impl EvalSet {
 
     /// The batches as (images in `kind`, labels) tensors.
     pub fn materialize(&self, data: &dyn Dataset, kind: Kind) -> Vec<(Tensor, Tensor)> {
-        self.batches
-            .iter()
-            .map(|idx| {
-                let (x, y) = make_batch(data, idx);
-                (x.to_kind(kind), y)
-            })
-            .collect()
+        self.batches.iter().map(|idx| load_batch(data, idx, kind)).collect()
     }
+}
+
+fn load_batch(data: &dyn Dataset, idx: &[usize], kind: Kind) -> (Tensor, Tensor) {
+    let (x, y) = make_batch(data, idx);
+    (x.to_kind(kind), y)
 }
 
 /// How the architecture leaf maps to mixing weights.
@@ -97,8 +96,10 @@ pub struct Probe<'a> {
     /// The architecture leaf per cell type (requires grad; detached from α).
     pub leaf: Vec<Tensor>,
     pub leaf_kind: Leaf,
-    /// All N batches (inputs in the model's kind), in global order.
-    batches: Vec<(Tensor, Tensor)>,
+    /// The N batches' index lists, and their tensors (inputs in the model's kind) where
+    /// materialised: this rank's own batches always, all of them after [`Probe::load_all`].
+    eval: EvalSet,
+    batches: Vec<Option<(Tensor, Tensor)>>,
     pub bn: BnMode,
     pub timings: &'a Timings,
 }
@@ -124,17 +125,41 @@ impl<'a> Probe<'a> {
         .into_iter()
         .map(|t| t.detach().set_requires_grad(true))
         .collect();
-        let batches = eval.materialize(data, kind);
+        let (rank, world) = (comm.rank(), comm.size());
+        // Data-parallel primitives read only this rank's batches: decode just those.
+        let batches = eval
+            .batches
+            .iter()
+            .enumerate()
+            .map(|(j, idx)| (j % world == rank).then(|| load_batch(data, idx, kind)))
+            .collect();
         Probe {
             net,
             comm,
             params: net.params().tensors.iter().map(|t| t.shallow_clone()).collect(),
             leaf,
             leaf_kind,
+            eval: eval.clone(),
             batches,
             bn,
             timings,
         }
+    }
+
+    /// Materialise every batch on this rank, for work split by candidates rather than by data
+    /// (the `*_local` primitives).
+    pub fn load_all(&mut self, data: &dyn Dataset) {
+        let kind = self.kind();
+        for (b, idx) in self.batches.iter_mut().zip(&self.eval.batches) {
+            if b.is_none() {
+                *b = Some(load_batch(data, idx, kind));
+            }
+        }
+    }
+
+    /// Images per evaluation batch.
+    pub fn batch_size(&self) -> usize {
+        self.eval.batches.first().map_or(0, |b| b.len())
     }
 
     /// Number of evaluation batches N.
@@ -170,7 +195,7 @@ impl<'a> Probe<'a> {
     }
 
     fn batch_loss(&self, j: usize, w: &[Tensor]) -> Tensor {
-        let (x, y) = &self.batches[j];
+        let (x, y) = self.batch(j);
         cross_entropy(&self.net.forward(x, w, self.bn), y)
     }
 
@@ -217,7 +242,7 @@ impl<'a> Probe<'a> {
     }
 
     /// (L, ∇θ L) over all N batches on this rank alone, in batch order (no communication):
-    /// for work split by candidates rather than by data.
+    /// for work split by candidates rather than by data (after [`Probe::load_all`]).
     pub fn grad_theta_local(&self, w: &[Tensor]) -> (f64, Tensor) {
         Timings::add(&self.timings.autograd, || {
             let mut loss = 0.0;
@@ -401,12 +426,12 @@ impl<'a> Probe<'a> {
                 "\"sample\" needs select.bn = \"running\" (batch statistics of one image are undefined)",
             ));
         }
-        let m = self.batches.first().map(|b| b.1.size()[0] as usize).unwrap_or(0);
+        let m = self.batch_size();
         Ok(Timings::add(&self.timings.autograd, || {
             let w = self.base_weights();
             let mut out = Vec::new();
             for j in self.own_batches() {
-                let (x, y) = &self.batches[j];
+                let (x, y) = self.batch(j);
                 for i in 0..m {
                     let xi = x.narrow(0, i as i64, 1);
                     let yi = y.narrow(0, i as i64, 1);
@@ -448,8 +473,11 @@ impl<'a> Probe<'a> {
         })
     }
 
-    /// Batch j's inputs, for tests and the faithful mode.
-    pub fn batch(&self, j: usize) -> &(Tensor, Tensor) {
-        &self.batches[j]
+    /// Batch j's (inputs, labels); it must be materialised on this rank.
+    pub fn batch(&self, j: usize) -> (&Tensor, &Tensor) {
+        let (x, y) = self.batches[j].as_ref().unwrap_or_else(|| {
+            panic!("evaluation batch {j} is not loaded on rank {}: call Probe::load_all first", self.comm.rank())
+        });
+        (x, y)
     }
 }

@@ -140,7 +140,8 @@ fn fine_tuned_loss(
     eval: &[(Tensor, Tensor)],
     ft: &FineTune,
 ) -> f64 {
-    snap.restore(net);
+    // Every call starts from the snapshot: it was taken before the first call and each call
+    // restores it on the way out.
     let params = &net.params().tensors;
     let mut sgd = Sgd::new(cfg.search.weights.clone(), params.len());
     let b = cfg.search.batch_size;
