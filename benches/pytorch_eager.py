@@ -7,9 +7,11 @@ NB201 search supernet (C=16, N=5, 10 classes, bias-free convs: 1,686,106 weights
   2. DARTS-IM with Woodbury over N batches: u = B.1 (with the per-batch gradients from the same
      create_graph pass), z = F^-1 u (Woodbury, Gram and solve in float64), I = -B^T z;
   3. sequential Sherman-Morrison vs batched Woodbury on random G at P = 1,686,106.
-Run: python3 benches/pytorch_eager.py [quick] [sm-max=64]   (torch 2.11.0; torch's default threads)
+Run: python3 benches/pytorch_eager.py [quick] [no-sm] [im=N] [sm-max=64]   (torch 2.11.0; default threads)
+no-sm skips part 3; im=N runs part 2 for that N only; part 1 reports medians of interleaved repetitions.
 sm-max skips the Python-loop Sherman-Morrison above that N (at N=256 it takes about ten minutes).
 """
+import statistics
 import sys
 import time
 
@@ -94,14 +96,16 @@ def timed(f):
 def main():
     quick = "quick" in sys.argv
     sm_max = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("sm-max=")), 1 << 30)
-    reps = 1 if quick else 3
+    reps = 1 if quick else 5
+    no_sm = "no-sm" in sys.argv
+    im_n = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("im=")), None)
     torch.manual_seed(0)
     net = Supernet()
     params = [p for p in net.parameters()]
     P = sum(p.numel() for p in params)
     print(f"threads: {torch.get_num_threads()}  NB201 supernet: {P} weights")
     w = torch.softmax(1e-3 * torch.randn(6, 5), -1).detach().requires_grad_()
-    batches = [(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))) for _ in range(10)]
+    batches = [(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))) for _ in range(max(10, im_n or 0))]
 
     def loss(b):
         x, y = batches[b]
@@ -115,15 +119,17 @@ def main():
         return torch.autograd.grad(sum((gi * ui).sum() for gi, ui in zip(g, u)), params)
 
     grad(0)
-    _, tg = timed(lambda: [grad(0) for _ in range(reps)])
     u = [torch.randn_like(p) for p in params]
-    _, th = timed(lambda: [hvp(0, u) for _ in range(reps)])
-    tg, th = tg / reps, th / reps
+    tgs, ths = [], []
+    for _ in range(reps):  # interleaved, medians: both see the same machine noise
+        tgs.append(timed(lambda: grad(0))[1])
+        ths.append(timed(lambda: hvp(0, u))[1])
+    tg, th = statistics.median(tgs), statistics.median(ths)
     print(f"gradient per batch        {tg:8.3f} s")
     print(f"HVP per batch             {th:8.3f} s   HVP/gradient {th / tg:.2f}")
 
     eta = 5e-4
-    for n in ([2] if quick else [3, 10]):
+    for n in ([im_n] if im_n else [2] if quick else [3, 10]):
         def darts_im():
             gs, us = [], 0
             for b in range(n):
@@ -147,7 +153,7 @@ def main():
         _, t = timed(darts_im)
         print(f"DARTS-IM woodbury N={n:<3}   {t:8.3f} s   = {t / (n * tg):.2f} gradients of N batches")
 
-    for n in ([16] if quick else [16, 64, 256]):
+    for n in ([] if no_sm else [16] if quick else [16, 64, 256]):
         torch.manual_seed(n)
         G = torch.randn(n, P) * 1e-3
         v = torch.randn(P)

@@ -9,7 +9,7 @@
 
 use tch::Tensor;
 
-use super::layers::{BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
+use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
 use super::Supernet;
 use crate::space::{nb201_edge, SpaceSpec, NB201_OPS};
 
@@ -36,7 +36,7 @@ impl Op {
             Op::None => None,
             Op::Skip => Some(x.shallow_clone()),
             Op::Conv(c) => Some(c.forward(x, bn)),
-            Op::AvgPool => Some(x.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>)),
+            Op::AvgPool => Some(avg_pool(x, 3, 1, 1)),
         }
     }
 }
@@ -114,7 +114,7 @@ impl ResBlock {
 
     fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
         let y = self.conv_b.forward(&self.conv_a.forward(x, bn), bn);
-        let s = self.shortcut.forward(&x.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>));
+        let s = self.shortcut.forward(&avg_pool(x, 2, 2, 0));
         y + s
     }
 }
