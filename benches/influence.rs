@@ -9,7 +9,8 @@
 //!    N = 16, 64, 256, next to the plain f64 Gram GEMM (2·N²·P flops), and their difference;
 //! 4. peak resident memory.
 //!
-//! `quick` shrinks the repetitions and N (a smoke run).
+//! `quick` shrinks the repetitions and N (a smoke run); `no-sm` skips part 3; `im=N` runs part 2
+//! for that N only. Times of part 1 are the median of the repetitions (the VM is noisy).
 
 use std::time::Instant;
 
@@ -34,6 +35,16 @@ fn peak_rss_mb() -> f64 {
         / 1024.0
 }
 
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let m = xs.len() / 2;
+    if xs.len() % 2 == 1 {
+        xs[m]
+    } else {
+        (xs[m - 1] + xs[m]) / 2.0
+    }
+}
+
 fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
     let t = Instant::now();
     let out = f();
@@ -41,8 +52,11 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "quick");
-    let reps = if quick { 1 } else { 3 };
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "quick");
+    let no_sm = args.iter().any(|a| a == "no-sm");
+    let im_n: Option<usize> = args.iter().find_map(|a| a.strip_prefix("im=")).map(|n| n.parse().expect("im=N"));
+    let reps = if quick { 1 } else { 5 };
     let comm = LocalCollective;
     println!("threads: {}", tch::get_num_threads());
 
@@ -70,17 +84,22 @@ fn main() {
 
     // 1. gradient vs HVP on one batch.
     let eval1 = EvalSet::draw(1, dartsif::data::Stream::EvalBatches, 0, &split.arch, 1, 64).unwrap();
-    let probe = Probe::new(net.as_ref(), &alphas, &comm, &data, &eval1, Leaf::Mixing, BnMode::BatchStats, &timings);
+    let probe =
+        Probe::new(net.as_ref(), &alphas, &comm, &data, &eval1, Leaf::Mixing, BnMode::BatchStats, &timings).unwrap();
     let _ = probe.grad_theta(None).unwrap(); // warm-up
-    let (_, tg) = time(|| (0..reps).for_each(|_| drop(probe.grad_theta(None).unwrap())));
     let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, tch::Device::Cpu));
-    let (_, th) = time(|| (0..reps).for_each(|_| drop(probe.hvp(&u).unwrap())));
-    let (tg, th) = (tg / reps as f64, th / reps as f64);
+    // Interleaved repetitions, medians: the two quantities see the same machine noise.
+    let (mut tgs, mut ths) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        tgs.push(time(|| drop(probe.grad_theta(None).unwrap())).1);
+        ths.push(time(|| drop(probe.hvp(&u).unwrap())).1);
+    }
+    let (tg, th) = (median(tgs), median(ths));
     println!("gradient per batch        {tg:8.3} s");
     println!("HVP per batch             {th:8.3} s   HVP/gradient {:.2}", th / tg);
 
     // 2. DARTS-IM with Woodbury, end to end.
-    for n in if quick { vec![2] } else { vec![3, 10] } {
+    for n in im_n.map(|n| vec![n]).unwrap_or(if quick { vec![2] } else { vec![3, 10] }) {
         let mut c = cfg.clone();
         c.select.n = n;
         c.select.criterion = "darts-im".into();
@@ -107,7 +126,13 @@ fn main() {
     // 3. Sherman–Morrison vs Woodbury on random per-batch gradients at P = 1,686,106.
     let p = net.params().count();
     let eta = 5e-4;
-    for n in if quick { vec![16] } else { vec![16, 64, 256] } {
+    for n in if no_sm {
+        vec![]
+    } else if quick {
+        vec![16]
+    } else {
+        vec![16, 64, 256]
+    } {
         tch::manual_seed(n as i64);
         let g = Tensor::randn([n as i64, p as i64], (Kind::Float, tch::Device::Cpu)) * 1e-3;
         let v = Tensor::randn([p as i64], (Kind::Float, tch::Device::Cpu));

@@ -5,7 +5,7 @@
 //! The resolved config is written to each run directory as `config.toml`.
 
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -69,21 +69,67 @@ pub struct SpaceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// Dataset: `synthetic` (built in, deterministic from the seed).
+    /// Dataset: `synthetic` (built in, deterministic from the seed), `cifar10`, `cifar100`,
+    /// `imagenet16-120`, `imagenet16` (all 1000 classes) or `imagenet` (ILSVRC folders).
     #[serde(default = "d_dataset")]
     pub dataset: String,
-    /// Number of classes.
-    #[serde(default = "d_classes")]
+    /// Directory of the dataset files (real datasets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// CIFAR file format: `auto`, `binary` (`*.bin`) or `python` (pickled batches).
+    #[serde(default = "d_format")]
+    pub format: String,
+    /// Normalisation constants: `nb201` (AutoDL's) or `darts` (DARTS/darts-pt's).
+    #[serde(default = "d_normalize")]
+    pub normalize: String,
+    /// Number of classes (0 = from the data; synthetic: 10). Real datasets must agree.
+    #[serde(default)]
     pub num_classes: usize,
-    /// Image side in pixels (images are 3 × side × side).
-    #[serde(default = "d_image")]
+    /// Image side in pixels (0 = the data's own; synthetic: 32; ImageNet folders: the crop
+    /// size, 224).
+    #[serde(default)]
     pub image_size: usize,
-    /// Size of the search split; the first half trains θ, the second half α (DARTS's 50/50).
-    #[serde(default = "d_train_size")]
+    /// Training images used (0 = all; synthetic: 50,000). With `split = "halves"` the first
+    /// half trains θ and the second half α (DARTS's 50/50, in file order).
+    #[serde(default)]
     pub train_size: usize,
-    /// Size of a held-out test split, evaluated after the search (0 = none).
+    /// Images of the test set evaluated after the search (the first ones; 0 = none).
     #[serde(default = "d_test_size")]
     pub test_size: usize,
+    /// `halves` (DARTS) or `file` (NAS-Bench-201's split files).
+    #[serde(default = "d_split")]
+    pub split: String,
+    /// The split file (`cifar-split.txt`, `cifar100-test-split.txt`, …) for `split = "file"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_file: Option<PathBuf>,
+    /// Key of the θ indices in the split file; a `test:` prefix indexes the test set, and
+    /// `all` means the whole training set (NB201's CIFAR-100 and ImageNet16-120 searches).
+    #[serde(default = "d_weights_split")]
+    pub weights_split: String,
+    /// Key of the α indices (NB201: `valid` for CIFAR-10, `test:xvalid` for CIFAR-100 and
+    /// ImageNet16-120).
+    #[serde(default = "d_arch_split")]
+    pub arch_split: String,
+    /// Training augmentation of θ and α batches (flip + padded random crop; ImageNet:
+    /// random-resized crop + flip), drawn from (seed, epoch, index).
+    #[serde(default = "d_true")]
+    pub augment: bool,
+    /// Cutout square side for augmented batches (0 = off; DARTS's final training uses 16).
+    #[serde(default)]
+    pub cutout: usize,
+    /// ImageNet folders: keep this many classes, chosen with the seed (0 = all).
+    #[serde(default)]
+    pub subset_classes: usize,
+    /// ImageNet folders: keep this fraction of each class's training images (PC-DARTS: 0.1).
+    #[serde(default = "d_one")]
+    pub subset_fraction: f64,
+    /// ImageNet folders: replace an undecodable JPEG by the next one and count it, instead of
+    /// stopping with an error.
+    #[serde(default)]
+    pub skip_bad_images: bool,
+    /// Batches decoded ahead by a background thread (0 = decode in the training loop).
+    #[serde(default = "d_prefetch")]
+    pub prefetch: usize,
     /// Synthetic data: standard deviation of the pixel noise added to the class pattern.
     #[serde(default = "d_noise")]
     pub noise: f64,
@@ -245,14 +291,26 @@ fn d_cells() -> usize {
 fn d_dataset() -> String {
     "synthetic".into()
 }
-fn d_classes() -> usize {
-    10
+fn d_format() -> String {
+    "auto".into()
 }
-fn d_image() -> usize {
-    32
+fn d_normalize() -> String {
+    "nb201".into()
 }
-fn d_train_size() -> usize {
-    50_000
+fn d_split() -> String {
+    "halves".into()
+}
+fn d_weights_split() -> String {
+    "train".into()
+}
+fn d_arch_split() -> String {
+    "valid".into()
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_prefetch() -> usize {
+    2
 }
 fn d_test_size() -> usize {
     0
@@ -397,13 +455,15 @@ impl Config {
 
     fn from_table(table: &toml::Table, source: &str) -> Result<Config> {
         let value = toml::Value::Table(table.clone());
-        serde_path_to_error::deserialize(value).map_err(|e| {
+        let mut cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner().to_string();
             let msg = inner.lines().next().unwrap_or("").trim().to_string();
             let (key, msg) = unknown_field_key(&key, &msg);
             Error::config(source, key, msg)
-        })
+        })?;
+        cfg.data.resolve_synthetic();
+        Ok(cfg)
     }
 
     /// Range checks that serde cannot express. World-size checks live in [`Config::check_world`].
@@ -418,24 +478,7 @@ impl Config {
         if self.space.cells_per_stage > 64 {
             return bad("space.cells_per_stage", format!("must be in 0..=64 (got {})", self.space.cells_per_stage));
         }
-        if self.data.dataset != "synthetic" {
-            return bad("data.dataset", format!("unknown dataset {:?} (known: \"synthetic\")", self.data.dataset));
-        }
-        if self.data.num_classes < 2 {
-            return bad("data.num_classes", format!("must be at least 2 (got {})", self.data.num_classes));
-        }
-        if !(4..=1024).contains(&self.data.image_size) || self.data.image_size % 4 != 0 {
-            return bad(
-                "data.image_size",
-                format!("must be a multiple of 4 in 4..=1024 (got {})", self.data.image_size),
-            );
-        }
-        if self.data.train_size < 2 {
-            return bad("data.train_size", format!("must be at least 2 (got {})", self.data.train_size));
-        }
-        if !(self.data.noise >= 0.0 && self.data.noise.is_finite()) {
-            return bad("data.noise", format!("must be finite and ≥ 0 (got {})", self.data.noise));
-        }
+        self.data.validate(source)?;
         if self.search.strategy != "darts-1st" {
             return bad(
                 "search.strategy",
@@ -455,7 +498,8 @@ impl Config {
             return bad("search.batch_size", "must be at least 1 (got 0)".into());
         }
         let half = self.data.train_size / 2;
-        if self.search.batch_size > half {
+        // Real datasets: checked against the split when the data is opened.
+        if self.data.dataset == "synthetic" && self.search.batch_size > half {
             return bad(
                 "search.batch_size",
                 format!(
@@ -537,17 +581,89 @@ impl Config {
         }
     }
 
-    /// Steps per epoch: `steps_per_epoch`, or one drop-last pass over the θ half.
-    pub fn steps_per_epoch(&self) -> usize {
+    /// Steps per epoch: `steps_per_epoch`, or one drop-last pass over the `n_weights` images
+    /// of the θ split.
+    pub fn steps_per_epoch(&self, n_weights: usize) -> usize {
         if self.search.steps_per_epoch > 0 {
             self.search.steps_per_epoch
         } else {
-            (self.data.train_size / 2 / self.search.batch_size).max(1)
+            (n_weights / self.search.batch_size).max(1)
         }
     }
 
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises")
+    }
+}
+
+pub const DATASETS: [&str; 6] = ["synthetic", "cifar10", "cifar100", "imagenet16-120", "imagenet16", "imagenet"];
+
+impl DataConfig {
+    /// The synthetic dataset's defaults for the keys that real datasets take from the files.
+    fn resolve_synthetic(&mut self) {
+        if self.dataset == "synthetic" {
+            for (v, d) in [(&mut self.num_classes, 10), (&mut self.image_size, 32), (&mut self.train_size, 50_000)] {
+                if *v == 0 {
+                    *v = d;
+                }
+            }
+        }
+    }
+
+    fn validate(&self, source: &str) -> Result<()> {
+        let bad = |key: &str, msg: String| Err(Error::config(source, format!("data.{key}"), msg));
+        let one_of = |key: &str, v: &str, options: &[&str]| -> Result<()> {
+            if options.contains(&v) {
+                Ok(())
+            } else {
+                let list = options.iter().map(|o| format!("\"{o}\"")).collect::<Vec<_>>().join(", ");
+                bad(key, format!("unknown value {v:?} (known: {list})"))
+            }
+        };
+        one_of("dataset", &self.dataset, &DATASETS)?;
+        one_of("format", &self.format, &["auto", "binary", "python"])?;
+        one_of("normalize", &self.normalize, &["nb201", "darts"])?;
+        one_of("split", &self.split, &["halves", "file"])?;
+        let synthetic = self.dataset == "synthetic";
+        if synthetic {
+            if self.num_classes < 2 {
+                return bad("num_classes", format!("must be at least 2 (got {})", self.num_classes));
+            }
+            if !(4..=1024).contains(&self.image_size) || self.image_size % 4 != 0 {
+                return bad("image_size", format!("must be a multiple of 4 in 4..=1024 (got {})", self.image_size));
+            }
+            if self.train_size < 2 {
+                return bad("train_size", format!("must be at least 2 (got {})", self.train_size));
+            }
+            if self.split != "halves" {
+                return bad("split", "the synthetic dataset uses \"halves\"".into());
+            }
+        } else if self.root.is_none() {
+            return bad("root", format!("required for dataset {:?} (the directory of its files)", self.dataset));
+        }
+        if self.dataset == "imagenet" && self.image_size != 0 && !(16..=1024).contains(&self.image_size) {
+            return bad("image_size", format!("must be in 16..=1024 for ImageNet crops (got {})", self.image_size));
+        }
+        if self.split == "file" && self.split_file.is_none() {
+            return bad("split_file", "required with data.split = \"file\"".into());
+        }
+        if !(self.subset_fraction > 0.0 && self.subset_fraction <= 1.0) {
+            return bad("subset_fraction", format!("must be in (0, 1] (got {})", self.subset_fraction));
+        }
+        if self.dataset != "imagenet" {
+            let set = [
+                ("subset_classes", self.subset_classes > 0),
+                ("subset_fraction", self.subset_fraction < 1.0),
+                ("skip_bad_images", self.skip_bad_images),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
+                return bad(key, format!("applies to dataset = \"imagenet\" only (got {:?})", self.dataset));
+            }
+        }
+        if !(self.noise >= 0.0 && self.noise.is_finite()) {
+            return bad("noise", format!("must be finite and ≥ 0 (got {})", self.noise));
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,10 @@ pub enum Error {
     #[error("{}: {msg}", path.display())]
     Path { path: PathBuf, msg: String },
 
+    /// A dataset file is missing, truncated or malformed; `msg` names the record or offset.
+    #[error("{}: {msg}", path.display())]
+    Data { path: PathBuf, msg: String },
+
     /// A collective operation failed (MPI, NCCL, or inconsistent ranks).
     #[error("communication: {0}")]
     Comm(String),
@@ -39,13 +43,17 @@ impl Error {
     /// Exit status: 2 for bad user input (config, paths), 1 for failures while running.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::Path { .. } => 2,
+            Error::Config { .. } | Error::Path { .. } | Error::Data { .. } => 2,
             _ => 1,
         }
     }
 
     pub(crate) fn config(source: impl Into<String>, key: impl Into<String>, msg: impl Into<String>) -> Self {
         Error::Config { origin: source.into(), key: key.into(), msg: msg.into() }
+    }
+
+    pub(crate) fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Data { path: path.into(), msg: msg.into() }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {

@@ -80,7 +80,7 @@ impl Setup {
     }
 
     fn probe<'a>(&'a self, eval: &EvalSet, comm: &'a LocalCollective, t: &'a Timings, leaf: Leaf) -> Probe<'a> {
-        Probe::new(self.net.as_ref(), &self.alphas, comm, &self.data, eval, leaf, BnMode::BatchStats, t)
+        Probe::new(self.net.as_ref(), &self.alphas, comm, &self.data, eval, leaf, BnMode::BatchStats, t).unwrap()
     }
 
     fn context<'a>(&'a self, comm: &'a LocalCollective, t: &'a Timings) -> Context<'a> {

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::comm::{self, Collective};
 use crate::config::Config;
-use crate::data::{Dataset, SearchSplit, Synthetic};
+use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::report::{self, Metrics, RunInfo};
 use crate::search::{EpochStats, Observer, SearchState, Searcher, StepStats, Tally};
@@ -208,9 +208,17 @@ fn search_main(args: &SearchArgs) -> i32 {
     if let Err(e) = cfg.check_world(comm.size()) {
         return report_error(comm.as_ref(), &e);
     }
+    let existed = args.out.exists();
     match run_search(&cfg, comm.as_ref(), &args.out) {
         Ok(()) => 0,
-        Err(e) => report_error(comm.as_ref(), &e),
+        Err(e) => {
+            // A run stopped by bad input (say an undecodable image met mid-epoch) leaves
+            // nothing behind; failures of a valid run keep their logs.
+            if comm.is_coordinator() && !existed && e.exit_code() == 2 && !matches!(e, Error::Path { .. }) {
+                let _ = std::fs::remove_dir_all(&args.out);
+            }
+            report_error(comm.as_ref(), &e)
+        }
     }
 }
 
@@ -276,13 +284,21 @@ fn fidelity_main(args: &FidelityArgs) -> i32 {
     };
     let ft = select::fidelity::FineTune { steps: args.steps, lr: args.lr.unwrap_or(cfg.search.weights.lr / 10.0) };
     let run = || -> Result<()> {
+        let mut cfg = cfg.clone();
+        let source = data::open(&mut cfg)?;
         prepare_out_dir(comm.as_ref(), &args.out)?;
         init_threads(&cfg);
         init_logging(comm.as_ref(), &args.out);
         let (net, alphas) = load_supernet(&cfg, &args.run)?;
-        let data = dataset(&cfg);
-        let split = SearchSplit::halves(cfg.data.train_size);
-        let report = select::fidelity::run(&cfg, comm.as_ref(), net.as_ref(), &alphas, &data, &split, &ft)?;
+        let report = select::fidelity::run(
+            &cfg,
+            comm.as_ref(),
+            net.as_ref(),
+            &alphas,
+            source.data.as_ref(),
+            &source.split,
+            &ft,
+        )?;
         if comm.is_coordinator() {
             use crate::checkpoint::write_atomic;
             write_atomic(&args.out.join("fidelity.csv"), report.summary_csv().as_bytes())?;
@@ -303,13 +319,15 @@ fn fidelity_main(args: &FidelityArgs) -> i32 {
 
 /// The `select` command: load a searched supernet and run the configured criterion.
 pub fn run_select(cfg: &Config, comm: &dyn Collective, run: &Path, out: &Path) -> Result<()> {
+    let mut cfg = cfg.clone();
+    let source = data::open(&mut cfg)?;
+    let cfg = &cfg;
     prepare_out_dir(comm, out)?;
     init_threads(cfg);
     init_logging(comm, out);
+    tracing::info!("{}", source.summary);
     let (net, alphas) = load_supernet(cfg, run)?;
-    let data = dataset(cfg);
-    let split = SearchSplit::halves(cfg.data.train_size);
-    select_and_report(cfg, comm, net.as_ref(), &alphas, &data, &split.arch, out)
+    select_and_report(cfg, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split.arch, out)
 }
 
 fn selection_kind(cfg: &Config) -> tch::Kind {
@@ -318,16 +336,6 @@ fn selection_kind(cfg: &Config) -> tch::Kind {
     } else {
         tch::Kind::Float
     }
-}
-
-fn dataset(cfg: &Config) -> Synthetic {
-    Synthetic::new(
-        cfg.seed,
-        cfg.data.train_size + cfg.data.test_size,
-        cfg.data.num_classes,
-        cfg.data.image_size,
-        cfg.data.noise,
-    )
 }
 
 fn select_and_report(
@@ -488,6 +496,10 @@ impl Observer for Progress {
 
 /// The whole `search` command on an initialised communicator.
 pub fn run_search(cfg: &Config, comm: &dyn Collective, out: &Path) -> Result<()> {
+    // The data first: bad data stops the run before anything is written.
+    let mut cfg = cfg.clone();
+    let source = data::open(&mut cfg)?;
+    let cfg = &cfg;
     prepare_out_dir(comm, out)?;
     init_threads(cfg);
     init_logging(comm, out);
@@ -508,18 +520,12 @@ pub fn run_search(cfg: &Config, comm: &dyn Collective, out: &Path) -> Result<()>
         report::write_config(out, cfg, &run)?;
     }
 
-    let data = Synthetic::new(
-        cfg.seed,
-        cfg.data.train_size + cfg.data.test_size,
-        cfg.data.num_classes,
-        cfg.data.image_size,
-        cfg.data.noise,
-    );
-    let split = SearchSplit::halves(cfg.data.train_size);
+    tracing::info!("{}", source.summary);
+    let data = source.data.as_ref();
     let mut state = SearchState::new(cfg, comm, tch::Kind::Float)?;
     tracing::info!("supernet: {} weights, α {:?}", state.net.params().count(), state.net.spec().alpha_shapes());
 
-    let total = (cfg.search.epochs * cfg.steps_per_epoch()) as u64;
+    let total = (cfg.search.epochs * cfg.steps_per_epoch(source.split.weights.len())) as u64;
     let bar = if coord && cfg.output.progress && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
@@ -538,13 +544,28 @@ pub fn run_search(cfg: &Config, comm: &dyn Collective, out: &Path) -> Result<()>
         log_every: cfg.output.log_every,
         last: None,
     };
-    let searcher = Searcher { cfg, comm, data: &data as &dyn Dataset, split };
-    searcher.run(&mut state, &mut progress)?;
+    let searcher = Searcher { cfg, comm, data: data as &dyn Dataset, split: source.split.clone() };
+    if let Err(e) = searcher.run(&mut state, &mut progress) {
+        // A decoding error belongs to the rank that met it (each rank decodes its own shard):
+        // that rank reports it and stops the job, so no rank waits in a collective.
+        if matches!(e, Error::Data { .. }) && comm.size() > 1 {
+            eprintln!("error: {e}");
+            // The run directory is this run's own (prepare_out_dir refuses a non-empty one).
+            let _ = std::fs::remove_dir_all(out);
+            comm.abort(e.exit_code());
+        }
+        return Err(e);
+    }
     progress.bar.finish_and_clear();
 
-    let test: Option<Tally> = if cfg.data.test_size > 0 {
-        let idx: Vec<usize> = (cfg.data.train_size..cfg.data.train_size + cfg.data.test_size).collect();
-        let t = searcher.evaluate(&state, &idx)?;
+    if data.skipped() > 0 {
+        tracing::warn!(
+            "{} undecodable images were replaced by their successors (data.skip_bad_images)",
+            data.skipped()
+        );
+    }
+    let test: Option<Tally> = if !source.test.is_empty() {
+        let t = searcher.evaluate(&state, &source.test)?;
         tracing::info!("held-out test: loss {:.4}, accuracy {:.4} on {} images", t.loss(), t.acc(), t.count);
         if let Some(m) = &mut progress.metrics {
             m.test(&t)?;
@@ -591,8 +612,8 @@ pub fn run_search(cfg: &Config, comm: &dyn Collective, out: &Path) -> Result<()>
             (Some(net), alphas)
         };
         match &net {
-            Some(n) => select_and_report(cfg, comm, n.as_ref(), &alphas, &data, &searcher.split.arch, &dir)?,
-            None => select_and_report(cfg, comm, state.net.as_ref(), &state.alphas, &data, &searcher.split.arch, &dir)?,
+            Some(n) => select_and_report(cfg, comm, n.as_ref(), &alphas, data, &searcher.split.arch, &dir)?,
+            None => select_and_report(cfg, comm, state.net.as_ref(), &state.alphas, data, &searcher.split.arch, &dir)?,
         }
     }
     Ok(())

@@ -4,13 +4,26 @@
 //! contiguous shard `[r·B/W, (r+1)·B/W)`. Every per-sample computation is a function of the
 //! index alone, so the global batch is the same for any number of ranks.
 
+pub mod fixtures;
+mod folder;
+mod memory;
+pub mod pickle;
+mod source;
+mod split;
 mod synthetic;
+mod transform;
 
+pub use folder::{ImageFolder, Subset};
+pub use memory::{open_imagenet16, Cifar, CifarFormat, InMemory};
+pub use source::{open, Source};
+pub use split::split_indices;
 pub use synthetic::Synthetic;
+pub use transform::{AugKey, Normalize, Transform};
 
 use rayon::prelude::*;
 use tch::{Kind, Tensor};
 
+use crate::error::Result;
 use crate::rng::SplitMix64;
 
 /// A labelled image dataset with random access.
@@ -20,29 +33,60 @@ pub trait Dataset: Sync {
         self.len() == 0
     }
     fn num_classes(&self) -> usize;
-    /// (channels, height, width)
+    /// (channels, height, width) of the network input.
     fn image_shape(&self) -> [usize; 3];
-    /// Write image `index` into `out` (CHW, normalised) and return its label.
-    fn fill(&self, index: usize, out: &mut [f32]) -> i64;
+    /// Write sample `index` into `out` (CHW, normalised) and return its label. `aug` applies
+    /// the training augmentation drawn from (seed, epoch, index); `None` gives the test view.
+    fn fill(&self, index: usize, aug: Option<AugKey>, out: &mut [f32]) -> Result<i64>;
+    /// Samples `0..train_len()` form the training set, the rest the test set.
+    fn train_len(&self) -> usize {
+        self.len()
+    }
+    /// Samples replaced because they could not be decoded (datasets that allow it).
+    fn skipped(&self) -> usize {
+        0
+    }
+}
+
+/// Decoded pixels and labels of a batch, before they become tensors.
+pub struct HostBatch {
+    pub shape: [usize; 4],
+    pub pixels: Vec<f32>,
+    pub labels: Vec<i64>,
+}
+
+impl HostBatch {
+    /// Decode `indices` in parallel (rayon).
+    pub fn load(ds: &dyn Dataset, indices: &[usize], aug: Option<AugKey>) -> Result<Self> {
+        let [c, h, w] = ds.image_shape();
+        let per = c * h * w;
+        let mut pixels = vec![0f32; indices.len() * per];
+        let mut labels = vec![0i64; indices.len()];
+        pixels.par_chunks_mut(per).zip(labels.par_iter_mut()).zip(indices.par_iter()).try_for_each(
+            |((out, label), &idx)| -> Result<()> {
+                *label = ds.fill(idx, aug, out)?;
+                Ok(())
+            },
+        )?;
+        Ok(HostBatch { shape: [indices.len(), c, h, w], pixels, labels })
+    }
+
+    /// `[n, C, H, W]` f32 images and `[n]` i64 labels.
+    pub fn tensors(&self) -> (Tensor, Tensor) {
+        let s = self.shape.map(|d| d as i64);
+        let x = Tensor::from_slice(&self.pixels).reshape(s);
+        (x, Tensor::from_slice(&self.labels).to_kind(Kind::Int64))
+    }
 }
 
 /// Build a batch tensor `[n, C, H, W]` (f32) and labels `[n]` (i64) for `indices`, decoding
-/// samples in parallel.
-pub fn make_batch(ds: &dyn Dataset, indices: &[usize]) -> (Tensor, Tensor) {
-    let [c, h, w] = ds.image_shape();
-    let per = c * h * w;
-    let mut pixels = vec![0f32; indices.len() * per];
-    let mut labels = vec![0i64; indices.len()];
-    pixels
-        .par_chunks_mut(per)
-        .zip(labels.par_iter_mut())
-        .zip(indices.par_iter())
-        .for_each(|((out, label), &idx)| *label = ds.fill(idx, out));
-    let x = Tensor::from_slice(&pixels).reshape([indices.len() as i64, c as i64, h as i64, w as i64]);
-    (x, Tensor::from_slice(&labels).to_kind(Kind::Int64))
+/// samples in parallel; `aug` as in [`Dataset::fill`].
+pub fn make_batch(ds: &dyn Dataset, indices: &[usize], aug: Option<AugKey>) -> Result<(Tensor, Tensor)> {
+    Ok(HostBatch::load(ds, indices, aug)?.tensors())
 }
 
-/// DARTS's search split: the first half of the training indices trains θ, the second half α.
+/// The search split: indices (into the dataset) that train θ and those that train α (and
+/// validate the supernet). DARTS's is the two halves of the training set.
 #[derive(Debug, Clone)]
 pub struct SearchSplit {
     pub weights: Vec<usize>,
@@ -68,6 +112,10 @@ pub enum Stream {
     FaithfulDraw = 4,
     /// Fine-tuning order and held-out evaluation of `inspect fidelity`.
     Fidelity = 5,
+    /// Training augmentation of each sample (crop, flip, cutout), keyed by (epoch, index).
+    Augment = 6,
+    /// Class and image subsets of large datasets (ImageNet folders).
+    Subset = 7,
 }
 
 /// The order of `indices` in `epoch`, a pure function of (seed, stream, epoch).

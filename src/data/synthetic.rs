@@ -6,7 +6,8 @@
 //! apart needs frequency- and orientation-selective filters (what convolutions learn), while the
 //! noise keeps the task from being trivial. Everything is a pure function of (seed, index).
 
-use super::Dataset;
+use super::{AugKey, Dataset};
+use crate::error::Result;
 use crate::rng::SplitMix64;
 
 const GRATINGS: usize = 3;
@@ -68,7 +69,9 @@ impl Dataset for Synthetic {
     fn image_shape(&self) -> [usize; 3] {
         [3, self.side, self.side]
     }
-    fn fill(&self, index: usize, out: &mut [f32]) -> i64 {
+    /// Synthetic images carry their own per-index variation (translation, amplitude, noise);
+    /// the training augmentation does not apply to them.
+    fn fill(&self, index: usize, _aug: Option<AugKey>, out: &mut [f32]) -> Result<i64> {
         let k = self.label(index);
         let s = self.side;
         let mut r = SplitMix64::keyed(&[self.seed, 0xDA7A, index as u64]);
@@ -90,7 +93,7 @@ impl Dataset for Synthetic {
                 }
             }
         }
-        k as i64
+        Ok(k as i64)
     }
 }
 
@@ -102,9 +105,9 @@ mod tests {
     fn deterministic_and_index_keyed() {
         let d = Synthetic::new(3, 100, 10, 8, 1.0);
         let (mut a, mut b, mut c) = (vec![0f32; 192], vec![0f32; 192], vec![0f32; 192]);
-        assert_eq!(d.fill(17, &mut a), 7);
-        d.fill(17, &mut b);
-        d.fill(27, &mut c);
+        assert_eq!(d.fill(17, None, &mut a).unwrap(), 7);
+        d.fill(17, None, &mut b).unwrap();
+        d.fill(27, None, &mut c).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }
@@ -118,7 +121,7 @@ mod tests {
         let mut correct = 0;
         for i in 0..40 {
             let mut img = vec![0f32; 3 * 256];
-            let label = d.fill(i, &mut img) as usize;
+            let label = d.fill(i, None, &mut img).unwrap() as usize;
             let best = (0..4)
                 .map(|k| {
                     let e: f64 = d.patterns[k]

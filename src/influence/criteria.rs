@@ -92,7 +92,7 @@ impl Context<'_> {
         EvalSet::draw(self.cfg.seed, stream, draw, self.val, self.cfg.select.n, self.cfg.select_batch())
     }
 
-    fn probe(&self, eval: &EvalSet, leaf: Leaf) -> Probe<'_> {
+    fn probe(&self, eval: &EvalSet, leaf: Leaf) -> Result<Probe<'_>> {
         Probe::new(self.net, self.alphas, self.comm, self.data, eval, leaf, bn_mode(self.cfg), self.timings)
     }
 
@@ -120,9 +120,9 @@ impl Context<'_> {
     /// scanned over all N batches; the quadratic terms are taken in rounds of one vector per rank.
     fn removal_scores(&self, influence: bool) -> Result<Outcome> {
         let eval = self.eval_set(Stream::EvalBatches, 0)?;
-        let mut probe = self.probe(&eval, Leaf::Mixing);
+        let mut probe = self.probe(&eval, Leaf::Mixing)?;
         // Each candidate is scanned over all N batches by one rank.
-        probe.load_all(self.data);
+        probe.load_all(self.data)?;
         let solver = if influence { Some(Solver::build(&self.cfg.select, &probe, None)?) } else { None };
         let cands = candidates(self.net);
         let (rank, world) = (self.comm.rank(), self.comm.size());
@@ -188,7 +188,7 @@ impl Context<'_> {
     /// same double-backward pass), z = IHVP(u), I_M = ∓Bᵀz.
     fn darts_im(&self) -> Result<Outcome> {
         let eval = self.eval_set(Stream::EvalBatches, 0)?;
-        let probe = self.probe(&eval, Leaf::Mixing);
+        let probe = self.probe(&eval, Leaf::Mixing)?;
         let per_batch_fisher = needs_fisher(&self.cfg.select) && self.cfg.select.fisher_samples == "batch";
         let (samples, u) = if per_batch_fisher {
             let (g, u) = probe.batch_grads_and_mixed_ones()?;
@@ -217,7 +217,7 @@ impl Context<'_> {
     fn darts_im_faithful(&self) -> Result<Outcome> {
         let sel = &self.cfg.select;
         let eval = self.eval_set(Stream::EvalBatches, 0)?;
-        let exact = self.probe(&eval, Leaf::Mixing);
+        let exact = self.probe(&eval, Leaf::Mixing)?;
         let norm_b1_mixing = norm(&exact.mixed(&flatten(&exact.leaf).ones_like())?);
         let alpha_leaf: Vec<Tensor> = self.alphas.iter().map(|a| a.detach().to_kind(exact.kind())).collect();
         let ones = flatten(&alpha_leaf).ones_like();
@@ -249,7 +249,7 @@ impl Context<'_> {
         let (im, norm_b1_raw, info) = match sel.ihvp.as_str() {
             "neumann" | "identity" => {
                 // Per-batch chains on the fixed batches, averaged (data-parallel over batches).
-                let probe = self.probe(&eval, Leaf::Raw);
+                let probe = self.probe(&eval, Leaf::Raw)?;
                 let mut s_sum = ones.zeros_like();
                 let mut u_sum = Tensor::zeros([probe.n_params() as i64], (probe.kind(), tch::Device::Cpu));
                 for j in probe.own_batches().collect::<Vec<_>>() {
@@ -277,7 +277,7 @@ impl Context<'_> {
                 // Fresh draws: + pass, − pass, Fisher, Bᵀ + pass, Bᵀ − pass.
                 let sets: Vec<EvalSet> =
                     (1..=5).map(|d| self.eval_set(Stream::FaithfulDraw, d)).collect::<Result<_>>()?;
-                let probes: Vec<Probe> = sets.iter().map(|e| self.probe(e, Leaf::Raw)).collect();
+                let probes: Vec<Probe> = sets.iter().map(|e| self.probe(e, Leaf::Raw)).collect::<Result<_>>()?;
                 let own: Vec<usize> = probes[0].own_batches().collect();
                 let mut u = Tensor::zeros([probes[0].n_params() as i64], (probes[0].kind(), tch::Device::Cpu));
                 for &j in &own {

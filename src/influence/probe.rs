@@ -68,14 +68,15 @@ impl EvalSet {
     }
 
     /// The batches as (images in `kind`, labels) tensors.
-    pub fn materialize(&self, data: &dyn Dataset, kind: Kind) -> Vec<(Tensor, Tensor)> {
+    pub fn materialize(&self, data: &dyn Dataset, kind: Kind) -> Result<Vec<(Tensor, Tensor)>> {
         self.batches.iter().map(|idx| load_batch(data, idx, kind)).collect()
     }
 }
 
-fn load_batch(data: &dyn Dataset, idx: &[usize], kind: Kind) -> (Tensor, Tensor) {
-    let (x, y) = make_batch(data, idx);
-    (x.to_kind(kind), y)
+/// An evaluation batch, without augmentation.
+fn load_batch(data: &dyn Dataset, idx: &[usize], kind: Kind) -> Result<(Tensor, Tensor)> {
+    let (x, y) = make_batch(data, idx, None)?;
+    Ok((x.to_kind(kind), y))
 }
 
 /// How the architecture leaf maps to mixing weights.
@@ -115,7 +116,7 @@ impl<'a> Probe<'a> {
         leaf_kind: Leaf,
         bn: BnMode,
         timings: &'a Timings,
-    ) -> Self {
+    ) -> Result<Self> {
         let kind = net.params().tensors[0].kind();
         let base: Vec<Tensor> = alphas.iter().map(|a| a.detach().to_kind(kind)).collect();
         let leaf = match leaf_kind {
@@ -131,9 +132,9 @@ impl<'a> Probe<'a> {
             .batches
             .iter()
             .enumerate()
-            .map(|(j, idx)| (j % world == rank).then(|| load_batch(data, idx, kind)))
-            .collect();
-        Probe {
+            .map(|(j, idx)| (j % world == rank).then(|| load_batch(data, idx, kind)).transpose())
+            .collect::<Result<_>>()?;
+        Ok(Probe {
             net,
             comm,
             params: net.params().tensors.iter().map(|t| t.shallow_clone()).collect(),
@@ -143,18 +144,19 @@ impl<'a> Probe<'a> {
             batches,
             bn,
             timings,
-        }
+        })
     }
 
     /// Materialise every batch on this rank, for work split by candidates rather than by data
     /// (the `*_local` primitives).
-    pub fn load_all(&mut self, data: &dyn Dataset) {
+    pub fn load_all(&mut self, data: &dyn Dataset) -> Result<()> {
         let kind = self.kind();
         for (b, idx) in self.batches.iter_mut().zip(&self.eval.batches) {
             if b.is_none() {
-                *b = Some(load_batch(data, idx, kind));
+                *b = Some(load_batch(data, idx, kind)?);
             }
         }
+        Ok(())
     }
 
     /// Images per evaluation batch.

@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 
 use crate::comm::Collective;
 use crate::config::Config;
-use crate::data::{epoch_order, global_batch, make_batch, shard, Dataset, SearchSplit, Stream};
+use crate::data::{epoch_order, global_batch, make_batch, shard, AugKey, Dataset, HostBatch, SearchSplit, Stream};
 use crate::error::{Error, Result};
 use crate::supernet::{mixing_weights, BnMode, Supernet};
 use optim::{clip_grad_norm, cosine_lr, Adam, Sgd};
@@ -153,6 +153,55 @@ pub trait Observer {
     }
 }
 
+/// The micro-batches of one epoch, decoded in the order the steps consume them: by a background
+/// thread up to `ahead` batches in advance, or on demand when `ahead` is 0.
+pub struct Feed<'a> {
+    rx: Option<std::sync::mpsc::Receiver<Result<HostBatch>>>,
+    direct: std::collections::VecDeque<Vec<usize>>,
+    data: &'a dyn Dataset,
+    aug: Option<AugKey>,
+}
+
+impl<'a> Feed<'a> {
+    pub fn start<'s>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        data: &'a dyn Dataset,
+        loads: Vec<Vec<usize>>,
+        aug: Option<AugKey>,
+        ahead: usize,
+    ) -> Self
+    where
+        'a: 's,
+    {
+        if ahead == 0 {
+            return Feed { rx: None, direct: loads.into(), data, aug };
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(ahead);
+        scope.spawn(move || {
+            for chunk in loads {
+                // A closed channel means the loop stopped (an error): stop decoding.
+                if tx.send(HostBatch::load(data, &chunk, aug)).is_err() {
+                    break;
+                }
+            }
+        });
+        Feed { rx: Some(rx), direct: Default::default(), data, aug }
+    }
+
+    /// The next micro-batch as `[n, C, H, W]` f32 images and `[n]` labels.
+    pub fn next_batch(&mut self) -> Result<(Tensor, Tensor)> {
+        let batch = match &self.rx {
+            Some(rx) => rx.recv().map_err(|_| Error::Invalid("the batch prefetch thread stopped".into()))??,
+            None => {
+                let chunk =
+                    self.direct.pop_front().ok_or_else(|| Error::Invalid("no batches left in this epoch".into()))?;
+                HostBatch::load(self.data, &chunk, self.aug)?
+            }
+        };
+        Ok(batch.tensors())
+    }
+}
+
 /// The bi-level search loop.
 pub struct Searcher<'a> {
     pub cfg: &'a Config,
@@ -165,50 +214,63 @@ impl Searcher<'_> {
     /// Run epochs `state.epoch..epochs`.
     pub fn run(&self, state: &mut SearchState, obs: &mut dyn Observer) -> Result<()> {
         let cfg = self.cfg;
-        let steps = cfg.steps_per_epoch();
+        let steps = cfg.steps_per_epoch(self.split.weights.len());
         let b = cfg.search.batch_size;
         let alpha_first = cfg.search.order == "alpha-first";
+        let (rank, world) = (self.comm.rank(), self.comm.size());
+        let m = cfg.micro_batch(world);
         while state.epoch < cfg.search.epochs {
             let epoch = state.epoch;
             let t0 = std::time::Instant::now();
             let lr = cosine_lr(cfg.search.weights.lr, cfg.search.weights.lr_min, epoch, cfg.search.epochs);
             let w_order = epoch_order(cfg.seed, Stream::WeightsOrder, epoch, &self.split.weights);
             let a_order = epoch_order(cfg.seed, Stream::ArchOrder, epoch, &self.split.arch);
+            let batches: Vec<(Vec<usize>, Vec<usize>)> =
+                (0..steps).map(|step| (global_batch(&w_order, step, b), global_batch(&a_order, step, b))).collect();
+            // This rank's micro-batches of the epoch, in the order the steps consume them.
+            let loads: Vec<Vec<usize>> = batches
+                .iter()
+                .flat_map(|(wb, ab)| if alpha_first { [ab, wb] } else { [wb, ab] })
+                .flat_map(|g| shard(g, rank, world).chunks(m).map(<[usize]>::to_vec).collect::<Vec<_>>())
+                .collect();
+            let aug = cfg.data.augment.then_some(AugKey { seed: cfg.seed, epoch });
             let (mut train, mut arch) = (Tally::default(), Tally::default());
-            for step in 0..steps {
-                let wb = global_batch(&w_order, step, b);
-                let ab = global_batch(&a_order, step, b);
-                let (t, a, gn) = if alpha_first {
-                    let a = self.arch_step(state, &ab)?;
-                    let (t, gn) = self.weight_step(state, &wb, lr)?;
-                    (t, a, gn)
-                } else {
-                    let (t, gn) = self.weight_step(state, &wb, lr)?;
-                    let a = self.arch_step(state, &ab)?;
-                    (t, a, gn)
-                };
-                for (name, v) in [("training loss", t.loss()), ("α loss", a.loss()), ("gradient norm", gn)] {
-                    if !v.is_finite() {
-                        return Err(Error::NonFinite {
-                            quantity: name.into(),
-                            at: format!("epoch {epoch}, step {step}"),
-                        });
+            std::thread::scope(|scope| -> Result<()> {
+                let mut feed = Feed::start(scope, self.data, loads, aug, cfg.data.prefetch);
+                for (step, (wb, ab)) in batches.iter().enumerate() {
+                    let (t, a, gn) = if alpha_first {
+                        let a = self.arch_step(state, ab, &mut feed)?;
+                        let (t, gn) = self.weight_step(state, wb, lr, &mut feed)?;
+                        (t, a, gn)
+                    } else {
+                        let (t, gn) = self.weight_step(state, wb, lr, &mut feed)?;
+                        let a = self.arch_step(state, ab, &mut feed)?;
+                        (t, a, gn)
+                    };
+                    for (name, v) in [("training loss", t.loss()), ("α loss", a.loss()), ("gradient norm", gn)] {
+                        if !v.is_finite() {
+                            return Err(Error::NonFinite {
+                                quantity: name.into(),
+                                at: format!("epoch {epoch}, step {step}"),
+                            });
+                        }
                     }
+                    train = Tally::from_array(add3(train.as_array(), t.as_array()));
+                    arch = Tally::from_array(add3(arch.as_array(), a.as_array()));
+                    obs.step(&StepStats {
+                        epoch,
+                        step,
+                        global_step: epoch * steps + step,
+                        lr,
+                        train_loss: t.loss(),
+                        train_acc: t.acc(),
+                        arch_loss: a.loss(),
+                        arch_acc: a.acc(),
+                        grad_norm: gn,
+                    })?;
                 }
-                train = Tally::from_array(add3(train.as_array(), t.as_array()));
-                arch = Tally::from_array(add3(arch.as_array(), a.as_array()));
-                obs.step(&StepStats {
-                    epoch,
-                    step,
-                    global_step: epoch * steps + step,
-                    lr,
-                    train_loss: t.loss(),
-                    train_acc: t.acc(),
-                    arch_loss: a.loss(),
-                    arch_acc: a.acc(),
-                    grad_norm: gn,
-                })?;
-            }
+                Ok(())
+            })?;
             // BatchNorm running buffers follow rank 0 (as DDP does), so state is identical.
             self.comm.broadcast_tensors(0, &state.net.params().buffers)?;
             self.check_in_sync(state)?;
@@ -238,15 +300,21 @@ impl Searcher<'_> {
     /// Forward/backward of this rank's shard of `batch` in micro-batches; returns the gradients
     /// (summed over micro-batches, each loss scaled by its share of the global batch) of
     /// `wrt`, and the local tally.
-    fn shard_gradients(&self, state: &SearchState, batch: &[usize], wrt: &[Tensor]) -> Result<(Vec<Tensor>, Tally)> {
+    fn shard_gradients(
+        &self,
+        state: &SearchState,
+        batch: &[usize],
+        wrt: &[Tensor],
+        feed: &mut Feed,
+    ) -> Result<(Vec<Tensor>, Tally)> {
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let mine = shard(batch, rank, world);
         let m = self.cfg.micro_batch(world);
         let scale = m as f64 / batch.len() as f64;
         let mut grads: Option<Vec<Tensor>> = None;
         let mut tally = Tally::default();
-        for chunk in mine.chunks(m) {
-            let (x, y) = make_batch(self.data, chunk);
+        for _ in mine.chunks(m) {
+            let (x, y) = feed.next_batch()?;
             let (x, y) = (x.to_kind(state.alphas[0].kind()), y);
             let w = mixing_weights(&state.alphas);
             let logits = state.net.forward(&x, &w, BnMode::Train);
@@ -269,16 +337,16 @@ impl Searcher<'_> {
         Ok(Tally::from_array(t))
     }
 
-    fn arch_step(&self, state: &mut SearchState, batch: &[usize]) -> Result<Tally> {
-        let (grads, tally) = self.shard_gradients(state, batch, &state.alphas)?;
+    fn arch_step(&self, state: &mut SearchState, batch: &[usize], feed: &mut Feed) -> Result<Tally> {
+        let (grads, tally) = self.shard_gradients(state, batch, &state.alphas, feed)?;
         let tally = self.reduce(&grads, tally)?;
         state.arch_opt.step(&state.alphas, &grads);
         Ok(tally)
     }
 
-    fn weight_step(&self, state: &mut SearchState, batch: &[usize], lr: f64) -> Result<(Tally, f64)> {
+    fn weight_step(&self, state: &mut SearchState, batch: &[usize], lr: f64, feed: &mut Feed) -> Result<(Tally, f64)> {
         let params = &state.net.params().tensors;
-        let (grads, tally) = self.shard_gradients(state, batch, params)?;
+        let (grads, tally) = self.shard_gradients(state, batch, params, feed)?;
         let tally = self.reduce(&grads, tally)?;
         let norm = clip_grad_norm(&grads, self.cfg.search.weights.grad_clip);
         state.weight_opt.step(params, &grads, lr);
@@ -295,7 +363,7 @@ impl Searcher<'_> {
         let w = mixing_weights(&state.alphas.iter().map(|a| a.detach()).collect::<Vec<_>>());
         let mut tally = Tally::default();
         for chunk in indices.chunks(m).skip(rank).step_by(world) {
-            let (x, y) = make_batch(self.data, chunk);
+            let (x, y) = make_batch(self.data, chunk, None)?;
             let logits = state.net.forward(&x.to_kind(w[0].kind()), &w, BnMode::BatchStats);
             let loss = cross_entropy(&logits, &y).double_value(&[]);
             tally.add(&logits, &y, loss);

@@ -139,7 +139,7 @@ fn fine_tuned_loss(
     order: &[usize],
     eval: &[(Tensor, Tensor)],
     ft: &FineTune,
-) -> f64 {
+) -> Result<f64> {
     // Every call starts from the snapshot: it was taken before the first call and each call
     // restores it on the way out.
     let params = &net.params().tensors;
@@ -151,7 +151,13 @@ fn fine_tuned_loss(
         let batch = global_batch(order, step, b);
         let mut grads: Option<Vec<Tensor>> = None;
         for chunk in batch.chunks(m) {
-            let (x, y) = make_batch(data, chunk);
+            let (x, y) = match make_batch(data, chunk, None) {
+                Ok(b) => b,
+                Err(e) => {
+                    snap.restore(net);
+                    return Err(e);
+                }
+            };
             let loss =
                 cross_entropy(&net.forward(&x.to_kind(kind), w, BnMode::Train), &y) * (chunk.len() as f64 / b as f64);
             let g = Tensor::run_backward(&[loss], params, false, false);
@@ -171,7 +177,7 @@ fn fine_tuned_loss(
         .sum::<f64>()
         / eval.len() as f64;
     snap.restore(net);
-    loss
+    Ok(loss)
 }
 
 /// The criteria compared: magnitude, drop, DARTS-IF with every IHVP solver, DARTS-IM with both
@@ -214,12 +220,12 @@ pub fn run(
     let snap = Snapshot::take(net);
     let order = epoch_order(cfg.seed, Stream::Fidelity, 0, &split.weights);
     let held_out = EvalSet::draw(cfg.seed, Stream::Fidelity, 1, &split.arch, cfg.select.n, cfg.select_batch())?;
-    let eval = held_out.materialize(data, kind);
+    let eval = held_out.materialize(data, kind)?;
     let t0 = std::time::Instant::now();
-    let baseline = fine_tuned_loss(cfg, net, &snap, &w0, data, &order, &eval, ft);
+    let baseline = fine_tuned_loss(cfg, net, &snap, &w0, data, &order, &eval, ft)?;
     let mut mine = Vec::new();
     for i in (comm.rank()..cands.len()).step_by(comm.size()) {
-        let l = fine_tuned_loss(cfg, net, &snap, &remove_op(&w0, cands[i]), data, &order, &eval, ft);
+        let l = fine_tuned_loss(cfg, net, &snap, &remove_op(&w0, cands[i]), data, &order, &eval, ft)?;
         tracing::debug!("fidelity: candidate {}/{} actual ΔL {:.5}", i + 1, cands.len(), l - baseline);
         mine.push((i, l - baseline));
     }

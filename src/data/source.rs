@@ -1,0 +1,147 @@
+//! Opening the configured dataset and its search split.
+
+use std::path::Path;
+
+use super::{
+    open_imagenet16, split_indices, Cifar, CifarFormat, Dataset, ImageFolder, Normalize, SearchSplit, Subset, Synthetic,
+};
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The dataset of a run with its search split and held-out test indices.
+pub struct Source {
+    pub data: Box<dyn Dataset + Send>,
+    pub split: SearchSplit,
+    pub test: Vec<usize>,
+    /// One line for the logs.
+    pub summary: String,
+}
+
+/// Open `cfg.data`, resolving `num_classes` and `image_size` from the files (they must agree
+/// with the config where it sets them) and checking the batch size against the split.
+pub fn open(cfg: &mut Config) -> Result<Source> {
+    let d = &cfg.data;
+    // Messages name the data and the key: "cifar10 at /data/cifar: data.test_size: …".
+    let origin = match &d.root {
+        Some(r) => format!("{} at {}", d.dataset, r.display()),
+        None => d.dataset.clone(),
+    };
+    let bad = |key: &str, msg: String| Error::config(&origin, format!("data.{key}"), msg);
+    let root = || -> Result<&Path> {
+        d.root.as_deref().ok_or_else(|| bad("root", format!("required for dataset {:?}", d.dataset)))
+    };
+    let normalize = |nb201: Normalize, darts: Normalize| if d.normalize == "darts" { darts } else { nb201 };
+    let data: Box<dyn Dataset + Send> = match d.dataset.as_str() {
+        "synthetic" => {
+            Box::new(Synthetic::new(cfg.seed, d.train_size + d.test_size, d.num_classes, d.image_size, d.noise))
+        }
+        "cifar10" | "cifar100" => {
+            let (kind, norm) = if d.dataset == "cifar10" {
+                (Cifar::Ten, normalize(Normalize::NB201_CIFAR10, Normalize::DARTS_CIFAR10))
+            } else {
+                (Cifar::Hundred, normalize(Normalize::NB201_CIFAR100, Normalize::DARTS_CIFAR100))
+            };
+            let format = match d.format.as_str() {
+                "binary" => Some(CifarFormat::Binary),
+                "python" => Some(CifarFormat::Python),
+                _ => None,
+            };
+            let mut ds = kind.open(root()?, format, norm)?;
+            ds.transform.cutout = d.cutout;
+            Box::new(ds)
+        }
+        "imagenet16-120" | "imagenet16" => {
+            let classes = if d.dataset == "imagenet16" { 1000 } else { 120 };
+            let mut ds = open_imagenet16(root()?, classes)?;
+            ds.transform.cutout = d.cutout;
+            Box::new(ds)
+        }
+        "imagenet" => {
+            let size = if d.image_size == 0 { 224 } else { d.image_size };
+            let subset = Subset { classes: d.subset_classes, fraction: d.subset_fraction, seed: cfg.seed };
+            Box::new(ImageFolder::open(root()?, size, subset, d.skip_bad_images)?)
+        }
+        other => return Err(bad("dataset", format!("unknown dataset {other:?}"))),
+    };
+    // The training set comes first in every dataset, then the test set (synthetic: the first
+    // train_size samples train, the next test_size test).
+    let synthetic = cfg.data.dataset == "synthetic";
+    let (all_train, n_all) = if synthetic { (cfg.data.train_size, data.len()) } else { (data.train_len(), data.len()) };
+    let n_test_all = n_all - all_train;
+    let n_train = match cfg.data.train_size {
+        0 => all_train,
+        n if n <= all_train => n,
+        n => return Err(bad("train_size", format!("{n} exceeds the {all_train} training images"))),
+    };
+    if cfg.data.split == "file" && n_train != all_train {
+        return Err(bad("train_size", "must be 0 (all) with data.split = \"file\"".into()));
+    }
+
+    // Classes and image size: from the data; an explicit config value must agree.
+    let (classes, [_, h, _]) = (data.num_classes(), data.image_shape());
+    for (key, set, have) in [("num_classes", cfg.data.num_classes, classes), ("image_size", cfg.data.image_size, h)] {
+        if set != 0 && set != have {
+            return Err(bad(key, format!("{set} disagrees with the data ({} has {have})", cfg.data.dataset)));
+        }
+    }
+    cfg.data.num_classes = classes;
+    cfg.data.image_size = h;
+
+    let split = match cfg.data.split.as_str() {
+        "file" => {
+            let file = cfg
+                .data
+                .split_file
+                .clone()
+                .ok_or_else(|| bad("split_file", "required with data.split = \"file\"".into()))?;
+            let take = |key: &str| -> Result<Vec<usize>> {
+                if key == "all" {
+                    return Ok((0..n_train).collect()); // the whole training set
+                }
+                let (idx, test) = split_indices(&file, key)?;
+                let (offset, limit) = if test { (n_train, n_test_all) } else { (0, n_train) };
+                if let Some(&i) = idx.iter().find(|&&i| i >= limit) {
+                    return Err(Error::data(
+                        &file,
+                        format!(
+                            "split {key:?}: index {i} is outside the {} set of {limit} images",
+                            if test { "test" } else { "training" }
+                        ),
+                    ));
+                }
+                Ok(idx.into_iter().map(|i| i + offset).collect())
+            };
+            SearchSplit { weights: take(&cfg.data.weights_split)?, arch: take(&cfg.data.arch_split)? }
+        }
+        _ => SearchSplit::halves(n_train),
+    };
+    if cfg.data.test_size > n_test_all {
+        return Err(bad("test_size", format!("{} exceeds the {n_test_all} test images", cfg.data.test_size)));
+    }
+    let test: Vec<usize> = (all_train..all_train + cfg.data.test_size).collect();
+    let half = split.weights.len().min(split.arch.len());
+    if cfg.search.batch_size > half {
+        return Err(Error::config(
+            &origin,
+            "search.batch_size",
+            format!(
+                "{} is larger than the search split (θ {} / α {} images)",
+                cfg.search.batch_size,
+                split.weights.len(),
+                split.arch.len()
+            ),
+        ));
+    }
+    let summary = format!(
+        "data: {} ({} classes, {}×{}×{}), θ split {} images, α split {} images, test {}",
+        cfg.data.dataset,
+        classes,
+        data.image_shape()[0],
+        h,
+        data.image_shape()[2],
+        split.weights.len(),
+        split.arch.len(),
+        test.len()
+    );
+    Ok(Source { data, split, test, summary })
+}

@@ -1,0 +1,403 @@
+//! Real-data readers on small files written by the tests (nothing is downloaded): images,
+//! labels, splits and subsets exactly; augmentation independent of ranks; bad data refused
+//! with one line naming the file, and nothing written.
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_ok, bin, stderr};
+use dartsif::config::Config;
+use dartsif::data::fixtures::{self, image, wnid};
+use dartsif::data::{
+    self, open_imagenet16, AugKey, Cifar, CifarFormat, Dataset, HostBatch, ImageFolder, Normalize, Subset,
+};
+
+/// Normalised value of byte `b` in channel `c`.
+fn norm(n: &Normalize, c: usize, b: u8) -> f32 {
+    (b as f32 / 255.0 - n.mean[c]) / n.std[c]
+}
+
+fn check_images(ds: &dyn Dataset, n: &Normalize, side: usize, want: impl Fn(usize) -> (usize, i64)) {
+    let per = 3 * side * side;
+    let mut out = vec![0f32; per];
+    for i in 0..ds.len() {
+        let (src, label) = want(i);
+        assert_eq!(ds.fill(i, None, &mut out).unwrap(), label, "label of sample {i}");
+        let img = image(src, side);
+        for (k, (&o, &b)) in out.iter().zip(&img).enumerate() {
+            let w = norm(n, k / (side * side), b);
+            assert!((o - w).abs() < 1e-5, "sample {i} byte {k}: {o} vs {w}");
+        }
+    }
+}
+
+#[test]
+fn cifar10_binary_and_python_read_the_same_images() {
+    let label = |i: usize| ((i * 3) % 10) as u8;
+    for format in [CifarFormat::Binary, CifarFormat::Python] {
+        let dir = tempfile::tempdir().unwrap();
+        match format {
+            CifarFormat::Binary => fixtures::write_cifar_binary(dir.path(), Cifar::Ten, 23, 7, label).unwrap(),
+            CifarFormat::Python => fixtures::write_cifar_python(dir.path(), Cifar::Ten, 23, 7, label).unwrap(),
+        }
+        let ds = Cifar::Ten.open(dir.path(), None, Normalize::NB201_CIFAR10).unwrap();
+        assert_eq!(
+            (ds.len(), ds.train_len(), ds.num_classes(), ds.image_shape()),
+            (30, 23, 10, [3, 32, 32]),
+            "{format:?}"
+        );
+        check_images(&ds, &Normalize::NB201_CIFAR10, 32, |i| (i, label(i) as i64));
+    }
+}
+
+#[test]
+fn cifar100_fine_labels_in_both_formats() {
+    let label = |i: usize| ((i * 7) % 100) as u8;
+    for format in [CifarFormat::Binary, CifarFormat::Python] {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join(if format == CifarFormat::Binary { "cifar-100-binary" } else { "cifar-100-python" });
+        std::fs::create_dir(&sub).unwrap();
+        match format {
+            CifarFormat::Binary => fixtures::write_cifar_binary(&sub, Cifar::Hundred, 12, 5, label).unwrap(),
+            CifarFormat::Python => fixtures::write_cifar_python(&sub, Cifar::Hundred, 12, 5, label).unwrap(),
+        }
+        // The usual subfolder is found from the parent directory.
+        let ds = Cifar::Hundred.open(dir.path(), Some(format), Normalize::DARTS_CIFAR100).unwrap();
+        assert_eq!((ds.len(), ds.train_len(), ds.num_classes()), (17, 12, 100));
+        check_images(&ds, &Normalize::DARTS_CIFAR100, 32, |i| (i, label(i) as i64));
+    }
+}
+
+#[test]
+fn imagenet16_120_keeps_labels_1_to_120_as_0_to_119() {
+    let dir = tempfile::tempdir().unwrap();
+    // Stored labels cycle over 1..=1000 in steps of 97: some ≤ 120, most above.
+    let stored = |i: usize| (1 + (i * 97) % 1000) as i64;
+    fixtures::write_imagenet16(dir.path(), 40, 12, stored).unwrap();
+    let ds = open_imagenet16(dir.path(), 120).unwrap();
+    let kept: Vec<usize> = (0..52).filter(|&i| stored(i) <= 120).collect();
+    let train_kept = kept.iter().filter(|&&i| i < 40).count();
+    assert!(train_kept > 0 && kept.len() > train_kept, "the fixture keeps train and val images");
+    assert_eq!(
+        (ds.len(), ds.train_len(), ds.num_classes(), ds.image_shape()),
+        (kept.len(), train_kept, 120, [3, 16, 16])
+    );
+    check_images(&ds, &Normalize::NB201_IMAGENET16, 16, |i| (kept[i], stored(kept[i]) - 1));
+    let all = open_imagenet16(dir.path(), 1000).unwrap();
+    assert_eq!(all.len(), 52);
+}
+
+#[test]
+fn jpeg_folders_classes_subsets_and_transforms() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_jpeg_folder(dir.path(), 5, 4, 2, 40, 30).unwrap();
+    std::fs::write(dir.path().join("train").join(wnid(0)).join("notes.txt"), "not an image").unwrap();
+    let all = ImageFolder::open(dir.path(), 16, Subset { classes: 0, fraction: 1.0, seed: 1 }, false).unwrap();
+    assert_eq!((all.len(), all.train_len(), all.num_classes(), all.image_shape()), (30, 20, 5, [3, 16, 16]));
+    // Flat-colour JPEGs: every output pixel is the colour (JPEG rounding: within 3 levels), in
+    // both the test view and the augmented view; labels follow the sorted class folders.
+    let n = Normalize::IMAGENET;
+    let mut out = vec![0f32; 3 * 16 * 16];
+    for i in [0usize, 7, 19, 20, 29] {
+        let (c, k) = if i < 20 { (i / 4, i % 4) } else { ((i - 20) / 2, (i - 20) % 2) };
+        let rgb = fixtures::flat_colour(c, k);
+        for aug in [None, Some(AugKey { seed: 4, epoch: 2 })] {
+            assert_eq!(all.fill(i, aug, &mut out).unwrap(), c as i64);
+            for (j, &o) in out.iter().enumerate() {
+                let ch = j / 256;
+                let tol = 3.0 / 255.0 / n.std[ch];
+                assert!((o - norm(&n, ch, rgb[ch])).abs() <= tol, "image {i} channel {ch}: {o}");
+            }
+        }
+    }
+    // Subsets: 3 of 5 classes chosen with the seed, half of each class's training images.
+    let sub = ImageFolder::open(dir.path(), 16, Subset { classes: 3, fraction: 0.5, seed: 9 }, false).unwrap();
+    assert_eq!((sub.num_classes(), sub.train_len(), sub.len()), (3, 6, 12));
+    let again = ImageFolder::open(dir.path(), 16, Subset { classes: 3, fraction: 0.5, seed: 9 }, false).unwrap();
+    assert_eq!(sub.wnids, again.wnids);
+    assert!(sub.wnids.windows(2).all(|w| w[0] < w[1]));
+    for i in 0..sub.len() {
+        let label = sub.fill(i, None, &mut out).unwrap() as usize;
+        let parent = sub.path(i).parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(sub.wnids[label], parent);
+    }
+    let other = ImageFolder::open(dir.path(), 16, Subset { classes: 3, fraction: 0.5, seed: 10 }, false).unwrap();
+    let paths = |d: &ImageFolder| (0..d.len()).map(|i| d.path(i).to_path_buf()).collect::<Vec<_>>();
+    assert_ne!(paths(&sub), paths(&other), "another seed, another subset");
+}
+
+/// The split file's indices become the θ and α sets; `test:` indexes the test set.
+#[test]
+fn nb201_split_files_and_halves() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_cifar_binary(dir.path(), Cifar::Ten, 20, 10, |i| (i % 10) as u8).unwrap();
+    let split = dir.path().join("split.txt");
+    std::fs::write(&split, r#"{"train": ["int", [0, 5, 7, 19]], "xvalid": ["int", [9, 0, 3, 4]]}"#).unwrap();
+    let root = dir.path().display().to_string();
+    let sets = |extra: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            "data.dataset=\"cifar10\"".to_string(),
+            format!("data.root=\"{root}\""),
+            "data.num_classes=0".into(),
+            "data.image_size=0".into(),
+            "data.train_size=0".into(),
+            "data.test_size=0".into(),
+            "search.batch_size=4".into(),
+            "search.micro_batch=0".into(),
+        ];
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let mut cfg = Config::load(
+        None,
+        &sets(&[
+            &format!("data.split_file=\"{}\"", split.display()),
+            "data.split=\"file\"",
+            "data.arch_split=\"test:xvalid\"",
+        ]),
+    )
+    .unwrap();
+    let src = data::open(&mut cfg).unwrap();
+    assert_eq!(src.split.weights, vec![0, 5, 7, 19]);
+    assert_eq!(src.split.arch, vec![29, 20, 23, 24]);
+    assert_eq!((cfg.data.num_classes, cfg.data.image_size), (10, 32));
+
+    let mut cfg = Config::load(None, &sets(&["data.train_size=12", "data.test_size=3"])).unwrap();
+    let src = data::open(&mut cfg).unwrap();
+    assert_eq!(src.split.weights, (0..6).collect::<Vec<_>>());
+    assert_eq!(src.split.arch, (6..12).collect::<Vec<_>>());
+    assert_eq!(src.test, vec![20, 21, 22]);
+
+    // Out-of-range split indices name the file and the key.
+    std::fs::write(&split, r#"{"train": [0, 20], "valid": [1]}"#).unwrap();
+    let mut cfg =
+        Config::load(None, &sets(&[&format!("data.split_file=\"{}\"", split.display()), "data.split=\"file\""]))
+            .unwrap();
+    let e = data::open(&mut cfg).err().unwrap().to_string();
+    assert!(e.contains("split.txt") && e.contains("\"train\": index 20 is outside the training set of 20"), "{e}");
+    // A config value that disagrees with the data.
+    let mut cfg = Config::load(None, &sets(&["data.num_classes=100"])).unwrap();
+    let e = data::open(&mut cfg).err().unwrap().to_string();
+    assert!(e.contains("data.num_classes: 100 disagrees with the data (cifar10 has 10)"), "{e}");
+}
+
+/// Each rank decodes only its shard, and the shards of an augmented global batch are exactly
+/// the slices of the batch decoded whole (augmentation keyed by (seed, epoch, index)).
+#[test]
+fn augmented_shards_equal_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_cifar_binary(dir.path(), Cifar::Ten, 40, 5, |i| (i % 10) as u8).unwrap();
+    let ds = Cifar::Ten.open(dir.path(), None, Normalize::DARTS_CIFAR10).unwrap();
+    let global = [17usize, 3, 38, 0, 21, 9, 30, 12];
+    let key = Some(AugKey { seed: 7, epoch: 3 });
+    let whole = HostBatch::load(&ds, &global, key).unwrap();
+    let per = 3 * 32 * 32;
+    for world in [2usize, 4] {
+        for r in 0..world {
+            let mine = data::shard(&global, r, world);
+            let part = HostBatch::load(&ds, mine, key).unwrap();
+            let lo = r * mine.len();
+            assert_eq!(part.pixels, whole.pixels[lo * per..(lo + mine.len()) * per], "world {world} rank {r}");
+            assert_eq!(part.labels, whole.labels[lo..lo + mine.len()]);
+        }
+    }
+    // And it is an augmentation: the view differs from the test view for most images.
+    let plain = HostBatch::load(&ds, &global, None).unwrap();
+    let differ =
+        (0..8).filter(|&i| whole.pixels[i * per..(i + 1) * per] != plain.pixels[i * per..(i + 1) * per]).count();
+    assert!(differ >= 4, "{differ}");
+}
+
+/// `search` on CIFAR-10 files under 1 and 2 ranks: the same images after augmentation, so the
+/// same α to rounding (the runs differ only in summation order).
+#[test]
+fn search_on_cifar_files_is_rank_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    fixtures::write_cifar_binary(dir.path(), Cifar::Ten, 128, 16, |i| (i % 10) as u8).unwrap();
+    let root = format!("data.root=\"{}\"", dir.path().display());
+    let sets = [
+        "data.dataset=\"cifar10\"",
+        &root,
+        "data.train_size=0",
+        "data.test_size=16",
+        "data.image_size=0",
+        "data.num_classes=0",
+        "search.epochs=1",
+        "search.steps_per_epoch=2",
+    ];
+    let mut alphas = Vec::new();
+    for np in [1, 2] {
+        let out = dir.path().join(format!("run{np}"));
+        let o = common::search(np, &out, &sets);
+        assert_ok(&o);
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+        let cfg = std::fs::read_to_string(out.join("config.toml")).unwrap();
+        assert!(cfg.contains("image_size = 32") && cfg.contains("num_classes = 10"), "resolved values are recorded");
+        alphas.push(report["edges"].clone());
+    }
+    let flat = |v: &serde_json::Value| -> Vec<f64> {
+        let mut out = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<f64>) {
+            match v {
+                serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+                serde_json::Value::Number(n) => out.push(n.as_f64().unwrap()),
+                _ => {}
+            }
+        }
+        walk(v, &mut out);
+        out
+    };
+    let (a, b) = (flat(&alphas[0]), flat(&alphas[1]));
+    assert!(!a.is_empty() && a.len() == b.len());
+    let max = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    assert!(max < 1e-5, "α differs by {max} between 1 and 2 ranks");
+}
+
+/// Runs `search` on broken data: exit 2, one line naming the file (and record), no run dir.
+fn refused(dataset: &str, root: &Path, extra: &[&str], expect: &[&str]) {
+    let out = root.join("out");
+    let root_set = format!("data.root=\"{}\"", root.display());
+    let ds = format!("data.dataset=\"{dataset}\"");
+    let mut sets = vec![ds.as_str(), root_set.as_str(), "data.train_size=0", "data.image_size=0", "data.num_classes=0"];
+    sets.extend_from_slice(extra);
+    let o = common::search(0, &out, &sets);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    for e in expect {
+        assert!(err.contains(e), "{e:?} not in {err}");
+    }
+    assert!(!out.exists(), "nothing is written");
+}
+
+#[test]
+fn bad_cifar_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    fixtures::write_cifar_binary(p, Cifar::Ten, 50, 10, |i| (i % 10) as u8).unwrap();
+    // Truncated: the last record of data_batch_3.bin loses 100 bytes.
+    let f = p.join("data_batch_3.bin");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() - 100]).unwrap();
+    refused("cifar10", p, &[], &["data_batch_3.bin", "not a whole number of 3073-byte records"]);
+    // Wrong record size: CIFAR-100 records (3074 bytes) in a CIFAR-10 file.
+    let c100 = tempfile::tempdir().unwrap();
+    fixtures::write_cifar_binary(c100.path(), Cifar::Hundred, 10, 3, |i| i as u8).unwrap();
+    std::fs::copy(c100.path().join("train.bin"), &f).unwrap();
+    refused("cifar10", p, &[], &["data_batch_3.bin", "30740 bytes is not a whole number of 3073-byte records"]);
+    std::fs::write(&f, &bytes).unwrap();
+    // Unknown label: record 4 of data_batch_2.bin says 12.
+    let f = p.join("data_batch_2.bin");
+    let mut bytes = std::fs::read(&f).unwrap();
+    bytes[4 * 3073] = 12;
+    std::fs::write(&f, &bytes).unwrap();
+    refused("cifar10", p, &[], &["data_batch_2.bin", "record 4 (byte offset 12292)", "label 12 is outside 0..10"]);
+    // A truncated pickle.
+    let py = tempfile::tempdir().unwrap();
+    fixtures::write_cifar_python(py.path(), Cifar::Ten, 10, 5, |i| (i % 10) as u8).unwrap();
+    let f = py.path().join("data_batch_1");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    refused("cifar10", py.path(), &[], &["data_batch_1", "not a readable pickle", "truncated"]);
+    // No files at all.
+    let empty = tempfile::tempdir().unwrap();
+    refused("cifar10", empty.path(), &[], &["no cifar10 files here"]);
+}
+
+#[test]
+fn bad_imagenet_folders_are_refused_or_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    fixtures::write_jpeg_folder(p, 3, 4, 2, 24, 24).unwrap();
+    // A missing validation class folder.
+    let val1 = p.join("val").join(wnid(1));
+    std::fs::rename(&val1, p.join("moved")).unwrap();
+    refused("imagenet", p, &["data.image_size=16"], &[&wnid(1), "class folder", "is missing"]);
+    std::fs::rename(p.join("moved"), &val1).unwrap();
+    // An undecodable JPEG: stops the run, naming the file...
+    let bad = p.join("train").join(wnid(2)).join(format!("{}_1.JPEG", wnid(2)));
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 this is not a JPEG").unwrap();
+    let small = [
+        "data.image_size=16",
+        "search.batch_size=4",
+        "search.micro_batch=4",
+        "search.epochs=1",
+        "search.steps_per_epoch=3",
+        "data.test_size=0",
+    ];
+    refused("imagenet", p, &small, &[&format!("{}_1.JPEG", wnid(2)), "cannot decode JPEG"]);
+    // ...or, with skip_bad_images, is replaced and counted.
+    let out = p.join("out-skip");
+    let root_set = format!("data.root=\"{}\"", p.display());
+    let mut sets = vec![
+        "data.dataset=\"imagenet\"",
+        root_set.as_str(),
+        "data.train_size=0",
+        "data.num_classes=0",
+        "data.skip_bad_images=true",
+    ];
+    sets.extend_from_slice(&small);
+    // The θ half (the first 6 training images) holds no bad image; evaluate the α half too:
+    let o = common::search(0, &out, &sets);
+    assert_ok(&o);
+    let ds = ImageFolder::open(p, 16, Subset { classes: 0, fraction: 1.0, seed: 0 }, true).unwrap();
+    let mut buf = vec![0f32; 3 * 16 * 16];
+    let i = (0..ds.len()).find(|&i| ds.path(i) == bad).unwrap();
+    assert_eq!(ds.fill(i, None, &mut buf).unwrap(), 2, "replaced by the next image of class 2");
+    assert_eq!(ds.skipped(), 1);
+    let _ = bin();
+}
+
+/// The shipped real-data presets open the fixture files once their paths are set.
+#[test]
+fn shipped_real_data_configs_open_fixture_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let c10 = p.join("c10");
+    let c100 = p.join("c100");
+    let i16 = p.join("i16");
+    for d in [&c10, &c100, &i16] {
+        std::fs::create_dir(d).unwrap();
+    }
+    fixtures::write_cifar_binary(&c10, Cifar::Ten, 300, 20, |i| (i % 10) as u8).unwrap();
+    fixtures::write_cifar_binary(&c100, Cifar::Hundred, 200, 120, |i| (i % 100) as u8).unwrap();
+    fixtures::write_imagenet16(&i16, 500, 200, |i| (1 + i % 120) as i64).unwrap();
+    let c10_split = p.join("cifar-split.txt");
+    std::fs::write(
+        &c10_split,
+        format!(
+            r#"{{"train": ["int", {:?}], "valid": ["int", {:?}]}}"#,
+            (0..150).collect::<Vec<_>>(),
+            (150..300).collect::<Vec<_>>()
+        ),
+    )
+    .unwrap();
+    let x_split = p.join("test-split.txt");
+    std::fs::write(
+        &x_split,
+        format!(
+            r#"{{"xvalid": ["int", {:?}], "xtest": ["int", {:?}]}}"#,
+            (0..100).collect::<Vec<_>>(),
+            (100..200).collect::<Vec<_>>()
+        ),
+    )
+    .unwrap();
+    for (file, root, split, weights, arch) in [
+        ("nb201-cifar10.toml", &c10, &c10_split, 150, 150),
+        ("nb201-cifar100.toml", &c100, &x_split, 200, 100),
+        ("nb201-imagenet16-120.toml", &i16, &x_split, 500, 100),
+    ] {
+        let sets = [
+            format!("data.root=\"{}\"", root.display()),
+            format!("data.split_file=\"{}\"", split.display()),
+            "data.test_size=0".into(),
+        ];
+        let mut cfg = Config::load(Some(&common::repo().join("configs").join(file)), &sets).unwrap();
+        let src = data::open(&mut cfg).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!((src.split.weights.len(), src.split.arch.len()), (weights, arch), "{file}");
+        assert!(src.split.arch.iter().all(|&i| i < src.data.len()));
+    }
+}
