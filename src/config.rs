@@ -46,6 +46,11 @@ pub struct Config {
     pub output: OutputConfig,
     #[serde(default)]
     pub select: SelectConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// Fault injection for tests (never set in production configs).
+    #[serde(default)]
+    pub fault: FaultConfig,
     /// The `[run]` record that a run directory's `config.toml` carries (versions, world size);
     /// accepted and ignored on input, so that file can be passed back as `--config`.
     #[serde(default, skip_serializing)]
@@ -273,6 +278,51 @@ pub struct OutputConfig {
     pub progress: bool,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Write checkpoints (`DIR/checkpoints/step-N/`) at every epoch end and on SIGTERM/SIGUSR1.
+    #[serde(default = "d_true")]
+    pub enabled: bool,
+    /// Also every this many steps (0 = epoch ends only).
+    #[serde(default)]
+    pub every_steps: usize,
+    /// Keep the newest this many checkpoints.
+    #[serde(default = "d_keep")]
+    pub keep: usize,
+    /// Selection (`drop`, `darts-if`): a progress checkpoint every this many rounds of the
+    /// candidate loop (one candidate per rank each; 0 = only on SIGTERM/SIGUSR1).
+    #[serde(default)]
+    pub select_every: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    /// `none`, `kill` (SIGKILL itself), `signal` (SIGTERM itself) or `nan` (a NaN loss).
+    #[serde(default = "d_fault")]
+    pub action: String,
+    /// The rank that acts.
+    #[serde(default)]
+    pub rank: usize,
+    /// `search` (at global step `at_step`) or `select` (at round `at_step` of the candidate
+    /// loop of `drop`/`darts-if`).
+    #[serde(default = "d_fault_phase")]
+    pub phase: String,
+    /// The global search step or selection round (0-based) at which it acts.
+    #[serde(default)]
+    pub at_step: usize,
+}
+
+fn d_keep() -> usize {
+    3
+}
+fn d_fault_phase() -> String {
+    "search".into()
+}
+fn d_fault() -> String {
+    "none".into()
+}
 fn d_seed() -> u64 {
     2
 }
@@ -418,7 +468,18 @@ macro_rules! default_from_serde {
         }
     )*};
 }
-default_from_serde!(Config, SpaceConfig, DataConfig, SearchConfig, SgdConfig, AdamConfig, OutputConfig, SelectConfig);
+default_from_serde!(
+    Config,
+    SpaceConfig,
+    DataConfig,
+    SearchConfig,
+    SgdConfig,
+    AdamConfig,
+    OutputConfig,
+    SelectConfig,
+    CheckpointConfig,
+    FaultConfig
+);
 
 impl Config {
     /// Load a config: `path` (or the embedded demo when `None`), then the `--set` overrides,
@@ -453,6 +514,16 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Parse and validate a config from TOML text (a checkpoint's stored config).
+    pub fn from_toml_str(text: &str) -> Result<Config> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Error::config("stored config", "-", e.message().trim().to_string()))?;
+        let cfg = Self::from_table(&table, "stored config")?;
+        cfg.validate("stored config")?;
+        Ok(cfg)
+    }
+
     fn from_table(table: &toml::Table, source: &str) -> Result<Config> {
         let value = toml::Value::Table(table.clone());
         let mut cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
@@ -479,6 +550,18 @@ impl Config {
             return bad("space.cells_per_stage", format!("must be in 0..=64 (got {})", self.space.cells_per_stage));
         }
         self.data.validate(source)?;
+        if !["none", "kill", "signal", "nan"].contains(&self.fault.action.as_str()) {
+            return bad(
+                "fault.action",
+                format!("unknown value {:?} (known: \"none\", \"kill\", \"signal\", \"nan\")", self.fault.action),
+            );
+        }
+        if self.fault.phase != "search" && self.fault.phase != "select" {
+            return bad("fault.phase", format!("must be \"search\" or \"select\" (got {:?})", self.fault.phase));
+        }
+        if self.checkpoint.keep == 0 {
+            return bad("checkpoint.keep", "must be at least 1 (disable with checkpoint.enabled = false)".into());
+        }
         if self.search.strategy != "darts-1st" {
             return bad(
                 "search.strategy",

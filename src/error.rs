@@ -34,15 +34,21 @@ pub enum Error {
     #[error("{}: {err}", path.display())]
     Io { path: PathBuf, err: std::io::Error },
 
+    /// Every rank stopped at a step boundary on SIGTERM/SIGUSR1, after writing a checkpoint.
+    #[error("stopped by a signal at {at}; checkpoint {checkpoint} (continue with --resume auto)")]
+    Stopped { at: String, checkpoint: String },
+
     /// Invalid data or state that is not the user's input.
     #[error("{0}")]
     Invalid(String),
 }
 
 impl Error {
-    /// Exit status: 2 for bad user input (config, paths), 1 for failures while running.
+    /// Exit status: 2 for bad user input (config, paths, data), 3 for a run stopped by a
+    /// signal after its checkpoint (requeue it), 1 for failures while running.
     pub fn exit_code(&self) -> i32 {
         match self {
+            Error::Stopped { .. } => EXIT_STOPPED,
             Error::Config { .. } | Error::Path { .. } | Error::Data { .. } => 2,
             _ => 1,
         }
@@ -60,5 +66,8 @@ impl Error {
         Error::Io { path: path.into(), err }
     }
 }
+
+/// Exit status of a run that stopped on SIGTERM/SIGUSR1 after writing its checkpoint.
+pub const EXIT_STOPPED: i32 = 3;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

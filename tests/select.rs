@@ -197,3 +197,90 @@ fn fidelity_is_rank_independent_and_writes_its_tables() {
     assert_eq!(csv.lines().next().unwrap(), "criterion,spearman,pearson,edge_agreement,status");
     assert_eq!(std::fs::read_to_string(out.join("candidates.csv")).unwrap().lines().count(), 25);
 }
+
+/// A DARTS-IF selection stopped by SIGTERM midway resumes from its progress checkpoint and
+/// gives exactly the scores of an uninterrupted selection; a NaN term stops it naming the
+/// round and candidate, with the last good checkpoint kept.
+#[test]
+fn an_interrupted_darts_if_selection_resumes_to_the_same_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_run(&run);
+    let flags = ["--criterion", "darts-if", "--ihvp", "woodbury"];
+    let with =
+        |extra: &[&'static str]| -> Vec<&'static str> { flags.iter().copied().chain(extra.iter().copied()).collect() };
+    let full = tmp.path().join("full");
+    common::assert_ok(&select(0, &run, &full, &flags));
+    // 24 candidates, one per round on one rank; SIGTERM during round 3: 4 are scored.
+    let cut = tmp.path().join("cut");
+    let o = select(
+        0,
+        &run,
+        &cut,
+        &with(&["--set", "fault.phase=\"select\"", "--set", "fault.action=\"signal\"", "--set", "fault.at_step=3"]),
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
+    assert!(common::stderr(&o).contains("stopped by a signal at selection round 4"), "{}", common::stderr(&o));
+    assert!(cut.join("checkpoints/step-000000004/progress.json").is_file());
+    common::assert_ok(&select(0, &run, &cut, &with(&["--resume", "auto"])));
+    assert_eq!(scores(&full), scores(&cut));
+    // Two ranks, stopped by a signal on rank 1 in round 1, resumed on two ranks.
+    let (full2, cut2) = (tmp.path().join("full2"), tmp.path().join("cut2"));
+    common::assert_ok(&select(2, &run, &full2, &flags));
+    let o = select(
+        2,
+        &run,
+        &cut2,
+        &with(&[
+            "--set",
+            "fault.phase=\"select\"",
+            "--set",
+            "fault.action=\"signal\"",
+            "--set",
+            "fault.rank=1",
+            "--set",
+            "fault.at_step=1",
+        ]),
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
+    common::assert_ok(&select(2, &run, &cut2, &with(&["--resume", "auto"])));
+    assert_eq!(scores(&full2), scores(&cut2));
+    // A different η on resume is refused.
+    let o = select(0, &run, &cut, &with(&["--eta", "0.01", "--resume", "auto"]));
+    assert_eq!(o.status.code(), Some(2), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o).contains("select.eta: 0.01 differs from the checkpoint's 0.0005"),
+        "{}",
+        common::stderr(&o)
+    );
+    // NaN in round 2, checkpoints every round: stops naming the place; rounds 0–1 are kept.
+    let nan = tmp.path().join("nan");
+    let o = select(
+        0,
+        &run,
+        &nan,
+        &with(&[
+            "--set",
+            "checkpoint.select_every=1",
+            "--set",
+            "fault.phase=\"select\"",
+            "--set",
+            "fault.action=\"nan\"",
+            "--set",
+            "fault.at_step=2",
+        ]),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", common::stderr(&o));
+    assert!(
+        common::stderr(&o)
+            .contains("non-finite darts-if term (loss after removal or ĝᵀH⁻¹ĝ) at selection round 2: cell"),
+        "{}",
+        common::stderr(&o)
+    );
+    let mut kept: Vec<String> = std::fs::read_dir(nan.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["step-000000001", "step-000000002"]);
+}

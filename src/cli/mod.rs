@@ -9,6 +9,7 @@ use crate::comm::{self, Collective};
 use crate::config::Config;
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
+use crate::influence::Resumable;
 use crate::report::{self, Metrics, RunInfo};
 use crate::search::{EpochStats, Observer, SearchState, Searcher, StepStats, Tally};
 use crate::select;
@@ -47,9 +48,14 @@ pub struct SearchArgs {
     /// Override a config key, e.g. `--set search.epochs=3` (repeatable; values are TOML).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Run directory to create (must not exist, or be empty).
+    /// Run directory to create (must not exist, or be empty; with --resume, the run to continue).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Continue the run in --out from a checkpoint: `auto` (the newest one that verifies; a
+    /// fresh start when there is none) or a checkpoint directory. Without --config the run's
+    /// own config.toml is used.
+    #[arg(long, value_name = "auto|CHECKPOINT")]
+    pub resume: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -109,9 +115,15 @@ pub struct SelectArgs {
     /// Override any config key, e.g. `--set select.precision=f64` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Output directory to create (must not exist, or be empty).
+    /// Output directory to create (must not exist, or be empty; with --resume, the selection
+    /// to continue).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Continue an interrupted `drop`/`darts-if` selection in --out from its progress
+    /// checkpoint: `auto` (the newest that verifies) or a checkpoint directory. Repeat the
+    /// original flags.
+    #[arg(long, value_name = "auto|CHECKPOINT")]
+    pub resume: Option<String>,
 }
 
 impl SelectArgs {
@@ -197,7 +209,18 @@ fn check_comm() -> i32 {
 
 fn search_main(args: &SearchArgs) -> i32 {
     // Input errors are the same on every rank: print them once.
-    let cfg = match Config::load(args.config.as_deref(), &args.set) {
+    let config = match (&args.config, &args.resume) {
+        (None, Some(_)) => {
+            let own = args.out.join("config.toml");
+            if !own.is_file() {
+                let msg = "not a run directory to resume (no config.toml; pass --config to start it)".into();
+                return fail_once(&Error::Path { path: args.out.clone(), msg });
+            }
+            Some(own)
+        }
+        (c, _) => c.clone(),
+    };
+    let cfg = match Config::load(config.as_deref(), &args.set) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
@@ -209,17 +232,36 @@ fn search_main(args: &SearchArgs) -> i32 {
         return report_error(comm.as_ref(), &e);
     }
     let existed = args.out.exists();
-    match run_search(&cfg, comm.as_ref(), &args.out) {
+    let stop = watch_signals();
+    match run_search(&cfg, comm.as_ref(), &args.out, args.resume.as_deref(), Some(&stop)) {
         Ok(()) => 0,
         Err(e) => {
             // A run stopped by bad input (say an undecodable image met mid-epoch) leaves
             // nothing behind; failures of a valid run keep their logs.
-            if comm.is_coordinator() && !existed && e.exit_code() == 2 && !matches!(e, Error::Path { .. }) {
+            if comm.is_coordinator()
+                && !existed
+                && args.resume.is_none()
+                && e.exit_code() == 2
+                && !matches!(e, Error::Path { .. })
+            {
                 let _ = std::fs::remove_dir_all(&args.out);
             }
             report_error(comm.as_ref(), &e)
         }
     }
+}
+
+/// SIGTERM / SIGUSR1 (Slurm's warning before preemption or time-out) raise the returned flag;
+/// a search or selection stops at its next step or round boundary after a checkpoint, with exit
+/// status 3.
+fn watch_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
+        if let Err(e) = signal_hook::flag::register(sig, std::sync::Arc::clone(&stop)) {
+            eprintln!("warning: cannot watch signal {sig}: {e}");
+        }
+    }
+    stop
 }
 
 fn select_main(args: &SelectArgs) -> i32 {
@@ -232,11 +274,18 @@ fn select_main(args: &SelectArgs) -> i32 {
         Err(e) => return fail_once(&e),
     };
     let existed = args.out.exists();
-    match run_select(&cfg, comm.as_ref(), &args.run, &args.out) {
+    let stop = watch_signals();
+    match run_select(&cfg, comm.as_ref(), &args.run, &args.out, args.resume.as_deref(), Some(&stop)) {
         Ok(()) => 0,
         Err(e) => {
-            // A failed selection leaves nothing behind (it is cheap to rerun).
-            if comm.is_coordinator() && !existed && !matches!(e, Error::Path { .. }) {
+            // A failed selection leaves nothing behind (it is cheap to rerun), unless it holds
+            // progress checkpoints to resume from.
+            let progress = !crate::checkpoint::store::list(&args.out.join("checkpoints")).is_empty();
+            if comm.is_coordinator()
+                && !existed
+                && !progress
+                && !matches!(e, Error::Path { .. } | Error::Stopped { .. })
+            {
                 let _ = std::fs::remove_dir_all(&args.out);
             }
             report_error(comm.as_ref(), &e)
@@ -318,16 +367,62 @@ fn fidelity_main(args: &FidelityArgs) -> i32 {
 }
 
 /// The `select` command: load a searched supernet and run the configured criterion.
-pub fn run_select(cfg: &Config, comm: &dyn Collective, run: &Path, out: &Path) -> Result<()> {
+pub fn run_select(
+    cfg: &Config,
+    comm: &dyn Collective,
+    run: &Path,
+    out: &Path,
+    resume: Option<&str>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<()> {
     let mut cfg = cfg.clone();
     let source = data::open(&mut cfg)?;
     let cfg = &cfg;
-    prepare_out_dir(comm, out)?;
+    let from = start_or_resume(comm, out, resume)?;
     init_threads(cfg);
     init_logging(comm, out);
+    let done = match from {
+        Some(dir) => {
+            let meta = crate::checkpoint::load_select(&dir, cfg)?;
+            tracing::info!("resumed selection from {} ({} candidates scored)", dir.display(), meta.records.len());
+            meta.records
+        }
+        None => Vec::new(),
+    };
     tracing::info!("{}", source.summary);
     let (net, alphas) = load_supernet(cfg, run)?;
-    select_and_report(cfg, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split.arch, out)
+    let res = Resumable {
+        dir: cfg.checkpoint.enabled.then(|| out.join("checkpoints")),
+        every: cfg.checkpoint.select_every,
+        keep: cfg.checkpoint.keep,
+        stop,
+        done,
+    };
+    select_and_report(cfg, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split.arch, out, &res)
+}
+
+/// A fresh run directory, or (with `--resume`) the checkpoint to continue from, chosen by rank
+/// 0 and shared; damaged newer checkpoints are logged once logging is up (by the caller).
+fn start_or_resume(comm: &dyn Collective, out: &Path, resume: Option<&str>) -> Result<Option<PathBuf>> {
+    let Some(how) = resume else {
+        prepare_out_dir(comm, out)?;
+        return Ok(None);
+    };
+    let mine: Option<std::result::Result<Chosen, (String, String)>> = comm.is_coordinator().then(|| {
+        choose_checkpoint(out, how).map_err(|e| match e {
+            Error::Path { path, msg } => (path.display().to_string(), msg),
+            other => (out.display().to_string(), other.to_string()),
+        })
+    });
+    let (dir, skipped) =
+        comm::broadcast_value(comm, 0, mine.as_ref())?.map_err(|(path, msg)| Error::Path { path: path.into(), msg })?;
+    std::fs::create_dir_all(out.join("logs")).map_err(|e| Error::io(out.join("logs"), e))?;
+    init_logging(comm, out);
+    skipped.iter().for_each(|w| tracing::warn!("{w}"));
+    if dir.is_none() {
+        tracing::info!("--resume {how}: no checkpoint yet, starting from the beginning");
+    }
+    Ok(dir.map(PathBuf::from))
 }
 
 fn selection_kind(cfg: &Config) -> tch::Kind {
@@ -338,6 +433,7 @@ fn selection_kind(cfg: &Config) -> tch::Kind {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn select_and_report(
     cfg: &Config,
     comm: &dyn Collective,
@@ -346,6 +442,7 @@ fn select_and_report(
     data: &dyn Dataset,
     val: &[usize],
     out: &Path,
+    res: &Resumable,
 ) -> Result<()> {
     let s = &cfg.select;
     tracing::info!(
@@ -358,7 +455,7 @@ fn select_and_report(
         comm.size(),
         s.precision
     );
-    let sel = select::run(cfg, comm, net, alphas, data, val, out)?;
+    let sel = select::run(cfg, comm, net, alphas, data, val, out, res)?;
     tracing::info!("selected genotype (criterion {}): {}", sel.table.criterion, sel.genotype);
     tracing::info!("timing: {}", sel.timing);
     if comm.is_coordinator() {
@@ -394,6 +491,30 @@ fn prepare_out_dir(comm: &dyn Collective, out: &Path) -> Result<()> {
         None => Ok(()),
         Some((path, msg)) => Err(Error::Path { path: path.into(), msg }),
     }
+}
+
+/// `--resume auto`: the newest checkpoint under `out/checkpoints` that verifies (none: a fresh
+/// start); `--resume DIR`: that checkpoint, which must verify.
+/// (the checkpoint, warnings about damaged newer ones).
+type Chosen = (Option<String>, Vec<String>);
+
+/// `--resume auto`: the newest checkpoint under `out/checkpoints` that verifies (none: a fresh
+/// start); `--resume DIR`: that checkpoint, which must verify.
+fn choose_checkpoint(out: &Path, how: &str) -> Result<Chosen> {
+    if !out.is_dir() {
+        return Err(Error::Path { path: out.to_path_buf(), msg: "no such run directory to resume".into() });
+    }
+    if how == "auto" {
+        let root = out.join("checkpoints");
+        let (found, skipped) = crate::checkpoint::store::newest_valid(&root);
+        if found.is_none() && !skipped.is_empty() {
+            return Err(Error::Path { path: root, msg: format!("no checkpoint here verifies ({})", skipped[0]) });
+        }
+        return Ok((found.map(|p| p.display().to_string()), skipped));
+    }
+    let dir = PathBuf::from(how);
+    crate::checkpoint::store::verify(&dir)?;
+    Ok((Some(dir.display().to_string()), Vec::new()))
 }
 
 fn create_run_dir(out: &Path) -> Result<()> {
@@ -437,7 +558,12 @@ fn init_threads(cfg: &Config) {
 fn init_logging(comm: &dyn Collective, out: &Path) {
     use tracing_subscriber::prelude::*;
     let rank = comm.rank();
-    let file = std::fs::File::create(out.join("logs").join(format!("rank-{rank}.log"))).ok();
+    // Appending: a resumed run continues its ranks' logs.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.join("logs").join(format!("rank-{rank}.log")))
+        .ok();
     let stderr_level = if rank == 0 { "info" } else { "warn" };
     // DARTSIF_LOG (EnvFilter syntax) sets the terminal's level; the per-rank files keep `info`.
     let filter = tracing_subscriber::EnvFilter::try_from_env("DARTSIF_LOG")
@@ -495,12 +621,19 @@ impl Observer for Progress {
 }
 
 /// The whole `search` command on an initialised communicator.
-pub fn run_search(cfg: &Config, comm: &dyn Collective, out: &Path) -> Result<()> {
+pub fn run_search(
+    cfg: &Config,
+    comm: &dyn Collective,
+    out: &Path,
+    resume: Option<&str>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<()> {
     // The data first: bad data stops the run before anything is written.
     let mut cfg = cfg.clone();
     let source = data::open(&mut cfg)?;
     let cfg = &cfg;
-    prepare_out_dir(comm, out)?;
+    // The checkpoint to continue from, chosen by rank 0 and shared (all ranks load the same).
+    let from = start_or_resume(comm, out, resume)?;
     init_threads(cfg);
     init_logging(comm, out);
     let coord = comm.is_coordinator();
@@ -524,6 +657,24 @@ pub fn run_search(cfg: &Config, comm: &dyn Collective, out: &Path) -> Result<()>
     let data = source.data.as_ref();
     let mut state = SearchState::new(cfg, comm, tch::Kind::Float)?;
     tracing::info!("supernet: {} weights, α {:?}", state.net.params().count(), state.net.spec().alpha_shapes());
+    let resumed_at = match &from {
+        Some(dir) => {
+            let meta = crate::checkpoint::read_meta(dir)?;
+            crate::checkpoint::check_compatible(&meta, cfg, comm.size(), dir)?;
+            let meta = crate::checkpoint::load_search(dir, &mut state)?;
+            if meta.step > 0 {
+                state.progress = Some(crate::search::EpochProgress {
+                    step: meta.step,
+                    train: meta.train,
+                    arch: meta.arch,
+                    seconds: meta.seconds,
+                });
+            }
+            tracing::info!("resumed from {} (epoch {}, step {})", dir.display(), meta.epoch, meta.step);
+            Some((meta.global_step, meta.epoch))
+        }
+        None => None,
+    };
 
     let total = (cfg.search.epochs * cfg.steps_per_epoch(source.split.weights.len())) as u64;
     let bar = if coord && cfg.output.progress && std::io::stderr().is_terminal() {
@@ -539,12 +690,24 @@ pub fn run_search(cfg: &Config, comm: &dyn Collective, out: &Path) -> Result<()>
         indicatif::ProgressBar::hidden()
     };
     let mut progress = Progress {
-        metrics: if coord { Some(Metrics::create(out)?) } else { None },
+        metrics: match (coord, resumed_at) {
+            (false, _) => None,
+            (true, None) => Some(Metrics::create(out)?),
+            // Keep the lines written before the checkpoint; the run repeats those after it.
+            (true, Some((step, epoch))) => Some(Metrics::resume(out, step, epoch)?),
+        },
         bar,
         log_every: cfg.output.log_every,
         last: None,
     };
-    let searcher = Searcher { cfg, comm, data: data as &dyn Dataset, split: source.split.clone() };
+    let searcher = Searcher {
+        cfg,
+        comm,
+        data: data as &dyn Dataset,
+        split: source.split.clone(),
+        checkpoints: cfg.checkpoint.enabled.then(|| out.join("checkpoints")),
+        stop,
+    };
     if let Err(e) = searcher.run(&mut state, &mut progress) {
         // A decoding error belongs to the rank that met it (each rank decodes its own shard):
         // that rank reports it and stops the job, so no rank waits in a collective.
@@ -611,9 +774,12 @@ pub fn run_search(cfg: &Config, comm: &dyn Collective, out: &Path) -> Result<()>
             }
             (Some(net), alphas)
         };
+        let res = Resumable { stop, keep: cfg.checkpoint.keep, ..Default::default() };
         match &net {
-            Some(n) => select_and_report(cfg, comm, n.as_ref(), &alphas, data, &searcher.split.arch, &dir)?,
-            None => select_and_report(cfg, comm, state.net.as_ref(), &state.alphas, data, &searcher.split.arch, &dir)?,
+            Some(n) => select_and_report(cfg, comm, n.as_ref(), &alphas, data, &searcher.split.arch, &dir, &res)?,
+            None => {
+                select_and_report(cfg, comm, state.net.as_ref(), &state.alphas, data, &searcher.split.arch, &dir, &res)?
+            }
         }
     }
     Ok(())

@@ -34,6 +34,21 @@ pub struct Context<'a> {
     pub timings: &'a Timings,
 }
 
+/// Checkpointing of the long candidate loop of `drop` and `darts-if`: progress checkpoints at
+/// round boundaries, a stop on SIGTERM/SIGUSR1, and the candidates already scored by an
+/// interrupted run.
+#[derive(Default)]
+pub struct Resumable<'a> {
+    /// Where the coordinator writes progress checkpoints (`None`: nowhere).
+    pub dir: Option<std::path::PathBuf>,
+    /// Rounds between checkpoints (0: only when stopping).
+    pub every: usize,
+    pub keep: usize,
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// (candidate, loss change, quadratic term) from the checkpoint being resumed.
+    pub done: Vec<(usize, f64, f64)>,
+}
+
 /// A criterion's result: scores plus diagnostics for `scores.json`.
 pub struct Outcome {
     pub table: ScoreTable,
@@ -103,22 +118,29 @@ impl Context<'_> {
 
     /// Scores of the configured criterion.
     pub fn run(&self) -> Result<Outcome> {
+        self.run_resumable(&Resumable::default())
+    }
+
+    /// Scores of the configured criterion, with the candidate loop checkpointed as `res` says.
+    pub fn run_resumable(&self, res: &Resumable) -> Result<Outcome> {
         match self.cfg.select.criterion.as_str() {
             "magnitude" => Ok(Outcome {
                 table: ScoreTable::plain("magnitude", self.alphas.iter().map(|a| table_of(&a.detach())).collect()),
                 diagnostics: json!({}),
             }),
-            "drop" => self.removal_scores(false),
-            "darts-if" => self.removal_scores(true),
+            "drop" => self.removal_scores(false, res),
+            "darts-if" => self.removal_scores(true, res),
             "darts-im" if self.cfg.select.faithful => self.darts_im_faithful(),
             "darts-im" => self.darts_im(),
             other => Err(Error::config("select", "select.criterion", format!("unknown criterion {other:?}"))),
         }
     }
 
-    /// `drop` and `darts-if`: candidates split over ranks (candidate i on rank i mod W), each
-    /// scanned over all N batches; the quadratic terms are taken in rounds of one vector per rank.
-    fn removal_scores(&self, influence: bool) -> Result<Outcome> {
+    /// `drop` and `darts-if`: candidates split over ranks (the i-th remaining candidate on rank
+    /// i mod W), each scanned over all N batches; the quadratic terms are taken in rounds of one
+    /// vector per rank. Each candidate's terms are computed by one rank alone, so they do not
+    /// depend on which rank or round computes them: a resumed loop scores the remaining ones.
+    fn removal_scores(&self, influence: bool, res: &Resumable) -> Result<Outcome> {
         let eval = self.eval_set(Stream::EvalBatches, 0)?;
         let mut probe = self.probe(&eval, Leaf::Mixing)?;
         // Each candidate is scanned over all N batches by one rank.
@@ -128,11 +150,18 @@ impl Context<'_> {
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let w0 = probe.base_weights();
         let l0 = probe.loss_local(&w0);
+        let done: std::collections::BTreeSet<usize> = res.done.iter().map(|r| r.0).collect();
+        let todo: Vec<usize> = (0..cands.len()).filter(|i| !done.contains(i)).collect();
         let mut mine: Vec<(usize, f64, f64)> = Vec::new();
-        for round in 0..cands.len().div_ceil(world) {
-            let i = round * world + rank;
-            let c = cands.get(i).copied();
-            let w = c.map(|c| remove_op(&w0, c));
+        let rounds = todo.len().div_ceil(world);
+        for round in 0..rounds {
+            let f = &self.cfg.fault;
+            let poison = f.phase == "select"
+                && f.at_step == round
+                && f.rank == rank
+                && crate::search::inject(&f.action, res.stop);
+            let i = todo.get(round * world + rank).copied();
+            let w = i.map(|i| remove_op(&w0, cands[i]));
             let (lc, g) = match (&w, influence) {
                 (Some(w), true) => {
                     let (l, g) = probe.grad_theta_local(w);
@@ -145,25 +174,58 @@ impl Context<'_> {
                 Some(s) => s.quad_own(&probe, g.as_ref())?,
                 None => None,
             };
-            if let Some(lc) = lc {
+            let mut bad = None;
+            if let (Some(i), Some(lc)) = (i, lc) {
+                let lc = if poison { f64::NAN } else { lc };
+                if !(lc.is_finite() && q.unwrap_or(0.0).is_finite()) {
+                    bad = Some(i);
+                }
                 mine.push((i, lc - l0, q.unwrap_or(0.0)));
             }
+            // Round boundary, on every rank together: a non-finite term stops the selection
+            // before it can reach a checkpoint; a signal stops it after one.
+            let local_stop = res.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+            let mut flags = [local_stop as u8 as f64, bad.map_or(0.0, |i| (i + 1) as f64)];
+            if world > 1 {
+                Timings::add(&self.timings.comm, || self.comm.all_reduce_sum_f64(&mut flags))?;
+            }
+            if flags[1] > 0.0 {
+                let c = cands[bad.unwrap_or(flags[1] as usize - 1)];
+                let spec = self.net.spec();
+                return Err(Error::NonFinite {
+                    quantity: format!("{} term (loss after removal or ĝᵀH⁻¹ĝ)", self.cfg.select.criterion),
+                    at: format!(
+                        "selection round {round}: cell {}, edge {}, op {}",
+                        spec.cells[c.cell].name, spec.cells[c.cell].edges[c.edge], spec.ops[c.op]
+                    ),
+                });
+            }
+            let stop = flags[0] > 0.0;
+            let due = res.every > 0 && (round + 1) % res.every == 0 && round + 1 < rounds;
+            if stop || (due && res.dir.is_some()) {
+                let written = match &res.dir {
+                    Some(dir) => {
+                        let all = self.gather_records(&mine, &res.done)?;
+                        self.save_progress(dir, res.keep, all)?
+                    }
+                    None => "none (checkpoints are off)".into(),
+                };
+                if stop {
+                    return Err(Error::Stopped { at: format!("selection round {}", round + 1), checkpoint: written });
+                }
+            }
         }
-        let bytes = postcard::to_stdvec(&mine).map_err(|e| Error::Comm(e.to_string()))?;
-        let all = Timings::add(&self.timings.comm, || self.comm.gather_bytes(0, &bytes))?;
+        let records = self.gather_records(&mine, &res.done)?;
         let table = if self.comm.is_coordinator() {
             let mut scores = self.empty_table(f64::NEG_INFINITY);
             let mut terms: Vec<Vec<Vec<Vec<f64>>>> = scores
                 .iter()
                 .map(|c| c.iter().map(|e| vec![vec![f64::NAN; if influence { 2 } else { 1 }]; e.len()]).collect())
                 .collect();
-            for b in &all {
-                let recs: Vec<(usize, f64, f64)> = postcard::from_bytes(b).map_err(|e| Error::Comm(e.to_string()))?;
-                for (i, drop, q) in recs {
-                    let c = cands[i];
-                    scores[c.cell][c.edge][c.op] = if influence { drop - 0.5 * q } else { drop };
-                    terms[c.cell][c.edge][c.op] = if influence { vec![drop, q] } else { vec![drop] };
-                }
+            for &(i, drop, q) in &records {
+                let c = cands[i];
+                scores[c.cell][c.edge][c.op] = if influence { drop - 0.5 * q } else { drop };
+                terms[c.cell][c.edge][c.op] = if influence { vec![drop, q] } else { vec![drop] };
             }
             let name = if influence { "darts-if" } else { "drop" };
             let term_names =
@@ -174,6 +236,40 @@ impl Context<'_> {
         };
         let table = broadcast_value(self.comm, 0, table.as_ref())?;
         Ok(Outcome { table, diagnostics: json!({"baseline_loss": l0, "candidates": cands.len()}) })
+    }
+
+    /// Every rank's records plus `done`, on the coordinator (empty elsewhere), sorted.
+    fn gather_records(&self, mine: &[(usize, f64, f64)], done: &[(usize, f64, f64)]) -> Result<Vec<(usize, f64, f64)>> {
+        let bytes = postcard::to_stdvec(mine).map_err(|e| Error::Comm(e.to_string()))?;
+        let all = Timings::add(&self.timings.comm, || self.comm.gather_bytes(0, &bytes))?;
+        let mut out = done.to_vec();
+        for b in &all {
+            let recs: Vec<(usize, f64, f64)> = postcard::from_bytes(b).map_err(|e| Error::Comm(e.to_string()))?;
+            out.extend(recs);
+        }
+        out.sort_by_key(|r| r.0);
+        Ok(out)
+    }
+
+    /// The coordinator writes a selection progress checkpoint; all ranks learn the outcome.
+    fn save_progress(&self, dir: &std::path::Path, keep: usize, records: Vec<(usize, f64, f64)>) -> Result<String> {
+        let mine: Option<std::result::Result<String, String>> = self.comm.is_coordinator().then(|| {
+            let meta = crate::checkpoint::SelectMeta {
+                kind: "select".into(),
+                criterion: self.cfg.select.criterion.clone(),
+                records,
+                world_size: self.comm.size(),
+                config: self.cfg.to_toml(),
+            };
+            crate::checkpoint::save_select(dir, &meta, keep).map(|d| d.display().to_string()).map_err(|e| e.to_string())
+        });
+        match broadcast_value(self.comm, 0, mine.as_ref())? {
+            Ok(d) => {
+                tracing::info!("selection checkpoint {d}");
+                Ok(d)
+            }
+            Err(msg) => Err(Error::Invalid(format!("writing a checkpoint failed: {msg}"))),
+        }
     }
 
     fn im_sign(&self) -> f64 {

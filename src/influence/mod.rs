@@ -8,5 +8,5 @@ pub mod flat;
 pub mod ihvp;
 pub mod probe;
 
-pub use criteria::{Context, Outcome};
+pub use criteria::{Context, Outcome, Resumable};
 pub use probe::{EvalSet, Leaf, Probe, Timings};

@@ -57,6 +57,28 @@ impl Metrics {
         Ok(Metrics { path, file })
     }
 
+    /// Continue `metrics.jsonl` of a resumed run: keep the step lines before `global_step` and
+    /// the epoch lines before `epoch` (the resumed run writes the later ones again).
+    pub fn resume(dir: &Path, global_step: usize, epoch: usize) -> Result<Self> {
+        let path = dir.join("metrics.jsonl");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let kept: String = old
+            .lines()
+            .filter(|l| {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { return false };
+                match v["kind"].as_str() {
+                    Some("step") => v["global_step"].as_u64().is_some_and(|s| (s as usize) < global_step),
+                    Some("epoch") => v["epoch"].as_u64().is_some_and(|e| (e as usize) < epoch),
+                    _ => false,
+                }
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        write_atomic(&path, kept.as_bytes())?;
+        let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(Metrics { path, file })
+    }
+
     fn line(&mut self, v: serde_json::Value) -> Result<()> {
         writeln!(self.file, "{v}").and_then(|_| self.file.flush()).map_err(|e| Error::io(&self.path, e))
     }

@@ -33,6 +33,17 @@ pub struct SearchState {
     pub arch_opt: Adam,
     /// Epochs completed.
     pub epoch: usize,
+    /// Progress inside epoch `epoch` when resuming from a mid-epoch checkpoint.
+    pub progress: Option<EpochProgress>,
+}
+
+/// Steps done in the current epoch and the partial sums of its statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochProgress {
+    pub step: usize,
+    pub train: [f64; 3],
+    pub arch: [f64; 3],
+    pub seconds: f64,
 }
 
 impl SearchState {
@@ -54,7 +65,7 @@ impl SearchState {
         comm.broadcast_tensors(0, &alphas)?;
         let weight_opt = Sgd::new(cfg.search.weights.clone(), net.params().tensors.len());
         let arch_opt = Adam::new(cfg.search.arch.clone(), &alphas);
-        Ok(SearchState { net, alphas, weight_opt, arch_opt, epoch: 0 })
+        Ok(SearchState { net, alphas, weight_opt, arch_opt, epoch: 0, progress: None })
     }
 
     /// softmax(α) per cell type (computed in f64), as nested vectors `[cell][edge][op]`.
@@ -101,10 +112,10 @@ impl Tally {
             logits.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
         self.count += n;
     }
-    fn as_array(&self) -> [f64; 3] {
+    pub fn as_array(&self) -> [f64; 3] {
         [self.loss_sum, self.correct, self.count]
     }
-    fn from_array(a: [f64; 3]) -> Self {
+    pub fn from_array(a: [f64; 3]) -> Self {
         Tally { loss_sum: a[0], correct: a[1], count: a[2] }
     }
 }
@@ -202,12 +213,56 @@ impl<'a> Feed<'a> {
     }
 }
 
+/// Carry out a fault-injection action on this process (`[fault]`, for tests): `kill` (SIGKILL
+/// to itself), `signal` (SIGTERM to itself, waiting until `stop` is raised), `nan` (returns true:
+/// the caller poisons a value), `none`.
+pub(crate) fn inject(action: &str, stop: Option<&std::sync::atomic::AtomicBool>) -> bool {
+    let pid = std::process::id();
+    match action {
+        "kill" => {
+            tracing::warn!("fault injection: SIGKILL to process {pid}");
+            let _ = std::process::Command::new("sh").args(["-c", &format!("kill -KILL {pid}")]).status();
+            std::thread::sleep(std::time::Duration::from_secs(60)); // not reached
+            false
+        }
+        "signal" => {
+            tracing::warn!("fault injection: SIGTERM to process {pid}");
+            let _ = std::process::Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status();
+            // Let the handler run before the next boundary reads the flag.
+            for _ in 0..100 {
+                if stop.is_none_or(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            false
+        }
+        "nan" => true,
+        _ => false,
+    }
+}
+
+/// Whether any rank raised `stop`, agreed by all ranks (one small all-reduce).
+pub(crate) fn agree_stop(comm: &dyn Collective, stop: Option<&std::sync::atomic::AtomicBool>) -> Result<bool> {
+    let local = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+    if comm.size() == 1 {
+        return Ok(local);
+    }
+    let mut v = [local as u8 as f64];
+    comm.all_reduce_sum_f64(&mut v)?;
+    Ok(v[0] > 0.0)
+}
+
 /// The bi-level search loop.
 pub struct Searcher<'a> {
     pub cfg: &'a Config,
     pub comm: &'a dyn Collective,
     pub data: &'a dyn Dataset,
     pub split: SearchSplit,
+    /// Where the coordinator writes checkpoints (`None`: no checkpoints).
+    pub checkpoints: Option<std::path::PathBuf>,
+    /// Raised by SIGTERM/SIGUSR1: every rank stops at the next step boundary, after a checkpoint.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 impl Searcher<'_> {
@@ -221,23 +276,31 @@ impl Searcher<'_> {
         let m = cfg.micro_batch(world);
         while state.epoch < cfg.search.epochs {
             let epoch = state.epoch;
-            let t0 = std::time::Instant::now();
+            let resumed = state.progress.take();
+            let first = resumed.map_or(0, |p| p.step);
+            let earlier = std::time::Duration::from_secs_f64(resumed.map_or(0.0, |p| p.seconds));
+            let t0 = std::time::Instant::now().checked_sub(earlier).unwrap_or_else(std::time::Instant::now);
             let lr = cosine_lr(cfg.search.weights.lr, cfg.search.weights.lr_min, epoch, cfg.search.epochs);
             let w_order = epoch_order(cfg.seed, Stream::WeightsOrder, epoch, &self.split.weights);
             let a_order = epoch_order(cfg.seed, Stream::ArchOrder, epoch, &self.split.arch);
             let batches: Vec<(Vec<usize>, Vec<usize>)> =
                 (0..steps).map(|step| (global_batch(&w_order, step, b), global_batch(&a_order, step, b))).collect();
             // This rank's micro-batches of the epoch, in the order the steps consume them.
-            let loads: Vec<Vec<usize>> = batches
+            let loads: Vec<Vec<usize>> = batches[first.min(steps)..]
                 .iter()
                 .flat_map(|(wb, ab)| if alpha_first { [ab, wb] } else { [wb, ab] })
                 .flat_map(|g| shard(g, rank, world).chunks(m).map(<[usize]>::to_vec).collect::<Vec<_>>())
                 .collect();
             let aug = cfg.data.augment.then_some(AugKey { seed: cfg.seed, epoch });
-            let (mut train, mut arch) = (Tally::default(), Tally::default());
+            let (mut train, mut arch) = match resumed {
+                Some(p) => (Tally::from_array(p.train), Tally::from_array(p.arch)),
+                None => (Tally::default(), Tally::default()),
+            };
             std::thread::scope(|scope| -> Result<()> {
                 let mut feed = Feed::start(scope, self.data, loads, aug, cfg.data.prefetch);
-                for (step, (wb, ab)) in batches.iter().enumerate() {
+                for (step, (wb, ab)) in batches.iter().enumerate().skip(first) {
+                    let global_step = epoch * steps + step;
+                    let poison = self.inject_fault(global_step);
                     let (t, a, gn) = if alpha_first {
                         let a = self.arch_step(state, ab, &mut feed)?;
                         let (t, gn) = self.weight_step(state, wb, lr, &mut feed)?;
@@ -247,6 +310,7 @@ impl Searcher<'_> {
                         let a = self.arch_step(state, ab, &mut feed)?;
                         (t, a, gn)
                     };
+                    let t = if poison { Tally { loss_sum: f64::NAN, ..t } } else { t };
                     for (name, v) in [("training loss", t.loss()), ("α loss", a.loss()), ("gradient norm", gn)] {
                         if !v.is_finite() {
                             return Err(Error::NonFinite {
@@ -268,6 +332,27 @@ impl Searcher<'_> {
                         arch_acc: a.acc(),
                         grad_norm: gn,
                     })?;
+                    // Step boundary: all ranks agree whether to stop; checkpoint when due.
+                    let stop = agree_stop(self.comm, self.stop)?;
+                    let every = cfg.checkpoint.every_steps;
+                    // (A periodic checkpoint at the epoch's last step is left to the epoch end.)
+                    if stop || (every > 0 && (global_step + 1) % every == 0 && step + 1 < steps) {
+                        let progress = EpochProgress {
+                            step: step + 1,
+                            train: train.as_array(),
+                            arch: arch.as_array(),
+                            seconds: t0.elapsed().as_secs_f64(),
+                        };
+                        let dir = self.checkpoint(state, epoch, Some(progress))?;
+                        if stop {
+                            return Err(Error::Stopped {
+                                at: format!("epoch {epoch}, step {}", step + 1),
+                                checkpoint: dir
+                                    .map(|d| d.display().to_string())
+                                    .unwrap_or_else(|| "none (checkpoints are off)".into()),
+                            });
+                        }
+                    }
                 }
                 Ok(())
             })?;
@@ -293,8 +378,56 @@ impl Searcher<'_> {
                 genotype,
             };
             obs.epoch(&stats, state)?;
+            self.checkpoint(state, state.epoch, None)?;
         }
         Ok(())
+    }
+
+    /// The coordinator writes a checkpoint of `state` at (`epoch`, `progress`); every rank
+    /// learns the outcome, so a failed write stops all of them.
+    fn checkpoint(
+        &self,
+        state: &SearchState,
+        epoch: usize,
+        progress: Option<EpochProgress>,
+    ) -> Result<Option<std::path::PathBuf>> {
+        let Some(root) = &self.checkpoints else { return Ok(None) };
+        let steps = self.cfg.steps_per_epoch(self.split.weights.len());
+        let p = progress.unwrap_or(EpochProgress { step: 0, train: [0.0; 3], arch: [0.0; 3], seconds: 0.0 });
+        let meta = crate::checkpoint::SearchMeta {
+            kind: "search".into(),
+            epoch,
+            step: p.step,
+            global_step: epoch * steps + p.step,
+            adam_step: state.arch_opt.step,
+            train: p.train,
+            arch: p.arch,
+            seconds: p.seconds,
+            world_size: self.comm.size(),
+            config: self.cfg.to_toml(),
+        };
+        let mine: Option<std::result::Result<String, String>> = self.comm.is_coordinator().then(|| {
+            crate::checkpoint::save_search(root, state, &meta, self.cfg.checkpoint.keep)
+                .map(|d| d.display().to_string())
+                .map_err(|e| e.to_string())
+        });
+        match crate::comm::broadcast_value(self.comm, 0, mine.as_ref())? {
+            Ok(dir) => {
+                tracing::info!("checkpoint {dir}");
+                Ok(Some(dir.into()))
+            }
+            Err(msg) => Err(Error::Invalid(format!("writing a checkpoint failed: {msg}"))),
+        }
+    }
+
+    /// Fault injection (`[fault]`, for tests): act at `global_step` on the configured rank.
+    /// Returns whether this step's loss must be poisoned with NaN.
+    fn inject_fault(&self, global_step: usize) -> bool {
+        let f = &self.cfg.fault;
+        if f.phase != "search" || f.at_step != global_step || f.rank != self.comm.rank() {
+            return false;
+        }
+        inject(&f.action, self.stop)
     }
 
     /// Forward/backward of this rank's shard of `batch` in micro-batches; returns the gradients

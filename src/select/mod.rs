@@ -15,7 +15,7 @@ use crate::comm::{broadcast_value, Collective};
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::influence::{Context, Timings};
+use crate::influence::{Context, Resumable, Timings};
 use crate::search::SearchState;
 use crate::space::{derive_genotype, Genotype, SpaceSpec};
 use crate::supernet::Supernet;
@@ -65,6 +65,7 @@ pub struct Selection {
 
 /// Score every op with the configured criterion, derive the genotype on the coordinator, and
 /// (rank 0) write `scores.json`, `scores.csv` and `genotype.txt` into `out`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     cfg: &Config,
     comm: &dyn Collective,
@@ -73,11 +74,12 @@ pub fn run(
     data: &dyn Dataset,
     val: &[usize],
     out: &Path,
+    res: &Resumable,
 ) -> Result<Selection> {
     let timings = Timings::default();
     let t0 = std::time::Instant::now();
     let ctx = Context { cfg, net, alphas, comm, data, val, timings: &timings };
-    let outcome = ctx.run()?;
+    let outcome = ctx.run_resumable(res)?;
     for (c, cell) in outcome.table.scores.iter().enumerate() {
         for (e, row) in cell.iter().enumerate() {
             if row.iter().any(|s| s.is_nan() || *s == f64::INFINITY) {

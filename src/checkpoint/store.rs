@@ -1,0 +1,192 @@
+//! A directory of checkpoints, each one directory `step-NNNNNNNNN/` written atomically: its
+//! files go into a hidden temporary directory, are fsync'ed, a `MANIFEST.json` with every file's
+//! size and CRC-32 is written last, and the directory is renamed into place. A checkpoint is
+//! valid when its manifest exists and every file matches it; the newest valid one wins, and a
+//! damaged one is skipped with a warning. The last `keep` are kept.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`).
+pub fn crc32(bytes: &[u8]) -> u32 {
+    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u32; 256];
+        for (i, e) in t.iter_mut().enumerate() {
+            let mut c = i as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+            *e = c;
+        }
+        t
+    });
+    let mut c = !0u32;
+    for &b in bytes {
+        c = table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FileEntry {
+    pub name: String,
+    pub bytes: u64,
+    pub crc32: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub format: String,
+    pub step: u64,
+    pub files: Vec<FileEntry>,
+}
+
+const FORMAT: &str = "dartsif-dist checkpoint v1";
+
+/// The checkpoint directory name of global step `step`.
+pub fn name_of(step: u64) -> String {
+    format!("step-{step:09}")
+}
+
+fn fsync_dir(dir: &Path) {
+    // Persist the rename (best effort: not every filesystem supports it).
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = f.sync_all();
+    }
+}
+
+/// Write the files produced by `fill` (given the temporary directory) as checkpoint `step`
+/// under `root`, then keep only the newest `keep` checkpoints.
+pub fn commit(root: &Path, step: u64, keep: usize, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    let tmp = root.join(format!(".{}.tmp-{}", name_of(step), std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    fill(&tmp)?;
+    let mut files = Vec::new();
+    let mut names: Vec<String> = std::fs::read_dir(&tmp)
+        .map_err(|e| Error::io(&tmp, e))?
+        .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().map(String::from)))
+        .collect();
+    names.sort();
+    for name in names {
+        let p = tmp.join(&name);
+        let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+        std::fs::File::open(&p).and_then(|f| f.sync_all()).map_err(|e| Error::io(&p, e))?;
+        files.push(FileEntry { name, bytes: bytes.len() as u64, crc32: format!("{:08x}", crc32(&bytes)) });
+    }
+    let manifest = Manifest { format: FORMAT.into(), step, files };
+    let mpath = tmp.join("MANIFEST.json");
+    super::write_atomic(&mpath, serde_json::to_string_pretty(&manifest).expect("json").as_bytes())?;
+    fsync_dir(&tmp);
+    let dest = root.join(name_of(step));
+    if dest.exists() {
+        std::fs::remove_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
+    }
+    std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+    fsync_dir(root);
+    for old in list(root).into_iter().rev().skip(keep.max(1)) {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(dest)
+}
+
+/// Checkpoint directories under `root`, oldest first (by step).
+pub fn list(root: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(root) else { return Vec::new() };
+    let mut v: Vec<(u64, PathBuf)> = rd
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let step = name.strip_prefix("step-")?.parse().ok()?;
+            Some((step, e.path()))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, p)| p).collect()
+}
+
+/// Check a checkpoint directory against its manifest.
+pub fn verify(dir: &Path) -> Result<Manifest> {
+    let bad = |msg: String| Error::Path { path: dir.to_path_buf(), msg };
+    let mpath = dir.join("MANIFEST.json");
+    let text = std::fs::read_to_string(&mpath).map_err(|e| bad(format!("no readable MANIFEST.json ({e})")))?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| bad(format!("MANIFEST.json is damaged ({e})")))?;
+    if m.format != FORMAT {
+        return Err(bad(format!("unknown checkpoint format {:?}", m.format)));
+    }
+    for f in &m.files {
+        let p = dir.join(&f.name);
+        let bytes = std::fs::read(&p).map_err(|e| bad(format!("{}: unreadable ({e})", f.name)))?;
+        if bytes.len() as u64 != f.bytes {
+            return Err(bad(format!("{}: {} bytes, the manifest says {}", f.name, bytes.len(), f.bytes)));
+        }
+        let c = format!("{:08x}", crc32(&bytes));
+        if c != f.crc32 {
+            return Err(bad(format!("{}: checksum {c} does not match the manifest's {}", f.name, f.crc32)));
+        }
+    }
+    Ok(m)
+}
+
+/// The newest checkpoint under `root` that verifies, and why each newer one was skipped.
+pub fn newest_valid(root: &Path) -> (Option<PathBuf>, Vec<String>) {
+    let mut skipped = Vec::new();
+    for dir in list(root).into_iter().rev() {
+        match verify(&dir) {
+            Ok(_) => return (Some(dir), skipped),
+            Err(e) => skipped.push(format!("skipping damaged checkpoint: {e}")),
+        }
+    }
+    (None, skipped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32_of_the_standard_check_string() {
+        // The CRC-32 catalogue's check value for "123456789".
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b""), 0);
+    }
+
+    #[test]
+    fn commit_verify_prune_and_fall_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("checkpoints");
+        for step in [3u64, 7, 12, 20] {
+            commit(&root, step, 3, |d| {
+                std::fs::write(d.join("a.bin"), vec![step as u8; 1000]).unwrap();
+                std::fs::write(d.join("meta.json"), format!("{{\"step\": {step}}}")).unwrap();
+                Ok(())
+            })
+            .unwrap();
+        }
+        let names: Vec<String> =
+            list(&root).iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+        assert_eq!(names, ["step-000000007", "step-000000012", "step-000000020"]);
+        assert_eq!(verify(&root.join(name_of(20))).unwrap().files.len(), 2);
+        // Flip one byte of the newest: it no longer verifies and the previous one is chosen.
+        let f = root.join(name_of(20)).join("a.bin");
+        let mut b = std::fs::read(&f).unwrap();
+        b[500] ^= 1;
+        std::fs::write(&f, &b).unwrap();
+        let e = verify(&root.join(name_of(20))).unwrap_err().to_string();
+        assert!(e.contains("a.bin: checksum"), "{e}");
+        assert_eq!(newest_valid(&root).0.unwrap(), root.join(name_of(12)));
+        // A checkpoint without its manifest (interrupted before the rename cannot happen, but a
+        // user may copy one half) is skipped too.
+        std::fs::remove_file(root.join(name_of(12)).join("MANIFEST.json")).unwrap();
+        let (found, skipped) = newest_valid(&root);
+        assert_eq!(found.unwrap(), root.join(name_of(7)));
+        assert_eq!(skipped.len(), 2);
+    }
+}
