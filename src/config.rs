@@ -69,6 +69,9 @@ pub struct SpaceConfig {
     /// Search cells per stage N (NB201: 5).
     #[serde(default = "d_cells")]
     pub cells_per_stage: usize,
+    /// DARTS: cells in the network (8 in the search), reductions at layers/3 and 2·layers/3.
+    #[serde(default = "d_layers")]
+    pub layers: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -335,6 +338,9 @@ fn d_space() -> String {
 fn d_channels() -> usize {
     16
 }
+fn d_layers() -> usize {
+    8
+}
 fn d_cells() -> usize {
     5
 }
@@ -540,8 +546,14 @@ impl Config {
     /// Range checks that serde cannot express. World-size checks live in [`Config::check_world`].
     pub fn validate(&self, source: &str) -> Result<()> {
         let bad = |key: &str, msg: String| Err(Error::config(source, key, msg));
-        if self.space.name != "nb201" {
-            return bad("space.name", format!("unknown search space {:?} (known: \"nb201\")", self.space.name));
+        if self.space.name != "nb201" && self.space.name != "darts" {
+            return bad(
+                "space.name",
+                format!("unknown search space {:?} (known: \"nb201\", \"darts\")", self.space.name),
+            );
+        }
+        if self.space.name == "darts" && !(3..=64).contains(&self.space.layers) {
+            return bad("space.layers", format!("must be in 3..=64 (got {})", self.space.layers));
         }
         if self.space.channels == 0 || self.space.channels > 4096 {
             return bad("space.channels", format!("must be in 1..=4096 (got {})", self.space.channels));

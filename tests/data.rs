@@ -385,6 +385,11 @@ fn shipped_real_data_configs_open_fixture_data() {
         ),
     )
     .unwrap();
+    // DARTS's preset: halves of the training set.
+    let sets = [format!("data.root=\"{}\"", c10.display()), "data.test_size=0".into()];
+    let mut cfg = Config::load(Some(&common::repo().join("configs/darts-cifar10.toml")), &sets).unwrap();
+    let src = data::open(&mut cfg).unwrap();
+    assert_eq!((src.split.weights.len(), src.split.arch.len(), src.split.arch[0]), (150, 150, 150));
     for (file, root, split, weights, arch) in [
         ("nb201-cifar10.toml", &c10, &c10_split, 150, 150),
         ("nb201-cifar100.toml", &c100, &x_split, 200, 100),

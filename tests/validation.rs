@@ -100,7 +100,8 @@ fn invalid_inputs_are_refused_with_one_line() {
         search_case(&["search.epochs"], "--set search.epochs: search.epochs: expected key=value"),
         search_case(&["search.epochs.x=1"], "search.epochs: is a value, not a section"),
         // Ranges and choices.
-        search_case(&["space.name=\"darts\""], "space.name: unknown search space \"darts\""),
+        search_case(&["space.name=\"enas\""], "space.name: unknown search space \"enas\""),
+        search_case(&["space.name=\"darts\"", "space.layers=2"], "space.layers: must be in 3..=64 (got 2)"),
         search_case(&["space.channels=0"], "space.channels: must be in 1..=4096 (got 0)"),
         search_case(&["data.image_size=30"], "data.image_size: must be a multiple of 4 in 4..=1024 (got 30)"),
         search_case(&["data.num_classes=1"], "data.num_classes: must be at least 2 (got 1)"),

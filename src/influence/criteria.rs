@@ -125,7 +125,16 @@ impl Context<'_> {
     pub fn run_resumable(&self, res: &Resumable) -> Result<Outcome> {
         match self.cfg.select.criterion.as_str() {
             "magnitude" => Ok(Outcome {
-                table: ScoreTable::plain("magnitude", self.alphas.iter().map(|a| table_of(&a.detach())).collect()),
+                // softmax(α): DARTS ranks edges across rows by it (argmax within a row is the same).
+                table: ScoreTable::plain(
+                    "magnitude",
+                    crate::supernet::mixing_weights(
+                        &self.alphas.iter().map(|a| a.detach().to_kind(tch::Kind::Double)).collect::<Vec<_>>(),
+                    )
+                    .iter()
+                    .map(table_of)
+                    .collect(),
+                ),
                 diagnostics: json!({}),
             }),
             "drop" => self.removal_scores(false, res),

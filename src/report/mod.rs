@@ -137,7 +137,7 @@ pub fn write_report(
                 "alpha": alpha[c][e],
                 "softmax": softmax[c][e],
                 "scores": table.scores[c][e],
-                "chosen": chosen.get(c).and_then(|v| v.get(e)).map(|&o| spec.ops[o].clone()),
+                "chosen": chosen.get(c).and_then(|v| v.get(e)).copied().flatten().map(|o| spec.ops[o].clone()),
             }));
         }
     }
@@ -155,9 +155,21 @@ pub fn write_report(
     write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(&v).expect("json").as_bytes())
 }
 
-/// The chosen op per (cell, edge), where the genotype picks one per edge.
-fn chosen_ops(g: &Genotype) -> Vec<Vec<usize>> {
+/// The chosen op per (cell type, edge); `None` for an edge the genotype drops (DARTS keeps two
+/// incoming edges per node).
+fn chosen_ops(g: &Genotype) -> Vec<Vec<Option<usize>>> {
     match g {
-        Genotype::Nb201(n) => vec![n.ops.clone()],
+        Genotype::Nb201(n) => vec![n.ops.iter().map(|&o| Some(o)).collect()],
+        Genotype::Darts(d) => [&d.normal, &d.reduce]
+            .iter()
+            .map(|pairs| {
+                let mut row = vec![None; 14];
+                for (k, (op, j)) in pairs.iter().enumerate() {
+                    let m = k / 2; // node m's rows start at m(m+3)/2
+                    row[m * (m + 3) / 2 + j] = crate::space::DARTS_OPS.iter().position(|o| o == op);
+                }
+                row
+            })
+            .collect(),
     }
 }

@@ -39,9 +39,10 @@ impl ScoreTable {
     }
 }
 
-/// Vanilla DARTS: the score of an op is its α (the softmax ranks the same).
+/// Vanilla DARTS: the score of an op is its mixing weight softmax(α) (DARTS ranks a node's
+/// incoming edges by it; within an edge it ranks as α does).
 pub fn magnitude_scores(state: &SearchState) -> ScoreTable {
-    ScoreTable::plain("magnitude", state.alpha_table())
+    ScoreTable::plain("magnitude", state.softmax_table())
 }
 
 /// The genotype vanilla DARTS would select from the current α.

@@ -1,7 +1,9 @@
 //! Search spaces: their ops, cell types and edges, and the genotypes derived from them.
 
+mod darts;
 mod nb201;
 
+pub use darts::{darts_edges, DartsGenotype, DARTS_OPS};
 pub use nb201::{nb201_edge, Nb201Genotype, NB201_OPS};
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +46,17 @@ impl SpaceSpec {
         }
     }
 
+    /// DARTS: normal and reduction cells, 14 edges × 8 ops each.
+    pub fn darts() -> Self {
+        let cell =
+            |name: &str, alpha: &str| CellType { name: name.into(), alpha_name: alpha.into(), edges: darts_edges() };
+        SpaceSpec {
+            name: "darts".into(),
+            ops: DARTS_OPS.iter().map(|s| s.to_string()).collect(),
+            cells: vec![cell("normal", "alphas_normal"), cell("reduce", "alphas_reduce")],
+        }
+    }
+
     /// Shapes of the α tables, one per cell type.
     pub fn alpha_shapes(&self) -> Vec<[i64; 2]> {
         self.cells.iter().map(|c| [c.edges.len() as i64, self.ops.len() as i64]).collect()
@@ -60,21 +73,25 @@ impl SpaceSpec {
 #[serde(rename_all = "lowercase")]
 pub enum Genotype {
     Nb201(Nb201Genotype),
+    Darts(DartsGenotype),
 }
 
 impl std::fmt::Display for Genotype {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Genotype::Nb201(g) => g.fmt(f),
+            Genotype::Darts(g) => g.fmt(f),
         }
     }
 }
 
 /// Derive the genotype from a score per (cell type, edge, op): higher is better. `scores[c][e][o]`.
-/// NB201: the best op per edge, `none` excluded.
+/// NB201: the best op per edge, `none` excluded. DARTS: per node the two incoming edges with the
+/// best non-`none` score, each with its best non-`none` op.
 pub fn derive_genotype(spec: &SpaceSpec, scores: &[Vec<Vec<f64>>]) -> Genotype {
     match spec.name.as_str() {
         "nb201" => Genotype::Nb201(Nb201Genotype::from_scores(&scores[0], spec.none_index())),
+        "darts" => Genotype::Darts(DartsGenotype::from_scores(&scores[0], &scores[1], spec.none_index())),
         other => unreachable!("no genotype rule for space {other}"),
     }
 }

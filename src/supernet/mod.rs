@@ -1,9 +1,11 @@
 //! Supernets: networks whose every searchable choice is a weighted mixture, with the mixing
 //! weights passed in from outside so that criteria can differentiate with respect to them.
 
+mod darts;
 pub mod layers;
 mod nb201;
 
+pub use darts::{DartsConfig, DartsSupernet};
 pub use layers::{BnMode, ParamSet};
 pub use nb201::{Nb201Config, Nb201Supernet};
 
@@ -36,6 +38,14 @@ pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
             },
             kind,
         ))),
+        "darts" => Ok(Box::new(DartsSupernet::new(
+            DartsConfig {
+                channels: cfg.space.channels as i64,
+                layers: cfg.space.layers,
+                num_classes: cfg.data.num_classes as i64,
+            },
+            kind,
+        ))),
         other => Err(Error::config("config", "space.name", format!("unknown search space {other:?}"))),
     }
 }
@@ -59,6 +69,40 @@ mod tests {
         assert_eq!(nb201(10).params().count(), 1_686_106);
         assert_eq!(nb201(100).params().count(), 1_691_956);
         assert_eq!(nb201(120).params().count(), 1_693_256);
+    }
+
+    fn darts(classes: i64) -> DartsSupernet {
+        DartsSupernet::new(DartsConfig { channels: 16, layers: 8, num_classes: classes }, Kind::Float)
+    }
+
+    #[test]
+    fn darts_parameter_counts_match_the_reference() {
+        // spaces.md §1.4: the DARTS search network at C=16, 8 cells.
+        assert_eq!(darts(10).params().count(), 1_930_618);
+        assert_eq!(darts(100).params().count(), 1_953_748);
+    }
+
+    #[test]
+    fn darts_names_shapes_and_forward() {
+        let net = DartsSupernet::new(DartsConfig { channels: 4, layers: 3, num_classes: 5 }, Kind::Float);
+        let names = &net.params().names;
+        assert_eq!(names[0], "stem.0.weight");
+        for n in [
+            "cells.0.preprocess0.op.1.weight",
+            "cells.0._ops.0._ops.4.op.1.weight",   // sep_conv_3x3 depthwise
+            "cells.0._ops.13._ops.7.op.2.weight",  // dil_conv_5x5 pointwise
+            "cells.1._ops.0._ops.3.conv_1.weight", // reduction: skip is FactorizedReduce
+            "cells.2.preprocess0.conv_2.weight",   // after a reduction
+        ] {
+            assert!(names.contains(&n.to_string()), "{n}");
+        }
+        assert!(net.params().buffer_names.contains(&"cells.0._ops.2._ops.1.1.running_mean".to_string()));
+        let alphas: Vec<Tensor> =
+            net.spec().alpha_shapes().iter().map(|s| Tensor::zeros(s, (Kind::Float, tch::Device::Cpu))).collect();
+        assert_eq!(alphas.len(), 2);
+        let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
+        let y = net.forward(&x, &mixing_weights(&alphas), BnMode::Train);
+        assert_eq!(y.size(), [2, 5]);
     }
 
     #[test]

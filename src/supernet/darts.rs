@@ -1,0 +1,271 @@
+//! The DARTS search supernet (quark0/darts `cnn/model_search.py`, spaces.md §1): 8 candidate
+//! ops, normal and reduction cells with their own α (14 edges each, 4 intermediate nodes, the
+//! concatenation of the 4 nodes as output), a ×3 stem, `layers` cells with reductions at
+//! `layers/3` and `2·layers/3`; BatchNorm without affine parameters inside cells and after the
+//! pools of each mixed op. Parameter names follow the reference state dict
+//! (`cells.0._ops.0._ops.4.op.1.weight`, `cells.2.preprocess0.conv_1.weight`, …).
+
+use tch::Tensor;
+
+use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
+use super::Supernet;
+use crate::space::{SpaceSpec, DARTS_OPS};
+
+/// Size of a DARTS supernet.
+#[derive(Debug, Clone, Copy)]
+pub struct DartsConfig {
+    /// Initial channels C (16 in the search).
+    pub channels: i64,
+    /// Cells (8 in the search).
+    pub layers: usize,
+    pub num_classes: i64,
+}
+
+const STEPS: usize = 4;
+const MULTIPLIER: i64 = 4;
+const STEM_MULTIPLIER: i64 = 3;
+
+/// ReLU → two 1×1 stride-2 convs (the second on the input shifted by one pixel) → concat → BN.
+struct FactorizedReduce {
+    conv_1: Conv,
+    conv_2: Conv,
+    bn: BatchNorm,
+}
+
+impl FactorizedReduce {
+    fn new(b: &mut Builder, cin: i64, cout: i64, affine: bool) -> Self {
+        FactorizedReduce {
+            conv_1: b.conv("conv_1", cin, cout / 2, 1, 2, 0, 1, 1),
+            conv_2: b.conv("conv_2", cin, cout / 2, 1, 2, 0, 1, 1),
+            bn: b.batch_norm("bn", cout, affine),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+        let x = x.relu();
+        let shifted = x.narrow(2, 1, x.size()[2] - 1).narrow(3, 1, x.size()[3] - 1);
+        let y = Tensor::cat(&[self.conv_1.forward(&x), self.conv_2.forward(&shifted)], 1);
+        self.bn.forward(&y, bn)
+    }
+}
+
+enum Op {
+    /// `none`: exactly zero, so it contributes nothing to the mixture.
+    Zero,
+    MaxPool {
+        stride: i64,
+        bn: BatchNorm,
+    },
+    AvgPool {
+        stride: i64,
+        bn: BatchNorm,
+    },
+    Identity,
+    Reduce(FactorizedReduce),
+    /// ReLU, depthwise k×k (stride), 1×1, BN, ReLU, depthwise k×k, 1×1, BN.
+    Sep {
+        dw1: Conv,
+        pw1: Conv,
+        bn1: BatchNorm,
+        dw2: Conv,
+        pw2: Conv,
+        bn2: BatchNorm,
+    },
+    /// ReLU, depthwise dilated k×k (stride), 1×1, BN.
+    Dil {
+        dw: Conv,
+        pw: Conv,
+        bn: BatchNorm,
+    },
+}
+
+impl Op {
+    fn new(b: &mut Builder, name: &str, c: i64, stride: i64) -> Op {
+        let sep = |b: &mut Builder, k: i64, pad: i64| {
+            b.scope("op", |b| Op::Sep {
+                dw1: b.conv("1", c, c, k, stride, pad, 1, c),
+                pw1: b.conv("2", c, c, 1, 1, 0, 1, 1),
+                bn1: b.batch_norm("3", c, false),
+                dw2: b.conv("5", c, c, k, 1, pad, 1, c),
+                pw2: b.conv("6", c, c, 1, 1, 0, 1, 1),
+                bn2: b.batch_norm("7", c, false),
+            })
+        };
+        let dil = |b: &mut Builder, k: i64, pad: i64| {
+            b.scope("op", |b| Op::Dil {
+                dw: b.conv("1", c, c, k, stride, pad, 2, c),
+                pw: b.conv("2", c, c, 1, 1, 0, 1, 1),
+                bn: b.batch_norm("3", c, false),
+            })
+        };
+        match name {
+            "none" => Op::Zero,
+            "max_pool_3x3" => Op::MaxPool { stride, bn: b.batch_norm("1", c, false) },
+            "avg_pool_3x3" => Op::AvgPool { stride, bn: b.batch_norm("1", c, false) },
+            "skip_connect" if stride == 1 => Op::Identity,
+            "skip_connect" => Op::Reduce(FactorizedReduce::new(b, c, c, false)),
+            "sep_conv_3x3" => sep(b, 3, 1),
+            "sep_conv_5x5" => sep(b, 5, 2),
+            "dil_conv_3x3" => dil(b, 3, 2),
+            "dil_conv_5x5" => dil(b, 5, 4),
+            other => unreachable!("unknown DARTS op {other}"),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, bn: BnMode) -> Option<Tensor> {
+        Some(match self {
+            Op::Zero => return None,
+            Op::MaxPool { stride, bn: norm } => {
+                norm.forward(&x.max_pool2d([3, 3], [*stride, *stride], [1, 1], [1, 1], false), bn)
+            }
+            Op::AvgPool { stride, bn: norm } => norm.forward(&avg_pool(x, 3, *stride, 1), bn),
+            Op::Identity => x.shallow_clone(),
+            Op::Reduce(fr) => fr.forward(x, bn),
+            Op::Sep { dw1, pw1, bn1, dw2, pw2, bn2 } => {
+                let h = bn1.forward(&pw1.forward(&dw1.forward(&x.relu())), bn);
+                bn2.forward(&pw2.forward(&dw2.forward(&h.relu())), bn)
+            }
+            Op::Dil { dw, pw, bn: norm } => norm.forward(&pw.forward(&dw.forward(&x.relu())), bn),
+        })
+    }
+}
+
+enum Preprocess {
+    Reduce(FactorizedReduce),
+    Plain(ReluConvBn),
+}
+
+impl Preprocess {
+    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+        match self {
+            Preprocess::Reduce(fr) => fr.forward(x, bn),
+            Preprocess::Plain(p) => p.forward(x, bn),
+        }
+    }
+}
+
+struct SearchCell {
+    /// Whether this cell mixes with the reduction α.
+    reduction: bool,
+    pre0: Preprocess,
+    pre1: ReluConvBn,
+    /// `edges[e][o]` in α row order: node 0 from s0, s1; node 1 from s0, s1, n0; …
+    edges: Vec<Vec<Op>>,
+}
+
+impl SearchCell {
+    fn new(b: &mut Builder, c_pp: i64, c_p: i64, c: i64, reduction: bool, reduction_prev: bool) -> Self {
+        let pre0 = if reduction_prev {
+            Preprocess::Reduce(b.scope("preprocess0", |b| FactorizedReduce::new(b, c_pp, c, false)))
+        } else {
+            Preprocess::Plain(ReluConvBn::new(b, "preprocess0", c_pp, c, 1, 1, 0, false))
+        };
+        let pre1 = ReluConvBn::new(b, "preprocess1", c_p, c, 1, 1, 0, false);
+        let mut edges = Vec::new();
+        b.scope("_ops", |b| {
+            for i in 0..STEPS {
+                for j in 0..2 + i {
+                    let stride = if reduction && j < 2 { 2 } else { 1 };
+                    let e = edges.len();
+                    let ops = b.scope(e.to_string(), |b| {
+                        b.scope("_ops", |b| {
+                            DARTS_OPS
+                                .iter()
+                                .enumerate()
+                                .map(|(o, name)| b.scope(o.to_string(), |b| Op::new(b, name, c, stride)))
+                                .collect::<Vec<_>>()
+                        })
+                    });
+                    edges.push(ops);
+                }
+            }
+        });
+        SearchCell { reduction, pre0, pre1, edges }
+    }
+
+    /// `w`: this cell type's 14×8 mixing weights.
+    fn forward(&self, s0: &Tensor, s1: &Tensor, w: &Tensor, bn: BnMode) -> Tensor {
+        let mut states = vec![self.pre0.forward(s0, bn), self.pre1.forward(s1, bn)];
+        let mut offset = 0;
+        for _ in 0..STEPS {
+            let mut acc: Option<Tensor> = None;
+            for (j, h) in states.iter().enumerate() {
+                let row = w.get((offset + j) as i64);
+                for (o, op) in self.edges[offset + j].iter().enumerate() {
+                    if let Some(out) = op.forward(h, bn) {
+                        let term = out * row.get(o as i64);
+                        acc = Some(match acc {
+                            None => term,
+                            Some(a) => a + term,
+                        });
+                    }
+                }
+            }
+            offset += states.len();
+            let node = acc.expect("every edge has ops besides none");
+            states.push(node);
+        }
+        Tensor::cat(&states[2..], 1)
+    }
+}
+
+/// The DARTS search supernet.
+pub struct DartsSupernet {
+    spec: SpaceSpec,
+    stem_conv: Conv,
+    stem_bn: BatchNorm,
+    cells: Vec<SearchCell>,
+    classifier: Linear,
+    params: super::ParamSet,
+}
+
+impl DartsSupernet {
+    /// Build with PyTorch's initialisation from libtorch's global generator (seed it first).
+    pub fn new(cfg: DartsConfig, kind: tch::Kind) -> Self {
+        let mut b = Builder::new(kind);
+        let c = cfg.channels;
+        let c_stem = STEM_MULTIPLIER * c;
+        let (stem_conv, stem_bn) =
+            b.scope("stem", |b| (b.conv("0", 3, c_stem, 3, 1, 1, 1, 1), b.batch_norm("1", c_stem, true)));
+        let (mut c_pp, mut c_p, mut c_curr) = (c_stem, c_stem, c);
+        let mut reduction_prev = false;
+        let mut cells = Vec::new();
+        let reductions = [cfg.layers / 3, 2 * cfg.layers / 3];
+        for i in 0..cfg.layers {
+            let reduction = reductions.contains(&i);
+            if reduction {
+                c_curr *= 2;
+            }
+            cells.push(
+                b.scope(format!("cells.{i}"), |b| SearchCell::new(b, c_pp, c_p, c_curr, reduction, reduction_prev)),
+            );
+            reduction_prev = reduction;
+            (c_pp, c_p) = (c_p, MULTIPLIER * c_curr);
+        }
+        let classifier = b.linear("classifier", c_p, cfg.num_classes);
+        DartsSupernet { spec: SpaceSpec::darts(), stem_conv, stem_bn, cells, classifier, params: b.set }
+    }
+}
+
+impl Supernet for DartsSupernet {
+    fn spec(&self) -> &SpaceSpec {
+        &self.spec
+    }
+
+    fn params(&self) -> &super::ParamSet {
+        &self.params
+    }
+
+    /// `weights`: `[normal (14×8), reduce (14×8)]`.
+    fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor {
+        let s = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
+        let (mut s0, mut s1) = (s.shallow_clone(), s);
+        for cell in &self.cells {
+            let w = &weights[cell.reduction as usize];
+            let out = cell.forward(&s0, &s1, w, bn);
+            (s0, s1) = (s1, out);
+        }
+        let h = s1.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        self.classifier.forward(&h)
+    }
+}
