@@ -261,6 +261,15 @@ pub struct SelectConfig {
     /// (sherman-morrison, woodbury).
     #[serde(default)]
     pub faithful: bool,
+    /// Multiplies the empirical Fisher's data term: F = ηI + s·(1/N)Σ g gᵀ. Per-batch gradients
+    /// make a Fisher about m (the batch size) times too small (paper.md §10 A6); s = m corrects
+    /// it. It changes the balance of DARTS-IF's two terms, not DARTS-IM's ranking.
+    #[serde(default = "d_one")]
+    pub fisher_scale: f64,
+    /// DARTS-IF: use ĝ_c − g₀ (g₀ = ∇θL at the unperturbed α) in the quadratic term, since
+    /// the validation gradient does not vanish at θ* (paper.md §10 A5). Off: the poster's formula.
+    #[serde(default)]
+    pub if_center_grad: bool,
     /// Arithmetic of the selection: `f32` (as trained) or `f64` (the supernet is converted;
     /// exact to ~1e-12 on small models).
     #[serde(default = "d_precision")]
@@ -787,6 +796,7 @@ impl SelectConfig {
         }
         positive(source, "select.gamma", self.gamma)?;
         positive(source, "select.eta", self.eta)?;
+        positive(source, "select.fisher_scale", self.fisher_scale)?;
         non_negative(source, "select.damping", self.damping)?;
         positive(source, "select.cg_tol", self.cg_tol)?;
         if self.cg_max_iter == 0 {

@@ -102,6 +102,19 @@ fn search_writes_every_output() {
     }
     // α entropy of 5 near-uniform ops is at most ln 5.
     assert!(epoch["alpha_entropy"].as_f64().unwrap() <= 5f64.ln() + 1e-12);
+    // The per-epoch history: α after each epoch, and its magnitude genotype (the last one is
+    // the run's genotype.txt; the α of the last line are the state file's).
+    let jl = |f: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(out.join(f)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (alphas, genotypes) = (jl("alphas.jsonl"), jl("genotypes.jsonl"));
+    assert_eq!((alphas.len(), genotypes.len()), (2, 2));
+    assert_eq!(genotypes[1]["genotype"], genotype.trim());
+    assert_eq!(alphas[1]["alphas"]["arch_parameters"].as_array().unwrap().len(), 6);
+    let stored: std::collections::HashMap<String, tch::Tensor> =
+        tch::Tensor::read_safetensors(out.join("supernet.safetensors")).unwrap().into_iter().collect();
+    let a00 = stored["arch_parameters"].double_value(&[0, 0]);
+    assert!((alphas[1]["alphas"]["arch_parameters"][0][0].as_f64().unwrap() - a00).abs() < 1e-12);
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();

@@ -265,22 +265,36 @@ fn darts_im_equals_the_dense_formula_and_raw_logits_are_degenerate() {
     assert!(b1_raw < 1e-12 * b1_mix.max(1.0), "B_raw·1 = {b1_raw:e} vs B_w·1 = {b1_mix:e}");
 }
 
+/// S_c = L(ŵ) − L(w) − ½ ĝᵀF⁻¹ĝ with F = ηI + s·GᵀG/N formed densely; also with the Fisher
+/// scaled (s = 64) and the gradient centred (ĝ − g₀), paper.md §10 A5/A6.
 #[test]
 fn darts_if_equals_the_dense_formula() {
-    let s = setup(&["select.criterion=\"darts-if\"", "select.ihvp=\"woodbury\""]);
+    for (scale, center) in [(1.0, false), (64.0, true)] {
+        darts_if_case(scale, center);
+    }
+}
+
+fn darts_if_case(scale: f64, center: bool) {
+    let s = setup(&[
+        "select.criterion=\"darts-if\"",
+        "select.ihvp=\"woodbury\"",
+        &format!("select.fisher_scale={scale:?}"),
+        &format!("select.if_center_grad={center}"),
+    ]);
     let (comm, t) = (LocalCollective, Timings::default());
     let got = s.context(&comm, &t).run().unwrap().table;
     let eval = s.eval();
     let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
     let g = Tensor::stack(&probe.batch_grads().into_iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
     let p = probe.n_params() as i64;
-    let f = g.tr().matmul(&g) / 3.0 + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * s.cfg.select.eta;
+    let f = g.tr().matmul(&g) * (scale / 3.0) + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * s.cfg.select.eta;
     let w0 = mixing_weights(&s.alphas);
-    let (l0, _) = probe.grad_theta(Some(&w0)).unwrap();
+    let (l0, g0) = probe.grad_theta(Some(&w0)).unwrap();
     let cands = candidates(s.net.as_ref());
     assert_eq!(cands.len(), 24, "6 edges × 4 ops other than none");
     for c in cands {
         let (lc, gc) = probe.grad_theta(Some(&remove_op(&w0, c))).unwrap();
+        let gc = if center { gc - &g0 } else { gc };
         let dense = lc - l0 - 0.5 * dot(&gc, &Tensor::linalg_solve(&f, &gc, true));
         let score = got.scores[c.cell][c.edge][c.op];
         assert!((score - dense).abs() <= 1e-9 * dense.abs().max(1e-3), "{c:?}: {score} vs {dense}");

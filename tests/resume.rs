@@ -48,6 +48,9 @@ fn assert_identical(a: &Path, b: &Path) {
     }
     let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap();
     assert_eq!(read(a, "genotype.txt"), read(b, "genotype.txt"));
+    // The per-epoch history is written once per epoch, as without the interruption.
+    assert_eq!(read(a, "alphas.jsonl"), read(b, "alphas.jsonl"));
+    assert_eq!(read(a, "genotypes.jsonl"), read(b, "genotypes.jsonl"));
     let edges = |d: &Path| serde_json::from_str::<serde_json::Value>(&read(d, "report.json")).unwrap()["edges"].clone();
     assert_eq!(edges(a), edges(b));
 }

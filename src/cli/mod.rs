@@ -375,12 +375,8 @@ pub fn run_select(
     resume: Option<&str>,
     stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<()> {
-    let mut cfg = cfg.clone();
-    let source = data::open(&mut cfg)?;
+    let (cfg, source, from) = open_run(cfg, comm, out, resume)?;
     let cfg = &cfg;
-    let from = start_or_resume(comm, out, resume)?;
-    init_threads(cfg);
-    init_logging(comm, out);
     let done = match from {
         Some(dir) => {
             let meta = crate::checkpoint::load_select(&dir, cfg)?;
@@ -399,6 +395,23 @@ pub fn run_select(
         done,
     };
     select_and_report(cfg, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split.arch, out, &res)
+}
+
+/// What `search` and `select` do first: open the data (bad data stops the run before anything
+/// is written; the config gets the data's classes and image size), then prepare the output
+/// directory or find the checkpoint to resume, then threads and logging.
+fn open_run(
+    cfg: &Config,
+    comm: &dyn Collective,
+    out: &Path,
+    resume: Option<&str>,
+) -> Result<(Config, data::Source, Option<PathBuf>)> {
+    let mut cfg = cfg.clone();
+    let source = data::open(&mut cfg)?;
+    let from = start_or_resume(comm, out, resume)?;
+    init_threads(&cfg);
+    init_logging(comm, out);
+    Ok((cfg, source, from))
 }
 
 /// A fresh run directory, or (with `--resume`) the checkpoint to continue from, chosen by rank
@@ -597,7 +610,7 @@ impl Observer for Progress {
         Ok(())
     }
 
-    fn epoch(&mut self, e: &EpochStats, _state: &SearchState) -> Result<()> {
+    fn epoch(&mut self, e: &EpochStats, state: &SearchState) -> Result<()> {
         self.bar.suspend(|| {
             tracing::info!(
                 "epoch {:>3}  lr {:.5}  train {:.4}/{:.3}  val {:.4}/{:.3}  H(α) {:.4}  {:.0} img/s  {}",
@@ -614,6 +627,7 @@ impl Observer for Progress {
         });
         if let Some(m) = &mut self.metrics {
             m.epoch(e)?;
+            m.history(e.epoch, state.net.spec(), &state.alpha_table(), &select::magnitude_genotype(state))?;
         }
         self.last = Some(e.clone());
         Ok(())
@@ -628,14 +642,8 @@ pub fn run_search(
     resume: Option<&str>,
     stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<()> {
-    // The data first: bad data stops the run before anything is written.
-    let mut cfg = cfg.clone();
-    let source = data::open(&mut cfg)?;
+    let (cfg, source, from) = open_run(cfg, comm, out, resume)?;
     let cfg = &cfg;
-    // The checkpoint to continue from, chosen by rank 0 and shared (all ranks load the same).
-    let from = start_or_resume(comm, out, resume)?;
-    init_threads(cfg);
-    init_logging(comm, out);
     let coord = comm.is_coordinator();
     let run = RunInfo::collect(cfg, comm.backend(), comm.size());
     tracing::info!(

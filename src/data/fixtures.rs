@@ -26,6 +26,12 @@ pub fn image(i: usize, side: usize) -> Vec<u8> {
     v
 }
 
+/// Images `0..n` in `files` consecutive ranges (the last ones may be short or empty).
+fn spread(n: usize, files: usize) -> Vec<std::ops::Range<usize>> {
+    let per = n.div_ceil(files);
+    (0..files).map(|k| (k * per).min(n)..((k + 1) * per).min(n)).collect()
+}
+
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
@@ -50,9 +56,10 @@ pub fn write_cifar_binary(
     };
     let files: Vec<(String, std::ops::Range<usize>)> = match kind {
         Cifar::Ten => {
-            let per = train.div_ceil(5);
-            let mut v: Vec<_> = (0..5)
-                .map(|k| (format!("data_batch_{}.bin", k + 1), (k * per).min(train)..((k + 1) * per).min(train)))
+            let mut v: Vec<_> = spread(train, 5)
+                .into_iter()
+                .enumerate()
+                .map(|(k, r)| (format!("data_batch_{}.bin", k + 1), r))
                 .collect();
             v.push(("test_batch.bin".into(), train..train + test));
             v
@@ -108,12 +115,8 @@ pub fn write_cifar_python(
     };
     match kind {
         Cifar::Ten => {
-            let per = train.div_ceil(5);
-            for k in 0..5 {
-                write(
-                    &dir.join(format!("data_batch_{}", k + 1)),
-                    &batch((k * per).min(train)..((k + 1) * per).min(train)),
-                )?;
+            for (k, range) in spread(train, 5).into_iter().enumerate() {
+                write(&dir.join(format!("data_batch_{}", k + 1)), &batch(range))?;
             }
             write(&dir.join("test_batch"), &batch(train..train + test))
         }
@@ -132,12 +135,8 @@ pub fn write_imagenet16(dir: &Path, train: usize, val: usize, label: impl Fn(usi
         let labels: Vec<i64> = range.map(&label).collect();
         pickle_batch(&pixels, 768, &labels, "labels")
     };
-    let per = train.div_ceil(10);
-    for k in 0..10 {
-        write(
-            &dir.join(format!("train_data_batch_{}", k + 1)),
-            &batch((k * per).min(train)..((k + 1) * per).min(train)),
-        )?;
+    for (k, range) in spread(train, 10).into_iter().enumerate() {
+        write(&dir.join(format!("train_data_batch_{}", k + 1)), &batch(range))?;
     }
     write(&dir.join("val_data"), &batch(train..train + val))
 }

@@ -158,7 +158,13 @@ impl Context<'_> {
         let cands = candidates(self.net);
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let w0 = probe.base_weights();
-        let l0 = probe.loss_local(&w0);
+        // g₀ for `if_center_grad` (ĝ_c − g₀ in the quadratic term).
+        let (l0, g0) = if influence && self.cfg.select.if_center_grad {
+            let (l, g) = probe.grad_theta_local(&w0);
+            (l, Some(g))
+        } else {
+            (probe.loss_local(&w0), None)
+        };
         let done: std::collections::BTreeSet<usize> = res.done.iter().map(|r| r.0).collect();
         let todo: Vec<usize> = (0..cands.len()).filter(|i| !done.contains(i)).collect();
         let mut mine: Vec<(usize, f64, f64)> = Vec::new();
@@ -174,7 +180,13 @@ impl Context<'_> {
             let (lc, g) = match (&w, influence) {
                 (Some(w), true) => {
                     let (l, g) = probe.grad_theta_local(w);
-                    (Some(l), Some(g))
+                    (
+                        Some(l),
+                        Some(match &g0 {
+                            Some(g0) => g - g0,
+                            None => g,
+                        }),
+                    )
                 }
                 (Some(w), false) => (Some(probe.loss_local(w)), None),
                 (None, _) => (None, None),

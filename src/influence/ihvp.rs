@@ -72,6 +72,12 @@ impl Solver {
                 }
                 None => (probe.batch_grads(), probe.n_batches()),
             };
+            // F = ηI + s·(1/N)Σ g gᵀ: scale each sample by √s.
+            let own = if cfg.fisher_scale == 1.0 {
+                own
+            } else {
+                own.into_iter().map(|(j, g)| (j, g * cfg.fisher_scale.sqrt())).collect()
+            };
             ShardedGrads::exchange(probe.comm, own, n, p, t)
         };
         let kind = match cfg.ihvp.as_str() {

@@ -44,43 +44,88 @@ impl RunInfo {
     }
 }
 
-/// `metrics.jsonl`: one JSON object per line, `"kind"` = `step`, `epoch` or `test`.
-pub struct Metrics {
+/// An append-only JSON-lines file.
+struct JsonLines {
     path: PathBuf,
     file: std::fs::File,
 }
 
-impl Metrics {
-    pub fn create(dir: &Path) -> Result<Self> {
-        let path = dir.join("metrics.jsonl");
+impl JsonLines {
+    fn create(path: PathBuf) -> Result<Self> {
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(Metrics { path, file })
+        Ok(JsonLines { path, file })
     }
 
-    /// Continue `metrics.jsonl` of a resumed run: keep the step lines before `global_step` and
-    /// the epoch lines before `epoch` (the resumed run writes the later ones again).
-    pub fn resume(dir: &Path, global_step: usize, epoch: usize) -> Result<Self> {
-        let path = dir.join("metrics.jsonl");
+    /// Continue the file of a resumed run, keeping the lines `keep` accepts (the run writes the
+    /// others again).
+    fn resume(path: PathBuf, keep: impl Fn(&serde_json::Value) -> bool) -> Result<Self> {
         let old = std::fs::read_to_string(&path).unwrap_or_default();
         let kept: String = old
             .lines()
-            .filter(|l| {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(l) else { return false };
-                match v["kind"].as_str() {
-                    Some("step") => v["global_step"].as_u64().is_some_and(|s| (s as usize) < global_step),
-                    Some("epoch") => v["epoch"].as_u64().is_some_and(|e| (e as usize) < epoch),
-                    _ => false,
-                }
-            })
+            .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|v| keep(&v)))
             .map(|l| format!("{l}\n"))
             .collect();
         write_atomic(&path, kept.as_bytes())?;
         let file = std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, e))?;
-        Ok(Metrics { path, file })
+        Ok(JsonLines { path, file })
     }
 
     fn line(&mut self, v: serde_json::Value) -> Result<()> {
         writeln!(self.file, "{v}").and_then(|_| self.file.flush()).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// The search's JSON-lines records: `metrics.jsonl` (`"kind"` = `step`, `epoch` or `test`),
+/// and the per-epoch history `alphas.jsonl` (α of every cell type) and `genotypes.jsonl`.
+pub struct Metrics {
+    metrics: JsonLines,
+    alphas: JsonLines,
+    genotypes: JsonLines,
+}
+
+impl Metrics {
+    pub fn create(dir: &Path) -> Result<Self> {
+        Ok(Metrics {
+            metrics: JsonLines::create(dir.join("metrics.jsonl"))?,
+            alphas: JsonLines::create(dir.join("alphas.jsonl"))?,
+            genotypes: JsonLines::create(dir.join("genotypes.jsonl"))?,
+        })
+    }
+
+    /// Continue the records of a resumed run: keep the step lines before `global_step` and the
+    /// epoch lines (and history) before `epoch`.
+    pub fn resume(dir: &Path, global_step: usize, epoch: usize) -> Result<Self> {
+        let before =
+            |key: &str, limit: usize, v: &serde_json::Value| v[key].as_u64().is_some_and(|x| (x as usize) < limit);
+        Ok(Metrics {
+            metrics: JsonLines::resume(dir.join("metrics.jsonl"), |v| match v["kind"].as_str() {
+                Some("step") => before("global_step", global_step, v),
+                Some("epoch") => before("epoch", epoch, v),
+                _ => false,
+            })?,
+            alphas: JsonLines::resume(dir.join("alphas.jsonl"), |v| before("epoch", epoch, v))?,
+            genotypes: JsonLines::resume(dir.join("genotypes.jsonl"), |v| before("epoch", epoch, v))?,
+        })
+    }
+
+    fn line(&mut self, v: serde_json::Value) -> Result<()> {
+        self.metrics.line(v)
+    }
+
+    /// α (per cell type, by its state-file name) and the magnitude genotype after `epoch`.
+    pub fn history(
+        &mut self,
+        epoch: usize,
+        spec: &SpaceSpec,
+        alphas: &[Vec<Vec<f64>>],
+        genotype: &Genotype,
+    ) -> Result<()> {
+        let mut a = serde_json::Map::new();
+        for (cell, t) in spec.cells.iter().zip(alphas) {
+            a.insert(cell.alpha_name.clone(), json!(t));
+        }
+        self.alphas.line(json!({"epoch": epoch, "alphas": a}))?;
+        self.genotypes.line(json!({"epoch": epoch, "genotype": genotype.to_string(), "genotype_json": genotype}))
     }
 
     pub fn step(&mut self, s: &StepStats) -> Result<()> {

@@ -194,6 +194,31 @@ mod tests {
         assert!(bad_in.parse::<DartsGenotype>().unwrap_err().contains("node 0 cannot take state 4"));
     }
 
+    /// parse(print(g)) == g and JSON round trips for 2,000 random valid genotypes (seeded).
+    #[test]
+    fn random_genotypes_round_trip_as_text_and_json() {
+        let mut r = crate::rng::SplitMix64::keyed(&[42]);
+        for _ in 0..2000 {
+            let mut cell = || -> Vec<(String, usize)> {
+                (0..8)
+                    .map(|k| {
+                        let op = DARTS_OPS[1 + r.below(7) as usize].to_string();
+                        (op, r.below((k / 2 + 2) as u64) as usize)
+                    })
+                    .collect()
+            };
+            let g = DartsGenotype {
+                normal: cell(),
+                normal_concat: vec![2, 3, 4, 5],
+                reduce: cell(),
+                reduce_concat: vec![2, 3, 4, 5],
+            };
+            assert_eq!(g.to_string().parse::<DartsGenotype>().unwrap(), g);
+            let json = serde_json::to_string(&g).unwrap();
+            assert_eq!(serde_json::from_str::<DartsGenotype>(&json).unwrap(), g);
+        }
+    }
+
     /// Scores built to give DARTS_V2 back: the chosen (edge, op) pairs score high, the first
     /// chosen edge of a node higher than the second; `none` scores highest of all and is ignored.
     #[test]

@@ -123,6 +123,10 @@ mod tests {
             let ops: Vec<usize> = (0..6).map(|e| code / 5usize.pow(e as u32) % 5).collect();
             let g = Nb201Genotype { ops };
             assert_eq!(g.to_string().parse::<Nb201Genotype>().unwrap(), g);
+            // JSON of the tagged genotype (report.json's genotype_json) round-trips too.
+            let tagged = super::super::Genotype::Nb201(g);
+            let json = serde_json::to_string(&tagged).unwrap();
+            assert_eq!(serde_json::from_str::<super::super::Genotype>(&json).unwrap(), tagged);
         }
     }
 
