@@ -12,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod influence;
+pub mod network;
 pub mod report;
 pub mod rng;
 pub mod search;

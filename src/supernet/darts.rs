@@ -26,14 +26,14 @@ const MULTIPLIER: i64 = 4;
 const STEM_MULTIPLIER: i64 = 3;
 
 /// ReLU → two 1×1 stride-2 convs (the second on the input shifted by one pixel) → concat → BN.
-struct FactorizedReduce {
+pub(crate) struct FactorizedReduce {
     conv_1: Conv,
     conv_2: Conv,
     bn: BatchNorm,
 }
 
 impl FactorizedReduce {
-    fn new(b: &mut Builder, cin: i64, cout: i64, affine: bool) -> Self {
+    pub(crate) fn new(b: &mut Builder, cin: i64, cout: i64, affine: bool) -> Self {
         FactorizedReduce {
             conv_1: b.conv("conv_1", cin, cout / 2, 1, 2, 0, 1, 1),
             conv_2: b.conv("conv_2", cin, cout / 2, 1, 2, 0, 1, 1),
@@ -41,7 +41,7 @@ impl FactorizedReduce {
         }
     }
 
-    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+    pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
         let x = x.relu();
         let shifted = x.narrow(2, 1, x.size()[2] - 1).narrow(3, 1, x.size()[3] - 1);
         let y = Tensor::cat(&[self.conv_1.forward(&x), self.conv_2.forward(&shifted)], 1);
@@ -49,16 +49,18 @@ impl FactorizedReduce {
     }
 }
 
-enum Op {
+/// A DARTS op. The search network follows each pool with a non-affine BatchNorm; the
+/// evaluation network has none there and affine BatchNorm elsewhere.
+pub(crate) enum Op {
     /// `none`: exactly zero, so it contributes nothing to the mixture.
     Zero,
     MaxPool {
         stride: i64,
-        bn: BatchNorm,
+        bn: Option<BatchNorm>,
     },
     AvgPool {
         stride: i64,
-        bn: BatchNorm,
+        bn: Option<BatchNorm>,
     },
     Identity,
     Reduce(FactorizedReduce),
@@ -80,30 +82,37 @@ enum Op {
 }
 
 impl Op {
+    /// The search network's op (non-affine, BN after pools).
     fn new(b: &mut Builder, name: &str, c: i64, stride: i64) -> Op {
+        Op::build(b, name, c, stride, false)
+    }
+
+    /// `affine`: the evaluation network's op (affine BN, no BN after pools); else the search's.
+    pub(crate) fn build(b: &mut Builder, name: &str, c: i64, stride: i64, affine: bool) -> Op {
         let sep = |b: &mut Builder, k: i64, pad: i64| {
             b.scope("op", |b| Op::Sep {
                 dw1: b.conv("1", c, c, k, stride, pad, 1, c),
                 pw1: b.conv("2", c, c, 1, 1, 0, 1, 1),
-                bn1: b.batch_norm("3", c, false),
+                bn1: b.batch_norm("3", c, affine),
                 dw2: b.conv("5", c, c, k, 1, pad, 1, c),
                 pw2: b.conv("6", c, c, 1, 1, 0, 1, 1),
-                bn2: b.batch_norm("7", c, false),
+                bn2: b.batch_norm("7", c, affine),
             })
         };
         let dil = |b: &mut Builder, k: i64, pad: i64| {
             b.scope("op", |b| Op::Dil {
                 dw: b.conv("1", c, c, k, stride, pad, 2, c),
                 pw: b.conv("2", c, c, 1, 1, 0, 1, 1),
-                bn: b.batch_norm("3", c, false),
+                bn: b.batch_norm("3", c, affine),
             })
         };
+        let pool_bn = |b: &mut Builder| (!affine).then(|| b.batch_norm("1", c, false));
         match name {
             "none" => Op::Zero,
-            "max_pool_3x3" => Op::MaxPool { stride, bn: b.batch_norm("1", c, false) },
-            "avg_pool_3x3" => Op::AvgPool { stride, bn: b.batch_norm("1", c, false) },
+            "max_pool_3x3" => Op::MaxPool { stride, bn: pool_bn(b) },
+            "avg_pool_3x3" => Op::AvgPool { stride, bn: pool_bn(b) },
             "skip_connect" if stride == 1 => Op::Identity,
-            "skip_connect" => Op::Reduce(FactorizedReduce::new(b, c, c, false)),
+            "skip_connect" => Op::Reduce(FactorizedReduce::new(b, c, c, affine)),
             "sep_conv_3x3" => sep(b, 3, 1),
             "sep_conv_5x5" => sep(b, 5, 2),
             "dil_conv_3x3" => dil(b, 3, 2),
@@ -112,13 +121,19 @@ impl Op {
         }
     }
 
-    fn forward(&self, x: &Tensor, bn: BnMode) -> Option<Tensor> {
+    pub(crate) fn is_identity(&self) -> bool {
+        matches!(self, Op::Identity)
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Option<Tensor> {
+        let norm = |n: &Option<BatchNorm>, y: Tensor| match n {
+            Some(n) => n.forward(&y, bn),
+            None => y,
+        };
         Some(match self {
             Op::Zero => return None,
-            Op::MaxPool { stride, bn: norm } => {
-                norm.forward(&x.max_pool2d([3, 3], [*stride, *stride], [1, 1], [1, 1], false), bn)
-            }
-            Op::AvgPool { stride, bn: norm } => norm.forward(&avg_pool(x, 3, *stride, 1), bn),
+            Op::MaxPool { stride, bn: n } => norm(n, x.max_pool2d([3, 3], [*stride, *stride], [1, 1], [1, 1], false)),
+            Op::AvgPool { stride, bn: n } => norm(n, avg_pool(x, 3, *stride, 1)),
             Op::Identity => x.shallow_clone(),
             Op::Reduce(fr) => fr.forward(x, bn),
             Op::Sep { dw1, pw1, bn1, dw2, pw2, bn2 } => {

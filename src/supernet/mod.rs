@@ -1,9 +1,9 @@
 //! Supernets: networks whose every searchable choice is a weighted mixture, with the mixing
 //! weights passed in from outside so that criteria can differentiate with respect to them.
 
-mod darts;
+pub(crate) mod darts;
 pub mod layers;
-mod nb201;
+pub(crate) mod nb201;
 
 pub use darts::{DartsConfig, DartsSupernet};
 pub use layers::{BnMode, ParamSet};

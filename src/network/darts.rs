@@ -1,0 +1,175 @@
+//! DARTS's evaluation network (`cnn/model.py` `NetworkCIFAR`, spaces.md §1.7): the genotype's
+//! two ops per node with affine BatchNorm, drop-path on non-identity ops while training, and
+//! the auxiliary head after cell 2·layers/3. Names follow the reference state dict.
+
+use tch::Tensor;
+
+use super::{drop_path, Network, NetworkConfig};
+use crate::space::DartsGenotype;
+use crate::supernet::darts::{FactorizedReduce, Op};
+use crate::supernet::layers::{avg_pool, BatchNorm, Builder, Conv, Linear, ReluConvBn};
+use crate::supernet::{BnMode, ParamSet};
+
+enum Preprocess {
+    Reduce(FactorizedReduce),
+    Plain(ReluConvBn),
+}
+
+struct Cell {
+    pre0: Preprocess,
+    pre1: ReluConvBn,
+    /// (op, input state) in genotype order: node m uses entries 2m and 2m+1.
+    ops: Vec<(Op, usize)>,
+    concat: Vec<usize>,
+}
+
+impl Cell {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        b: &mut Builder,
+        pairs: &[(String, usize)],
+        concat: &[usize],
+        c_pp: i64,
+        c_p: i64,
+        c: i64,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> Self {
+        let pre0 = if reduction_prev {
+            Preprocess::Reduce(b.scope("preprocess0", |b| FactorizedReduce::new(b, c_pp, c, true)))
+        } else {
+            Preprocess::Plain(ReluConvBn::new(b, "preprocess0", c_pp, c, 1, 1, 0, true))
+        };
+        let pre1 = ReluConvBn::new(b, "preprocess1", c_p, c, 1, 1, 0, true);
+        let ops = b.scope("_ops", |b| {
+            pairs
+                .iter()
+                .enumerate()
+                .map(|(k, (name, j))| {
+                    let stride = if reduction && *j < 2 { 2 } else { 1 };
+                    (b.scope(k.to_string(), |b| Op::build(b, name, c, stride, true)), *j)
+                })
+                .collect()
+        });
+        Cell { pre0, pre1, ops, concat: concat.to_vec() }
+    }
+
+    fn forward(&self, s0: &Tensor, s1: &Tensor, bn: BnMode, drop: f64) -> Tensor {
+        let s0 = match &self.pre0 {
+            Preprocess::Reduce(fr) => fr.forward(s0, bn),
+            Preprocess::Plain(p) => p.forward(s0, bn),
+        };
+        let mut states = vec![s0, self.pre1.forward(s1, bn)];
+        for node in self.ops.chunks(2) {
+            let mut sum: Option<Tensor> = None;
+            for (op, j) in node {
+                let h = op.forward(&states[*j], bn).expect("genotypes hold no `none`");
+                let h = if bn == BnMode::Train && !op.is_identity() { drop_path(h, drop) } else { h };
+                sum = Some(match sum {
+                    None => h,
+                    Some(s) => s + h,
+                });
+            }
+            states.push(sum.expect("two ops per node"));
+        }
+        let out: Vec<&Tensor> = self.concat.iter().map(|&i| &states[i]).collect();
+        Tensor::cat(&out, 1)
+    }
+}
+
+/// ReLU, 5×5 average pool (stride 3), 1×1 conv to 128, BN, ReLU, 2×2 conv to 768, BN, ReLU,
+/// linear (for 8×8 inputs).
+struct AuxHead {
+    conv1: Conv,
+    bn1: BatchNorm,
+    conv2: Conv,
+    bn2: BatchNorm,
+    classifier: Linear,
+}
+
+impl AuxHead {
+    fn new(b: &mut Builder, c: i64, classes: i64) -> Self {
+        let (conv1, bn1, conv2, bn2) = b.scope("features", |b| {
+            (
+                b.conv("2", c, 128, 1, 1, 0, 1, 1),
+                b.batch_norm("3", 128, true),
+                b.conv("5", 128, 768, 2, 1, 0, 1, 1),
+                b.batch_norm("6", 768, true),
+            )
+        });
+        AuxHead { conv1, bn1, conv2, bn2, classifier: b.linear("classifier", 768, classes) }
+    }
+
+    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+        let h = avg_pool(&x.relu(), 5, 3, 0);
+        let h = self.bn1.forward(&self.conv1.forward(&h), bn).relu();
+        let h = self.bn2.forward(&self.conv2.forward(&h), bn).relu();
+        self.classifier.forward(&h.flatten(1, -1))
+    }
+}
+
+/// DARTS's CIFAR evaluation network for a genotype.
+pub struct DartsNetwork {
+    stem_conv: Conv,
+    stem_bn: BatchNorm,
+    cells: Vec<Cell>,
+    aux_after: usize,
+    aux: Option<AuxHead>,
+    classifier: Linear,
+    params: ParamSet,
+}
+
+impl DartsNetwork {
+    pub fn new(g: &DartsGenotype, cfg: NetworkConfig, kind: tch::Kind) -> Self {
+        let mut b = Builder::new(kind);
+        let c = cfg.channels;
+        let c_stem = 3 * c;
+        let (stem_conv, stem_bn) =
+            b.scope("stem", |b| (b.conv("0", 3, c_stem, 3, 1, 1, 1, 1), b.batch_norm("1", c_stem, true)));
+        let (mut c_pp, mut c_p, mut c_curr) = (c_stem, c_stem, c);
+        let mut reduction_prev = false;
+        let mut cells = Vec::new();
+        let aux_after = 2 * cfg.layers / 3;
+        let mut c_aux = 0;
+        for i in 0..cfg.layers {
+            let reduction = i == cfg.layers / 3 || i == 2 * cfg.layers / 3;
+            if reduction {
+                c_curr *= 2;
+            }
+            let (pairs, concat) = if reduction { (&g.reduce, &g.reduce_concat) } else { (&g.normal, &g.normal_concat) };
+            let cell = b.scope(format!("cells.{i}"), |b| {
+                Cell::new(b, pairs, concat, c_pp, c_p, c_curr, reduction, reduction_prev)
+            });
+            reduction_prev = reduction;
+            (c_pp, c_p) = (c_p, cell.concat.len() as i64 * c_curr);
+            cells.push(cell);
+            if i == aux_after {
+                c_aux = c_p;
+            }
+        }
+        let aux = cfg.auxiliary.then(|| b.scope("auxiliary_head", |b| AuxHead::new(b, c_aux, cfg.num_classes)));
+        let classifier = b.linear("classifier", c_p, cfg.num_classes);
+        DartsNetwork { stem_conv, stem_bn, cells, aux_after, aux, classifier, params: b.set }
+    }
+}
+
+impl Network for DartsNetwork {
+    fn params(&self) -> &ParamSet {
+        &self.params
+    }
+
+    fn forward(&self, x: &Tensor, bn: BnMode, drop: f64) -> (Tensor, Option<Tensor>) {
+        let s = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
+        let (mut s0, mut s1) = (s.shallow_clone(), s);
+        let mut aux = None;
+        for (i, cell) in self.cells.iter().enumerate() {
+            let out = cell.forward(&s0, &s1, bn, drop);
+            (s0, s1) = (s1, out);
+            if i == self.aux_after && bn == BnMode::Train {
+                aux = self.aux.as_ref().map(|a| a.forward(&s1, bn));
+            }
+        }
+        let h = s1.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        (self.classifier.forward(&h), aux)
+    }
+}

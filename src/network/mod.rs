@@ -1,0 +1,113 @@
+//! Final networks built from a genotype, for training from scratch: DARTS's `NetworkCIFAR`
+//! (cells from the genotype, affine BatchNorm, drop-path, auxiliary head) and NAS-Bench-201's
+//! discrete `TinyNetwork` (one op per edge). Parameter counts match the references (tests).
+
+mod darts;
+mod nb201;
+
+pub use darts::DartsNetwork;
+pub use nb201::Nb201Network;
+
+use tch::{Kind, Tensor};
+
+use crate::space::Genotype;
+use crate::supernet::{BnMode, ParamSet};
+
+/// A trainable network.
+pub trait Network {
+    fn params(&self) -> &ParamSet;
+    /// Logits, and the auxiliary head's logits when the network has one and `bn` is training.
+    /// `drop_path` is the probability of dropping each non-identity op's output per sample
+    /// (DARTS's drop-path; 0 = off).
+    fn forward(&self, x: &Tensor, bn: BnMode, drop_path: f64) -> (Tensor, Option<Tensor>);
+}
+
+/// Size of a final network.
+#[derive(Debug, Clone, Copy)]
+pub struct NetworkConfig {
+    /// Initial channels (DARTS CIFAR: 36; NB201: 16).
+    pub channels: i64,
+    /// DARTS: cells (20); NB201: cells per stage (5).
+    pub layers: usize,
+    pub num_classes: i64,
+    /// DARTS: the auxiliary head after cell 2·layers/3.
+    pub auxiliary: bool,
+}
+
+/// The network of `genotype` with PyTorch's initialisation (seed libtorch first).
+pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind) -> Box<dyn Network> {
+    match genotype {
+        Genotype::Darts(g) => Box::new(DartsNetwork::new(g, cfg, kind)),
+        Genotype::Nb201(g) => Box::new(Nb201Network::new(g, cfg, kind)),
+    }
+}
+
+/// DARTS's `drop_path`: zero each sample's `x` with probability `p`, scaling the kept ones by
+/// 1/(1−p).
+pub(crate) fn drop_path(x: Tensor, p: f64) -> Tensor {
+    if p <= 0.0 {
+        return x;
+    }
+    let keep = 1.0 - p;
+    let mask = Tensor::empty([x.size()[0], 1, 1, 1], (x.kind(), x.device())).bernoulli_float_(keep);
+    x / keep * mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::space::{DartsGenotype, Nb201Genotype};
+
+    const DARTS_V2: &str = "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])";
+
+    #[test]
+    fn darts_v2_at_c36_l20_has_the_reference_size() {
+        // spaces.md §1.7: 3,349,342 weights without the auxiliary head, plus 476,426 for it.
+        let g = Genotype::Darts(DARTS_V2.parse::<DartsGenotype>().unwrap());
+        let cfg = NetworkConfig { channels: 36, layers: 20, num_classes: 10, auxiliary: false };
+        assert_eq!(build(&g, cfg, Kind::Float).params().count(), 3_349_342);
+        let net = build(&g, NetworkConfig { auxiliary: true, ..cfg }, Kind::Float);
+        assert_eq!(net.params().count() - 3_349_342, 476_426);
+        // model.py's state-dict names (reductions at cells 6 and 13).
+        for n in [
+            "stem.0.weight",
+            "cells.0.preprocess0.op.1.weight",
+            "cells.0._ops.0.op.1.weight",
+            "cells.7.preprocess0.conv_1.weight",
+            "cells.6.preprocess1.op.1.weight",
+            "auxiliary_head.features.2.weight",
+            "auxiliary_head.classifier.bias",
+            "classifier.weight",
+        ] {
+            assert!(net.params().names.contains(&n.to_string()), "{n}");
+        }
+    }
+
+    #[test]
+    fn nb201_all_conv3x3_has_the_reference_size() {
+        // spaces.md §3: the discrete NB201 network with every edge nor_conv_3x3, C=16, N=5.
+        let g = Genotype::Nb201(Nb201Genotype { ops: vec![3; 6] });
+        let cfg = NetworkConfig { channels: 16, layers: 5, num_classes: 10, auxiliary: false };
+        assert_eq!(build(&g, cfg, Kind::Float).params().count(), 1_531_546);
+    }
+
+    #[test]
+    fn forward_shapes_aux_head_and_drop_path() {
+        tch::manual_seed(0);
+        let g = Genotype::Darts(DARTS_V2.parse::<DartsGenotype>().unwrap());
+        let net = build(&g, NetworkConfig { channels: 4, layers: 5, num_classes: 7, auxiliary: true }, Kind::Float);
+        let x = Tensor::randn([3, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
+        let (y, aux) = net.forward(&x, BnMode::Train, 0.2);
+        assert_eq!(y.size(), [3, 7]);
+        assert_eq!(aux.expect("aux in training").size(), [3, 7]);
+        let (_, aux) = net.forward(&x, BnMode::Eval, 0.0);
+        assert!(aux.is_none());
+        // drop_path keeps the mean: E[mask/keep] = 1.
+        let ones = Tensor::ones([20000, 1, 1, 1], (Kind::Float, tch::Device::Cpu));
+        let m = drop_path(ones, 0.2).mean(Kind::Double).double_value(&[]);
+        assert!((m - 1.0).abs() < 0.03, "{m}");
+        let g = Genotype::Nb201(Nb201Genotype { ops: vec![3, 1, 4, 2, 0, 3] });
+        let net = build(&g, NetworkConfig { channels: 4, layers: 1, num_classes: 7, auxiliary: false }, Kind::Float);
+        assert_eq!(net.forward(&x, BnMode::Train, 0.0).0.size(), [3, 7]);
+    }
+}
