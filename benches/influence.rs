@@ -112,6 +112,7 @@ fn main() {
             comm: &comm,
             data: &data,
             val: &split.arch,
+            train: &split.weights,
             timings: &t,
         };
         let (_, total) = time(|| ctx.run().unwrap());

@@ -270,6 +270,11 @@ pub struct SelectConfig {
     /// the validation gradient does not vanish at θ* (paper.md §10 A5). Off: the poster's formula.
     #[serde(default)]
     pub if_center_grad: bool,
+    /// Where H (the Fisher) and B come from: `val` (the reference code: the α half) or `train`
+    /// (the θ half, as the bi-level influence argument has it; paper.md §10 A4). DARTS-IF's
+    /// loss changes stay on the validation batches.
+    #[serde(default = "d_hess_data")]
+    pub hess_data: String,
     /// Arithmetic of the selection: `f32` (as trained) or `f64` (the supernet is converted;
     /// exact to ~1e-12 on small models).
     #[serde(default = "d_precision")]
@@ -460,6 +465,9 @@ fn d_im_sign() -> String {
 }
 fn d_fisher_samples() -> String {
     "batch".into()
+}
+fn d_hess_data() -> String {
+    "val".into()
 }
 fn d_precision() -> String {
     "f32".into()
@@ -788,6 +796,7 @@ impl SelectConfig {
         one_of("select.fisher_samples", &self.fisher_samples, &["batch", "sample"])?;
         one_of("select.bn", &self.bn, &["batch", "running"])?;
         one_of("select.precision", &self.precision, &["f32", "f64"])?;
+        one_of("select.hess_data", &self.hess_data, &["val", "train"])?;
         if self.n == 0 {
             return Err(Error::config(source, "select.n", "must be at least 1 (got 0)"));
         }

@@ -79,6 +79,11 @@ impl Setup {
         EvalSet::draw(self.cfg.seed, dartsif::data::Stream::EvalBatches, 0, &self.split.arch, n, 4).unwrap()
     }
 
+    /// The batches of H and B under `select.hess_data = "train"`: the same draw from the θ half.
+    fn eval_train(&self) -> EvalSet {
+        EvalSet::draw(self.cfg.seed, dartsif::data::Stream::EvalBatches, 0, &self.split.weights, 3, 4).unwrap()
+    }
+
     fn probe<'a>(&'a self, eval: &EvalSet, comm: &'a LocalCollective, t: &'a Timings, leaf: Leaf) -> Probe<'a> {
         Probe::new(self.net.as_ref(), &self.alphas, comm, &self.data, eval, leaf, BnMode::BatchStats, t).unwrap()
     }
@@ -91,6 +96,7 @@ impl Setup {
             comm,
             data: &self.data,
             val: &self.split.arch,
+            train: &self.split.weights,
             timings: t,
         }
     }
@@ -235,12 +241,17 @@ fn neumann_and_cg_reach_the_damped_inverse_and_neumann_detects_divergence(s: &Se
 
 #[test]
 fn darts_im_equals_the_dense_formula_and_raw_logits_are_degenerate() {
-    for ihvp in ["woodbury", "exact"] {
-        let s = setup(&[&format!("select.ihvp=\"{ihvp}\""), "select.exact_matrix=\"fisher\""]);
+    for (ihvp, hess) in [("woodbury", "val"), ("exact", "val"), ("woodbury", "train")] {
+        let s = setup(&[
+            &format!("select.ihvp=\"{ihvp}\""),
+            "select.exact_matrix=\"fisher\"",
+            &format!("select.hess_data=\"{hess}\""),
+        ]);
         let (comm, t) = (LocalCollective, Timings::default());
         let got = s.context(&comm, &t).run().unwrap().table;
-        // Dense: −Bᵀ F⁻¹ B 1 with B built column by column and F = ηI + GGᵀ/N.
-        let eval = s.eval();
+        // Dense: −Bᵀ F⁻¹ B 1 with B built column by column and F = ηI + GGᵀ/N, all on the
+        // validation batches, or all on the θ half's with hess_data = "train".
+        let eval = if hess == "train" { s.eval_train() } else { s.eval() };
         let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
         let b = dense_b(&probe);
         let g = Tensor::stack(&probe.batch_grads().into_iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
@@ -249,7 +260,7 @@ fn darts_im_equals_the_dense_formula_and_raw_logits_are_degenerate() {
         let ones = Tensor::ones([30], (Kind::Double, tch::Device::Cpu));
         let dense = -b.tr().mv(&Tensor::linalg_solve(&f, &b.mv(&ones), true));
         let got_flat = Tensor::from_slice(&dartsif::influence::criteria::flat_scores(&got));
-        assert!(rel(&got_flat, &dense) < 1e-8, "{ihvp}: {:e}", rel(&got_flat, &dense));
+        assert!(rel(&got_flat, &dense) < 1e-8, "{ihvp}/{hess}: {:e}", rel(&got_flat, &dense));
         // `none` has no output, so its column of B and its score are exactly zero.
         assert!(got.scores[0].iter().all(|row| row[0] == 0.0));
     }
@@ -269,23 +280,28 @@ fn darts_im_equals_the_dense_formula_and_raw_logits_are_degenerate() {
 /// scaled (s = 64) and the gradient centred (ĝ − g₀), paper.md §10 A5/A6.
 #[test]
 fn darts_if_equals_the_dense_formula() {
-    for (scale, center) in [(1.0, false), (64.0, true)] {
-        darts_if_case(scale, center);
+    for (scale, center, hess) in [(1.0, false, "val"), (64.0, true, "val"), (1.0, false, "train")] {
+        darts_if_case(scale, center, hess);
     }
 }
 
-fn darts_if_case(scale: f64, center: bool) {
+/// `hess`: the Fisher from the validation batches or from the θ half's (the loss changes and
+/// ĝ always on the validation batches).
+fn darts_if_case(scale: f64, center: bool, hess: &str) {
     let s = setup(&[
         "select.criterion=\"darts-if\"",
         "select.ihvp=\"woodbury\"",
         &format!("select.fisher_scale={scale:?}"),
         &format!("select.if_center_grad={center}"),
+        &format!("select.hess_data=\"{hess}\""),
     ]);
     let (comm, t) = (LocalCollective, Timings::default());
     let got = s.context(&comm, &t).run().unwrap().table;
     let eval = s.eval();
     let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
-    let g = Tensor::stack(&probe.batch_grads().into_iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
+    let fisher_eval = if hess == "train" { s.eval_train() } else { s.eval() };
+    let fisher_probe = s.probe(&fisher_eval, &comm, &t, Leaf::Mixing);
+    let g = Tensor::stack(&fisher_probe.batch_grads().into_iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
     let p = probe.n_params() as i64;
     let f = g.tr().matmul(&g) * (scale / 3.0) + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * s.cfg.select.eta;
     let w0 = mixing_weights(&s.alphas);

@@ -394,7 +394,7 @@ pub fn run_select(
         stop,
         done,
     };
-    select_and_report(cfg, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split.arch, out, &res)
+    select_and_report(cfg, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split, out, &res)
 }
 
 /// What `search` and `select` do first: open the data (bad data stops the run before anything
@@ -453,7 +453,7 @@ fn select_and_report(
     net: &dyn crate::supernet::Supernet,
     alphas: &[tch::Tensor],
     data: &dyn Dataset,
-    val: &[usize],
+    split: &data::SearchSplit,
     out: &Path,
     res: &Resumable,
 ) -> Result<()> {
@@ -468,7 +468,7 @@ fn select_and_report(
         comm.size(),
         s.precision
     );
-    let sel = select::run(cfg, comm, net, alphas, data, val, out, res)?;
+    let sel = select::run(cfg, comm, net, alphas, data, split, out, res)?;
     tracing::info!("selected genotype (criterion {}): {}", sel.table.criterion, sel.genotype);
     tracing::info!("timing: {}", sel.timing);
     if comm.is_coordinator() {
@@ -784,10 +784,8 @@ pub fn run_search(
         };
         let res = Resumable { stop, keep: cfg.checkpoint.keep, ..Default::default() };
         match &net {
-            Some(n) => select_and_report(cfg, comm, n.as_ref(), &alphas, data, &searcher.split.arch, &dir, &res)?,
-            None => {
-                select_and_report(cfg, comm, state.net.as_ref(), &state.alphas, data, &searcher.split.arch, &dir, &res)?
-            }
+            Some(n) => select_and_report(cfg, comm, n.as_ref(), &alphas, data, &searcher.split, &dir, &res)?,
+            None => select_and_report(cfg, comm, state.net.as_ref(), &state.alphas, data, &searcher.split, &dir, &res)?,
         }
     }
     Ok(())

@@ -31,6 +31,8 @@ pub struct Context<'a> {
     pub data: &'a dyn Dataset,
     /// Indices of the validation (α) half.
     pub val: &'a [usize],
+    /// Indices of the training (θ) half, for `select.hess_data = "train"`.
+    pub train: &'a [usize],
     pub timings: &'a Timings,
 }
 
@@ -107,6 +109,16 @@ impl Context<'_> {
         EvalSet::draw(self.cfg.seed, stream, draw, self.val, self.cfg.select.n, self.cfg.select_batch())
     }
 
+    /// With `select.hess_data = "train"`, the N batches of the θ half that H (the Fisher) and B
+    /// are taken from (paper.md §10 A4); `None`: the validation batches, as the reference code.
+    fn hess_set(&self) -> Result<Option<EvalSet>> {
+        if self.cfg.select.hess_data != "train" {
+            return Ok(None);
+        }
+        EvalSet::draw(self.cfg.seed, Stream::EvalBatches, 0, self.train, self.cfg.select.n, self.cfg.select_batch())
+            .map(Some)
+    }
+
     fn probe(&self, eval: &EvalSet, leaf: Leaf) -> Result<Probe<'_>> {
         Probe::new(self.net, self.alphas, self.comm, self.data, eval, leaf, bn_mode(self.cfg), self.timings)
     }
@@ -154,7 +166,12 @@ impl Context<'_> {
         let mut probe = self.probe(&eval, Leaf::Mixing)?;
         // Each candidate is scanned over all N batches by one rank.
         probe.load_all(self.data)?;
-        let solver = if influence { Some(Solver::build(&self.cfg.select, &probe, None)?) } else { None };
+        // The Fisher (or Hessian) of the quadratic term: on the validation batches, or on the
+        // training half's with hess_data = "train".
+        let hess_eval = if influence { self.hess_set()? } else { None };
+        let hprobe = hess_eval.as_ref().map(|e| self.probe(e, Leaf::Mixing)).transpose()?;
+        let hp = hprobe.as_ref().unwrap_or(&probe);
+        let solver = if influence { Some(Solver::build(&self.cfg.select, hp, None)?) } else { None };
         let cands = candidates(self.net);
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let w0 = probe.base_weights();
@@ -192,7 +209,7 @@ impl Context<'_> {
                 (None, _) => (None, None),
             };
             let q = match &solver {
-                Some(s) => s.quad_own(&probe, g.as_ref())?,
+                Some(s) => s.quad_own(hp, g.as_ref())?,
                 None => None,
             };
             let mut bad = None;
@@ -304,7 +321,11 @@ impl Context<'_> {
     /// Matrix-free DARTS-IM on the mixing weights: u = B1 (with the Fisher samples from the
     /// same double-backward pass), z = IHVP(u), I_M = ∓Bᵀz.
     fn darts_im(&self) -> Result<Outcome> {
-        let eval = self.eval_set(Stream::EvalBatches, 0)?;
+        // B and H from the same N batches: validation, or the θ half's (hess_data = "train").
+        let eval = match self.hess_set()? {
+            Some(e) => e,
+            None => self.eval_set(Stream::EvalBatches, 0)?,
+        };
         let probe = self.probe(&eval, Leaf::Mixing)?;
         let per_batch_fisher = needs_fisher(&self.cfg.select) && self.cfg.select.fisher_samples == "batch";
         let (samples, u) = if per_batch_fisher {

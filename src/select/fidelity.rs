@@ -262,7 +262,8 @@ pub fn run(
         }
         let timings = Timings::default();
         let t0 = std::time::Instant::now();
-        let ctx = Context { cfg: &c, net, alphas, comm, data, val: &split.arch, timings: &timings };
+        let ctx =
+            Context { cfg: &c, net, alphas, comm, data, val: &split.arch, train: &split.weights, timings: &timings };
         let result = ctx.run();
         tracing::info!("fidelity: {label} scored in {:.1} s", t0.elapsed().as_secs_f64());
         let agreement = match result {

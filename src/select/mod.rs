@@ -13,7 +13,7 @@ use tch::Tensor;
 use crate::checkpoint::write_atomic;
 use crate::comm::{broadcast_value, Collective};
 use crate::config::Config;
-use crate::data::Dataset;
+use crate::data::{Dataset, SearchSplit};
 use crate::error::{Error, Result};
 use crate::influence::{Context, Resumable, Timings};
 use crate::search::SearchState;
@@ -73,13 +73,13 @@ pub fn run(
     net: &dyn Supernet,
     alphas: &[Tensor],
     data: &dyn Dataset,
-    val: &[usize],
+    split: &SearchSplit,
     out: &Path,
     res: &Resumable,
 ) -> Result<Selection> {
     let timings = Timings::default();
     let t0 = std::time::Instant::now();
-    let ctx = Context { cfg, net, alphas, comm, data, val, timings: &timings };
+    let ctx = Context { cfg, net, alphas, comm, data, val: &split.arch, train: &split.weights, timings: &timings };
     let outcome = ctx.run_resumable(res)?;
     for (c, cell) in outcome.table.scores.iter().enumerate() {
         for (e, row) in cell.iter().enumerate() {
