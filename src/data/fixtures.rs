@@ -174,5 +174,5 @@ pub fn wnid(c: usize) -> String {
 
 /// The colour of image `k` of class `c` in [`write_jpeg_folder`].
 pub fn flat_colour(c: usize, k: usize) -> [u8; 3] {
-    [(40 + 50 * c % 200) as u8, (60 + 30 * k % 180) as u8, 128]
+    [(40 + (50 * c) % 200) as u8, (60 + (30 * k) % 180) as u8, 128]
 }

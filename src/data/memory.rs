@@ -44,17 +44,26 @@ impl InMemory {
         self.shape.iter().product()
     }
 
-    /// Append `n` images of bytes `pixels` with their labels, checking each label.
-    fn push(&mut self, path: &Path, pixels: &[u8], labels: &[i64], record: impl Fn(usize) -> String) -> Result<()> {
-        debug_assert_eq!(pixels.len(), labels.len() * self.per_image());
-        if let Some(i) = labels.iter().position(|&l| l < 0 || l as usize >= self.classes) {
-            return Err(Error::data(
-                path,
-                format!("{}: label {} is outside 0..{} ({})", record(i), labels[i], self.classes, self.name),
-            ));
+    /// Append images `(record, label, CHW bytes)` straight from the file's buffer, checking
+    /// each label; `describe` names a record in messages.
+    fn push<'b>(
+        &mut self,
+        path: &Path,
+        images: impl Iterator<Item = (usize, i64, &'b [u8])>,
+        describe: impl Fn(usize) -> String,
+    ) -> Result<()> {
+        let per = self.per_image();
+        for (i, label, pixels) in images {
+            debug_assert_eq!(pixels.len(), per);
+            if label < 0 || label as usize >= self.classes {
+                return Err(Error::data(
+                    path,
+                    format!("{}: label {label} is outside 0..{} ({})", describe(i), self.classes, self.name),
+                ));
+            }
+            self.labels.push(label);
+            self.pixels.extend_from_slice(pixels);
         }
-        self.pixels.extend_from_slice(pixels);
-        self.labels.extend_from_slice(labels);
         Ok(())
     }
 }
@@ -198,14 +207,10 @@ impl Cifar {
                 ),
             ));
         }
-        let n = bytes.len() / rec;
-        let mut pixels = Vec::with_capacity(n * 3072);
-        let mut labels = Vec::with_capacity(n);
-        for r in bytes.chunks_exact(rec) {
-            labels.push(r[head - 1] as i64); // CIFAR-100: the fine label
-            pixels.extend_from_slice(&r[head..]);
-        }
-        ds.push(path, &pixels, &labels, |i| format!("record {i} (byte offset {})", i * rec))
+        ds.pixels.reserve(bytes.len() / rec * 3072);
+        // The last label byte is the class (CIFAR-100: the fine label).
+        let images = bytes.chunks_exact(rec).enumerate().map(|(i, r)| (i, r[head - 1] as i64, &r[head..]));
+        ds.push(path, images, |i| format!("record {i} (byte offset {})", i * rec))
     }
 }
 
@@ -240,23 +245,14 @@ fn read_pickled(ds: &mut InMemory, path: &Path, label_key: &str, map: impl Fn(i6
             ),
         ));
     }
-    let mut keep_px = Vec::with_capacity(pixels.len());
-    let mut keep_lb = Vec::with_capacity(labels.len());
-    let mut index = Vec::with_capacity(labels.len());
-    for (i, &l) in labels.iter().enumerate() {
-        match map(l) {
-            Label::Class(c) => {
-                keep_lb.push(c);
-                keep_px.extend_from_slice(&pixels[i * per..(i + 1) * per]);
-                index.push(i);
-            }
-            Label::Drop => {}
-            Label::Bad => {
-                return Err(Error::data(path, format!("record {i}: label {l} is not a label of {}", ds.name)))
-            }
-        }
+    if let Some(i) = labels.iter().position(|&l| matches!(map(l), Label::Bad)) {
+        return Err(Error::data(path, format!("record {i}: label {} is not a label of {}", labels[i], ds.name)));
     }
-    ds.push(path, &keep_px, &keep_lb, |i| format!("record {}", index[i]))
+    let images = labels.iter().enumerate().filter_map(|(i, &l)| match map(l) {
+        Label::Class(c) => Some((i, c, &pixels[i * per..(i + 1) * per])),
+        _ => None,
+    });
+    ds.push(path, images, |i| format!("record {i}"))
 }
 
 /// ImageNet16 (Chrabaszcz et al.'s 16×16 downsampled ImageNet, as NAS-Bench-201 uses it):

@@ -6,18 +6,12 @@ use tch::Tensor;
 
 use super::{drop_path, Network, NetworkConfig};
 use crate::space::DartsGenotype;
-use crate::supernet::darts::{FactorizedReduce, Op};
-use crate::supernet::layers::{avg_pool, BatchNorm, Builder, Conv, Linear, ReluConvBn};
+use crate::supernet::darts::{Op, Preprocess};
+use crate::supernet::layers::{avg_pool, BatchNorm, Builder, Conv, Linear};
 use crate::supernet::{BnMode, ParamSet};
 
-enum Preprocess {
-    Reduce(FactorizedReduce),
-    Plain(ReluConvBn),
-}
-
 struct Cell {
-    pre0: Preprocess,
-    pre1: ReluConvBn,
+    pre: Preprocess,
     /// (op, input state) in genotype order: node m uses entries 2m and 2m+1.
     ops: Vec<(Op, usize)>,
     concat: Vec<usize>,
@@ -35,12 +29,7 @@ impl Cell {
         reduction: bool,
         reduction_prev: bool,
     ) -> Self {
-        let pre0 = if reduction_prev {
-            Preprocess::Reduce(b.scope("preprocess0", |b| FactorizedReduce::new(b, c_pp, c, true)))
-        } else {
-            Preprocess::Plain(ReluConvBn::new(b, "preprocess0", c_pp, c, 1, 1, 0, true))
-        };
-        let pre1 = ReluConvBn::new(b, "preprocess1", c_p, c, 1, 1, 0, true);
+        let pre = Preprocess::new(b, c_pp, c_p, c, reduction_prev, true);
         let ops = b.scope("_ops", |b| {
             pairs
                 .iter()
@@ -51,15 +40,11 @@ impl Cell {
                 })
                 .collect()
         });
-        Cell { pre0, pre1, ops, concat: concat.to_vec() }
+        Cell { pre, ops, concat: concat.to_vec() }
     }
 
     fn forward(&self, s0: &Tensor, s1: &Tensor, bn: BnMode, drop: f64) -> Tensor {
-        let s0 = match &self.pre0 {
-            Preprocess::Reduce(fr) => fr.forward(s0, bn),
-            Preprocess::Plain(p) => p.forward(s0, bn),
-        };
-        let mut states = vec![s0, self.pre1.forward(s1, bn)];
+        let mut states = self.pre.forward(s0, s1, bn);
         for node in self.ops.chunks(2) {
             let mut sum: Option<Tensor> = None;
             for (op, j) in node {

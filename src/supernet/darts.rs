@@ -145,37 +145,50 @@ impl Op {
     }
 }
 
-enum Preprocess {
+/// A cell's input preprocessing (search and evaluation cells alike): `preprocess0` is a
+/// FactorizedReduce after a reduction cell, else ReLU-1×1 conv-BN; `preprocess1` is always the
+/// latter.
+pub(crate) struct Preprocess {
+    pre0: Pre0,
+    pre1: ReluConvBn,
+}
+
+enum Pre0 {
     Reduce(FactorizedReduce),
     Plain(ReluConvBn),
 }
 
 impl Preprocess {
-    fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
-        match self {
-            Preprocess::Reduce(fr) => fr.forward(x, bn),
-            Preprocess::Plain(p) => p.forward(x, bn),
-        }
+    pub(crate) fn new(b: &mut Builder, c_pp: i64, c_p: i64, c: i64, reduction_prev: bool, affine: bool) -> Self {
+        let pre0 = if reduction_prev {
+            Pre0::Reduce(b.scope("preprocess0", |b| FactorizedReduce::new(b, c_pp, c, affine)))
+        } else {
+            Pre0::Plain(ReluConvBn::new(b, "preprocess0", c_pp, c, 1, 1, 0, affine))
+        };
+        Preprocess { pre0, pre1: ReluConvBn::new(b, "preprocess1", c_p, c, 1, 1, 0, affine) }
+    }
+
+    /// The cell's two input states.
+    pub(crate) fn forward(&self, s0: &Tensor, s1: &Tensor, bn: BnMode) -> Vec<Tensor> {
+        let s0 = match &self.pre0 {
+            Pre0::Reduce(fr) => fr.forward(s0, bn),
+            Pre0::Plain(p) => p.forward(s0, bn),
+        };
+        vec![s0, self.pre1.forward(s1, bn)]
     }
 }
 
 struct SearchCell {
     /// Whether this cell mixes with the reduction α.
     reduction: bool,
-    pre0: Preprocess,
-    pre1: ReluConvBn,
+    pre: Preprocess,
     /// `edges[e][o]` in α row order: node 0 from s0, s1; node 1 from s0, s1, n0; …
     edges: Vec<Vec<Op>>,
 }
 
 impl SearchCell {
     fn new(b: &mut Builder, c_pp: i64, c_p: i64, c: i64, reduction: bool, reduction_prev: bool) -> Self {
-        let pre0 = if reduction_prev {
-            Preprocess::Reduce(b.scope("preprocess0", |b| FactorizedReduce::new(b, c_pp, c, false)))
-        } else {
-            Preprocess::Plain(ReluConvBn::new(b, "preprocess0", c_pp, c, 1, 1, 0, false))
-        };
-        let pre1 = ReluConvBn::new(b, "preprocess1", c_p, c, 1, 1, 0, false);
+        let pre = Preprocess::new(b, c_pp, c_p, c, reduction_prev, false);
         let mut edges = Vec::new();
         b.scope("_ops", |b| {
             for i in 0..STEPS {
@@ -195,12 +208,12 @@ impl SearchCell {
                 }
             }
         });
-        SearchCell { reduction, pre0, pre1, edges }
+        SearchCell { reduction, pre, edges }
     }
 
     /// `w`: this cell type's 14×8 mixing weights.
     fn forward(&self, s0: &Tensor, s1: &Tensor, w: &Tensor, bn: BnMode) -> Tensor {
-        let mut states = vec![self.pre0.forward(s0, bn), self.pre1.forward(s1, bn)];
+        let mut states = self.pre.forward(s0, s1, bn);
         let mut offset = 0;
         for _ in 0..STEPS {
             let mut acc: Option<Tensor> = None;
