@@ -75,8 +75,12 @@ fn main() {
     )
     .unwrap();
     let net = supernet::build(&cfg, 1, Kind::Float).unwrap();
-    let alphas: Vec<Tensor> =
-        net.spec().alpha_shapes().iter().map(|s| Tensor::randn(s, (Kind::Float, tch::Device::Cpu)) * 1e-3).collect();
+    let alphas: Vec<Tensor> = net
+        .spec()
+        .alpha_shapes()
+        .iter()
+        .map(|s| Tensor::randn(s.as_slice(), (Kind::Float, tch::Device::Cpu)) * 1e-3)
+        .collect();
     let data = Synthetic::new(1, 2048, 10, 32, 3.0);
     let split = SearchSplit::halves(2048);
     let timings = Timings::default();

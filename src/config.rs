@@ -46,6 +46,9 @@ pub struct Config {
     pub output: OutputConfig,
     #[serde(default)]
     pub select: SelectConfig,
+    /// Training a selected architecture from scratch (`dartsif-dist train`).
+    #[serde(default)]
+    pub train: TrainConfig,
     #[serde(default)]
     pub checkpoint: CheckpointConfig,
     /// Fault injection for tests (never set in production configs).
@@ -60,7 +63,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SpaceConfig {
-    /// Search space: `nb201`.
+    /// Search space: `nb201`, `darts`, `darts-s5` (DARTS without `none`, DARTS-PT's s5),
+    /// `pc-darts`, `nb1shot1-s1`, `nb1shot1-s2` or `nb1shot1-s3`.
     #[serde(default = "d_space")]
     pub name: String,
     /// Initial channels C.
@@ -69,8 +73,9 @@ pub struct SpaceConfig {
     /// Search cells per stage N (NB201: 5).
     #[serde(default = "d_cells")]
     pub cells_per_stage: usize,
-    /// DARTS: cells in the network (8 in the search), reductions at layers/3 and 2·layers/3.
-    #[serde(default = "d_layers")]
+    /// DARTS family and 1Shot1: cells in the network (0 = the reference's: 8 for DARTS, 9 for
+    /// 1Shot1), reductions (1Shot1: down-sampling) at layers/3 and 2·layers/3.
+    #[serde(default)]
     pub layers: usize,
 }
 
@@ -146,9 +151,14 @@ pub struct DataConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SearchConfig {
-    /// Search strategy: `darts-1st` (first-order DARTS).
+    /// Search strategy: `darts-1st` (first-order DARTS), `darts-2nd` (second order: the α
+    /// gradient through one unrolled θ step, its mixed term by DARTS's finite difference) or
+    /// `darts-2nd-exact` (the same with the mixed term by double backward).
     #[serde(default = "d_strategy")]
     pub strategy: String,
+    /// α is updated from this epoch on (PC-DARTS: 15); before it only θ trains.
+    #[serde(default)]
+    pub arch_start_epoch: usize,
     #[serde(default = "d_epochs")]
     pub epochs: usize,
     /// Global batch size (split evenly over ranks).
@@ -211,7 +221,8 @@ pub struct AdamConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SelectConfig {
-    /// `magnitude`, `drop`, `darts-if` or `darts-im`.
+    /// `magnitude`, `drop`, `darts-if`, `darts-im`, or `darts-pt` (progressive decisions with
+    /// fine-tuning, DARTS-PT; its rule is `pt_rule`).
     #[serde(default = "d_criterion")]
     pub criterion: String,
     /// IHVP solver: `identity`, `neumann`, `sherman-morrison`, `woodbury`, `cg` or `exact`.
@@ -282,6 +293,51 @@ pub struct SelectConfig {
     /// Run the selection right after `search`, into the run directory's `select/`.
     #[serde(default)]
     pub after_search: bool,
+    /// `darts-pt`: the per-edge decision rule: `accuracy` (DARTS-PT: keep the op whose masking
+    /// lowers validation accuracy most), `loss`, `darts-if` or `darts-im`.
+    #[serde(default = "d_pt_rule")]
+    pub pt_rule: String,
+    /// `darts-pt`: tuning epochs between decisions (DARTS-PT: 5).
+    #[serde(default = "d_pt_interval")]
+    pub pt_interval: usize,
+    /// `darts-pt`: θ learning rate of the tuning (0 = the search's / 10, as DARTS-PT).
+    #[serde(default)]
+    pub pt_lr: f64,
+    /// `darts-pt`: `constant` (DARTS-PT's NB201 version), `cosine` to the search's lr_min (its
+    /// DARTS version), or `auto` (constant for NB201, cosine otherwise).
+    #[serde(default = "d_pt_schedule")]
+    pub pt_schedule: String,
+}
+
+/// `dartsif-dist train`: DARTS's evaluation protocol by default (quark0/darts `train.py`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default = "d_train_epochs")]
+    pub epochs: usize,
+    /// Global batch size (split evenly over ranks).
+    #[serde(default = "d_train_batch")]
+    pub batch_size: usize,
+    /// BatchNorm micro-batch (0 = each rank's whole shard).
+    #[serde(default)]
+    pub micro_batch: usize,
+    /// Initial channels (DARTS CIFAR: 36; NB201: 16).
+    #[serde(default = "d_train_channels")]
+    pub channels: usize,
+    /// DARTS: cells (20); NB201: cells per stage (5).
+    #[serde(default = "d_train_layers")]
+    pub layers: usize,
+    /// DARTS: the auxiliary head after cell 2·layers/3, its loss weighted by `auxiliary_weight`.
+    #[serde(default = "d_true")]
+    pub auxiliary: bool,
+    #[serde(default = "d_aux_weight")]
+    pub auxiliary_weight: f64,
+    /// Drop-path probability at the last epoch, ramped linearly from 0 (DARTS: 0.2).
+    #[serde(default = "d_drop_path")]
+    pub drop_path: f64,
+    /// SGD (DARTS: lr 0.025 → 0 cosine, momentum 0.9, wd 3e-4, grad-clip 5).
+    #[serde(default = "d_train_sgd")]
+    pub weights: SgdConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -351,9 +407,6 @@ fn d_space() -> String {
 }
 fn d_channels() -> usize {
     16
-}
-fn d_layers() -> usize {
-    8
 }
 fn d_cells() -> usize {
     5
@@ -469,6 +522,15 @@ fn d_fisher_samples() -> String {
 fn d_hess_data() -> String {
     "val".into()
 }
+fn d_pt_rule() -> String {
+    "accuracy".into()
+}
+fn d_pt_interval() -> usize {
+    5
+}
+fn d_pt_schedule() -> String {
+    "auto".into()
+}
 fn d_precision() -> String {
     "f32".into()
 }
@@ -482,6 +544,28 @@ fn d_true() -> bool {
     true
 }
 
+fn d_train_epochs() -> usize {
+    600
+}
+fn d_train_batch() -> usize {
+    96
+}
+fn d_train_channels() -> usize {
+    36
+}
+fn d_train_layers() -> usize {
+    20
+}
+fn d_aux_weight() -> f64 {
+    0.4
+}
+fn d_drop_path() -> f64 {
+    0.2
+}
+fn d_train_sgd() -> SgdConfig {
+    SgdConfig { lr_min: 0.0, ..SgdConfig::default() }
+}
+
 macro_rules! default_from_serde {
     ($($t:ty),*) => {$(
         impl Default for $t {
@@ -493,6 +577,7 @@ macro_rules! default_from_serde {
 }
 default_from_serde!(
     Config,
+    TrainConfig,
     SpaceConfig,
     DataConfig,
     SearchConfig,
@@ -557,20 +642,30 @@ impl Config {
             Error::config(source, key, msg)
         })?;
         cfg.data.resolve_synthetic();
+        if cfg.space.layers == 0 {
+            cfg.space.layers = if cfg.space.name.starts_with("nb1shot1") { 9 } else { 8 };
+        }
         Ok(cfg)
     }
 
     /// Range checks that serde cannot express. World-size checks live in [`Config::check_world`].
     pub fn validate(&self, source: &str) -> Result<()> {
         let bad = |key: &str, msg: String| Err(Error::config(source, key, msg));
-        if self.space.name != "nb201" && self.space.name != "darts" {
+        if crate::space::SpaceSpec::by_name(&self.space.name).is_none() {
+            let known: Vec<String> = crate::space::SpaceSpec::NAMES.iter().map(|n| format!("{n:?}")).collect();
             return bad(
                 "space.name",
-                format!("unknown search space {:?} (known: \"nb201\", \"darts\")", self.space.name),
+                format!("unknown search space {:?} (known: {})", self.space.name, known.join(", ")),
             );
         }
-        if self.space.name == "darts" && !(3..=64).contains(&self.space.layers) {
+        if self.space.name != "nb201" && !(3..=64).contains(&self.space.layers) {
             return bad("space.layers", format!("must be in 3..=64 (got {})", self.space.layers));
+        }
+        if self.space.name == "pc-darts" && self.space.channels % 4 != 0 {
+            return bad(
+                "space.channels",
+                format!("PC-DARTS splits channels in 4 groups: must be a multiple of 4 (got {})", self.space.channels),
+            );
         }
         if self.space.channels == 0 || self.space.channels > 4096 {
             return bad("space.channels", format!("must be in 1..=4096 (got {})", self.space.channels));
@@ -585,16 +680,22 @@ impl Config {
                 format!("unknown value {:?} (known: \"none\", \"kill\", \"signal\", \"nan\")", self.fault.action),
             );
         }
-        if self.fault.phase != "search" && self.fault.phase != "select" {
-            return bad("fault.phase", format!("must be \"search\" or \"select\" (got {:?})", self.fault.phase));
+        if !["search", "select", "train"].contains(&self.fault.phase.as_str()) {
+            return bad(
+                "fault.phase",
+                format!("must be \"search\", \"select\" or \"train\" (got {:?})", self.fault.phase),
+            );
         }
         if self.checkpoint.keep == 0 {
             return bad("checkpoint.keep", "must be at least 1 (disable with checkpoint.enabled = false)".into());
         }
-        if self.search.strategy != "darts-1st" {
+        if !["darts-1st", "darts-2nd", "darts-2nd-exact"].contains(&self.search.strategy.as_str()) {
             return bad(
                 "search.strategy",
-                format!("unknown strategy {:?} (known: \"darts-1st\")", self.search.strategy),
+                format!(
+                    "unknown strategy {:?} (known: \"darts-1st\", \"darts-2nd\", \"darts-2nd-exact\")",
+                    self.search.strategy
+                ),
             );
         }
         if self.search.order != "alpha-first" && self.search.order != "weights-first" {
@@ -789,7 +890,13 @@ impl SelectConfig {
                 Err(Error::config(source, key, format!("unknown value {v:?} (one of {list})")))
             }
         };
-        one_of("select.criterion", &self.criterion, &["magnitude", "drop", "darts-if", "darts-im"])?;
+        one_of("select.criterion", &self.criterion, &["magnitude", "drop", "darts-if", "darts-im", "darts-pt"])?;
+        one_of("select.pt_rule", &self.pt_rule, &["accuracy", "loss", "darts-if", "darts-im"])?;
+        one_of("select.pt_schedule", &self.pt_schedule, &["auto", "constant", "cosine"])?;
+        if self.pt_interval == 0 {
+            return Err(Error::config(source, "select.pt_interval", "must be at least 1 (got 0)"));
+        }
+        non_negative(source, "select.pt_lr", self.pt_lr)?;
         one_of("select.ihvp", &self.ihvp, &["identity", "neumann", "sherman-morrison", "woodbury", "cg", "exact"])?;
         one_of("select.exact_matrix", &self.exact_matrix, &["fisher", "hessian"])?;
         one_of("select.im_sign", &self.im_sign, &["paper", "negated"])?;

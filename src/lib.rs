@@ -3,7 +3,8 @@
 //!
 //! One job per module: [`comm`] (collectives), [`data`], [`space`] (search spaces and
 //! genotypes), [`supernet`], [`search`] (bi-level training), [`select`] (discretisation),
-//! [`checkpoint`], [`report`], [`cli`].
+//! [`network`] and [`train`] (the selected architecture from scratch), [`checkpoint`],
+//! [`report`], [`cli`].
 
 pub mod checkpoint;
 pub mod cli;
@@ -19,5 +20,6 @@ pub mod search;
 pub mod select;
 pub mod space;
 pub mod supernet;
+pub mod train;
 
 pub use error::{Error, Result};

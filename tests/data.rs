@@ -393,13 +393,28 @@ fn shipped_real_data_configs_open_fixture_data() {
     .unwrap();
     // DARTS's preset: halves of the training set.
     let sets = [format!("data.root=\"{}\"", c10.display()), "data.test_size=0".into()];
-    let mut cfg = Config::load(Some(&common::repo().join("configs/darts-cifar10.toml")), &sets).unwrap();
-    let src = data::open(&mut cfg).unwrap();
-    assert_eq!((src.split.weights.len(), src.split.arch.len(), src.split.arch[0]), (150, 150, 150));
+    for (file, space, batch) in [
+        ("darts-cifar10.toml", "darts", 64),
+        ("pc-darts-cifar10.toml", "pc-darts", 256),
+        ("nb1shot1-cifar10.toml", "nb1shot1-s3", 96),
+        ("darts-train-cifar10.toml", "nb201", 64), // train-only: [train] batch 96
+        ("darts-pt-nb201-cifar10.toml", "nb201", 64),
+        ("darts-pt-s5-cifar10.toml", "darts-s5", 64),
+    ] {
+        let mut cfg = Config::load(Some(&common::repo().join("configs").join(file)), &sets).unwrap();
+        assert_eq!((cfg.space.name.as_str(), cfg.search.batch_size), (space, batch));
+        if file == "darts-train-cifar10.toml" {
+            assert_eq!((cfg.train.batch_size, cfg.train.epochs, cfg.data.cutout), (96, 600, 16));
+        }
+        cfg.search.batch_size = 64; // the fixture's halves have 150 images
+        let src = data::open(&mut cfg).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!((src.split.weights.len(), src.split.arch.len(), src.split.arch[0]), (150, 150, 150));
+    }
     for (file, root, split, weights, arch) in [
         ("nb201-cifar10.toml", &c10, &c10_split, 150, 150),
         ("nb201-cifar100.toml", &c100, &x_split, 200, 100),
         ("nb201-imagenet16-120.toml", &i16, &x_split, 500, 100),
+        ("nb201-authors-cifar10.toml", &c10, &c10_split, 150, 150),
     ] {
         let sets = [
             format!("data.root=\"{}\"", root.display()),

@@ -98,3 +98,38 @@ fn collectives_on_three_ranks() {
     common::assert_ok(&o);
     assert_eq!(common::stdout(&o).trim(), "collectives ok: 3 ranks, backend mpi");
 }
+
+fn alpha(dir: &std::path::Path) -> Tensor {
+    load(dir).remove("arch_parameters").unwrap()
+}
+
+/// Second-order DARTS is data-parallel too: each of its four gradients (θ step, validation at
+/// θ', the two perturbed or the double-backward mixed term) is all-reduced, so 1 and 2 ranks
+/// agree; it moves α differently from first order; and `search.arch_start_epoch` freezes α.
+#[test]
+fn second_order_and_frozen_alpha_on_one_and_two_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = ["search.arch.lr=0.05", "seed=11"];
+    let run = |name: &str, np: usize, extra: &[&str]| -> Tensor {
+        let dir = tmp.path().join(format!("{name}-{np}"));
+        let sets: Vec<&str> = base.iter().chain(extra).copied().collect();
+        common::assert_ok(&common::search(np, &dir, &sets));
+        alpha(&dir)
+    };
+    let first = run("first", 1, &[]);
+    for strategy in ["search.strategy=\"darts-2nd-exact\"", "search.strategy=\"darts-2nd\""] {
+        let a1 = run(strategy, 1, &[strategy]);
+        let a2 = run(strategy, 2, &[strategy]);
+        // f32 summation order differs between 1 and 2 ranks; the finite difference divides
+        // by 2R (R = 0.01/‖v‖), amplifying it ~100×: 1e-3 relative still catches any missing
+        // all-reduce (which would leave the halves' gradients, off by O(1)).
+        let r = rel_diff(&a1, &a2);
+        assert!(r < 1e-3, "{strategy}: 1 vs 2 ranks differ by {r}");
+        let moved = rel_diff(&first, &a1);
+        assert!(moved > 1e-3, "{strategy}: α equals first order's ({moved})");
+    }
+    // α frozen for both epochs: it stays at its 1e-3·randn initialisation.
+    let frozen = run("frozen", 2, &["search.arch_start_epoch=2"]);
+    assert!(frozen.abs().max().double_value(&[]) < 0.01);
+    assert!(first.abs().max().double_value(&[]) > 0.05);
+}

@@ -14,7 +14,7 @@ use dartsif::influence::criteria::{candidates, remove_op, Context};
 use dartsif::influence::flat::{dot, flatten, norm, split_like};
 use dartsif::influence::ihvp::Solver;
 use dartsif::influence::{EvalSet, Leaf, Probe, Timings};
-use dartsif::supernet::{self, mixing_weights, BnMode, Supernet};
+use dartsif::supernet::{self, BnMode, Supernet};
 use tch::{Kind, Tensor};
 
 struct Setup {
@@ -47,8 +47,12 @@ fn setup(extra: &[&str]) -> Setup {
     let net = supernet::build(&cfg, 5, Kind::Double).unwrap();
     // Non-uniform architecture weights, so no mixing weight is special.
     tch::manual_seed(7);
-    let alphas: Vec<Tensor> =
-        net.spec().alpha_shapes().iter().map(|s| Tensor::randn(s, (Kind::Double, tch::Device::Cpu)) * 0.7).collect();
+    let alphas: Vec<Tensor> = net
+        .spec()
+        .alpha_shapes()
+        .iter()
+        .map(|s| Tensor::randn(s.as_slice(), (Kind::Double, tch::Device::Cpu)) * 0.7)
+        .collect();
     let data = Synthetic::new(cfg.seed, cfg.data.train_size, 3, 8, 0.5);
     let split = SearchSplit::halves(cfg.data.train_size);
     Setup { cfg, net, alphas, data, split }
@@ -98,6 +102,7 @@ impl Setup {
             val: &self.split.arch,
             train: &self.split.weights,
             timings: t,
+            projection: None,
         }
     }
 
@@ -304,7 +309,7 @@ fn darts_if_case(scale: f64, center: bool, hess: &str) {
     let g = Tensor::stack(&fisher_probe.batch_grads().into_iter().map(|(_, g)| g).collect::<Vec<_>>(), 0);
     let p = probe.n_params() as i64;
     let f = g.tr().matmul(&g) * (scale / 3.0) + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * s.cfg.select.eta;
-    let w0 = mixing_weights(&s.alphas);
+    let w0 = s.net.spec().mixing(&s.alphas);
     let (l0, g0) = probe.grad_theta(Some(&w0)).unwrap();
     let cands = candidates(s.net.as_ref());
     assert_eq!(cands.len(), 24, "6 edges × 4 ops other than none");

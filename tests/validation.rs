@@ -116,7 +116,7 @@ fn invalid_inputs_are_refused_with_one_line() {
             &["search.order=\"random\""],
             "search.order: must be \"alpha-first\" or \"weights-first\" (got \"random\")",
         ),
-        search_case(&["search.strategy=\"darts-2nd\""], "search.strategy: unknown strategy \"darts-2nd\""),
+        search_case(&["search.strategy=\"gdas\""], "search.strategy: unknown strategy \"gdas\""),
         search_case(&["search.arch.beta2=1.5"], "search.arch.beta2: must be in [0, 1) (got 1.5)"),
         search_case(&["select.criterion=\"best\""], "select.criterion: unknown value \"best\""),
         search_case(&["select.ihvp=\"lissa\""], "select.ihvp: unknown value \"lissa\""),

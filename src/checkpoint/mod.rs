@@ -17,6 +17,40 @@ use crate::error::{Error, Result};
 use crate::search::SearchState;
 use crate::supernet::Supernet;
 
+/// Run `write` (a checkpoint write) on the coordinator and share its outcome with every rank,
+/// so a failed write stops all of them.
+pub fn commit_on_coordinator(
+    comm: &dyn crate::comm::Collective,
+    write: impl FnOnce() -> Result<PathBuf>,
+) -> Result<PathBuf> {
+    let mine: Option<std::result::Result<String, String>> =
+        comm.is_coordinator().then(|| write().map(|d| d.display().to_string()).map_err(|e| e.to_string()));
+    match crate::comm::broadcast_value(comm, 0, mine.as_ref())? {
+        Ok(dir) => {
+            tracing::info!("checkpoint {dir}");
+            Ok(dir.into())
+        }
+        Err(msg) => Err(Error::Invalid(format!("writing a checkpoint failed: {msg}"))),
+    }
+}
+
+/// Load a search checkpoint (of a search or a DARTS-PT selection) after checking it against
+/// `cfg`; a mid-epoch checkpoint also restores the epoch's progress.
+pub fn resume_search(dir: &Path, cfg: &Config, world: usize, state: &mut SearchState) -> Result<SearchMeta> {
+    let meta = read_meta(dir)?;
+    check_compatible(&meta, cfg, world, dir)?;
+    let meta = load_search(dir, state)?;
+    if meta.step > 0 {
+        state.progress = Some(crate::search::EpochProgress {
+            step: meta.step,
+            train: meta.train,
+            arch: meta.arch,
+            seconds: meta.seconds,
+        });
+    }
+    Ok(meta)
+}
+
 /// Write `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
@@ -34,8 +68,8 @@ fn tmp_path(path: &Path) -> std::path::PathBuf {
 /// (name, tensor) pairs of the whole supernet state, sharing storage with it.
 fn live_tensors(net: &dyn Supernet, alphas: &[Tensor]) -> Vec<(String, Tensor)> {
     let mut named = net.params().named();
-    for (cell, alpha) in net.spec().cells.iter().zip(alphas) {
-        named.push((cell.alpha_name.clone(), alpha.shallow_clone()));
+    for (name, alpha) in net.spec().alpha_names().into_iter().zip(alphas) {
+        named.push((name, alpha.shallow_clone()));
     }
     named
 }
@@ -97,6 +131,9 @@ pub struct SearchMeta {
     pub world_size: usize,
     /// The resolved config of the run that wrote the checkpoint (TOML).
     pub config: String,
+    /// Rows fixed by progressive selection (`darts-pt`); empty in a search.
+    #[serde(default)]
+    pub projection: crate::supernet::Projection,
 }
 
 const META: &str = "meta.json";
@@ -111,11 +148,11 @@ fn search_tensors(state: &SearchState) -> Vec<(String, Tensor)> {
             named.push((format!("optim.sgd.momentum.{name}"), m.shallow_clone()));
         }
     }
-    for (cell, (m, v)) in
-        state.net.spec().cells.iter().zip(state.arch_opt.exp_avg.iter().zip(&state.arch_opt.exp_avg_sq))
+    for (name, (m, v)) in
+        state.net.spec().alpha_names().into_iter().zip(state.arch_opt.exp_avg.iter().zip(&state.arch_opt.exp_avg_sq))
     {
-        named.push((format!("optim.adam.exp_avg.{}", cell.alpha_name), m.shallow_clone()));
-        named.push((format!("optim.adam.exp_avg_sq.{}", cell.alpha_name), v.shallow_clone()));
+        named.push((format!("optim.adam.exp_avg.{name}"), m.shallow_clone()));
+        named.push((format!("optim.adam.exp_avg_sq.{name}"), v.shallow_clone()));
     }
     named
 }
@@ -143,27 +180,8 @@ pub fn read_meta(dir: &Path) -> Result<SearchMeta> {
 pub fn load_search(dir: &Path, state: &mut SearchState) -> Result<SearchMeta> {
     store::verify(dir)?;
     let meta = read_meta(dir)?;
-    let path = dir.join(STATE);
-    let stored: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path)
-        .map_err(|e| Error::Path { path: path.clone(), msg: format!("cannot read checkpoint tensors: {e}") })?
-        .into_iter()
-        .collect();
-    let get = |name: &str, like: &Tensor| -> Result<Tensor> {
-        let src = stored
-            .get(name)
-            .ok_or_else(|| Error::Path { path: path.clone(), msg: format!("no tensor named {name:?}") })?;
-        if src.size() != like.size() {
-            return Err(Error::Path {
-                path: path.clone(),
-                msg: format!(
-                    "tensor {name:?} has shape {:?}, expected {:?} (a checkpoint of another space or size?)",
-                    src.size(),
-                    like.size()
-                ),
-            });
-        }
-        Ok(src.to_kind(like.kind()))
-    };
+    let stored = Stored::read(&dir.join(STATE))?;
+    let get = |name: &str, like: &Tensor| stored.get(name, like);
     let _g = tch::no_grad_guard();
     for (name, mut t) in live_tensors(state.net.as_ref(), &state.alphas) {
         t.copy_(&get(&name, &t)?);
@@ -172,16 +190,148 @@ pub fn load_search(dir: &Path, state: &mut SearchState) -> Result<SearchMeta> {
     let params: Vec<Tensor> = state.net.params().tensors.iter().map(|t| t.shallow_clone()).collect();
     for ((name, p), slot) in names.iter().zip(&params).zip(state.weight_opt.momentum_buffers.iter_mut()) {
         let key = format!("optim.sgd.momentum.{name}");
-        *slot = if stored.contains_key(&key) { Some(get(&key, p)?) } else { None };
+        *slot = if stored.tensors.contains_key(&key) { Some(get(&key, p)?) } else { None };
     }
-    let cells = state.net.spec().cells.clone();
-    for (i, cell) in cells.iter().enumerate() {
+    for (i, name) in state.net.spec().alpha_names().iter().enumerate() {
         let like = state.arch_opt.exp_avg[i].shallow_clone();
-        state.arch_opt.exp_avg[i] = get(&format!("optim.adam.exp_avg.{}", cell.alpha_name), &like)?;
-        state.arch_opt.exp_avg_sq[i] = get(&format!("optim.adam.exp_avg_sq.{}", cell.alpha_name), &like)?;
+        state.arch_opt.exp_avg[i] = get(&format!("optim.adam.exp_avg.{name}"), &like)?;
+        state.arch_opt.exp_avg_sq[i] = get(&format!("optim.adam.exp_avg_sq.{name}"), &like)?;
     }
     state.arch_opt.step = meta.adam_step;
     state.epoch = meta.epoch;
+    state.projection = meta.projection.clone();
+    Ok(meta)
+}
+
+/// The tensors of a checkpoint's state file, by name.
+struct Stored {
+    path: PathBuf,
+    tensors: std::collections::HashMap<String, Tensor>,
+}
+
+impl Stored {
+    fn read(path: &Path) -> Result<Self> {
+        let tensors = Tensor::read_safetensors(path)
+            .map_err(|e| Error::Path { path: path.to_path_buf(), msg: format!("cannot read checkpoint tensors: {e}") })?
+            .into_iter()
+            .collect();
+        Ok(Stored { path: path.to_path_buf(), tensors })
+    }
+
+    /// The tensor `name`, which must have `like`'s shape, in `like`'s kind.
+    fn get(&self, name: &str, like: &Tensor) -> Result<Tensor> {
+        let src = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| Error::Path { path: self.path.clone(), msg: format!("no tensor named {name:?}") })?;
+        if src.size() != like.size() {
+            return Err(Error::Path {
+                path: self.path.clone(),
+                msg: format!(
+                    "tensor {name:?} has shape {:?}, expected {:?} (a checkpoint of another space or size?)",
+                    src.size(),
+                    like.size()
+                ),
+            });
+        }
+        Ok(src.to_kind(like.kind()))
+    }
+}
+
+/// Progress of `train`: the position (epoch, steps done in it, the epoch's partial sums) and
+/// what fixes the computation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainMeta {
+    pub kind: String,
+    pub epoch: usize,
+    pub step: usize,
+    pub global_step: usize,
+    pub train: [f64; 3],
+    pub world_size: usize,
+    pub genotype: String,
+    /// The resolved config (TOML).
+    pub config: String,
+}
+
+/// Write a training checkpoint: the network's weights and buffers (model.py's names), SGD's
+/// momentum, and `meta`.
+pub fn save_train(root: &Path, state: &crate::train::TrainState, meta: &TrainMeta, keep: usize) -> Result<PathBuf> {
+    let mut named: Vec<(String, Tensor)> =
+        state.net.params().named().into_iter().map(|(n, t)| (n, t.detach().contiguous())).collect();
+    for (name, m) in state.net.params().names.iter().zip(&state.opt.momentum_buffers) {
+        if let Some(m) = m {
+            named.push((format!("optim.sgd.momentum.{name}"), m.detach().contiguous()));
+        }
+    }
+    store::commit(root, meta.global_step as u64, keep, |dir| {
+        Tensor::write_safetensors(&named, dir.join(STATE))?;
+        write_atomic(&dir.join(META), serde_json::to_string_pretty(meta).expect("json").as_bytes())
+    })
+}
+
+/// Load a verified training checkpoint into `state`, refusing one of another genotype, seed,
+/// data or protocol; returns its metadata.
+pub fn load_train(
+    dir: &Path,
+    state: &mut crate::train::TrainState,
+    cfg: &Config,
+    genotype: &str,
+    world: usize,
+) -> Result<TrainMeta> {
+    store::verify(dir)?;
+    let path = dir.join(META);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Path { path: path.clone(), msg: format!("cannot read: {e}") })?;
+    let meta: TrainMeta = serde_json::from_str(&text)
+        .map_err(|e| Error::Path { path: path.clone(), msg: format!("not a training checkpoint: {e}") })?;
+    if meta.genotype != genotype {
+        return Err(Error::config(
+            "--resume",
+            "genotype",
+            format!("differs from the checkpoint's ({})", dir.display()),
+        ));
+    }
+    let old = Config::from_toml_str(&meta.config)
+        .map_err(|e| Error::Path { path: path.clone(), msg: format!("stored config unreadable: {e}") })?;
+    let settings = |c: &Config, w: usize| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = pinned(c, 1)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("search.") && !k.starts_with("space.") && *k != "world size")
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        if let toml::Value::Table(t) = toml::Value::try_from(&c.train).expect("train config serialises") {
+            v.extend(
+                t.into_iter().filter(|(k, _)| k != "weights").map(|(k, val)| (format!("train.{k}"), val.to_string())),
+            );
+        }
+        if c.train.micro_batch == 0 {
+            v.push(("world size".into(), w.to_string()));
+        }
+        v
+    };
+    for ((key, was), (_, now)) in settings(&old, meta.world_size).into_iter().zip(settings(cfg, world)) {
+        if was != now {
+            return Err(Error::config(
+                "--resume",
+                &key,
+                format!("{now} differs from the checkpoint's {was} ({}); resume with the same setting", dir.display()),
+            ));
+        }
+    }
+    let stored = Stored::read(&dir.join(STATE))?;
+    let _g = tch::no_grad_guard();
+    for (name, mut t) in state.net.params().named() {
+        t.copy_(&stored.get(&name, &t)?);
+    }
+    let names = state.net.params().names.clone();
+    let params: Vec<Tensor> = state.net.params().tensors.iter().map(|t| t.shallow_clone()).collect();
+    for ((name, p), slot) in names.iter().zip(&params).zip(state.opt.momentum_buffers.iter_mut()) {
+        let key = format!("optim.sgd.momentum.{name}");
+        *slot = if stored.tensors.contains_key(&key) { Some(stored.get(&key, p)?) } else { None };
+    }
+    state.epoch = meta.epoch;
+    state.step = meta.step;
+    state.partial = meta.train;
     Ok(meta)
 }
 
@@ -192,6 +342,7 @@ fn pinned(cfg: &Config, world: usize) -> Vec<(&'static str, String)> {
         ("space.name", cfg.space.name.clone()),
         ("space.channels", cfg.space.channels.to_string()),
         ("space.cells_per_stage", cfg.space.cells_per_stage.to_string()),
+        ("space.layers", cfg.space.layers.to_string()),
         ("data.dataset", cfg.data.dataset.clone()),
         ("data.num_classes", cfg.data.num_classes.to_string()),
         ("data.image_size", cfg.data.image_size.to_string()),
@@ -202,6 +353,7 @@ fn pinned(cfg: &Config, world: usize) -> Vec<(&'static str, String)> {
         ("search.epochs", cfg.search.epochs.to_string()),
         ("search.batch_size", cfg.search.batch_size.to_string()),
         ("search.order", cfg.search.order.clone()),
+        ("search.arch_start_epoch", cfg.search.arch_start_epoch.to_string()),
         ("search.steps_per_epoch", cfg.search.steps_per_epoch.to_string()),
         ("search.micro_batch (per rank)", cfg.micro_batch(world).to_string()),
     ];

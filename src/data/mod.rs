@@ -116,6 +116,8 @@ pub enum Stream {
     Augment = 6,
     /// Class and image subsets of large datasets (ImageNet folders).
     Subset = 7,
+    /// Data order of `train` (final training from scratch).
+    TrainOrder = 8,
 }
 
 /// The order of `indices` in `epoch`, a pure function of (seed, stream, epoch).

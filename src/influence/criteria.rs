@@ -34,6 +34,9 @@ pub struct Context<'a> {
     /// Indices of the training (θ) half, for `select.hess_data = "train"`.
     pub train: &'a [usize],
     pub timings: &'a Timings,
+    /// Rows fixed by earlier progressive decisions (DARTS-PT with an influence rule): the leaf
+    /// is the projected mixing weights.
+    pub projection: Option<&'a crate::supernet::Projection>,
 }
 
 /// Checkpointing of the long candidate loop of `drop` and `darts-if`: progress checkpoints at
@@ -68,11 +71,11 @@ pub struct Candidate {
 /// Every (cell, edge, op) except `none` (removing a zero op changes nothing).
 pub fn candidates(net: &dyn Supernet) -> Vec<Candidate> {
     let spec = net.spec();
-    let none = spec.none_index();
     let mut out = Vec::new();
     for (cell, ct) in spec.cells.iter().enumerate() {
+        let none = ct.none_index();
         for edge in 0..ct.edges.len() {
-            for op in 0..spec.ops.len() {
+            for op in 0..ct.ops.len() {
                 if Some(op) != none {
                     out.push(Candidate { cell, edge, op });
                 }
@@ -104,6 +107,21 @@ fn bn_mode(cfg: &Config) -> BnMode {
     }
 }
 
+impl<'a> Context<'a> {
+    /// A context on the search split's halves (validation: α's; train: θ's), no projection.
+    pub fn new(
+        cfg: &'a Config,
+        net: &'a dyn Supernet,
+        alphas: &'a [Tensor],
+        comm: &'a dyn Collective,
+        data: &'a dyn Dataset,
+        split: &'a crate::data::SearchSplit,
+        timings: &'a Timings,
+    ) -> Self {
+        Context { cfg, net, alphas, comm, data, val: &split.arch, train: &split.weights, timings, projection: None }
+    }
+}
+
 impl Context<'_> {
     fn eval_set(&self, stream: Stream, draw: usize) -> Result<EvalSet> {
         EvalSet::draw(self.cfg.seed, stream, draw, self.val, self.cfg.select.n, self.cfg.select_batch())
@@ -120,12 +138,17 @@ impl Context<'_> {
     }
 
     fn probe(&self, eval: &EvalSet, leaf: Leaf) -> Result<Probe<'_>> {
-        Probe::new(self.net, self.alphas, self.comm, self.data, eval, leaf, bn_mode(self.cfg), self.timings)
+        let mut p =
+            Probe::new(self.net, self.alphas, self.comm, self.data, eval, leaf, bn_mode(self.cfg), self.timings)?;
+        if let Some(proj) = self.projection {
+            p.project(proj);
+        }
+        Ok(p)
     }
 
     fn empty_table(&self, fill: f64) -> Vec<Vec<Vec<f64>>> {
         let spec = self.net.spec();
-        spec.cells.iter().map(|c| vec![vec![fill; spec.ops.len()]; c.edges.len()]).collect()
+        spec.cells.iter().map(|c| vec![vec![fill; c.ops.len()]; c.edges.len()]).collect()
     }
 
     /// Scores of the configured criterion.
@@ -137,12 +160,16 @@ impl Context<'_> {
     pub fn run_resumable(&self, res: &Resumable) -> Result<Outcome> {
         match self.cfg.select.criterion.as_str() {
             "magnitude" => Ok(Outcome {
-                // softmax(α): DARTS ranks edges across rows by it (argmax within a row is the same).
+                // softmax(α) (PC-DARTS: β̃·softmax(α)): DARTS ranks edges across rows by it.
                 table: ScoreTable::plain(
                     "magnitude",
-                    crate::supernet::mixing_weights(
-                        &self.alphas.iter().map(|a| a.detach().to_kind(tch::Kind::Double)).collect::<Vec<_>>(),
-                    )
+                    {
+                        let a: Vec<Tensor> =
+                            self.alphas.iter().map(|a| a.detach().to_kind(tch::Kind::Double)).collect();
+                        let mut w = self.projection.cloned().unwrap_or_default().apply(self.net.spec().mixing(&a));
+                        w.truncate(self.net.spec().cells.len());
+                        w
+                    }
                     .iter()
                     .map(table_of)
                     .collect(),
@@ -234,7 +261,7 @@ impl Context<'_> {
                     quantity: format!("{} term (loss after removal or ĝᵀH⁻¹ĝ)", self.cfg.select.criterion),
                     at: format!(
                         "selection round {round}: cell {}, edge {}, op {}",
-                        spec.cells[c.cell].name, spec.cells[c.cell].edges[c.edge], spec.ops[c.op]
+                        spec.cells[c.cell].name, spec.cells[c.cell].edges[c.edge], spec.cells[c.cell].ops[c.op]
                     ),
                 });
             }

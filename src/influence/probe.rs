@@ -25,7 +25,7 @@ use crate::comm::Collective;
 use crate::data::{epoch_order, make_batch, Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::search::cross_entropy;
-use crate::supernet::{mixing_weights, BnMode, Supernet};
+use crate::supernet::{BnMode, Supernet};
 
 /// Wall-clock time spent per kind of work.
 #[derive(Debug, Default)]
@@ -94,9 +94,12 @@ pub struct Probe<'a> {
     pub comm: &'a dyn Collective,
     /// θ (the supernet's parameter tensors).
     pub params: Vec<Tensor>,
-    /// The architecture leaf per cell type (requires grad; detached from α).
+    /// The architecture leaf per table (requires grad; detached from α).
     pub leaf: Vec<Tensor>,
     pub leaf_kind: Leaf,
+    /// The rest of the forward's inputs, held fixed: PC-DARTS's β̃ (mixing leaf) or raw β
+    /// (raw leaf).
+    context: Vec<Tensor>,
     /// The N batches' index lists, and their tensors (inputs in the model's kind) where
     /// materialised: this rank's own batches always, all of them after [`Probe::load_all`].
     eval: EvalSet,
@@ -119,13 +122,12 @@ impl<'a> Probe<'a> {
     ) -> Result<Self> {
         let kind = net.params().tensors[0].kind();
         let base: Vec<Tensor> = alphas.iter().map(|a| a.detach().to_kind(kind)).collect();
-        let leaf = match leaf_kind {
-            Leaf::Mixing => mixing_weights(&base),
+        let mut leaf = match leaf_kind {
+            Leaf::Mixing => net.spec().mixing(&base),
             Leaf::Raw => base,
-        }
-        .into_iter()
-        .map(|t| t.detach().set_requires_grad(true))
-        .collect();
+        };
+        let context: Vec<Tensor> = leaf.split_off(net.spec().cells.len()).iter().map(|t| t.detach()).collect();
+        let leaf = leaf.into_iter().map(|t| t.detach().set_requires_grad(true)).collect();
         let (rank, world) = (comm.rank(), comm.size());
         // Data-parallel primitives read only this rank's batches: decode just those.
         let batches = eval
@@ -140,11 +142,24 @@ impl<'a> Probe<'a> {
             params: net.params().tensors.iter().map(|t| t.shallow_clone()).collect(),
             leaf,
             leaf_kind,
+            context,
             eval: eval.clone(),
             batches,
             bn,
             timings,
         })
+    }
+
+    /// Move a mixing-weight leaf to the projected weights (fixed rows substituted). The raw-logit
+    /// leaf of the faithful mode has no projected form and is left as it is.
+    pub fn project(&mut self, proj: &crate::supernet::Projection) {
+        if self.leaf_kind == Leaf::Mixing {
+            self.leaf = proj
+                .apply(self.leaf.iter().map(|t| t.detach()).collect())
+                .into_iter()
+                .map(|t| t.detach().set_requires_grad(true))
+                .collect();
+        }
     }
 
     /// Materialise every batch on this rank, for work split by candidates rather than by data
@@ -185,9 +200,10 @@ impl<'a> Probe<'a> {
 
     /// Mixing weights for a leaf value.
     pub fn weights_of(&self, leaf: &[Tensor]) -> Vec<Tensor> {
+        let all: Vec<Tensor> = leaf.iter().chain(&self.context).map(|t| t.shallow_clone()).collect();
         match self.leaf_kind {
-            Leaf::Mixing => leaf.iter().map(|t| t.shallow_clone()).collect(),
-            Leaf::Raw => mixing_weights(leaf),
+            Leaf::Mixing => all,
+            Leaf::Raw => self.net.spec().mixing(&all),
         }
     }
 

@@ -45,20 +45,21 @@ impl RunInfo {
 }
 
 /// An append-only JSON-lines file.
-struct JsonLines {
+/// An append-only JSON-lines file.
+pub struct JsonLines {
     path: PathBuf,
     file: std::fs::File,
 }
 
 impl JsonLines {
-    fn create(path: PathBuf) -> Result<Self> {
+    pub fn create(path: PathBuf) -> Result<Self> {
         let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
         Ok(JsonLines { path, file })
     }
 
     /// Continue the file of a resumed run, keeping the lines `keep` accepts (the run writes the
     /// others again).
-    fn resume(path: PathBuf, keep: impl Fn(&serde_json::Value) -> bool) -> Result<Self> {
+    pub fn resume(path: PathBuf, keep: impl Fn(&serde_json::Value) -> bool) -> Result<Self> {
         let old = std::fs::read_to_string(&path).unwrap_or_default();
         let kept: String = old
             .lines()
@@ -70,7 +71,7 @@ impl JsonLines {
         Ok(JsonLines { path, file })
     }
 
-    fn line(&mut self, v: serde_json::Value) -> Result<()> {
+    pub fn line(&mut self, v: serde_json::Value) -> Result<()> {
         writeln!(self.file, "{v}").and_then(|_| self.file.flush()).map_err(|e| Error::io(&self.path, e))
     }
 }
@@ -112,19 +113,14 @@ impl Metrics {
         self.metrics.line(v)
     }
 
-    /// α (per cell type, by its state-file name) and the magnitude genotype after `epoch`.
+    /// The architecture parameters (by state-file name) and the magnitude genotype after `epoch`.
     pub fn history(
         &mut self,
         epoch: usize,
-        spec: &SpaceSpec,
-        alphas: &[Vec<Vec<f64>>],
+        alphas: serde_json::Map<String, serde_json::Value>,
         genotype: &Genotype,
     ) -> Result<()> {
-        let mut a = serde_json::Map::new();
-        for (cell, t) in spec.cells.iter().zip(alphas) {
-            a.insert(cell.alpha_name.clone(), json!(t));
-        }
-        self.alphas.line(json!({"epoch": epoch, "alphas": a}))?;
+        self.alphas.line(json!({"epoch": epoch, "alphas": alphas}))?;
         self.genotypes.line(json!({"epoch": epoch, "genotype": genotype.to_string(), "genotype_json": genotype}))
     }
 
@@ -172,23 +168,30 @@ pub fn write_report(
     test: Option<&Tally>,
     run: &RunInfo,
 ) -> Result<()> {
-    let chosen = chosen_ops(genotype);
+    let chosen = crate::space::chosen_entries(spec, genotype);
     let mut edges = Vec::new();
     for (c, cell) in spec.cells.iter().enumerate() {
         for (e, label) in cell.edges.iter().enumerate() {
+            let picked: Vec<&String> = chosen
+                .get(c)
+                .and_then(|v| v.get(e))
+                .map(|v| v.iter().map(|&o| &cell.ops[o]).collect())
+                .unwrap_or_default();
             edges.push(json!({
                 "cell": cell.name,
                 "edge": label,
+                "ops": cell.ops,
                 "alpha": alpha[c][e],
                 "softmax": softmax[c][e],
                 "scores": table.scores[c][e],
-                "chosen": chosen.get(c).and_then(|v| v.get(e)).copied().flatten().map(|o| spec.ops[o].clone()),
+                // One op (or null) per edge; several parents for a 1Shot1 input row.
+                "chosen": match picked.len() { 0 => json!(null), 1 => json!(picked[0]), _ => json!(picked) },
             }));
         }
     }
     let v = json!({
         "space": spec.name,
-        "ops": spec.ops,
+        "ops": spec.cells[0].ops,
         "criterion": table.criterion,
         "genotype": genotype.to_string(),
         "genotype_json": genotype,
@@ -198,23 +201,4 @@ pub fn write_report(
         "run": run,
     });
     write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(&v).expect("json").as_bytes())
-}
-
-/// The chosen op per (cell type, edge); `None` for an edge the genotype drops (DARTS keeps two
-/// incoming edges per node).
-fn chosen_ops(g: &Genotype) -> Vec<Vec<Option<usize>>> {
-    match g {
-        Genotype::Nb201(n) => vec![n.ops.iter().map(|&o| Some(o)).collect()],
-        Genotype::Darts(d) => [&d.normal, &d.reduce]
-            .iter()
-            .map(|pairs| {
-                let mut row = vec![None; 14];
-                for (k, (op, j)) in pairs.iter().enumerate() {
-                    let m = k / 2; // node m's rows start at m(m+3)/2
-                    row[m * (m + 3) / 2 + j] = crate::space::DARTS_OPS.iter().position(|o| o == op);
-                }
-                row
-            })
-            .collect(),
-    }
 }

@@ -15,8 +15,11 @@ use crate::comm::Collective;
 use crate::config::Config;
 use crate::data::{epoch_order, global_batch, make_batch, shard, AugKey, Dataset, HostBatch, SearchSplit, Stream};
 use crate::error::{Error, Result};
-use crate::supernet::{mixing_weights, BnMode, Supernet};
+use crate::supernet::{BnMode, Projection, Supernet};
+
+mod unrolled;
 use optim::{clip_grad_norm, cosine_lr, Adam, Sgd};
+pub use unrolled::MixedProduct;
 
 /// Mean cross-entropy, computed in the logits' precision (tch's `cross_entropy_for_logits`
 /// computes in f32 even for f64 logits).
@@ -27,7 +30,7 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
 /// The searchable state: supernet weights θ, architecture α, both optimisers, and the position.
 pub struct SearchState {
     pub net: Box<dyn Supernet>,
-    /// One `[edges, ops]` α table per cell type.
+    /// The architecture parameters: one α table per architecture table, then any extra ones.
     pub alphas: Vec<Tensor>,
     pub weight_opt: Sgd,
     pub arch_opt: Adam,
@@ -35,6 +38,8 @@ pub struct SearchState {
     pub epoch: usize,
     /// Progress inside epoch `epoch` when resuming from a mid-epoch checkpoint.
     pub progress: Option<EpochProgress>,
+    /// Rows fixed by progressive selection (empty in a search).
+    pub projection: Projection,
 }
 
 /// Steps done in the current epoch and the partial sums of its statistics.
@@ -57,7 +62,8 @@ impl SearchState {
                 .alpha_shapes()
                 .iter()
                 .map(|s| {
-                    (Tensor::randn(s, (kind, tch::Device::Cpu)) * cfg.search.arch.init_std).set_requires_grad(true)
+                    (Tensor::randn(s.as_slice(), (kind, tch::Device::Cpu)) * cfg.search.arch.init_std)
+                        .set_requires_grad(true)
                 })
                 .collect()
         };
@@ -65,20 +71,56 @@ impl SearchState {
         comm.broadcast_tensors(0, &alphas)?;
         let weight_opt = Sgd::new(cfg.search.weights.clone(), net.params().tensors.len());
         let arch_opt = Adam::new(cfg.search.arch.clone(), &alphas);
-        Ok(SearchState { net, alphas, weight_opt, arch_opt, epoch: 0, progress: None })
+        Ok(SearchState {
+            net,
+            alphas,
+            weight_opt,
+            arch_opt,
+            epoch: 0,
+            progress: None,
+            projection: Projection::default(),
+        })
+    }
+
+    /// The forward's weights for architecture parameters `alphas` (the space's mixing, with the
+    /// projection's fixed rows).
+    pub fn weights(&self, alphas: &[Tensor]) -> Vec<Tensor> {
+        self.projection.apply(self.net.spec().mixing(alphas))
     }
 
     /// softmax(α) per cell type (computed in f64), as nested vectors `[cell][edge][op]`.
     pub fn softmax_table(&self) -> Vec<Vec<Vec<f64>>> {
-        mixing_weights(&self.alphas.iter().map(|a| a.detach().to_kind(Kind::Double)).collect::<Vec<_>>())
+        self.net
+            .spec()
+            .table_weights(&self.alphas.iter().map(|a| a.detach().to_kind(Kind::Double)).collect::<Vec<_>>())
             .iter()
             .map(table_of)
             .collect()
     }
 
-    /// α per cell type as nested vectors.
+    /// α per architecture table as nested vectors.
     pub fn alpha_table(&self) -> Vec<Vec<Vec<f64>>> {
-        self.alphas.iter().map(|a| table_of(&a.detach())).collect()
+        self.alphas[..self.net.spec().cells.len()].iter().map(|a| table_of(&a.detach())).collect()
+    }
+
+    /// Every architecture parameter by its state-file name, as JSON (tables as rows, β as a list).
+    pub fn alpha_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.net
+            .spec()
+            .alpha_names()
+            .into_iter()
+            .zip(&self.alphas)
+            .map(|(n, a)| {
+                let v = if a.dim() == 2 {
+                    serde_json::json!(table_of(&a.detach()))
+                } else {
+                    serde_json::json!(
+                        Vec::<f64>::try_from(&a.detach().to_kind(Kind::Double).reshape([-1])).expect("f64")
+                    )
+                };
+                (n, v)
+            })
+            .collect()
     }
 }
 
@@ -105,7 +147,7 @@ impl Tally {
     pub fn acc(&self) -> f64 {
         self.correct / self.count.max(1.0)
     }
-    fn add(&mut self, logits: &Tensor, labels: &Tensor, mean_loss: f64) {
+    pub(crate) fn add(&mut self, logits: &Tensor, labels: &Tensor, mean_loss: f64) {
         let n = labels.size()[0] as f64;
         self.loss_sum += mean_loss * n;
         self.correct +=
@@ -268,13 +310,23 @@ pub struct Searcher<'a> {
 impl Searcher<'_> {
     /// Run epochs `state.epoch..epochs`.
     pub fn run(&self, state: &mut SearchState, obs: &mut dyn Observer) -> Result<()> {
+        while state.epoch < self.cfg.search.epochs {
+            self.run_epoch(state, obs)?;
+        }
+        Ok(())
+    }
+
+    /// Run epoch `state.epoch` (from its saved progress when resuming), then evaluate, report
+    /// and checkpoint it.
+    pub fn run_epoch(&self, state: &mut SearchState, obs: &mut dyn Observer) -> Result<()> {
         let cfg = self.cfg;
         let steps = cfg.steps_per_epoch(self.split.weights.len());
         let b = cfg.search.batch_size;
         let alpha_first = cfg.search.order == "alpha-first";
+        let second_order = cfg.search.strategy != "darts-1st";
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let m = cfg.micro_batch(world);
-        while state.epoch < cfg.search.epochs {
+        {
             let epoch = state.epoch;
             let resumed = state.progress.take();
             let first = resumed.map_or(0, |p| p.step);
@@ -286,9 +338,15 @@ impl Searcher<'_> {
             let batches: Vec<(Vec<usize>, Vec<usize>)> =
                 (0..steps).map(|step| (global_batch(&w_order, step, b), global_batch(&a_order, step, b))).collect();
             // This rank's micro-batches of the epoch, in the order the steps consume them.
+            let arch_on = epoch >= cfg.search.arch_start_epoch;
             let loads: Vec<Vec<usize>> = batches[first.min(steps)..]
                 .iter()
-                .flat_map(|(wb, ab)| if alpha_first { [ab, wb] } else { [wb, ab] })
+                .flat_map(|(wb, ab)| match (arch_on, alpha_first && !second_order) {
+                    (false, _) => vec![wb],
+                    (true, true) => vec![ab, wb],
+                    // Second order reads the θ batch first: the α step unrolls on it.
+                    (true, false) => vec![wb, ab],
+                })
                 .flat_map(|g| shard(g, rank, world).chunks(m).map(<[usize]>::to_vec).collect::<Vec<_>>())
                 .collect();
             let aug = cfg.data.augment.then_some(AugKey { seed: cfg.seed, epoch });
@@ -301,18 +359,37 @@ impl Searcher<'_> {
                 for (step, (wb, ab)) in batches.iter().enumerate().skip(first) {
                     let global_step = epoch * steps + step;
                     let poison = self.inject_fault(global_step);
-                    let (t, a, gn) = if alpha_first {
+                    let (t, a, gn) = if !arch_on {
+                        // α frozen (before search.arch_start_epoch): θ steps only.
+                        let micro = self.take(state, wb, &mut feed)?;
+                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr)?;
+                        (t, Tally::default(), gn)
+                    } else if second_order {
+                        let micro = self.take(state, wb, &mut feed)?;
+                        if alpha_first {
+                            let a = self.arch_step_unrolled(state, &micro, wb.len(), ab, &mut feed, lr)?;
+                            let (t, gn) = self.weight_step(state, &micro, wb.len(), lr)?;
+                            (t, a, gn)
+                        } else {
+                            let (t, gn) = self.weight_step(state, &micro, wb.len(), lr)?;
+                            let a = self.arch_step_unrolled(state, &micro, wb.len(), ab, &mut feed, lr)?;
+                            (t, a, gn)
+                        }
+                    } else if alpha_first {
                         let a = self.arch_step(state, ab, &mut feed)?;
-                        let (t, gn) = self.weight_step(state, wb, lr, &mut feed)?;
+                        let micro = self.take(state, wb, &mut feed)?;
+                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr)?;
                         (t, a, gn)
                     } else {
-                        let (t, gn) = self.weight_step(state, wb, lr, &mut feed)?;
+                        let micro = self.take(state, wb, &mut feed)?;
+                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr)?;
                         let a = self.arch_step(state, ab, &mut feed)?;
                         (t, a, gn)
                     };
                     let t = if poison { Tally { loss_sum: f64::NAN, ..t } } else { t };
                     for (name, v) in [("training loss", t.loss()), ("α loss", a.loss()), ("gradient norm", gn)] {
-                        if !v.is_finite() {
+                        let frozen = name == "α loss" && a.count == 0.0; // no α batches
+                        if !v.is_finite() && !frozen {
                             return Err(Error::NonFinite {
                                 quantity: name.into(),
                                 at: format!("epoch {epoch}, step {step}"),
@@ -405,19 +482,12 @@ impl Searcher<'_> {
             seconds: p.seconds,
             world_size: self.comm.size(),
             config: self.cfg.to_toml(),
+            projection: state.projection.clone(),
         };
-        let mine: Option<std::result::Result<String, String>> = self.comm.is_coordinator().then(|| {
+        crate::checkpoint::commit_on_coordinator(self.comm, || {
             crate::checkpoint::save_search(root, state, &meta, self.cfg.checkpoint.keep)
-                .map(|d| d.display().to_string())
-                .map_err(|e| e.to_string())
-        });
-        match crate::comm::broadcast_value(self.comm, 0, mine.as_ref())? {
-            Ok(dir) => {
-                tracing::info!("checkpoint {dir}");
-                Ok(Some(dir.into()))
-            }
-            Err(msg) => Err(Error::Invalid(format!("writing a checkpoint failed: {msg}"))),
-        }
+        })
+        .map(Some)
     }
 
     /// Fault injection (`[fault]`, for tests): act at `global_step` on the configured rank.
@@ -430,57 +500,88 @@ impl Searcher<'_> {
         inject(&f.action, self.stop)
     }
 
-    /// Forward/backward of this rank's shard of `batch` in micro-batches; returns the gradients
-    /// (summed over micro-batches, each loss scaled by its share of the global batch) of
-    /// `wrt`, and the local tally.
-    fn shard_gradients(
-        &self,
-        state: &SearchState,
-        batch: &[usize],
-        wrt: &[Tensor],
-        feed: &mut Feed,
-    ) -> Result<(Vec<Tensor>, Tally)> {
+    /// This rank's micro-batches of the global batch `batch`, in the order the feed yields them,
+    /// with images in the model's kind.
+    fn take(&self, state: &SearchState, batch: &[usize], feed: &mut Feed) -> Result<Vec<(Tensor, Tensor)>> {
         let (rank, world) = (self.comm.rank(), self.comm.size());
-        let mine = shard(batch, rank, world);
         let m = self.cfg.micro_batch(world);
-        let scale = m as f64 / batch.len() as f64;
-        let mut grads: Option<Vec<Tensor>> = None;
-        let mut tally = Tally::default();
-        for _ in mine.chunks(m) {
-            let (x, y) = feed.next_batch()?;
-            let (x, y) = (x.to_kind(state.alphas[0].kind()), y);
-            let w = mixing_weights(&state.alphas);
-            let logits = state.net.forward(&x, &w, BnMode::Train);
-            let loss = cross_entropy(&logits, &y);
-            tally.add(&logits, &y, loss.double_value(&[]));
-            let g = Tensor::run_backward(&[loss * scale], wrt, false, false);
-            grads = Some(match grads {
-                None => g,
-                Some(acc) => acc.iter().zip(&g).map(|(a, b)| a + b).collect(),
-            });
-        }
-        Ok((grads.expect("a shard has at least one micro-batch"), tally))
+        let kind = state.alphas[0].kind();
+        shard(batch, rank, world).chunks(m).map(|_| feed.next_batch().map(|(x, y)| (x.to_kind(kind), y))).collect()
     }
 
-    /// Sum gradients and tallies over ranks (one flat all-reduce for the gradients).
-    fn reduce(&self, grads: &[Tensor], tally: Tally) -> Result<Tally> {
-        self.comm.all_reduce_sum_tensors(grads)?;
-        let mut t = tally.as_array();
-        self.comm.all_reduce_sum_f64(&mut t)?;
-        Ok(Tally::from_array(t))
+    /// The micro-batches as a shard of a global batch of `len` images.
+    fn shard_of<'b>(&self, micro: &'b [(Tensor, Tensor)], len: usize) -> unrolled::Shard<'b> {
+        unrolled::Shard { micro, scale: self.cfg.micro_batch(self.comm.size()) as f64 / len as f64 }
     }
 
+    /// One first-order α step on the validation batch.
     fn arch_step(&self, state: &mut SearchState, batch: &[usize], feed: &mut Feed) -> Result<Tally> {
-        let (grads, tally) = self.shard_gradients(state, batch, &state.alphas, feed)?;
-        let tally = self.reduce(&grads, tally)?;
+        let micro = self.take(state, batch, feed)?;
+        let shard = self.shard_of(&micro, batch.len());
+        let (grads, tally) = unrolled::grads(
+            state.net.as_ref(),
+            &state.projection,
+            &state.alphas,
+            self.comm,
+            &shard,
+            &state.alphas,
+            BnMode::Train,
+        )?;
         state.arch_opt.step(&state.alphas, &grads);
         Ok(tally)
     }
 
-    fn weight_step(&self, state: &mut SearchState, batch: &[usize], lr: f64, feed: &mut Feed) -> Result<(Tally, f64)> {
+    /// One second-order α step (the unrolled weight step on `train`, spaces.md §1.8).
+    #[allow(clippy::too_many_arguments)]
+    fn arch_step_unrolled(
+        &self,
+        state: &mut SearchState,
+        train: &[(Tensor, Tensor)],
+        train_len: usize,
+        val: &[usize],
+        feed: &mut Feed,
+        lr: f64,
+    ) -> Result<Tally> {
+        let vmicro = self.take(state, val, feed)?;
+        let how = match self.cfg.search.strategy.as_str() {
+            "darts-2nd-exact" => unrolled::MixedProduct::Exact,
+            _ => unrolled::MixedProduct::FiniteDifference { r: 0.01 },
+        };
+        let (grads, tally) = unrolled::arch_grad(
+            state.net.as_ref(),
+            &state.projection,
+            &state.alphas,
+            self.comm,
+            &self.shard_of(train, train_len),
+            &self.shard_of(&vmicro, val.len()),
+            &state.weight_opt.momentum_buffers,
+            &self.cfg.search.weights,
+            lr,
+            how,
+        )?;
+        state.arch_opt.step(&state.alphas, &grads);
+        Ok(tally)
+    }
+
+    /// One SGD step on the training micro-batches (`len` images in the global batch).
+    fn weight_step(
+        &self,
+        state: &mut SearchState,
+        micro: &[(Tensor, Tensor)],
+        len: usize,
+        lr: f64,
+    ) -> Result<(Tally, f64)> {
         let params = &state.net.params().tensors;
-        let (grads, tally) = self.shard_gradients(state, batch, params, feed)?;
-        let tally = self.reduce(&grads, tally)?;
+        let shard = self.shard_of(micro, len);
+        let (grads, tally) = unrolled::grads(
+            state.net.as_ref(),
+            &state.projection,
+            &state.alphas,
+            self.comm,
+            &shard,
+            params,
+            BnMode::Train,
+        )?;
         let norm = clip_grad_norm(&grads, self.cfg.search.weights.grad_clip);
         state.weight_opt.step(params, &grads, lr);
         Ok((tally, norm))
@@ -491,13 +592,20 @@ impl Searcher<'_> {
     /// (when `search.micro_batch` is set).
     pub fn evaluate(&self, state: &SearchState, indices: &[usize]) -> Result<Tally> {
         let _g = tch::no_grad_guard();
+        let w = state.weights(&state.alphas.iter().map(|a| a.detach()).collect::<Vec<_>>());
+        self.evaluate_with(state.net.as_ref(), &w, indices)
+    }
+
+    /// Loss and accuracy over `indices` with the given forward weights (batch statistics per
+    /// micro-batch, micro-batches dealt to ranks round-robin).
+    pub fn evaluate_with(&self, net: &dyn Supernet, w: &[Tensor], indices: &[usize]) -> Result<Tally> {
+        let _g = tch::no_grad_guard();
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let m = self.cfg.micro_batch(world);
-        let w = mixing_weights(&state.alphas.iter().map(|a| a.detach()).collect::<Vec<_>>());
         let mut tally = Tally::default();
         for chunk in indices.chunks(m).skip(rank).step_by(world) {
             let (x, y) = make_batch(self.data, chunk, None)?;
-            let logits = state.net.forward(&x.to_kind(w[0].kind()), &w, BnMode::BatchStats);
+            let logits = net.forward(&x.to_kind(w[0].kind()), w, BnMode::BatchStats);
             let loss = cross_entropy(&logits, &y).double_value(&[]);
             tally.add(&logits, &y, loss);
         }

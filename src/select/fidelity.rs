@@ -17,7 +17,7 @@ use crate::influence::criteria::{candidates, remove_op, Candidate};
 use crate::influence::{Context, EvalSet, Timings};
 use crate::search::cross_entropy;
 use crate::search::optim::Sgd;
-use crate::supernet::{mixing_weights, BnMode, Supernet};
+use crate::supernet::{BnMode, Supernet};
 
 /// Fine-tuning used to measure the actual ΔL.
 #[derive(Debug, Clone, Serialize)]
@@ -216,7 +216,7 @@ pub fn run(
     let spec = net.spec().clone();
     let cands = candidates(net);
     let kind = net.params().tensors[0].kind();
-    let w0: Vec<Tensor> = mixing_weights(&alphas.iter().map(|a| a.detach().to_kind(kind)).collect::<Vec<_>>());
+    let w0: Vec<Tensor> = net.spec().mixing(&alphas.iter().map(|a| a.detach().to_kind(kind)).collect::<Vec<_>>());
     let snap = Snapshot::take(net);
     let order = epoch_order(cfg.seed, Stream::Fidelity, 0, &split.weights);
     let held_out = EvalSet::draw(cfg.seed, Stream::Fidelity, 1, &split.arch, cfg.select.n, cfg.select_batch())?;
@@ -262,8 +262,7 @@ pub fn run(
         }
         let timings = Timings::default();
         let t0 = std::time::Instant::now();
-        let ctx =
-            Context { cfg: &c, net, alphas, comm, data, val: &split.arch, train: &split.weights, timings: &timings };
+        let ctx = Context::new(&c, net, alphas, comm, data, split, &timings);
         let result = ctx.run();
         tracing::info!("fidelity: {label} scored in {:.1} s", t0.elapsed().as_secs_f64());
         let agreement = match result {
@@ -293,7 +292,13 @@ pub fn run(
     }
     let labels = cands
         .iter()
-        .map(|c| (spec.cells[c.cell].name.clone(), spec.cells[c.cell].edges[c.edge].clone(), spec.ops[c.op].clone()))
+        .map(|c| {
+            (
+                spec.cells[c.cell].name.clone(),
+                spec.cells[c.cell].edges[c.edge].clone(),
+                spec.cells[c.cell].ops[c.op].clone(),
+            )
+        })
         .collect();
     Ok(FidelityReport {
         fine_tune: ft.clone(),

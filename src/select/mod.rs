@@ -3,6 +3,7 @@
 //! against the actual effect of removing each op.
 
 pub mod fidelity;
+pub mod progressive;
 
 use std::path::Path;
 
@@ -79,7 +80,7 @@ pub fn run(
 ) -> Result<Selection> {
     let timings = Timings::default();
     let t0 = std::time::Instant::now();
-    let ctx = Context { cfg, net, alphas, comm, data, val: &split.arch, train: &split.weights, timings: &timings };
+    let ctx = Context::new(cfg, net, alphas, comm, data, split, &timings);
     let outcome = ctx.run_resumable(res)?;
     for (c, cell) in outcome.table.scores.iter().enumerate() {
         for (e, row) in cell.iter().enumerate() {
@@ -124,7 +125,8 @@ fn peak_rss_per_rank(comm: &dyn Collective) -> Result<Vec<f64>> {
     Ok(all.iter().filter_map(|b| Some(f64::from_le_bytes(b.as_slice().try_into().ok()?))).collect())
 }
 
-fn write_outputs(cfg: &Config, spec: &SpaceSpec, sel: &Selection, out: &Path) -> Result<()> {
+/// `scores.json`, `scores.csv` and `genotype.txt` of a selection.
+pub fn write_outputs(cfg: &Config, spec: &SpaceSpec, sel: &Selection, out: &Path) -> Result<()> {
     let t = &sel.table;
     let mut rows = Vec::new();
     let mut csv = String::from("cell,edge,op,score");
@@ -136,7 +138,7 @@ fn write_outputs(cfg: &Config, spec: &SpaceSpec, sel: &Selection, out: &Path) ->
     let num = |x: f64| if x.is_finite() { format!("{x:e}") } else { String::new() };
     for (c, cell) in spec.cells.iter().enumerate() {
         for (e, edge) in cell.edges.iter().enumerate() {
-            for (o, op) in spec.ops.iter().enumerate() {
+            for (o, op) in cell.ops.iter().enumerate() {
                 let score = t.scores[c][e][o];
                 let terms: Vec<f64> = t.terms.get(c).map(|x| x[e][o].clone()).unwrap_or_default();
                 let mut named = serde_json::Map::new();

@@ -32,10 +32,11 @@ pub struct DartsGenotype {
 }
 
 impl DartsGenotype {
-    /// DARTS's `genotype()` on a score table per cell type (`[14][8]`, higher is better): for
-    /// node m, the two incoming edges with the best non-`none` score (ties: the earlier edge),
-    /// each with its best non-`none` op (ties: the earlier op).
-    pub fn from_scores(normal: &[Vec<f64>], reduce: &[Vec<f64>], none: Option<usize>) -> Self {
+    /// DARTS's `genotype()` on a score table per cell type (`[14][ops]`, higher is better,
+    /// columns named by `ops`): for node m, the two incoming edges with the best non-`none`
+    /// score (ties: the earlier edge), each with its best non-`none` op (ties: the earlier op).
+    pub fn from_scores(normal: &[Vec<f64>], reduce: &[Vec<f64>], ops: &[String]) -> Self {
+        let none = ops.iter().position(|o| o == "none");
         let parse = |w: &[Vec<f64>]| -> Vec<(String, usize)> {
             let best = |row: &[f64]| -> (usize, f64) {
                 let mut b: Option<(usize, f64)> = None;
@@ -53,7 +54,7 @@ impl DartsGenotype {
                 let mut js: Vec<usize> = (0..n).collect();
                 js.sort_by(|&a, &b| best(&w[start + b]).1.total_cmp(&best(&w[start + a]).1)); // stable
                 for &j in &js[..2] {
-                    out.push((DARTS_OPS[best(&w[start + j]).0].to_string(), j));
+                    out.push((ops[best(&w[start + j]).0].clone(), j));
                 }
                 start += n;
             }
@@ -239,8 +240,13 @@ mod tests {
             }
             w
         };
-        let got = DartsGenotype::from_scores(&plant(&g.normal), &plant(&g.reduce), Some(0));
+        let ops: Vec<String> = DARTS_OPS.iter().map(|s| s.to_string()).collect();
+        let got = DartsGenotype::from_scores(&plant(&g.normal), &plant(&g.reduce), &ops);
         assert_eq!(got, g);
+        // The 7-op space (no `none` column): the same scores without column 0.
+        let drop0 = |w: Vec<Vec<f64>>| -> Vec<Vec<f64>> { w.into_iter().map(|r| r[1..].to_vec()).collect() };
+        let got7 = DartsGenotype::from_scores(&drop0(plant(&g.normal)), &drop0(plant(&g.reduce)), &ops[1..]);
+        assert_eq!(got7, g);
         assert_eq!(darts_edges().len(), 14);
         assert_eq!(darts_edges()[..3], ["2<-0", "2<-1", "3<-0"]);
     }

@@ -4,12 +4,19 @@
 //! `layers/3` and `2·layers/3`; BatchNorm without affine parameters inside cells and after the
 //! pools of each mixed op. Parameter names follow the reference state dict
 //! (`cells.0._ops.0._ops.4.op.1.weight`, `cells.2.preprocess0.conv_1.weight`, …).
+//!
+//! The same network serves DARTS-PT's 7-op space (no `none`) and PC-DARTS (spaces.md §2): with
+//! `partial = K` every mixed op runs on the first C/K channels of its input, the others bypass
+//! it (max-pooled 2×2 on reduction edges), the two are concatenated and channel-shuffled in K
+//! groups, and each edge's output is scaled by its normalised edge weight β̃. The mixing weights
+//! passed in are then the effective weights β̃·softmax(α) followed by β̃ itself (the bypass's
+//! weight), so that removing an op leaves the bypass untouched.
 
 use tch::Tensor;
 
 use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
 use super::Supernet;
-use crate::space::{SpaceSpec, DARTS_OPS};
+use crate::space::SpaceSpec;
 
 /// Size of a DARTS supernet.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +26,10 @@ pub struct DartsConfig {
     /// Cells (8 in the search).
     pub layers: usize,
     pub num_classes: i64,
+    /// Candidate ops (DARTS's 8, or the 7 without `none`).
+    pub ops: &'static [&'static str],
+    /// Partial channel connections: ops see C/partial channels (1: DARTS; 4: PC-DARTS).
+    pub partial: i64,
 }
 
 const STEPS: usize = 4;
@@ -181,13 +192,25 @@ impl Preprocess {
 struct SearchCell {
     /// Whether this cell mixes with the reduction α.
     reduction: bool,
+    /// PC-DARTS's K (1: every channel goes through the ops).
+    partial: i64,
     pre: Preprocess,
     /// `edges[e][o]` in α row order: node 0 from s0, s1; node 1 from s0, s1, n0; …
     edges: Vec<Vec<Op>>,
 }
 
 impl SearchCell {
-    fn new(b: &mut Builder, c_pp: i64, c_p: i64, c: i64, reduction: bool, reduction_prev: bool) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        b: &mut Builder,
+        ops: &[&str],
+        partial: i64,
+        c_pp: i64,
+        c_p: i64,
+        c: i64,
+        reduction: bool,
+        reduction_prev: bool,
+    ) -> Self {
         let pre = Preprocess::new(b, c_pp, c_p, c, reduction_prev, false);
         let mut edges = Vec::new();
         b.scope("_ops", |b| {
@@ -197,10 +220,9 @@ impl SearchCell {
                     let e = edges.len();
                     let ops = b.scope(e.to_string(), |b| {
                         b.scope("_ops", |b| {
-                            DARTS_OPS
-                                .iter()
+                            ops.iter()
                                 .enumerate()
-                                .map(|(o, name)| b.scope(o.to_string(), |b| Op::new(b, name, c, stride)))
+                                .map(|(o, name)| b.scope(o.to_string(), |b| Op::new(b, name, c / partial, stride)))
                                 .collect::<Vec<_>>()
                         })
                     });
@@ -208,30 +230,55 @@ impl SearchCell {
                 }
             }
         });
-        SearchCell { reduction, pre, edges }
+        SearchCell { reduction, partial, pre, edges }
     }
 
-    /// `w`: this cell type's 14×8 mixing weights.
-    fn forward(&self, s0: &Tensor, s1: &Tensor, w: &Tensor, bn: BnMode) -> Tensor {
+    /// `w`: this cell type's 14×ops mixing weights; `beta`: PC-DARTS's β̃ (14), the weight of
+    /// each edge's bypassed channels.
+    fn forward(&self, s0: &Tensor, s1: &Tensor, w: &Tensor, beta: Option<&Tensor>, bn: BnMode) -> Tensor {
         let mut states = self.pre.forward(s0, s1, bn);
         let mut offset = 0;
         for _ in 0..STEPS {
-            let mut acc: Option<Tensor> = None;
+            let mut node: Option<Tensor> = None;
             for (j, h) in states.iter().enumerate() {
-                let row = w.get((offset + j) as i64);
-                for (o, op) in self.edges[offset + j].iter().enumerate() {
-                    if let Some(out) = op.forward(h, bn) {
+                let e = offset + j;
+                let row = w.get(e as i64);
+                let c = h.size()[1];
+                let part = if self.partial > 1 { h.narrow(1, 0, c / self.partial) } else { h.shallow_clone() };
+                let mut mixed: Option<Tensor> = None;
+                for (o, op) in self.edges[e].iter().enumerate() {
+                    if let Some(out) = op.forward(&part, bn) {
                         let term = out * row.get(o as i64);
-                        acc = Some(match acc {
+                        mixed = Some(match mixed {
                             None => term,
                             Some(a) => a + term,
                         });
                     }
                 }
+                let mut out = mixed.expect("every edge has ops besides none");
+                if self.partial > 1 {
+                    let k = self.partial;
+                    let mut rest = h.narrow(1, c / k, c - c / k);
+                    if out.size()[2] != h.size()[2] {
+                        rest = rest.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+                    }
+                    let beta = beta.expect("PC-DARTS mixing passes the edge weights");
+                    let y = Tensor::cat(&[out, rest * beta.get(e as i64)], 1);
+                    let s = y.size();
+                    // channel_shuffle(y, K): (N, K, C/K, H, W) → transpose(1, 2) → (N, C, H, W).
+                    out = y
+                        .view([s[0], k, s[1] / k, s[2], s[3]])
+                        .transpose(1, 2)
+                        .contiguous()
+                        .view([s[0], s[1], s[2], s[3]]);
+                }
+                node = Some(match node {
+                    None => out,
+                    Some(a) => a + out,
+                });
             }
             offset += states.len();
-            let node = acc.expect("every edge has ops besides none");
-            states.push(node);
+            states.push(node.expect("a node has inputs"));
         }
         Tensor::cat(&states[2..], 1)
     }
@@ -264,14 +311,21 @@ impl DartsSupernet {
             if reduction {
                 c_curr *= 2;
             }
-            cells.push(
-                b.scope(format!("cells.{i}"), |b| SearchCell::new(b, c_pp, c_p, c_curr, reduction, reduction_prev)),
-            );
+            cells.push(b.scope(format!("cells.{i}"), |b| {
+                SearchCell::new(b, cfg.ops, cfg.partial, c_pp, c_p, c_curr, reduction, reduction_prev)
+            }));
             reduction_prev = reduction;
             (c_pp, c_p) = (c_p, MULTIPLIER * c_curr);
         }
         let classifier = b.linear("classifier", c_p, cfg.num_classes);
-        DartsSupernet { spec: SpaceSpec::darts(), stem_conv, stem_bn, cells, classifier, params: b.set }
+        let spec = if cfg.partial > 1 {
+            SpaceSpec::pc_darts()
+        } else if cfg.ops.contains(&"none") {
+            SpaceSpec::darts()
+        } else {
+            SpaceSpec::darts_s5()
+        };
+        DartsSupernet { spec, stem_conv, stem_bn, cells, classifier, params: b.set }
     }
 }
 
@@ -284,13 +338,14 @@ impl Supernet for DartsSupernet {
         &self.params
     }
 
-    /// `weights`: `[normal (14×8), reduce (14×8)]`.
+    /// `weights`: `[normal (14×ops), reduce (14×ops)]`, then for PC-DARTS `[β̃ normal (14),
+    /// β̃ reduce (14)]`.
     fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor {
         let s = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
         let (mut s0, mut s1) = (s.shallow_clone(), s);
         for cell in &self.cells {
             let w = &weights[cell.reduction as usize];
-            let out = cell.forward(&s0, &s1, w, bn);
+            let out = cell.forward(&s0, &s1, w, weights.get(2 + cell.reduction as usize), bn);
             (s0, s1) = (s1, out);
         }
         let h = s1.adaptive_avg_pool2d([1, 1]).flatten(1, -1);

@@ -106,6 +106,12 @@ impl Builder {
     }
 
     pub fn batch_norm(&mut self, name: &str, c: i64, affine: bool) -> BatchNorm {
+        self.batch_norm_momentum(name, c, affine, 0.1)
+    }
+
+    /// BatchNorm with another running-statistics momentum (PyTorch's convention: the weight of
+    /// the new batch).
+    pub fn batch_norm_momentum(&mut self, name: &str, c: i64, affine: bool, momentum: f64) -> BatchNorm {
         let (w, b) = if affine {
             let w = self.param(&format!("{name}.weight"), Tensor::ones([c], (self.kind, tch::Device::Cpu)));
             let b = self.param(&format!("{name}.bias"), Tensor::zeros([c], (self.kind, tch::Device::Cpu)));
@@ -115,7 +121,7 @@ impl Builder {
         };
         let rm = self.buffer(&format!("{name}.running_mean"), Tensor::zeros([c], (self.kind, tch::Device::Cpu)));
         let rv = self.buffer(&format!("{name}.running_var"), Tensor::ones([c], (self.kind, tch::Device::Cpu)));
-        BatchNorm { w, b, rm, rv, momentum: 0.1, eps: 1e-5 }
+        BatchNorm { w, b, rm, rv, momentum, eps: 1e-5 }
     }
 
     pub fn linear(&mut self, name: &str, din: i64, dout: i64) -> Linear {

@@ -3,17 +3,19 @@
 
 pub(crate) mod darts;
 pub mod layers;
+pub(crate) mod nb1shot1;
 pub(crate) mod nb201;
 
 pub use darts::{DartsConfig, DartsSupernet};
 pub use layers::{BnMode, ParamSet};
+pub use nb1shot1::{Nb1Shot1Config, Nb1Shot1Supernet};
 pub use nb201::{Nb201Config, Nb201Supernet};
 
 use tch::{Kind, Tensor};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::space::SpaceSpec;
+use crate::space::{SpaceSpec, DARTS_OPS};
 
 /// A weight-sharing supernet.
 pub trait Supernet {
@@ -29,30 +31,78 @@ pub trait Supernet {
 /// Build the supernet named in the config, initialised from `seed`.
 pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
     tch::manual_seed(seed as i64);
-    match cfg.space.name.as_str() {
-        "nb201" => Ok(Box::new(Nb201Supernet::new(
-            Nb201Config {
-                channels: cfg.space.channels as i64,
-                cells_per_stage: cfg.space.cells_per_stage,
-                num_classes: cfg.data.num_classes as i64,
-            },
+    let (channels, classes) = (cfg.space.channels as i64, cfg.data.num_classes as i64);
+    let darts = |ops: &'static [&'static str], partial: i64| -> Box<dyn Supernet> {
+        Box::new(DartsSupernet::new(
+            DartsConfig { channels, layers: cfg.space.layers, num_classes: classes, ops, partial },
             kind,
-        ))),
-        "darts" => Ok(Box::new(DartsSupernet::new(
-            DartsConfig {
-                channels: cfg.space.channels as i64,
-                layers: cfg.space.layers,
-                num_classes: cfg.data.num_classes as i64,
-            },
+        ))
+    };
+    let nb1shot1 = |space: u8| -> Box<dyn Supernet> {
+        Box::new(Nb1Shot1Supernet::new(
+            Nb1Shot1Config { space, channels, layers: cfg.space.layers, num_classes: classes },
             kind,
-        ))),
-        other => Err(Error::config("config", "space.name", format!("unknown search space {other:?}"))),
-    }
+        ))
+    };
+    Ok(match cfg.space.name.as_str() {
+        "nb201" => Box::new(Nb201Supernet::new(
+            Nb201Config { channels, cells_per_stage: cfg.space.cells_per_stage, num_classes: classes },
+            kind,
+        )),
+        "darts" => darts(&DARTS_OPS, 1),
+        "darts-s5" => darts(&DARTS_OPS[1..], 1),
+        "pc-darts" => darts(&DARTS_OPS, 4),
+        "nb1shot1-s1" => nb1shot1(1),
+        "nb1shot1-s2" => nb1shot1(2),
+        "nb1shot1-s3" => nb1shot1(3),
+        other => return Err(Error::config("config", "space.name", format!("unknown search space {other:?}"))),
+    })
 }
 
-/// Mixing weights `softmax(α)` row-wise, one table per cell type.
-pub fn mixing_weights(alphas: &[Tensor]) -> Vec<Tensor> {
-    alphas.iter().map(|a| a.softmax(-1, a.kind())).collect()
+/// Rows of the mixing tables fixed by progressive decisions (DARTS-PT's "projected" weights): a
+/// decided edge mixes with the one-hot of its op, a removed edge with zeros; every other row
+/// keeps its mixing weights (and its gradient to α).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Projection {
+    /// (table, row, fixed row values).
+    pub fixed: Vec<(usize, usize, Vec<f64>)>,
+}
+
+impl Projection {
+    pub fn is_fixed(&self, table: usize, row: usize) -> bool {
+        self.fixed.iter().any(|(t, r, _)| (*t, *r) == (table, row))
+    }
+
+    /// Fix (or re-fix) a row.
+    pub fn set(&mut self, table: usize, row: usize, values: Vec<f64>) {
+        self.fixed.retain(|(t, r, _)| (*t, *r) != (table, row));
+        self.fixed.push((table, row, values));
+    }
+
+    /// The forward's weights with the fixed rows substituted (`w·keep + fixed`, so the free rows
+    /// stay differentiable).
+    pub fn apply(&self, mut w: Vec<Tensor>) -> Vec<Tensor> {
+        for (t, table) in w.iter_mut().enumerate() {
+            let rows: Vec<&(usize, usize, Vec<f64>)> = self.fixed.iter().filter(|f| f.0 == t).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let (n, c) = (table.size()[0], table.size()[1]);
+            let mut keep = vec![1.0; (n * c) as usize];
+            let mut fixed = vec![0.0; (n * c) as usize];
+            for (_, r, values) in rows {
+                for (o, v) in values.iter().enumerate() {
+                    keep[r * c as usize + o] = 0.0;
+                    fixed[r * c as usize + o] = *v;
+                }
+            }
+            let opts = (table.kind(), table.device());
+            let keep = Tensor::from_slice(&keep).view([n, c]).to_kind(opts.0).to_device(opts.1);
+            let fixed = Tensor::from_slice(&fixed).view([n, c]).to_kind(opts.0).to_device(opts.1);
+            *table = &*table * keep + fixed;
+        }
+        w
+    }
 }
 
 #[cfg(test)]
@@ -72,7 +122,8 @@ mod tests {
     }
 
     fn darts(classes: i64) -> DartsSupernet {
-        DartsSupernet::new(DartsConfig { channels: 16, layers: 8, num_classes: classes }, Kind::Float)
+        let cfg = DartsConfig { channels: 16, layers: 8, num_classes: classes, ops: &DARTS_OPS, partial: 1 };
+        DartsSupernet::new(cfg, Kind::Float)
     }
 
     #[test]
@@ -80,11 +131,65 @@ mod tests {
         // spaces.md §1.4: the DARTS search network at C=16, 8 cells.
         assert_eq!(darts(10).params().count(), 1_930_618);
         assert_eq!(darts(100).params().count(), 1_953_748);
+        // §5.1 / §8: DARTS-PT's s5 (no `none`, which has no weights) has the same count.
+        let s5 = DartsConfig { channels: 16, layers: 8, num_classes: 10, ops: &DARTS_OPS[1..], partial: 1 };
+        assert_eq!(DartsSupernet::new(s5, Kind::Float).params().count(), 1_930_618);
+        // §2.4 / §8: PC-DARTS, ops on C/4 channels.
+        let pc = DartsConfig { channels: 16, layers: 8, num_classes: 10, ops: &DARTS_OPS, partial: 4 };
+        assert_eq!(DartsSupernet::new(pc, Kind::Float).params().count(), 299_578);
+    }
+
+    #[test]
+    fn nb1shot1_parameter_counts_match_the_reference() {
+        // spaces.md §4.3 / §8: C=16, 9 cells.
+        for (space, count) in [(1, 1_101_402), (2, 1_101_402), (3, 1_509_594)] {
+            let net =
+                Nb1Shot1Supernet::new(Nb1Shot1Config { space, channels: 16, layers: 9, num_classes: 10 }, Kind::Float);
+            assert_eq!(net.params().count(), count, "space {space}");
+        }
+    }
+
+    /// PC-DARTS and 1Shot1 forwards: shapes, and gradients reaching every α entry (besides
+    /// `none`, which softmax couples to its row anyway) and every β.
+    #[test]
+    fn pc_darts_and_nb1shot1_forward() {
+        let x = Tensor::randn([2, 3, 8, 8], (Kind::Double, tch::Device::Cpu));
+        let pc = DartsConfig { channels: 8, layers: 3, num_classes: 5, ops: &DARTS_OPS, partial: 4 };
+        let nb = Nb1Shot1Config { space: 2, channels: 4, layers: 3, num_classes: 5 };
+        let nets: Vec<Box<dyn Supernet>> =
+            vec![Box::new(DartsSupernet::new(pc, Kind::Double)), Box::new(Nb1Shot1Supernet::new(nb, Kind::Double))];
+        for net in nets {
+            let alphas: Vec<Tensor> = net
+                .spec()
+                .alpha_shapes()
+                .iter()
+                .map(|s| Tensor::randn(s.as_slice(), (Kind::Double, tch::Device::Cpu)).set_requires_grad(true))
+                .collect();
+            let y = net.forward(&x, &net.spec().mixing(&alphas), BnMode::Train);
+            assert_eq!(y.size(), [2, 5]);
+            y.sum(Kind::Double).backward();
+            for (a, t) in alphas.iter().zip(net.spec().cells.iter()) {
+                let g = a.grad();
+                let none = t.none_index();
+                for e in 0..t.edges.len() as i64 {
+                    for o in 0..t.ops.len() as i64 {
+                        if Some(o as usize) != none {
+                            assert!(g.double_value(&[e, o]).abs() > 0.0, "{} ({e}, {o})", t.name);
+                        }
+                    }
+                }
+            }
+            // β gets gradient through both the ops and the bypass.
+            for b in alphas.iter().skip(net.spec().cells.len()) {
+                assert!(b.grad().abs().min().double_value(&[]) > 0.0);
+            }
+        }
     }
 
     #[test]
     fn darts_names_shapes_and_forward() {
-        let net = DartsSupernet::new(DartsConfig { channels: 4, layers: 3, num_classes: 5 }, Kind::Float);
+        let cfg = DartsConfig { channels: 4, layers: 3, num_classes: 5, ops: &DARTS_OPS, partial: 1 };
+        let net = DartsSupernet::new(cfg, Kind::Float);
         let names = &net.params().names;
         assert_eq!(names[0], "stem.0.weight");
         for n in [
@@ -97,11 +202,15 @@ mod tests {
             assert!(names.contains(&n.to_string()), "{n}");
         }
         assert!(net.params().buffer_names.contains(&"cells.0._ops.2._ops.1.1.running_mean".to_string()));
-        let alphas: Vec<Tensor> =
-            net.spec().alpha_shapes().iter().map(|s| Tensor::zeros(s, (Kind::Float, tch::Device::Cpu))).collect();
+        let alphas: Vec<Tensor> = net
+            .spec()
+            .alpha_shapes()
+            .iter()
+            .map(|s| Tensor::zeros(s.as_slice(), (Kind::Float, tch::Device::Cpu)))
+            .collect();
         assert_eq!(alphas.len(), 2);
         let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, tch::Device::Cpu));
-        let y = net.forward(&x, &mixing_weights(&alphas), BnMode::Train);
+        let y = net.forward(&x, &net.spec().mixing(&alphas), BnMode::Train);
         assert_eq!(y.size(), [2, 5]);
     }
 

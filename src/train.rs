@@ -1,0 +1,206 @@
+//! Training a selected architecture from scratch (`dartsif-dist train`), data-parallel like the
+//! search: DARTS's evaluation protocol (quark0/darts `train.py`, spaces.md §1.7) by default —
+//! all training images (both search halves), cutout, drop-path ramped as p·epoch/epochs on
+//! non-identity ops, the auxiliary head's loss weighted 0.4, SGD with cosine annealing per
+//! epoch and gradient clipping — and the test set evaluated with running BatchNorm statistics
+//! after every epoch. Global batches are sharded contiguously over ranks as in the search; the
+//! BatchNorm running buffers follow rank 0 (as DDP's broadcast buffers).
+
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use crate::comm::Collective;
+use crate::config::Config;
+use crate::data::{epoch_order, global_batch, make_batch, shard, AugKey, Dataset, Stream};
+use crate::error::{Error, Result};
+use crate::network::Network;
+use crate::search::optim::{clip_grad_norm, cosine_lr, Sgd};
+use crate::search::{cross_entropy, Tally};
+use crate::supernet::BnMode;
+
+/// One epoch's record (`metrics.jsonl`, `"kind": "epoch"`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainEpoch {
+    pub epoch: usize,
+    pub lr: f64,
+    pub drop_path: f64,
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub test_loss: Option<f64>,
+    pub test_acc: Option<f64>,
+    pub seconds: f64,
+}
+
+/// The trainer's state: the network, its optimiser and the position (epochs done, steps done
+/// in the current epoch and that epoch's partial loss/correct/count sums). Data order,
+/// augmentation and drop-path masks are keyed by (seed, epoch, step), so this is all a resumed
+/// run needs to continue bit-identically.
+pub struct TrainState {
+    pub net: Box<dyn Network>,
+    pub opt: Sgd,
+    pub epoch: usize,
+    pub step: usize,
+    pub partial: [f64; 3],
+}
+
+pub struct Trainer<'a> {
+    pub cfg: &'a Config,
+    pub comm: &'a dyn Collective,
+    pub data: &'a dyn Dataset,
+    /// Training indices (every image of the search's two halves).
+    pub train: Vec<usize>,
+    pub test: Vec<usize>,
+    /// The genotype's text (recorded in checkpoints).
+    pub genotype: String,
+    /// Where the coordinator writes checkpoints (`None`: none).
+    pub checkpoints: Option<std::path::PathBuf>,
+    /// Raised by SIGTERM/SIGUSR1: all ranks stop at the next step after a checkpoint.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+impl Trainer<'_> {
+    fn micro(&self) -> usize {
+        let t = &self.cfg.train;
+        if t.micro_batch == 0 {
+            t.batch_size / self.comm.size()
+        } else {
+            t.micro_batch
+        }
+    }
+
+    /// Steps per epoch (drop-last passes over the training images).
+    pub fn steps(&self) -> usize {
+        (self.train.len() / self.cfg.train.batch_size).max(1)
+    }
+
+    /// The coordinator checkpoints `state`; every rank learns the outcome.
+    fn checkpoint(&self, state: &TrainState) -> Result<Option<std::path::PathBuf>> {
+        let Some(root) = &self.checkpoints else { return Ok(None) };
+        let meta = crate::checkpoint::TrainMeta {
+            kind: "train".into(),
+            epoch: state.epoch,
+            step: state.step,
+            global_step: state.epoch * self.steps() + state.step,
+            train: state.partial,
+            world_size: self.comm.size(),
+            genotype: self.genotype.clone(),
+            config: self.cfg.to_toml(),
+        };
+        crate::checkpoint::commit_on_coordinator(self.comm, || {
+            crate::checkpoint::save_train(root, state, &meta, self.cfg.checkpoint.keep)
+        })
+        .map(Some)
+    }
+
+    /// Train epoch `state.epoch` from step `state.step`; returns its record (test metrics when
+    /// there is a test set) and checkpoints at its end. A signal stops every rank at a step
+    /// boundary after a checkpoint (`Error::Stopped`).
+    pub fn epoch(&self, state: &mut TrainState) -> Result<TrainEpoch> {
+        let t0 = std::time::Instant::now();
+        let (cfg, t) = (self.cfg, &self.cfg.train);
+        let (rank, world) = (self.comm.rank(), self.comm.size());
+        let epoch = state.epoch;
+        let lr = cosine_lr(t.weights.lr, t.weights.lr_min, epoch, t.epochs);
+        let drop = t.drop_path * epoch as f64 / t.epochs as f64;
+        let order = epoch_order(cfg.seed, Stream::TrainOrder, epoch, &self.train);
+        let steps = self.steps();
+        let m = self.micro();
+        let aug = cfg.data.augment.then_some(AugKey { seed: cfg.seed, epoch });
+        let params: Vec<Tensor> = state.net.params().tensors.iter().map(|p| p.shallow_clone()).collect();
+        let mut tally = Tally::default();
+        for step in state.step..steps {
+            // Drop-path masks: a generator per (seed, epoch, step, rank).
+            let key =
+                crate::rng::SplitMix64::keyed(&[cfg.seed, 0x7452, epoch as u64, step as u64, rank as u64]).next_u64();
+            tch::manual_seed((key >> 1) as i64);
+            let f = &cfg.fault;
+            let poison = f.phase == "train"
+                && f.at_step == epoch * steps + step
+                && f.rank == rank
+                && crate::search::inject(&f.action, self.stop);
+            let batch = global_batch(&order, step, t.batch_size);
+            let mine = shard(&batch, rank, world);
+            let scale = m as f64 / batch.len() as f64;
+            let mut grads: Option<Vec<Tensor>> = None;
+            for chunk in mine.chunks(m) {
+                let (x, y) = make_batch(self.data, chunk, aug)?;
+                let x = x.to_kind(params[0].kind());
+                let (logits, aux) = state.net.forward(&x, BnMode::Train, drop);
+                let mut loss = cross_entropy(&logits, &y);
+                let value = if poison { f64::NAN } else { loss.double_value(&[]) };
+                tally.add(&logits, &y, value);
+                if let Some(a) = aux {
+                    loss += cross_entropy(&a, &y) * t.auxiliary_weight;
+                }
+                let g = Tensor::run_backward(&[loss * scale], &params, false, false);
+                grads = Some(match grads {
+                    None => g,
+                    Some(acc) => acc.iter().zip(&g).map(|(a, b)| a + b).collect(),
+                });
+            }
+            let grads = grads.expect("a shard has at least one micro-batch");
+            self.comm.all_reduce_sum_tensors(&grads)?;
+            clip_grad_norm(&grads, t.weights.grad_clip);
+            state.opt.step(&params, &grads, lr);
+            let mut sums = std::mem::take(&mut tally).as_array();
+            self.comm.all_reduce_sum_f64(&mut sums)?;
+            if !sums[0].is_finite() {
+                return Err(Error::NonFinite {
+                    quantity: "training loss".into(),
+                    at: format!("epoch {epoch}, step {step}"),
+                });
+            }
+            for (p, s) in state.partial.iter_mut().zip(sums) {
+                *p += s;
+            }
+            state.step = step + 1;
+            let stop = crate::search::agree_stop(self.comm, self.stop)?;
+            let every = cfg.checkpoint.every_steps;
+            let due = every > 0 && (epoch * steps + step + 1) % every == 0 && step + 1 < steps;
+            if stop || due {
+                let dir = self.checkpoint(state)?;
+                if stop {
+                    return Err(Error::Stopped {
+                        at: format!("epoch {epoch}, step {}", step + 1),
+                        checkpoint: dir
+                            .map(|d| d.display().to_string())
+                            .unwrap_or_else(|| "none (checkpoints are off)".into()),
+                    });
+                }
+            }
+        }
+        let train = Tally::from_array(state.partial);
+        self.comm.broadcast_tensors(0, &state.net.params().buffers)?;
+        let test = if self.test.is_empty() { None } else { Some(self.evaluate(state, &self.test)?) };
+        state.epoch += 1;
+        state.step = 0;
+        state.partial = [0.0; 3];
+        self.checkpoint(state)?;
+        Ok(TrainEpoch {
+            epoch,
+            lr,
+            drop_path: drop,
+            train_loss: train.loss(),
+            train_acc: train.acc(),
+            test_loss: test.map(|t| t.loss()),
+            test_acc: test.map(|t| t.acc()),
+            seconds: t0.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Loss and accuracy with running BatchNorm statistics, micro-batches dealt to ranks.
+    pub fn evaluate(&self, state: &TrainState, indices: &[usize]) -> Result<Tally> {
+        let _g = tch::no_grad_guard();
+        let (rank, world) = (self.comm.rank(), self.comm.size());
+        let mut tally = Tally::default();
+        for chunk in indices.chunks(self.micro()).skip(rank).step_by(world) {
+            let (x, y) = make_batch(self.data, chunk, None)?;
+            let (logits, _) = state.net.forward(&x.to_kind(Kind::Float), BnMode::Eval, 0.0);
+            let loss = cross_entropy(&logits, &y).double_value(&[]);
+            tally.add(&logits, &y, loss);
+        }
+        let mut t = tally.as_array();
+        self.comm.all_reduce_sum_f64(&mut t)?;
+        Ok(Tally::from_array(t))
+    }
+}

@@ -1,0 +1,109 @@
+//! DARTS-PT (`select --criterion darts-pt`): every decision made and logged, the rule followed,
+//! the DARTS topology decisions, an influence rule, and a signal-interrupted selection resuming
+//! to the same decisions and genotype.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use dartsif::space::{DartsGenotype, Nb201Genotype, NB201_OPS};
+
+fn select(np: usize, run: &Path, out: &Path, sets: &[&str], extra: &[&str]) -> Output {
+    let mut c = Command::new(common::repo().join("launch/mpirun"));
+    c.arg("-np").arg(np.to_string()).arg(common::bin());
+    c.args(["select", "--run", &run.display().to_string(), "--out", &out.display().to_string()]);
+    c.args(["--criterion", "darts-pt"]);
+    for s in ["select.pt_interval=1", "select.n=2", "select.batch_size=8"].iter().chain(sets) {
+        c.args(["--set", s]);
+    }
+    c.args(extra).env("DARTSIF_LOG", "warn").output().unwrap()
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn nb201_darts_pt_decides_every_edge_by_accuracy_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    common::assert_ok(&common::search(2, &run, &[]));
+    let out = tmp.path().join("pt");
+    common::assert_ok(&select(2, &run, &out, &[], &[]));
+    let log = lines(&out.join("decisions.jsonl"));
+    // 6 decisions, one per tuning epoch 0..5 (pt_interval 1), each edge exactly once.
+    assert_eq!(log.len(), 6);
+    let mut edges: Vec<String> = log.iter().map(|d| d["edge"].as_str().unwrap().to_string()).collect();
+    edges.sort();
+    assert_eq!(edges, ["1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"]);
+    let text = std::fs::read_to_string(out.join("genotype.txt")).unwrap();
+    let g: Nb201Genotype = text.trim().parse().unwrap();
+    for (k, d) in log.iter().enumerate() {
+        assert_eq!(d["epoch"], k);
+        let cands = d["candidates"].as_array().unwrap();
+        assert_eq!(cands.len(), 4, "every op but none is masked in turn");
+        // The chosen op is the one whose masking gave the lowest accuracy (first on ties).
+        let mut best = &cands[0];
+        for c in cands {
+            if c["masked_acc"].as_f64().unwrap() < best["masked_acc"].as_f64().unwrap() {
+                best = c;
+            }
+        }
+        assert_eq!(d["chosen"], best["op"], "{d}");
+        // … and it is the genotype's op on that edge.
+        let e = ["1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"].iter().position(|x| *x == d["edge"]).unwrap();
+        assert_eq!(d["chosen"], NB201_OPS[g.ops[e]]);
+    }
+    let epochs = lines(&out.join("metrics.jsonl")).iter().filter(|v| v["kind"] == "epoch").count();
+    assert_eq!(epochs, 6, "pt_interval·(6 − 1) + 1 tuning epochs");
+
+    // SIGTERM-like stop in tuning epoch 2 (global step 9 of 4-step epochs), then resume.
+    let cut = tmp.path().join("cut");
+    let fault = ["fault.action=\"signal\"", "fault.phase=\"search\"", "fault.at_step=9"];
+    let o = select(2, &run, &cut, &fault, &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
+    assert!(lines(&cut.join("decisions.jsonl")).len() == 3, "decisions of epochs 0-2 made before the stop");
+    common::assert_ok(&select(2, &run, &cut, &[], &["--resume", "auto"]));
+    assert_eq!(std::fs::read_to_string(cut.join("genotype.txt")).unwrap(), text);
+    assert_eq!(lines(&cut.join("decisions.jsonl")), log, "the same decisions with the same measurements");
+}
+
+#[test]
+fn darts_pt_topology_and_influence_rules() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    common::assert_ok(&common::search(2, &run, &["space.name=\"darts-s5\"", "space.channels=2", "space.layers=3"]));
+    let out = tmp.path().join("pt");
+    common::assert_ok(&select(2, &run, &out, &["search.steps_per_epoch=1"], &[]));
+    let log = lines(&out.join("decisions.jsonl"));
+    // 14 events × 2 cells of op decisions, then 3 × 2 input decisions.
+    assert_eq!(log.iter().filter(|d| d["kind"] == "op").count(), 28);
+    let inputs: Vec<&serde_json::Value> = log.iter().filter(|d| d["kind"] == "inputs").collect();
+    assert_eq!(inputs.len(), 6);
+    let text = std::fs::read_to_string(out.join("genotype.txt")).unwrap();
+    let g: DartsGenotype = text.trim().parse().unwrap();
+    for d in inputs {
+        assert_eq!(d["kept"].as_array().unwrap().len(), 2);
+        let node = d["node"].as_u64().unwrap() as usize; // state index 3..5
+        let pairs = if d["cell"] == "normal" { &g.normal } else { &g.reduce };
+        let mut from: Vec<String> =
+            pairs[2 * (node - 2)..2 * (node - 2) + 2].iter().map(|(_, j)| format!("{node}<-{j}")).collect();
+        from.sort();
+        let mut kept: Vec<String> =
+            d["kept"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_string()).collect();
+        kept.sort();
+        assert_eq!(from, kept, "{d}");
+    }
+    // Influence rule on NB201: each decision is the best darts-im score of its edge.
+    let run201 = tmp.path().join("run201");
+    common::assert_ok(&common::search(2, &run201, &[]));
+    let out = tmp.path().join("im");
+    common::assert_ok(&select(2, &run201, &out, &["select.pt_rule=\"darts-im\"", "select.ihvp=\"woodbury\""], &[]));
+    for d in lines(&out.join("decisions.jsonl")) {
+        let cands = d["candidates"].as_array().unwrap();
+        let best =
+            cands.iter().max_by(|a, b| a["score"].as_f64().unwrap().total_cmp(&b["score"].as_f64().unwrap())).unwrap();
+        assert_eq!(d["chosen"], best["op"], "{d}");
+    }
+}
