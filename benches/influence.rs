@@ -10,7 +10,7 @@
 //! 4. peak resident memory.
 //!
 //! `quick` shrinks the repetitions and N (a smoke run); `no-sm` skips part 3; `im=N` runs part 2
-//! for that N only. Times of part 1 are the median of the repetitions (the VM is noisy).
+//! for that N only; `device=cuda` runs parts 1 and 2 on GPU 0 (`launch/gpu-check`). Times of part 1 are the median of the repetitions (the VM is noisy).
 
 use std::time::Instant;
 
@@ -57,6 +57,12 @@ fn main() {
     let no_sm = args.iter().any(|a| a == "no-sm");
     let im_n: Option<usize> = args.iter().find_map(|a| a.strip_prefix("im=")).map(|n| n.parse().expect("im=N"));
     let reps = if quick { 1 } else { 5 };
+    // `device=cuda`: on GPU 0 (launch/gpu-check); the CPU otherwise.
+    if args.iter().any(|a| a == "device=cuda") {
+        assert!(tch::Cuda::is_available(), "device=cuda: libtorch sees no GPU");
+        dartsif::device::set(tch::Device::Cuda(0));
+    }
+    println!("device: {:?}", dartsif::device::compute());
     let comm = LocalCollective;
     println!("threads: {}", tch::get_num_threads());
 
@@ -79,7 +85,7 @@ fn main() {
         .spec()
         .alpha_shapes()
         .iter()
-        .map(|s| Tensor::randn(s.as_slice(), (Kind::Float, tch::Device::Cpu)) * 1e-3)
+        .map(|s| Tensor::randn(s.as_slice(), (Kind::Float, dartsif::device::compute())) * 1e-3)
         .collect();
     let data = Synthetic::new(1, 2048, 10, 32, 3.0);
     let split = SearchSplit::halves(2048);
@@ -91,7 +97,7 @@ fn main() {
     let probe =
         Probe::new(net.as_ref(), &alphas, &comm, &data, &eval1, Leaf::Mixing, BnMode::BatchStats, &timings).unwrap();
     let _ = probe.grad_theta(None).unwrap(); // warm-up
-    let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, tch::Device::Cpu));
+    let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, dartsif::device::compute()));
     // Interleaved repetitions, medians: the two quantities see the same machine noise.
     let (mut tgs, mut ths) = (Vec::new(), Vec::new());
     for _ in 0..reps {

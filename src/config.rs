@@ -22,6 +22,8 @@ pub enum CommKind {
     Local,
     /// MPI (rsmpi).
     Mpi,
+    /// MPI, with NCCL for CUDA tensors (feature `cuda`).
+    Nccl,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -33,6 +35,10 @@ pub struct Config {
     /// Collective backend.
     #[serde(default = "d_comm")]
     pub comm: CommKind,
+    /// `auto` (this rank's GPU when libtorch sees one, else the CPU), `cpu` or `cuda` (one rank
+    /// per GPU, the GPU of the rank's node-local index).
+    #[serde(default = "d_device")]
+    pub device: String,
     /// Intra-op threads of libtorch per rank; 0 = libtorch's default.
     #[serde(default)]
     pub threads: usize,
@@ -399,6 +405,9 @@ fn d_fault() -> String {
 fn d_seed() -> u64 {
     2
 }
+fn d_device() -> String {
+    "auto".into()
+}
 fn d_comm() -> CommKind {
     CommKind::Auto
 }
@@ -651,6 +660,9 @@ impl Config {
     /// Range checks that serde cannot express. World-size checks live in [`Config::check_world`].
     pub fn validate(&self, source: &str) -> Result<()> {
         let bad = |key: &str, msg: String| Err(Error::config(source, key, msg));
+        if !["auto", "cpu", "cuda"].contains(&self.device.as_str()) {
+            return bad("device", format!("unknown value {:?} (one of \"auto\", \"cpu\", \"cuda\")", self.device));
+        }
         if crate::space::SpaceSpec::by_name(&self.space.name).is_none() {
             let known: Vec<String> = crate::space::SpaceSpec::NAMES.iter().map(|n| format!("{n:?}")).collect();
             return bad(

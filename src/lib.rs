@@ -11,6 +11,7 @@ pub mod cli;
 pub mod comm;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod influence;
 pub mod network;

@@ -29,6 +29,8 @@ pub struct TrainEpoch {
     pub test_loss: Option<f64>,
     pub test_acc: Option<f64>,
     pub seconds: f64,
+    /// Seconds this rank spent in all-reduces.
+    pub reduce_s: f64,
 }
 
 /// The trainer's state: the network, its optimiser and the position (epochs done, steps done
@@ -97,6 +99,7 @@ impl Trainer<'_> {
     /// boundary after a checkpoint (`Error::Stopped`).
     pub fn epoch(&self, state: &mut TrainState) -> Result<TrainEpoch> {
         let t0 = std::time::Instant::now();
+        let reduce0 = self.comm.reduce_seconds();
         let (cfg, t) = (self.cfg, &self.cfg.train);
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let epoch = state.epoch;
@@ -185,6 +188,7 @@ impl Trainer<'_> {
             test_loss: test.map(|t| t.loss()),
             test_acc: test.map(|t| t.acc()),
             seconds: t0.elapsed().as_secs_f64(),
+            reduce_s: self.comm.reduce_seconds() - reduce0,
         })
     }
 

@@ -97,7 +97,7 @@ fn search_writes_every_output() {
     let count = |k: &str| lines.iter().filter(|v| v["kind"] == k).count();
     assert_eq!((count("step"), count("epoch"), count("test")), (8, 2, 1));
     let epoch = lines.iter().find(|v| v["kind"] == "epoch").unwrap();
-    for key in ["train_loss", "val_acc", "alpha_entropy", "images_per_s", "lr"] {
+    for key in ["train_loss", "val_acc", "alpha_entropy", "images_per_s", "reduce_s", "lr"] {
         assert!(epoch[key].is_number(), "{key} missing in {epoch}");
     }
     // α entropy of 5 near-uniform ops is at most ln 5.

@@ -101,6 +101,11 @@ fn invalid_inputs_are_refused_with_one_line() {
         search_case(&["search.epochs.x=1"], "search.epochs: is a value, not a section"),
         // Ranges and choices.
         search_case(&["space.name=\"enas\""], "space.name: unknown search space \"enas\""),
+        search_case(&["device=\"tpu\""], "device: unknown value \"tpu\""),
+        search_case(
+            &["space.name=\"pc-darts\"", "space.channels=6"],
+            "space.channels: PC-DARTS splits channels in 4 groups",
+        ),
         search_case(&["space.name=\"darts\"", "space.layers=2"], "space.layers: must be in 3..=64 (got 2)"),
         search_case(&["space.channels=0"], "space.channels: must be in 1..=4096 (got 0)"),
         search_case(&["data.image_size=30"], "data.image_size: must be a multiple of 4 in 4..=1024 (got 30)"),
@@ -160,6 +165,16 @@ fn invalid_inputs_are_refused_with_one_line() {
             "/nonexistent/run: not a run directory (no config.toml)",
         ),
         cmd(&["search", "--out", &path(&t.join("none")), "--resume", "auto"], "none: not a run directory to resume"),
+        // train and slurm.
+        cmd(&["train", "--out", &path(&t.join("t1"))], "--genotype: genotype: required"),
+        cmd(
+            &["train", "--genotype", "|conv~0|+|a~0|b~1|+|c~0|d~1|e~2|", "--out", &path(&t.join("t2"))],
+            "--genotype: genotype: unknown NB201 op \"conv\"",
+        ),
+        cmd(
+            &["slurm", "--command", "evaluate", "--out", &path(&t.join("s2"))],
+            "--command: command: unknown command \"evaluate\" (search, select or train)",
+        ),
     ];
     let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
     let mut missing = Vec::new();

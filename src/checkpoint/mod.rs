@@ -51,6 +51,11 @@ pub fn resume_search(dir: &Path, cfg: &Config, world: usize, state: &mut SearchS
     Ok(meta)
 }
 
+/// A detached, contiguous host copy (or handle, on the CPU) of `t`, for a state file.
+pub fn on_host(t: &Tensor) -> Tensor {
+    crate::device::host(&t.detach()).contiguous()
+}
+
 /// Write `bytes` to `path` atomically: a temporary file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
@@ -76,7 +81,7 @@ fn live_tensors(net: &dyn Supernet, alphas: &[Tensor]) -> Vec<(String, Tensor)> 
 
 /// (name, tensor) pairs of the whole supernet state (detached copies' handles).
 pub fn supernet_tensors(state: &SearchState) -> Vec<(String, Tensor)> {
-    live_tensors(state.net.as_ref(), &state.alphas).into_iter().map(|(n, t)| (n, t.detach().contiguous())).collect()
+    live_tensors(state.net.as_ref(), &state.alphas).into_iter().map(|(n, t)| (n, on_host(&t))).collect()
 }
 
 /// Save θ, buffers and α to `path` (safetensors), atomically.
@@ -159,8 +164,7 @@ fn search_tensors(state: &SearchState) -> Vec<(String, Tensor)> {
 
 /// Write a search checkpoint under `root` (coordinator only), keeping the newest `keep`.
 pub fn save_search(root: &Path, state: &SearchState, meta: &SearchMeta, keep: usize) -> Result<PathBuf> {
-    let tensors: Vec<(String, Tensor)> =
-        search_tensors(state).into_iter().map(|(n, t)| (n, t.detach().contiguous())).collect();
+    let tensors: Vec<(String, Tensor)> = search_tensors(state).into_iter().map(|(n, t)| (n, on_host(&t))).collect();
     store::commit(root, meta.global_step as u64, keep, |dir| {
         Tensor::write_safetensors(&tensors, dir.join(STATE))?;
         write_atomic(&dir.join(META), serde_json::to_string_pretty(meta).expect("json").as_bytes())
@@ -257,10 +261,10 @@ pub struct TrainMeta {
 /// momentum, and `meta`.
 pub fn save_train(root: &Path, state: &crate::train::TrainState, meta: &TrainMeta, keep: usize) -> Result<PathBuf> {
     let mut named: Vec<(String, Tensor)> =
-        state.net.params().named().into_iter().map(|(n, t)| (n, t.detach().contiguous())).collect();
+        state.net.params().named().into_iter().map(|(n, t)| (n, on_host(&t))).collect();
     for (name, m) in state.net.params().names.iter().zip(&state.opt.momentum_buffers) {
         if let Some(m) = m {
-            named.push((format!("optim.sgd.momentum.{name}"), m.detach().contiguous()));
+            named.push((format!("optim.sgd.momentum.{name}"), on_host(m)));
         }
     }
     store::commit(root, meta.global_step as u64, keep, |dir| {

@@ -11,6 +11,8 @@ use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
 use crate::influence::Resumable;
 use crate::report::{self, Metrics, RunInfo};
+
+mod slurm;
 use crate::search::{EpochStats, Observer, SearchState, Searcher, StepStats, Tally};
 use crate::select;
 
@@ -33,6 +35,8 @@ pub enum Command {
     Select(SelectArgs),
     /// Train an architecture from scratch (DARTS's evaluation protocol by default; `[train]`).
     Train(TrainArgs),
+    /// Render an sbatch script running a command on a Slurm allocation (one rank per GPU).
+    Slurm(SlurmArgs),
     /// Analyses of a searched supernet.
     #[command(subcommand)]
     Inspect(InspectCommand),
@@ -80,6 +84,72 @@ pub struct TrainArgs {
     /// Run directory to create (must not exist, or be empty).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SlurmArgs {
+    /// Nodes of the allocation.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// GPUs per node, one rank each; 0 renders the CPU variant (ranks = --tasks-per-node).
+    #[arg(long, default_value_t = 0)]
+    pub gpus_per_node: usize,
+    /// Ranks per node of the CPU variant (default: 1; with GPUs it is --gpus-per-node).
+    #[arg(long)]
+    pub tasks_per_node: Option<usize>,
+    /// Cores per rank (libtorch threads).
+    #[arg(long)]
+    pub cpus_per_task: Option<usize>,
+    #[arg(long)]
+    pub partition: Option<String>,
+    /// Time limit (Slurm's format, e.g. 24:00:00 or 2-00:00:00).
+    #[arg(long, default_value = "24:00:00")]
+    pub time: String,
+    #[arg(long)]
+    pub account: Option<String>,
+    /// Job name (default: the config file's stem).
+    #[arg(long)]
+    pub job_name: Option<String>,
+    /// srun's MPI plugin.
+    #[arg(long, default_value = "pmix")]
+    pub mpi: String,
+    /// SIGUSR1 this many seconds before the time limit: checkpoint, exit 3, requeue.
+    #[arg(long, default_value_t = 300)]
+    pub signal_lead: usize,
+    /// The command the job runs: search, select or train.
+    #[arg(long, default_value = "search")]
+    pub command: String,
+    /// The config (search, train).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// select: the searched run directory.
+    #[arg(long, value_name = "DIR")]
+    pub run: Option<PathBuf>,
+    /// train: the genotype or a file holding it.
+    #[arg(long)]
+    pub genotype: Option<String>,
+    /// Config overrides passed to the command (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// A job array over one key, e.g. `--array select.n=1,10,20,30,40,50`: one run directory
+    /// per value under --out.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    pub array: Option<String>,
+    /// The job's run directory (array: the parent of one per value).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Where to write the script (default cluster/<job-name>.sbatch).
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+    /// Directory of the jobs' Slurm logs.
+    #[arg(long, value_name = "DIR", default_value = "cluster/logs")]
+    pub log_dir: PathBuf,
+    /// The dartsif-dist binary the job runs (default: this one).
+    #[arg(long, value_name = "PATH")]
+    pub bin: Option<PathBuf>,
+    /// Submit it with `sbatch --parsable` and print the job id.
+    #[arg(long)]
+    pub submit: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +271,7 @@ pub fn main() -> i32 {
         Command::Search(args) => search_main(&args),
         Command::Select(args) => select_main(&args),
         Command::Train(args) => train_main(&args),
+        Command::Slurm(args) => slurm_main(&args),
         Command::Inspect(InspectCommand::Fidelity(args)) => fidelity_main(&args),
     }
 }
@@ -214,7 +285,7 @@ fn info() -> i32 {
 }
 
 fn check_comm() -> i32 {
-    let comm = match comm::init(crate::config::CommKind::Auto) {
+    let comm = match comm::init(&Config::default()) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
@@ -249,7 +320,7 @@ fn search_main(args: &SearchArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(cfg.comm) {
+    let comm = match comm::init(&cfg) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
@@ -274,6 +345,117 @@ fn search_main(args: &SearchArgs) -> i32 {
             report_error(comm.as_ref(), &e)
         }
     }
+}
+
+fn slurm_main(args: &SlurmArgs) -> i32 {
+    match render_slurm(args) {
+        Ok(()) => 0,
+        Err(e) => fail_once(&e),
+    }
+}
+
+/// `slurm`: check the inputs as far as they can be checked here, render, write, and submit.
+fn render_slurm(a: &SlurmArgs) -> Result<()> {
+    // The shell's logical directory ($PWD, symlinks kept) when it is the current directory.
+    let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+    let cwd = std::env::var_os("PWD")
+        .map(PathBuf::from)
+        .filter(|p| p.canonicalize().ok() == cwd.canonicalize().ok())
+        .unwrap_or(cwd);
+    let abs = |p: &Path| -> Result<PathBuf> { Ok(if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) }) };
+    let need = |flag: &str, what: Option<&str>| -> Result<String> {
+        what.map(str::to_string)
+            .ok_or_else(|| Error::config(format!("slurm --command {}", a.command), flag, "required for this command"))
+    };
+    let (args, fresh_only) = match a.command.as_str() {
+        "search" => {
+            let c = abs(Path::new(&need("--config", a.config.as_deref().and_then(Path::to_str))?))?;
+            Config::load(Some(&c), &a.set)?; // the job would refuse a bad config: refuse it now
+            (vec![], vec!["--config".to_string(), c.display().to_string()])
+        }
+        "select" => {
+            let r = abs(Path::new(&need("--run", a.run.as_deref().and_then(Path::to_str))?))?;
+            (vec!["--run".to_string(), r.display().to_string()], vec![])
+        }
+        "train" => {
+            let c = abs(Path::new(&need("--config", a.config.as_deref().and_then(Path::to_str))?))?;
+            Config::load(Some(&c), &a.set)?;
+            let g = need("--genotype", a.genotype.as_deref())?;
+            let g = if Path::new(&g).is_file() { abs(Path::new(&g))?.display().to_string() } else { g };
+            parse_genotype(&g)?;
+            (vec![], vec!["--config".to_string(), c.display().to_string(), "--genotype".to_string(), g])
+        }
+        other => {
+            return Err(Error::config(
+                "--command",
+                "command",
+                format!("unknown command {other:?} (search, select or train)"),
+            ))
+        }
+    };
+    let mut args = args;
+    for s in &a.set {
+        args.push("--set".into());
+        args.push(s.clone());
+    }
+    if a.nodes == 0 {
+        return Err(Error::config("--nodes", "nodes", "must be at least 1"));
+    }
+    let tasks = if a.gpus_per_node > 0 { a.gpus_per_node } else { a.tasks_per_node.unwrap_or(1).max(1) };
+    let job_name = a.job_name.clone().unwrap_or_else(|| {
+        a.config
+            .as_deref()
+            .or(a.run.as_deref())
+            .and_then(|p| p.file_stem())
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| format!("dartsif-{}", a.command))
+    });
+    let sweep = a.array.as_deref().map(slurm::parse_sweep).transpose()?;
+    let bin = match &a.bin {
+        Some(b) => abs(b)?,
+        None => std::env::current_exe().map_err(|e| Error::io("current executable", e))?,
+    };
+    let spec = slurm::SlurmSpec {
+        job_name: job_name.clone(),
+        nodes: a.nodes,
+        gpus_per_node: a.gpus_per_node,
+        tasks_per_node: tasks,
+        cpus_per_task: a.cpus_per_task,
+        time: a.time.clone(),
+        partition: a.partition.clone(),
+        account: a.account.clone(),
+        mpi: a.mpi.clone(),
+        signal_lead_s: a.signal_lead,
+        log_dir: abs(&a.log_dir)?,
+        bin,
+        command: a.command.clone(),
+        args,
+        fresh_only,
+        out: abs(&a.out)?,
+        sweep,
+    };
+    let path = a.script.clone().unwrap_or_else(|| PathBuf::from("cluster").join(format!("{job_name}.sbatch")));
+    let header = format!(
+        "Rendered by dartsif-dist {} slurm; resubmit with: sbatch {}",
+        env!("CARGO_PKG_VERSION"),
+        path.display()
+    );
+    slurm::write(&spec, &header, &path)?;
+    if a.submit {
+        let o = std::process::Command::new("sbatch")
+            .arg("--parsable")
+            .arg(&path)
+            .output()
+            .map_err(|e| Error::io("sbatch", e))?;
+        if !o.status.success() {
+            let msg = String::from_utf8_lossy(&o.stderr).trim().to_string();
+            return Err(Error::Path { path, msg: format!("sbatch refused it: {msg}") });
+        }
+        println!("{}", String::from_utf8_lossy(&o.stdout).trim());
+    } else {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 /// The genotype of `--genotype`: the text itself, or the file it names.
@@ -335,7 +517,7 @@ fn train_main(args: &TrainArgs) -> i32 {
         Ok(g) => g,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(cfg.comm) {
+    let comm = match comm::init(&cfg) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
@@ -468,7 +650,7 @@ pub fn run_train(
     if coord {
         let named = state.net.params().named();
         let tensors: Vec<(String, tch::Tensor)> =
-            named.into_iter().map(|(k, v)| (k, v.detach().contiguous())).collect();
+            named.into_iter().map(|(k, v)| (k, crate::checkpoint::on_host(&v))).collect();
         let tmp = out.join(".model.safetensors.tmp");
         tch::Tensor::write_safetensors(&tensors, &tmp)?;
         std::fs::rename(&tmp, out.join("model.safetensors"))
@@ -509,7 +691,7 @@ fn select_main(args: &SelectArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(cfg.comm) {
+    let comm = match comm::init(&cfg) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
@@ -552,7 +734,7 @@ fn load_supernet(cfg: &Config, run: &Path) -> Result<(Box<dyn crate::supernet::S
     let kind = selection_kind(cfg);
     let net = crate::supernet::build(cfg, cfg.seed, kind)?;
     let alphas: Vec<tch::Tensor> =
-        net.spec().alpha_shapes().iter().map(|s| tch::Tensor::zeros(s, (kind, tch::Device::Cpu))).collect();
+        net.spec().alpha_shapes().iter().map(|s| tch::Tensor::zeros(s, (kind, crate::device::compute()))).collect();
     crate::checkpoint::load_supernet(net.as_ref(), &alphas, &run.join("supernet.safetensors"))?;
     Ok((net, alphas))
 }
@@ -567,7 +749,7 @@ fn fidelity_main(args: &FidelityArgs) -> i32 {
             return fail_once(&Error::config("--lr", "lr", format!("must be finite and > 0 (got {lr})")));
         }
     }
-    let comm = match comm::init(cfg.comm) {
+    let comm = match comm::init(&cfg) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
@@ -936,7 +1118,7 @@ impl Observer for Progress {
     fn epoch(&mut self, e: &EpochStats, state: &SearchState) -> Result<()> {
         self.bar.suspend(|| {
             tracing::info!(
-                "epoch {:>3}  lr {:.5}  train {:.4}/{:.3}  val {:.4}/{:.3}  H(α) {:.4}  {:.0} img/s  {}",
+                "epoch {:>3}  lr {:.5}  train {:.4}/{:.3}  val {:.4}/{:.3}  H(α) {:.4}  {:.0} img/s  all-reduce {:.2} s  {}",
                 e.epoch,
                 e.lr,
                 e.train_loss,
@@ -945,6 +1127,7 @@ impl Observer for Progress {
                 e.val_acc,
                 e.alpha_entropy,
                 e.images_per_s,
+                e.reduce_s,
                 e.genotype
             )
         });

@@ -11,6 +11,8 @@
 mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "cuda")]
+pub mod nccl;
 
 pub use local::LocalCollective;
 
@@ -43,6 +45,11 @@ pub trait Collective {
     /// Stop every rank of the job with this status (a failure on one rank must not leave the
     /// others blocked in a collective).
     fn abort(&self, code: i32) -> !;
+
+    /// Seconds this process has spent in reductions (f32/f64 buffers and tensors) so far.
+    fn reduce_seconds(&self) -> f64 {
+        0.0
+    }
 
     /// True on the coordinator (rank 0).
     fn is_coordinator(&self) -> bool {
@@ -191,16 +198,15 @@ pub fn self_check(comm: &dyn Collective) -> Result<()> {
     if c.iter().any(|&x| x as f64 != mean) {
         return fail("all-reduce mean f32", format!("{c:?}"), format!("{mean}"));
     }
-    let m = [Tensor::full([2], (r + 1) as f64, (Kind::Float, tch::Device::Cpu))];
+    // On the compute device: with NCCL this exercises the device path.
+    let dev = crate::device::compute();
+    let m = [Tensor::full([2], (r + 1) as f64, (Kind::Float, dev))];
     comm.all_reduce_mean_tensors(&m)?;
     let m0 = m[0].sum(Kind::Double).double_value(&[]);
     if m0 != 2.0 * mean {
         return fail("all-reduce mean of tensors", format!("sum {m0}"), format!("{}", 2.0 * mean));
     }
-    let t = [
-        Tensor::full([2, 2], (r + 1) as f64, (Kind::Double, tch::Device::Cpu)),
-        Tensor::full([3], 1.0, (Kind::Double, tch::Device::Cpu)),
-    ];
+    let t = [Tensor::full([2, 2], (r + 1) as f64, (Kind::Double, dev)), Tensor::full([3], 1.0, (Kind::Double, dev))];
     comm.all_reduce_sum_tensors(&t)?;
     let (t0, t1) = (t[0].sum(Kind::Double).double_value(&[]), t[1].sum(Kind::Double).double_value(&[]));
     if t0 != 4.0 * want || t1 != 3.0 * n as f64 {
@@ -233,24 +239,87 @@ pub fn launched_by_mpi() -> bool {
         .any(|v| std::env::var_os(v).is_some())
 }
 
-/// Start the collective backend chosen by the config.
-pub fn init(kind: CommKind) -> Result<Box<dyn Collective>> {
+/// Start the collective backend chosen by the config and fix this rank's compute device
+/// ([`crate::device`]): MPI under a launcher (NCCL for CUDA tensors with `comm = "nccl"`, or
+/// with `auto` on GPUs when the `cuda` feature is built and NCCL loads), else one process.
+pub fn init(cfg: &crate::config::Config) -> Result<Box<dyn Collective>> {
+    let kind = cfg.comm;
     let use_mpi = match kind {
         CommKind::Local => false,
-        CommKind::Mpi => true,
+        CommKind::Mpi | CommKind::Nccl => true,
         CommKind::Auto => launched_by_mpi(),
     };
     if use_mpi {
         #[cfg(feature = "mpi")]
         {
-            return Ok(Box::new(mpi::MpiCollective::init()?));
+            let c = mpi::MpiCollective::init()?;
+            check_slurm_step(c.size())?;
+            let (local_rank, local_size) = c.local_rank_size();
+            let device = crate::device::choose(&cfg.device, local_rank, local_size)?;
+            crate::device::set(device);
+            let want_nccl = match kind {
+                CommKind::Nccl => true,
+                CommKind::Auto => device.is_cuda() && nccl_loadable(),
+                _ => false,
+            };
+            if want_nccl {
+                if !device.is_cuda() {
+                    return Err(Error::config(
+                        "config",
+                        "comm",
+                        "\"nccl\" reduces CUDA tensors: it needs device = \"cuda\"",
+                    ));
+                }
+                #[cfg(feature = "cuda")]
+                {
+                    return Ok(Box::new(nccl::NcclCollective::init(c, local_rank)?));
+                }
+                #[cfg(not(feature = "cuda"))]
+                {
+                    return Err(Error::config(
+                        "config",
+                        "comm",
+                        "\"nccl\": this build has no NCCL (build with --features cuda)",
+                    ));
+                }
+            }
+            return Ok(Box::new(c));
         }
         #[cfg(not(feature = "mpi"))]
         {
             return Err(Error::Comm("this build has no MPI support (built without the `mpi` feature)".into()));
         }
     }
+    check_slurm_step(1)?;
+    crate::device::set(crate::device::choose(&cfg.device, 0, 1)?);
+    if kind == CommKind::Nccl {
+        return Err(Error::config("config", "comm", "\"nccl\" needs an MPI launch (mpirun or srun --mpi=pmix)"));
+    }
     Ok(Box::new(LocalCollective))
+}
+
+/// Whether NCCL can be used (the `cuda` feature is built and the libraries load).
+fn nccl_loadable() -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        nccl::NcclCollective::available()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        false
+    }
+}
+
+/// Under `srun`, tasks that do not find each other (no or the wrong `--mpi` plugin) each start
+/// as a world of one and would all run the whole job as rank 0: refuse that loudly.
+fn check_slurm_step(world: usize) -> Result<()> {
+    let tasks = std::env::var("SLURM_STEP_NUM_TASKS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1);
+    if world == 1 && tasks > 1 {
+        return Err(Error::Comm(format!(
+            "srun started {tasks} tasks but each is an MPI world of 1: launch with `srun --mpi=pmix` (or your site's MPI plugin, see `srun --mpi=list`)"
+        )));
+    }
+    Ok(())
 }
 
 /// Library versions for run reports.

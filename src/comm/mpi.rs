@@ -11,6 +11,8 @@ use crate::error::{Error, Result};
 /// Collectives over `MPI_COMM_WORLD`. Owns the MPI environment: dropping it finalises MPI.
 pub struct MpiCollective {
     world: SimpleCommunicator,
+    /// Seconds spent in all-reduces.
+    reducing: std::cell::Cell<f64>,
     // Declared last: dropped after `world`, finalising MPI.
     _universe: Universe,
 }
@@ -21,7 +23,16 @@ impl MpiCollective {
         let (universe, _level) = mpi::initialize_with_threading(mpi::Threading::Funneled)
             .ok_or_else(|| Error::Comm("MPI was already initialised".into()))?;
         let world = universe.world();
-        Ok(Self { world, _universe: universe })
+        Ok(Self { world, reducing: std::cell::Cell::new(0.0), _universe: universe })
+    }
+}
+
+impl MpiCollective {
+    /// This rank's index among the ranks on its node, and their number (MPI's shared-memory
+    /// split): the GPU it drives.
+    pub fn local_rank_size(&self) -> (usize, usize) {
+        let local = self.world.split_shared(self.world.rank());
+        (local.rank() as usize, local.size() as usize)
     }
 }
 
@@ -43,14 +54,21 @@ impl Collective for MpiCollective {
         "mpi"
     }
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
+        let t = std::time::Instant::now();
         let send = buf.to_vec();
         self.world.all_reduce_into(&send[..], buf, mpi::collective::SystemOperation::sum());
+        self.reducing.set(self.reducing.get() + t.elapsed().as_secs_f64());
         Ok(())
     }
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
+        let t = std::time::Instant::now();
         let send = buf.to_vec();
         self.world.all_reduce_into(&send[..], buf, mpi::collective::SystemOperation::sum());
+        self.reducing.set(self.reducing.get() + t.elapsed().as_secs_f64());
         Ok(())
+    }
+    fn reduce_seconds(&self) -> f64 {
+        self.reducing.get()
     }
     fn broadcast_bytes(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()> {
         let root_proc = self.world.process_at_rank(root as i32);

@@ -75,7 +75,8 @@ impl HostBatch {
     pub fn tensors(&self) -> (Tensor, Tensor) {
         let s = self.shape.map(|d| d as i64);
         let x = Tensor::from_slice(&self.pixels).reshape(s);
-        (x, Tensor::from_slice(&self.labels).to_kind(Kind::Int64))
+        let d = crate::device::compute();
+        (x.to_device(d), Tensor::from_slice(&self.labels).to_kind(Kind::Int64).to_device(d))
     }
 }
 

@@ -416,7 +416,7 @@ impl Context<'_> {
                 // Per-batch chains on the fixed batches, averaged (data-parallel over batches).
                 let probe = self.probe(&eval, Leaf::Raw)?;
                 let mut s_sum = ones.zeros_like();
-                let mut u_sum = Tensor::zeros([probe.n_params() as i64], (probe.kind(), tch::Device::Cpu));
+                let mut u_sum = Tensor::zeros([probe.n_params() as i64], (probe.kind(), crate::device::compute()));
                 for j in probe.own_batches().collect::<Vec<_>>() {
                     let u = fd_b1(&probe, j, &probe, j);
                     u_sum += &u;
@@ -444,7 +444,7 @@ impl Context<'_> {
                     (1..=5).map(|d| self.eval_set(Stream::FaithfulDraw, d)).collect::<Result<_>>()?;
                 let probes: Vec<Probe> = sets.iter().map(|e| self.probe(e, Leaf::Raw)).collect::<Result<_>>()?;
                 let own: Vec<usize> = probes[0].own_batches().collect();
-                let mut u = Tensor::zeros([probes[0].n_params() as i64], (probes[0].kind(), tch::Device::Cpu));
+                let mut u = Tensor::zeros([probes[0].n_params() as i64], (probes[0].kind(), crate::device::compute()));
                 for &j in &own {
                     u += fd_b1(&probes[0], j, &probes[1], j);
                 }

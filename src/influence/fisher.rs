@@ -35,7 +35,7 @@ pub fn all_gather_coords(comm: &dyn Collective, local: &Tensor, p: usize, timing
     if comm.size() == 1 {
         return Ok(local.shallow_clone());
     }
-    let full = Tensor::zeros([p as i64], (local.kind(), tch::Device::Cpu));
+    let full = Tensor::zeros([p as i64], (local.kind(), crate::device::compute()));
     full.narrow(0, lo as i64, (hi - lo) as i64).copy_(local);
     Timings::add(&timings.comm, || comm.all_reduce_sum_tensors(std::slice::from_ref(&full)))?;
     Ok(full)
@@ -64,7 +64,7 @@ impl ShardedGrads {
         let (lo, hi) = coord_range(p, r, w);
         let kind = own.first().map(|(_, g)| g.kind()).unwrap_or(Kind::Float);
         let kind = Self::agree_kind(comm, kind)?;
-        let g = Tensor::zeros([n as i64, (hi - lo) as i64], (kind, tch::Device::Cpu));
+        let g = Tensor::zeros([n as i64, (hi - lo) as i64], (kind, crate::device::compute()));
         if w == 1 {
             for (j, gj) in &own {
                 g.get(*j as i64).copy_(gj);
@@ -123,7 +123,7 @@ impl ShardedGrads {
     fn partial_gt(&self, v_local: &Tensor) -> Tensor {
         let v = if v_local.dim() == 1 { v_local.unsqueeze(0) } else { v_local.shallow_clone() };
         let v = v.to_kind(self.g.kind());
-        let mut out = Tensor::zeros([self.n as i64, v.size()[0]], (Kind::Double, tch::Device::Cpu));
+        let mut out = Tensor::zeros([self.n as i64, v.size()[0]], (Kind::Double, crate::device::compute()));
         self.for_chunks(|c, len| {
             out += self.g.narrow(1, c, len).matmul(&v.narrow(1, c, len).tr()).to_kind(Kind::Double)
         });
@@ -136,7 +136,7 @@ impl ShardedGrads {
 
     /// `G y` restricted to this rank's rows, for y of shape [N] (f64 result).
     fn partial_g(&self, y: &Tensor) -> Tensor {
-        let out = Tensor::zeros([(self.hi - self.lo) as i64], (Kind::Double, tch::Device::Cpu));
+        let out = Tensor::zeros([(self.hi - self.lo) as i64], (Kind::Double, crate::device::compute()));
         let y = y.to_kind(self.g.kind());
         self.for_chunks(|c, len| out.narrow(0, c, len).copy_(&self.g.narrow(1, c, len).tr().mv(&y)));
         out
@@ -163,7 +163,7 @@ impl ShardedGrads {
         let blocks = (n / 64).clamp(1, 8);
         let bounds: Vec<i64> = (0..=blocks).map(|b| n * b / blocks).collect();
         let k = Timings::add(&timings.linalg, || {
-            let k = Tensor::zeros([n, n], (Kind::Double, tch::Device::Cpu));
+            let k = Tensor::zeros([n, n], (Kind::Double, crate::device::compute()));
             self.for_chunks(|c, len| {
                 let gc = self.g.narrow(1, c, len).to_kind(Kind::Double);
                 for bi in 0..blocks as usize {
@@ -203,7 +203,7 @@ impl Woodbury {
     pub fn new(comm: &dyn Collective, grads: ShardedGrads, eta: f64, timings: &Timings) -> Result<Self> {
         let k = grads.gram(comm, timings)?;
         let n = grads.n as i64;
-        let a = k + Tensor::eye(n, (Kind::Double, tch::Device::Cpu)) * (grads.n as f64 * eta);
+        let a = k + Tensor::eye(n, (Kind::Double, crate::device::compute())) * (grads.n as f64 * eta);
         let chol = Timings::add(&timings.linalg, || a.f_linalg_cholesky(false))
             .map_err(|e| Error::Invalid(format!("Woodbury: NηI + GᵀG is not positive definite ({e})")))?;
         Ok(Woodbury { grads, eta, chol })
@@ -284,7 +284,7 @@ impl ShermanMorrison {
             let rj = Timings::add(&timings.linalg, || {
                 let mut rj = &gj / eta;
                 if let Some(dots) = &dots {
-                    let coef = dots / Tensor::from_slice(&d[..j]).to_kind(Kind::Double);
+                    let coef = dots / Tensor::from_slice(&d[..j]).to_kind(Kind::Double).to_device(dots.device());
                     rj -= r.narrow(0, 0, j as i64).tr().mv(&coef);
                 }
                 rj
@@ -303,7 +303,8 @@ impl ShermanMorrison {
         let c = Timings::add(&timings.linalg, || self.r.mv(&vl));
         Timings::add(&timings.comm, || comm.all_reduce_sum_tensors(std::slice::from_ref(&c)))?;
         let out_local = Timings::add(&timings.linalg, || {
-            let coef = c / Tensor::from_slice(&self.d).to_kind(Kind::Double);
+            let d = Tensor::from_slice(&self.d).to_kind(Kind::Double).to_device(c.device());
+            let coef = c / d;
             ((&vl / self.eta) - self.r.tr().mv(&coef)).to_kind(v.kind())
         });
         all_gather_coords(comm, &out_local, self.grads.p, timings)

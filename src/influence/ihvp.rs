@@ -164,7 +164,7 @@ impl Solver {
                     .map(|&s| {
                         let vals: Vec<f64> =
                             recv[s].chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-                        Tensor::from_slice(&vals)
+                        Tensor::from_slice(&vals).to_device(crate::device::compute())
                     })
                     .collect();
                 let q = w.quad_local_slices(comm, &Tensor::stack(&rows, 0), t)?;
@@ -210,7 +210,7 @@ fn to_f64_bytes(v: &Tensor) -> Vec<u8> {
 
 fn from_f64_bytes(b: &[u8]) -> Tensor {
     let vals: Vec<f64> = b.chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-    Tensor::from_slice(&vals)
+    Tensor::from_slice(&vals).to_device(crate::device::compute())
 }
 
 /// (H + λI)u through the probe.
@@ -302,7 +302,7 @@ fn cg(probe: &Probe, v: &Tensor, damping: f64, tol: f64, max_iter: usize) -> Res
 pub fn dense_hessian(probe: &Probe, damping: f64) -> Result<Tensor> {
     let h = probe.dense_hessian()?;
     let p = h.size()[0];
-    Ok((&h + h.tr()) / 2.0 + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * damping)
+    Ok((&h + h.tr()) / 2.0 + Tensor::eye(p, (Kind::Double, crate::device::compute())) * damping)
 }
 
 /// ηI + (1/N) GGᵀ formed densely (f64) from the sharded samples.
@@ -315,6 +315,6 @@ fn dense_fisher(probe: &Probe, grads: ShardedGrads, eta: f64) -> Result<Tensor> 
     let g = Tensor::stack(&rows, 0);
     let p = grads.p as i64;
     Ok(Timings::add(&probe.timings.linalg, || {
-        g.tr().matmul(&g) / grads.n as f64 + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * eta
+        g.tr().matmul(&g) / grads.n as f64 + Tensor::eye(p, (Kind::Double, crate::device::compute())) * eta
     }))
 }

@@ -247,7 +247,7 @@ impl<'a> Probe<'a> {
         let w = w.unwrap_or(&base);
         let (loss, g) = Timings::add(&self.timings.autograd, || {
             let mut loss = 0.0;
-            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), tch::Device::Cpu));
+            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
             for j in self.own_batches() {
                 let l = self.batch_loss(j, w);
                 loss += l.double_value(&[]);
@@ -264,7 +264,7 @@ impl<'a> Probe<'a> {
     pub fn grad_theta_local(&self, w: &[Tensor]) -> (f64, Tensor) {
         Timings::add(&self.timings.autograd, || {
             let mut loss = 0.0;
-            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), tch::Device::Cpu));
+            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
             for j in 0..self.n_batches() {
                 let l = self.batch_loss(j, w);
                 loss += l.double_value(&[]);
@@ -342,7 +342,7 @@ impl<'a> Probe<'a> {
     pub fn dense_hessian(&self) -> Result<Tensor> {
         let p = self.n_params() as i64;
         let h = Timings::add(&self.timings.autograd, || {
-            let h = Tensor::zeros([p, p], (Kind::Double, tch::Device::Cpu));
+            let h = Tensor::zeros([p, p], (Kind::Double, crate::device::compute()));
             for j in self.own_batches() {
                 let g = flatten(&self.theta_derivatives(j));
                 for i in 0..p {
@@ -353,7 +353,7 @@ impl<'a> Probe<'a> {
                             &self.params,
                         ))
                     } else {
-                        Tensor::zeros([p], (self.kind(), tch::Device::Cpu))
+                        Tensor::zeros([p], (self.kind(), crate::device::compute()))
                     };
                     let mut hr = h.get(i);
                     hr += row.to_kind(Kind::Double);
@@ -377,7 +377,7 @@ impl<'a> Probe<'a> {
     pub fn mixed(&self, v: &Tensor) -> Result<Tensor> {
         let vs = split_like(v, &self.leaf);
         let out = Timings::add(&self.timings.autograd, || {
-            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), tch::Device::Cpu));
+            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
             for j in self.own_batches() {
                 let (_, gw) = self.first_derivatives(j);
                 acc += self.second(&graph_dot(&gw, &vs), &self.params);
@@ -408,7 +408,7 @@ impl<'a> Probe<'a> {
         let ones: Vec<Tensor> = self.leaf.iter().map(|t| t.ones_like()).collect();
         let (grads, u) = Timings::add(&self.timings.autograd, || {
             let mut grads = Vec::new();
-            let mut u = Tensor::zeros([self.n_params() as i64], (self.kind(), tch::Device::Cpu));
+            let mut u = Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
             for j in self.own_batches() {
                 let (gt, gw) = self.first_derivatives(j);
                 grads.push((j, flatten(&gt).detach()));

@@ -39,7 +39,7 @@ pub struct NetworkConfig {
 /// NAS-Bench-1Shot1 cells are NAS-Bench-101 cells, evaluated by looking them up in NAS-Bench-101
 /// (spaces.md §4.5); building them is not offered.
 pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind) -> Result<Box<dyn Network>> {
-    Ok(match genotype {
+    let net: Box<dyn Network> = match genotype {
         Genotype::Darts(g) => Box::new(DartsNetwork::new(g, cfg, kind)),
         Genotype::Nb201(g) => Box::new(Nb201Network::new(g, cfg, kind)),
         Genotype::Nb1Shot1(_) => {
@@ -49,7 +49,9 @@ pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind) -> Result<Box<
                 "a NAS-Bench-1Shot1 cell is evaluated in NAS-Bench-101 (nasbench.api.ModelSpec), not trained here",
             ))
         }
-    })
+    };
+    net.params().to_device(crate::device::compute());
+    Ok(net)
 }
 
 /// DARTS's `drop_path`: zero each sample's `x` with probability `p`, scaling the kept ones by

@@ -62,7 +62,9 @@ impl SearchState {
                 .alpha_shapes()
                 .iter()
                 .map(|s| {
+                    // Drawn on the host: the same α on every device for one seed.
                     (Tensor::randn(s.as_slice(), (kind, tch::Device::Cpu)) * cfg.search.arch.init_std)
+                        .to_device(crate::device::compute())
                         .set_requires_grad(true)
                 })
                 .collect()
@@ -126,7 +128,7 @@ impl SearchState {
 
 /// A 2-D tensor as rows of f64.
 pub fn table_of(t: &Tensor) -> Vec<Vec<f64>> {
-    let t = t.to_kind(Kind::Double).contiguous();
+    let t = crate::device::host(&t.to_kind(Kind::Double)).contiguous();
     let (r, c) = (t.size()[0] as usize, t.size()[1] as usize);
     let v: Vec<f64> = Vec::try_from(&t.reshape([-1])).expect("double tensor");
     (0..r).map(|i| v[i * c..(i + 1) * c].to_vec()).collect()
@@ -193,6 +195,8 @@ pub struct EpochStats {
     /// Search images (θ and α batches) per second over all ranks.
     pub images_per_s: f64,
     pub seconds: f64,
+    /// Seconds of the epoch this rank (rank 0) spent in all-reduces.
+    pub reduce_s: f64,
     pub genotype: String,
 }
 
@@ -332,6 +336,7 @@ impl Searcher<'_> {
             let first = resumed.map_or(0, |p| p.step);
             let earlier = std::time::Duration::from_secs_f64(resumed.map_or(0.0, |p| p.seconds));
             let t0 = std::time::Instant::now().checked_sub(earlier).unwrap_or_else(std::time::Instant::now);
+            let reduce0 = self.comm.reduce_seconds();
             let lr = cosine_lr(cfg.search.weights.lr, cfg.search.weights.lr_min, epoch, cfg.search.epochs);
             let w_order = epoch_order(cfg.seed, Stream::WeightsOrder, epoch, &self.split.weights);
             let a_order = epoch_order(cfg.seed, Stream::ArchOrder, epoch, &self.split.arch);
@@ -452,6 +457,7 @@ impl Searcher<'_> {
                 alpha_entropy: alpha_entropy(&state.softmax_table()),
                 images_per_s: (2 * steps * b) as f64 / train_seconds,
                 seconds: t0.elapsed().as_secs_f64(),
+                reduce_s: self.comm.reduce_seconds() - reduce0,
                 genotype,
             };
             obs.epoch(&stats, state)?;

@@ -34,6 +34,19 @@ impl ParamSet {
     }
 
     /// (name, tensor) pairs of parameters then buffers, for state files.
+    /// Move every weight and buffer to `device` in place (every handle to them follows).
+    /// Weights are initialised on the host first, so one seed gives the same network anywhere.
+    pub fn to_device(&self, device: tch::Device) {
+        if device == tch::Device::Cpu {
+            return;
+        }
+        let _g = tch::no_grad_guard();
+        for t in self.tensors.iter().chain(&self.buffers) {
+            let mut h = t.shallow_clone();
+            h.set_data(&t.to_device(device));
+        }
+    }
+
     pub fn named(&self) -> Vec<(String, Tensor)> {
         self.names
             .iter()

@@ -44,7 +44,7 @@ pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
             kind,
         ))
     };
-    Ok(match cfg.space.name.as_str() {
+    let net: Box<dyn Supernet> = match cfg.space.name.as_str() {
         "nb201" => Box::new(Nb201Supernet::new(
             Nb201Config { channels, cells_per_stage: cfg.space.cells_per_stage, num_classes: classes },
             kind,
@@ -56,7 +56,9 @@ pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
         "nb1shot1-s2" => nb1shot1(2),
         "nb1shot1-s3" => nb1shot1(3),
         other => return Err(Error::config("config", "space.name", format!("unknown search space {other:?}"))),
-    })
+    };
+    net.params().to_device(crate::device::compute());
+    Ok(net)
 }
 
 /// Rows of the mixing tables fixed by progressive decisions (DARTS-PT's "projected" weights): a

@@ -1,0 +1,49 @@
+//! The compute device of this process: chosen once at start-up from `device` in the config and
+//! the rank's node-local index (one rank per GPU), then read wherever tensors are made. Data
+//! batches, the supernet or network, α and every influence quantity live on it; checkpoints
+//! and reports copy to the host.
+
+use std::sync::OnceLock;
+
+use tch::Device;
+
+use crate::error::{Error, Result};
+
+static DEVICE: OnceLock<Device> = OnceLock::new();
+
+/// The compute device (the CPU until [`set`] chose another).
+pub fn compute() -> Device {
+    DEVICE.get().copied().unwrap_or(Device::Cpu)
+}
+
+/// Fix the compute device for the rest of the process (the first call wins).
+pub fn set(d: Device) {
+    let _ = DEVICE.set(d);
+}
+
+/// The device `device = "auto" | "cpu" | "cuda"` names for a rank with node-local index
+/// `local_rank` among `local_size` ranks on its node.
+pub fn choose(pref: &str, local_rank: usize, local_size: usize) -> Result<Device> {
+    let cuda = tch::Cuda::is_available();
+    let gpus = if cuda { tch::Cuda::device_count().max(0) as usize } else { 0 };
+    match (pref, cuda) {
+        ("cpu", _) | ("auto", false) => Ok(Device::Cpu),
+        ("cuda", false) => Err(Error::config(
+            "config",
+            "device",
+            "\"cuda\", but libtorch sees no GPU (a CPU libtorch, or no device visible): point LIBTORCH at a CUDA \
+             build or use LIBTORCH_USE_PYTORCH=1 with torch 2.11.0+cu130",
+        )),
+        _ if local_size > gpus => Err(Error::config(
+            "config",
+            "device",
+            format!("{local_size} ranks on this node but {gpus} GPUs: start one rank per GPU"),
+        )),
+        _ => Ok(Device::Cuda(local_rank)),
+    }
+}
+
+/// A tensor on the host, for files and reports.
+pub fn host(t: &tch::Tensor) -> tch::Tensor {
+    t.to_device(Device::Cpu)
+}
