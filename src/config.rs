@@ -673,6 +673,13 @@ impl Config {
         if self.space.name != "nb201" && !(3..=64).contains(&self.space.layers) {
             return bad("space.layers", format!("must be in 3..=64 (got {})", self.space.layers));
         }
+        if self.space.name == "pc-darts" && self.select.criterion == "darts-pt" {
+            return bad(
+                "select.criterion",
+                "darts-pt is not defined for PC-DARTS (its projection would leave the bypassed channels' edge weight)"
+                    .into(),
+            );
+        }
         if self.space.name == "pc-darts" && self.space.channels % 4 != 0 {
             return bad(
                 "space.channels",

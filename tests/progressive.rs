@@ -107,3 +107,31 @@ fn darts_pt_topology_and_influence_rules() {
         assert_eq!(d["chosen"], best["op"], "{d}");
     }
 }
+
+/// `search` with `select.after_search` and DARTS-PT, stopped by a signal during the projection's
+/// tuning: `search --resume auto` finishes the search from its last checkpoint and continues the
+/// selection from its own, to the decisions and architecture of an uninterrupted run.
+#[test]
+fn search_then_darts_pt_resumes_into_its_selection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pt = ["select.after_search=true", "select.criterion=\"darts-pt\"", "select.pt_interval=1"];
+    let full = tmp.path().join("full");
+    common::assert_ok(&common::search(2, &full, &pt));
+    // The search has global steps 0-7; tuning restarts at 0, so step 9 is in tuning epoch 2.
+    let cut = tmp.path().join("cut");
+    let fault = ["fault.action=\"signal\"", "fault.phase=\"search\"", "fault.at_step=9"];
+    let sets: Vec<&str> = pt.iter().chain(&fault).copied().collect();
+    let o = common::search(2, &cut, &sets);
+    assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
+    assert!(cut.join("STOPPED").is_file(), "rank 0 marks the stop for batch scripts");
+    let mut c = Command::new(common::repo().join("launch/mpirun"));
+    c.args(["-np", "2"]).arg(common::bin());
+    c.args(["search", "--out", &cut.display().to_string(), "--resume", "auto"]);
+    common::assert_ok(&c.env("DARTSIF_LOG", "warn").output().unwrap());
+    assert!(!cut.join("STOPPED").exists());
+    for f in ["genotype.txt", "decisions.jsonl"] {
+        let a = std::fs::read_to_string(full.join("select").join(f)).unwrap();
+        let b = std::fs::read_to_string(cut.join("select").join(f)).unwrap();
+        assert_eq!(a, b, "select/{f}");
+    }
+}

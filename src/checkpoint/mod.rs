@@ -353,6 +353,8 @@ fn pinned(cfg: &Config, world: usize) -> Vec<(&'static str, String)> {
         ("data.train_size", cfg.data.train_size.to_string()),
         ("data.split", cfg.data.split.clone()),
         ("data.augment", cfg.data.augment.to_string()),
+        ("data.cutout", cfg.data.cutout.to_string()),
+        ("data.normalize", cfg.data.normalize.clone()),
         ("search.strategy", cfg.search.strategy.clone()),
         ("search.epochs", cfg.search.epochs.to_string()),
         ("search.batch_size", cfg.search.batch_size.to_string()),

@@ -342,6 +342,7 @@ fn search_main(args: &SearchArgs) -> i32 {
             {
                 let _ = std::fs::remove_dir_all(&args.out);
             }
+            mark_stopped(comm.as_ref(), &args.out, &e);
             report_error(comm.as_ref(), &e)
         }
     }
@@ -530,6 +531,7 @@ fn train_main(args: &TrainArgs) -> i32 {
             {
                 let _ = std::fs::remove_dir_all(&args.out);
             }
+            mark_stopped(comm.as_ref(), &args.out, &e);
             report_error(comm.as_ref(), &e)
         }
     }
@@ -560,7 +562,11 @@ pub fn run_train(
             ),
         ));
     }
-    let mut train: Vec<usize> = source.split.weights.iter().chain(&source.split.arch).copied().collect();
+    // Both search halves, but never test images (NB201's CIFAR-100 / ImageNet16-120 splits take
+    // α from the test set: `test:xvalid`).
+    let n_train = source.data.train_len();
+    let mut train: Vec<usize> =
+        source.split.weights.iter().chain(&source.split.arch).copied().filter(|&i| i < n_train).collect();
     train.sort_unstable();
     train.dedup();
     if train.len() < t.batch_size {
@@ -710,6 +716,7 @@ fn select_main(args: &SelectArgs) -> i32 {
             {
                 let _ = std::fs::remove_dir_all(&args.out);
             }
+            mark_stopped(comm.as_ref(), &args.out, &e);
             report_error(comm.as_ref(), &e)
         }
     }
@@ -926,6 +933,10 @@ fn start_or_resume(comm: &dyn Collective, out: &Path, resume: Option<&str>) -> R
         prepare_out_dir(comm, out)?;
         return Ok(None);
     };
+    if comm.is_coordinator() {
+        // The marker of the stop being resumed from (see `mark_stopped`).
+        let _ = std::fs::remove_file(out.join("STOPPED"));
+    }
     let mine: Option<std::result::Result<Chosen, (String, String)>> = comm.is_coordinator().then(|| {
         choose_checkpoint(out, how).map_err(|e| match e {
             Error::Path { path, msg } => (path.display().to_string(), msg),
@@ -980,6 +991,16 @@ fn select_and_report(
         println!("{}", sel.genotype);
     }
     comm.barrier()
+}
+
+/// After a signal-triggered checkpoint, the coordinator leaves `OUT/STOPPED` (the checkpoint's
+/// path): the Slurm script requeues on it even when srun reports a signal rather than status 3.
+fn mark_stopped(comm: &dyn Collective, out: &Path, e: &Error) {
+    if let Error::Stopped { checkpoint, .. } = e {
+        if comm.is_coordinator() {
+            let _ = std::fs::write(out.join("STOPPED"), format!("{checkpoint}\n"));
+        }
+    }
 }
 
 fn fail_once(e: &Error) -> i32 {
@@ -1217,8 +1238,11 @@ pub fn run_search(
         // that rank reports it and stops the job, so no rank waits in a collective.
         if matches!(e, Error::Data { .. }) && comm.size() > 1 {
             eprintln!("error: {e}");
-            // The run directory is this run's own (prepare_out_dir refuses a non-empty one).
-            let _ = std::fs::remove_dir_all(out);
+            // A fresh run directory is this run's own (prepare_out_dir refuses a non-empty one);
+            // a resumed run keeps its checkpoints.
+            if resume.is_none() {
+                let _ = std::fs::remove_dir_all(out);
+            }
             comm.abort(e.exit_code());
         }
         return Err(e);
@@ -1262,13 +1286,21 @@ pub fn run_search(
         println!("{genotype}");
     }
     comm.barrier()?;
+    // A resumed search continues its selection too (from its checkpoint where it has one).
+    let select_dir = |dir: &Path| -> Result<Option<PathBuf>> {
+        if resume.is_some() && dir.exists() {
+            start_or_resume(comm, dir, Some("auto"))
+        } else {
+            prepare_out_dir(comm, dir).map(|_| None)
+        }
+    };
     if cfg.select.after_search && cfg.select.criterion == "darts-pt" {
         let dir = out.join("select");
-        prepare_out_dir(comm, &dir)?;
-        run_progressive(cfg, comm, &source, out, &dir, None, stop)?;
+        let from = select_dir(&dir)?;
+        run_progressive(cfg, comm, &source, out, &dir, from, stop)?;
     } else if cfg.select.after_search {
         let dir = out.join("select");
-        prepare_out_dir(comm, &dir)?;
+        select_dir(&dir)?;
         let (net, alphas) = if selection_kind(cfg) == tch::Kind::Float {
             (None, Vec::new())
         } else {

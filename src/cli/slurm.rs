@@ -119,16 +119,19 @@ if [ "${{SLURM_NTASKS:-0}}" -ne {expected} ]; then
 fi
 export OMP_NUM_THREADS="${{SLURM_CPUS_PER_TASK:-1}}"
 # A requeued job (after a signal-triggered checkpoint) continues its run.
-if [ -e "$OUT/config.toml" ]; then
+if [ -e "$OUT/config.toml" ] || [ -d "$OUT/checkpoints" ]; then
   ARGS=({resume})
 else
   ARGS=({fresh})
 fi
 srun --mpi={mpi} --kill-on-bad-exit=1 "$BIN" {cmd} --out "$OUT" "${{ARGS[@]}}"{extra}
 rc=$?
-if [ "$rc" -eq 3 ]; then
+# Exit status 3, or rank 0's STOPPED marker (srun may report a signal instead when it kills the
+# last ranks): the run checkpointed on a signal.
+if [ "$rc" -eq 3 ] || [ -e "$OUT/STOPPED" ]; then
+  rm -f "$OUT/STOPPED"
   echo "dartsif-dist: checkpointed on a signal; requeueing job $JOB" >&2
-  scontrol requeue "$JOB"
+  scontrol requeue "$JOB" || exit 3
   exit 0
 fi
 exit "$rc"
@@ -153,7 +156,24 @@ pub fn parse_sweep(arg: &str) -> Result<(String, Vec<String>)> {
 }
 
 /// Write the script (executable) and create the log directory; returns the script's path.
+/// `#SBATCH` values are not shell-quoted by sbatch: names and paths with blanks are refused.
 pub fn write(spec: &SlurmSpec, header: &str, path: &Path) -> Result<PathBuf> {
+    for (key, v) in [
+        ("job-name", spec.job_name.clone()),
+        ("log-dir", spec.log_dir.display().to_string()),
+        ("mpi", spec.mpi.clone()),
+        ("time", spec.time.clone()),
+        ("partition", spec.partition.clone().unwrap_or_default()),
+        ("account", spec.account.clone().unwrap_or_default()),
+    ] {
+        if v.chars().any(|c| c.is_whitespace() || c == '\'' || c == '"') {
+            return Err(Error::config(
+                format!("--{key}"),
+                key,
+                format!("{v:?} holds blanks or quotes, which #SBATCH lines cannot"),
+            ));
+        }
+    }
     std::fs::create_dir_all(&spec.log_dir).map_err(|e| Error::io(&spec.log_dir, e))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -214,7 +234,7 @@ mod tests {
             "  ARGS=(--resume auto --set 'data.root=\"/data/imagenet\"')",
             "  ARGS=(--config 'configs/darts imagenet.toml' --set 'data.root=\"/data/imagenet\"')",
             "srun --mpi=pmix --kill-on-bad-exit=1 \"$BIN\" search --out \"$OUT\" \"${ARGS[@]}\"",
-            "  scontrol requeue \"$JOB\"",
+            "  scontrol requeue \"$JOB\" || exit 3",
         ] {
             assert!(t.lines().any(|l| l == line), "missing {line:?} in\n{t}");
         }
@@ -243,6 +263,12 @@ mod tests {
         }
         check_bash(&t);
         assert!(parse_sweep("select.n").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let mut bad = spec();
+        bad.job_name = "my job".into();
+        bad.log_dir = dir.path().join("logs");
+        let e = write(&bad, "test", &dir.path().join("x.sbatch")).unwrap_err().to_string();
+        assert!(e.contains("--job-name") && e.contains("blanks"), "{e}");
         assert!(parse_sweep("select.n=1,,2").is_err());
     }
 }

@@ -152,6 +152,11 @@ pub(crate) fn arch_grad(
         }
         MixedProduct::FiniteDifference { r } => {
             let norm = v.iter().map(|t| t.square().sum(Kind::Double).double_value(&[])).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                // No validation gradient at θ': the mixed term is zero (DARTS would divide by 0).
+                set_params(net, &theta);
+                return Ok((d_alpha.iter().map(|t| t.shallow_clone()).collect(), tally));
+            }
             let r = r / norm;
             let at = |sign: f64| -> Result<Vec<Tensor>> {
                 let moved: Vec<Tensor> = theta.iter().zip(v).map(|(t, v)| t + v * (sign * r)).collect();

@@ -81,6 +81,7 @@ pub fn tune_config(cfg: &Config, spec: &SpaceSpec) -> Result<Config> {
     let s = &cfg.select;
     t.search.epochs = s.pt_interval * (events - 1) + 1;
     t.search.arch_start_epoch = 0;
+    t.search.strategy = "darts-1st".into(); // DARTS-PT tunes with first-order α steps (§5.2)
     let lr = if s.pt_lr > 0.0 { s.pt_lr } else { cfg.search.weights.lr / 10.0 };
     let cosine = match s.pt_schedule.as_str() {
         "auto" => spec.family != Family::Nb201,
@@ -255,13 +256,26 @@ fn decide(searcher: &Searcher, state: &mut SearchState, d: Decision) -> Result<V
             } else {
                 let scores = influence(searcher, state)?;
                 let none = t.none_index();
-                let strength = |e: usize| -> f64 {
-                    scores[table][e]
+                let chosen = |e: usize| -> Option<usize> {
+                    state
+                        .projection
+                        .fixed
                         .iter()
-                        .enumerate()
-                        .filter(|(o, _)| Some(*o) != none)
-                        .map(|(_, v)| *v)
-                        .fold(f64::NEG_INFINITY, f64::max)
+                        .find(|f| (f.0, f.1) == (table, e))
+                        .and_then(|f| f.2.iter().position(|&v| v == 1.0))
+                };
+                // An edge's strength is the score of its decided op (every edge is decided by the
+                // time of the topology events); an undecided one counts its best non-none op.
+                let strength = |e: usize| -> f64 {
+                    match chosen(e) {
+                        Some(o) => scores[table][e][o],
+                        None => scores[table][e]
+                            .iter()
+                            .enumerate()
+                            .filter(|(o, _)| Some(*o) != none)
+                            .map(|(_, v)| *v)
+                            .fold(f64::NEG_INFINITY, f64::max),
+                    }
                 };
                 let mut order = remaining.clone();
                 order.sort_by(|&a, &b| strength(b).total_cmp(&strength(a))); // stable: earlier edge on ties
