@@ -299,6 +299,10 @@ pub struct SelectConfig {
     /// Run the selection right after `search`, into the run directory's `select/`.
     #[serde(default)]
     pub after_search: bool,
+    /// A benchmark table (`launch/nb201-table`: arch → accuracies) to look every selected
+    /// architecture up in; its row goes into scores.json / report.json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benchmark_table: Option<PathBuf>,
     /// `darts-pt`: the per-edge decision rule: `accuracy` (DARTS-PT: keep the op whose masking
     /// lowers validation accuracy most), `loss`, `darts-if` or `darts-im`.
     #[serde(default = "d_pt_rule")]

@@ -920,6 +920,10 @@ fn open_run(
 ) -> Result<(Config, data::Source, Option<PathBuf>)> {
     let mut cfg = cfg.clone();
     let source = data::open(&mut cfg)?;
+    if let Some(p) = &cfg.select.benchmark_table {
+        // A bad table stops the run now, not after the search.
+        crate::report::benchmark::BenchmarkTable::load(p)?;
+    }
     let from = start_or_resume(comm, out, resume)?;
     init_threads(&cfg);
     init_logging(comm, out);
@@ -1281,6 +1285,7 @@ pub fn run_search(
             progress.last.as_ref(),
             test.as_ref(),
             &run,
+            crate::report::benchmark::entry(cfg.select.benchmark_table.as_deref(), &genotype.to_string())?,
         )?;
         crate::checkpoint::save_supernet(&state, &out.join("supernet.safetensors"))?;
         println!("{genotype}");

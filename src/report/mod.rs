@@ -1,6 +1,8 @@
 //! Run outputs: `metrics.jsonl`, `report.json`, `genotype.txt`, the resolved `config.toml`.
 //! Only the coordinator writes; whole files are written atomically, `metrics.jsonl` line by line.
 
+pub mod benchmark;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -167,6 +169,7 @@ pub fn write_report(
     last_epoch: Option<&EpochStats>,
     test: Option<&Tally>,
     run: &RunInfo,
+    benchmark: Option<serde_json::Value>,
 ) -> Result<()> {
     let chosen = crate::space::chosen_entries(spec, genotype);
     let mut edges = Vec::new();
@@ -198,6 +201,7 @@ pub fn write_report(
         "edges": edges,
         "final_epoch": last_epoch,
         "test": test.map(|t| json!({"loss": t.loss(), "acc": t.acc(), "count": t.count})),
+        "benchmark": benchmark,
         "run": run,
     });
     write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(&v).expect("json").as_bytes())

@@ -167,6 +167,7 @@ pub fn write_outputs(cfg: &Config, spec: &SpaceSpec, sel: &Selection, out: &Path
         "eval_batches": s.n,
         "eval_batch_size": cfg.select_batch(),
         "genotype": sel.genotype.to_string(),
+        "benchmark": crate::report::benchmark::entry(s.benchmark_table.as_deref(), &sel.genotype.to_string())?,
         "scores": rows,
         "diagnostics": sel.diagnostics,
         "timing": sel.timing,
