@@ -299,6 +299,10 @@ pub struct SelectConfig {
     /// Run the selection right after `search`, into the run directory's `select/`.
     #[serde(default)]
     pub after_search: bool,
+    /// Track the criterion during `search`: every this many epochs, score the current supernet
+    /// and record the genotype it selects in `tracking.jsonl` (0 = off).
+    #[serde(default)]
+    pub track_every: usize,
     /// A benchmark table (`launch/nb201-table`: arch → accuracies) to look every selected
     /// architecture up in; its row goes into scores.json / report.json.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -920,6 +924,13 @@ impl SelectConfig {
             return Err(Error::config(source, "select.pt_interval", "must be at least 1 (got 0)"));
         }
         non_negative(source, "select.pt_lr", self.pt_lr)?;
+        if self.track_every > 0 && self.criterion == "darts-pt" {
+            return Err(Error::config(
+                source,
+                "select.track_every",
+                "tracking scores a criterion as it stands; darts-pt trains",
+            ));
+        }
         one_of("select.ihvp", &self.ihvp, &["identity", "neumann", "sherman-morrison", "woodbury", "cg", "exact"])?;
         one_of("select.exact_matrix", &self.exact_matrix, &["fisher", "hessian"])?;
         one_of("select.im_sign", &self.im_sign, &["paper", "negated"])?;

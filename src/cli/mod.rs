@@ -881,6 +881,7 @@ fn run_progressive(
         bar: indicatif::ProgressBar::hidden(),
         log_every: tune.output.log_every,
         last: None,
+        track: None,
     };
     let searcher = Searcher {
         cfg: &tune,
@@ -1121,14 +1122,56 @@ fn init_logging(comm: &dyn Collective, out: &Path) {
     let _ = tracing_subscriber::registry().with(stderr).with(file_layer).try_init();
 }
 
-struct Progress {
+struct Progress<'a> {
     metrics: Option<Metrics>,
     bar: indicatif::ProgressBar,
     log_every: usize,
     last: Option<EpochStats>,
+    track: Option<Tracker<'a>>,
 }
 
-impl Observer for Progress {
+/// `select.track_every`: the criterion on the supernet as it stands after every k-th epoch.
+struct Tracker<'a> {
+    cfg: &'a Config,
+    comm: &'a dyn Collective,
+    data: &'a dyn Dataset,
+    split: &'a data::SearchSplit,
+    /// `tracking.jsonl` (coordinator).
+    lines: Option<report::JsonLines>,
+}
+
+impl Tracker<'_> {
+    fn epoch(&mut self, epoch: usize, state: &SearchState) -> Result<()> {
+        if (epoch + 1) % self.cfg.select.track_every != 0 {
+            return Ok(());
+        }
+        let timings = crate::influence::Timings::default();
+        let ctx = crate::influence::Context::new(
+            self.cfg,
+            state.net.as_ref(),
+            &state.alphas,
+            self.comm,
+            self.data,
+            self.split,
+            &timings,
+        );
+        let outcome = ctx.run()?;
+        let g = select::coordinate(self.comm, state.net.spec(), &outcome.table)?;
+        tracing::info!("tracking: after epoch {epoch}, {} selects {g}", outcome.table.criterion);
+        if let Some(l) = &mut self.lines {
+            l.line(serde_json::json!({
+                "epoch": epoch,
+                "criterion": outcome.table.criterion,
+                "genotype": g.to_string(),
+                "genotype_json": g,
+                "benchmark": crate::report::benchmark::entry(self.cfg.select.benchmark_table.as_deref(), &g.to_string())?,
+            }))?;
+        }
+        Ok(())
+    }
+}
+
+impl Observer for Progress<'_> {
     fn step(&mut self, s: &StepStats) -> Result<()> {
         self.bar.inc(1);
         self.bar.set_message(format!("epoch {} loss {:.3} acc {:.3}", s.epoch, s.train_loss, s.train_acc));
@@ -1159,6 +1202,9 @@ impl Observer for Progress {
         if let Some(m) = &mut self.metrics {
             m.epoch(e)?;
             m.history(e.epoch, state.alpha_json(), &select::magnitude_genotype(state))?;
+        }
+        if let Some(t) = &mut self.track {
+            t.epoch(e.epoch, state)?;
         }
         self.last = Some(e.clone());
         Ok(())
@@ -1228,6 +1274,19 @@ pub fn run_search(
         bar,
         log_every: cfg.output.log_every,
         last: None,
+        track: (cfg.select.track_every > 0)
+            .then(|| -> Result<Tracker> {
+                let path = out.join("tracking.jsonl");
+                let lines = match (coord, resumed_at) {
+                    (false, _) => None,
+                    (true, None) => Some(report::JsonLines::create(path)?),
+                    (true, Some((_, epoch))) => Some(report::JsonLines::resume(path, |v| {
+                        v["epoch"].as_u64().is_some_and(|e| (e as usize) < epoch)
+                    })?),
+                };
+                Ok(Tracker { cfg, comm, data, split: &source.split, lines })
+            })
+            .transpose()?,
     };
     let searcher = Searcher {
         cfg,

@@ -1,0 +1,37 @@
+//! `select.track_every`: the criterion scored on the supernet during the search; its last
+//! record is what `select` chooses on the finished run.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn tracking_records_the_criterion_over_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let sel = ["select.criterion=\"darts-im\"", "select.n=2", "select.batch_size=8"];
+    let sets: Vec<&str> = sel.iter().copied().chain(["select.track_every=1"]).collect();
+    common::assert_ok(&common::search(2, &run, &sets));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("tracking.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // TINY searches 2 epochs: one record after each.
+    assert_eq!(lines.iter().map(|v| v["epoch"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1]);
+    for v in &lines {
+        assert_eq!(v["criterion"], "darts-im");
+        v["genotype"].as_str().unwrap().parse::<dartsif::space::Nb201Genotype>().unwrap();
+    }
+    // The state tracked after the last epoch is the saved supernet: the same selection.
+    let out = tmp.path().join("sel");
+    let mut c = Command::new(common::repo().join("launch/mpirun"));
+    c.args(["-np", "2"]).arg(common::bin());
+    c.args(["select", "--run", run.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    for s in sel {
+        c.args(["--set", s]);
+    }
+    common::assert_ok(&c.env("DARTSIF_LOG", "warn").output().unwrap());
+    let g = std::fs::read_to_string(out.join("genotype.txt")).unwrap();
+    assert_eq!(lines[1]["genotype"].as_str().unwrap(), g.trim());
+}
