@@ -39,7 +39,7 @@ impl Cluster {
         let dir = PathBuf::from(format!("/tmp/dslurm-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let o = Command::new(&script).arg("start").arg(&dir).env("LOCAL_SLURM_CPUS", "4").output().unwrap();
+        let o = Command::new(&script).arg("start").arg(&dir).output().unwrap(); // the machine's CPUs
         assert!(o.status.success(), "local Slurm did not start:\n{}", String::from_utf8_lossy(&o.stderr));
         let env = String::from_utf8_lossy(&o.stdout)
             .lines()
