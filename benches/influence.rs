@@ -115,16 +115,7 @@ fn main() {
         c.select.criterion = "darts-im".into();
         c.select.ihvp = "woodbury".into();
         let t = Timings::default();
-        let ctx = Context {
-            cfg: &c,
-            net: net.as_ref(),
-            alphas: &alphas,
-            comm: &comm,
-            data: &data,
-            val: &split.arch,
-            train: &split.weights,
-            timings: &t,
-        };
+        let ctx = Context::new(&c, net.as_ref(), &alphas, &comm, &data, &split, &t);
         let (_, total) = time(|| ctx.run().unwrap());
         println!(
             "DARTS-IM woodbury N={n:<3}   {total:8.3} s   = {:.2} gradients of N batches (autograd {:.2} s, linalg {:.3} s)",

@@ -318,7 +318,7 @@ impl Context<'_> {
 
     /// The coordinator writes a selection progress checkpoint; all ranks learn the outcome.
     fn save_progress(&self, dir: &std::path::Path, keep: usize, records: Vec<(usize, f64, f64)>) -> Result<String> {
-        let mine: Option<std::result::Result<String, String>> = self.comm.is_coordinator().then(|| {
+        let saved = crate::checkpoint::commit_on_coordinator(self.comm, || {
             let meta = crate::checkpoint::SelectMeta {
                 kind: "select".into(),
                 criterion: self.cfg.select.criterion.clone(),
@@ -326,15 +326,9 @@ impl Context<'_> {
                 world_size: self.comm.size(),
                 config: self.cfg.to_toml(),
             };
-            crate::checkpoint::save_select(dir, &meta, keep).map(|d| d.display().to_string()).map_err(|e| e.to_string())
-        });
-        match broadcast_value(self.comm, 0, mine.as_ref())? {
-            Ok(d) => {
-                tracing::info!("selection checkpoint {d}");
-                Ok(d)
-            }
-            Err(msg) => Err(Error::Invalid(format!("writing a checkpoint failed: {msg}"))),
-        }
+            crate::checkpoint::save_select(dir, &meta, keep)
+        })?;
+        Ok(saved.display().to_string())
     }
 
     fn im_sign(&self) -> f64 {

@@ -170,7 +170,7 @@ fn influence(searcher: &Searcher, state: &SearchState) -> Result<Vec<Vec<Vec<f64
 }
 
 /// Rank 0's choice, shared (every rank computes the same values; this makes it certain).
-fn agree(comm: &dyn Collective, mine: usize) -> Result<usize> {
+fn agree<T: serde::Serialize + serde::de::DeserializeOwned>(comm: &dyn Collective, mine: T) -> Result<T> {
     broadcast_value(comm, 0, comm.is_coordinator().then_some(&mine))
 }
 
@@ -280,15 +280,14 @@ fn decide(searcher: &Searcher, state: &mut SearchState, d: Decision) -> Result<V
                 let mut order = remaining.clone();
                 order.sort_by(|&a, &b| strength(b).total_cmp(&strength(a))); // stable: earlier edge on ties
                 rounds.push(order.iter().map(|&e| json!({"edge": t.edges[e], "strength": strength(e)})).collect());
-                let keep = agree(searcher.comm, order[0] * 64 + order[1])?;
-                let keep = [keep / 64, keep % 64];
+                let keep: Vec<usize> = agree(searcher.comm, order[..2].to_vec())?;
                 for &e in &remaining {
                     if !keep.contains(&e) {
                         state.projection.set(table, e, vec![0.0; t.ops.len()]);
                         removed.push(t.edges[e].clone());
                     }
                 }
-                remaining = keep.to_vec();
+                remaining = keep;
             }
             Ok(json!({
                 "kind": "inputs", "rule": rule, "cell": t.name, "node": node + 2, "rounds": rounds,

@@ -16,7 +16,7 @@ use tch::Tensor;
 
 use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
 use super::Supernet;
-use crate::space::SpaceSpec;
+use crate::space::{Mixing, SpaceSpec};
 
 /// Size of a DARTS supernet.
 #[derive(Debug, Clone, Copy)]
@@ -26,11 +26,10 @@ pub struct DartsConfig {
     /// Cells (8 in the search).
     pub layers: usize,
     pub num_classes: i64,
-    /// Candidate ops (DARTS's 8, or the 7 without `none`).
-    pub ops: &'static [&'static str],
-    /// Partial channel connections: ops see C/partial channels (1: DARTS; 4: PC-DARTS).
-    pub partial: i64,
 }
+
+/// PC-DARTS's K: ops see the first C/K channels.
+const PARTIAL_K: i64 = 4;
 
 const STEPS: usize = 4;
 const MULTIPLIER: i64 = 4;
@@ -203,7 +202,7 @@ impl SearchCell {
     #[allow(clippy::too_many_arguments)]
     fn new(
         b: &mut Builder,
-        ops: &[&str],
+        ops: &[String],
         partial: i64,
         c_pp: i64,
         c_p: i64,
@@ -296,7 +295,12 @@ pub struct DartsSupernet {
 
 impl DartsSupernet {
     /// Build with PyTorch's initialisation from libtorch's global generator (seed it first).
-    pub fn new(cfg: DartsConfig, kind: tch::Kind) -> Self {
+    /// `spec`: DARTS, its 7-op variant or PC-DARTS (its ops; partial channels for PC-DARTS).
+    pub fn new(cfg: DartsConfig, spec: SpaceSpec, kind: tch::Kind) -> Self {
+        let partial = match spec.mixing {
+            Mixing::EdgeNormalised { .. } => PARTIAL_K,
+            Mixing::Softmax => 1,
+        };
         let mut b = Builder::new(kind);
         let c = cfg.channels;
         let c_stem = STEM_MULTIPLIER * c;
@@ -312,19 +316,12 @@ impl DartsSupernet {
                 c_curr *= 2;
             }
             cells.push(b.scope(format!("cells.{i}"), |b| {
-                SearchCell::new(b, cfg.ops, cfg.partial, c_pp, c_p, c_curr, reduction, reduction_prev)
+                SearchCell::new(b, &spec.cells[0].ops, partial, c_pp, c_p, c_curr, reduction, reduction_prev)
             }));
             reduction_prev = reduction;
             (c_pp, c_p) = (c_p, MULTIPLIER * c_curr);
         }
         let classifier = b.linear("classifier", c_p, cfg.num_classes);
-        let spec = if cfg.partial > 1 {
-            SpaceSpec::pc_darts()
-        } else if cfg.ops.contains(&"none") {
-            SpaceSpec::darts()
-        } else {
-            SpaceSpec::darts_s5()
-        };
         DartsSupernet { spec, stem_conv, stem_bn, cells, classifier, params: b.set }
     }
 }

@@ -15,7 +15,7 @@ use tch::{Kind, Tensor};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::space::{SpaceSpec, DARTS_OPS};
+use crate::space::{Family, SpaceSpec};
 
 /// A weight-sharing supernet.
 pub trait Supernet {
@@ -31,31 +31,20 @@ pub trait Supernet {
 /// Build the supernet named in the config, initialised from `seed`.
 pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
     tch::manual_seed(seed as i64);
-    let (channels, classes) = (cfg.space.channels as i64, cfg.data.num_classes as i64);
-    let darts = |ops: &'static [&'static str], partial: i64| -> Box<dyn Supernet> {
-        Box::new(DartsSupernet::new(
-            DartsConfig { channels, layers: cfg.space.layers, num_classes: classes, ops, partial },
-            kind,
-        ))
-    };
-    let nb1shot1 = |space: u8| -> Box<dyn Supernet> {
-        Box::new(Nb1Shot1Supernet::new(
-            Nb1Shot1Config { space, channels, layers: cfg.space.layers, num_classes: classes },
-            kind,
-        ))
-    };
-    let net: Box<dyn Supernet> = match cfg.space.name.as_str() {
-        "nb201" => Box::new(Nb201Supernet::new(
+    let (channels, classes, layers) = (cfg.space.channels as i64, cfg.data.num_classes as i64, cfg.space.layers);
+    let spec = SpaceSpec::by_name(&cfg.space.name)
+        .ok_or_else(|| Error::config("config", "space.name", format!("unknown search space {:?}", cfg.space.name)))?;
+    let net: Box<dyn Supernet> = match spec.family {
+        Family::Nb201 => Box::new(Nb201Supernet::new(
             Nb201Config { channels, cells_per_stage: cfg.space.cells_per_stage, num_classes: classes },
             kind,
         )),
-        "darts" => darts(&DARTS_OPS, 1),
-        "darts-s5" => darts(&DARTS_OPS[1..], 1),
-        "pc-darts" => darts(&DARTS_OPS, 4),
-        "nb1shot1-s1" => nb1shot1(1),
-        "nb1shot1-s2" => nb1shot1(2),
-        "nb1shot1-s3" => nb1shot1(3),
-        other => return Err(Error::config("config", "space.name", format!("unknown search space {other:?}"))),
+        Family::Darts => {
+            Box::new(DartsSupernet::new(DartsConfig { channels, layers, num_classes: classes }, spec, kind))
+        }
+        Family::Nb1Shot1(space) => {
+            Box::new(Nb1Shot1Supernet::new(Nb1Shot1Config { space, channels, layers, num_classes: classes }, kind))
+        }
     };
     net.params().to_device(crate::device::compute());
     Ok(net)
@@ -124,8 +113,11 @@ mod tests {
     }
 
     fn darts(classes: i64) -> DartsSupernet {
-        let cfg = DartsConfig { channels: 16, layers: 8, num_classes: classes, ops: &DARTS_OPS, partial: 1 };
-        DartsSupernet::new(cfg, Kind::Float)
+        DartsSupernet::new(
+            DartsConfig { channels: 16, layers: 8, num_classes: classes },
+            SpaceSpec::darts(),
+            Kind::Float,
+        )
     }
 
     #[test]
@@ -134,11 +126,10 @@ mod tests {
         assert_eq!(darts(10).params().count(), 1_930_618);
         assert_eq!(darts(100).params().count(), 1_953_748);
         // §5.1 / §8: DARTS-PT's s5 (no `none`, which has no weights) has the same count.
-        let s5 = DartsConfig { channels: 16, layers: 8, num_classes: 10, ops: &DARTS_OPS[1..], partial: 1 };
-        assert_eq!(DartsSupernet::new(s5, Kind::Float).params().count(), 1_930_618);
+        let c16 = DartsConfig { channels: 16, layers: 8, num_classes: 10 };
+        assert_eq!(DartsSupernet::new(c16, SpaceSpec::darts_s5(), Kind::Float).params().count(), 1_930_618);
         // §2.4 / §8: PC-DARTS, ops on C/4 channels.
-        let pc = DartsConfig { channels: 16, layers: 8, num_classes: 10, ops: &DARTS_OPS, partial: 4 };
-        assert_eq!(DartsSupernet::new(pc, Kind::Float).params().count(), 299_578);
+        assert_eq!(DartsSupernet::new(c16, SpaceSpec::pc_darts(), Kind::Float).params().count(), 299_578);
     }
 
     #[test]
@@ -156,10 +147,12 @@ mod tests {
     #[test]
     fn pc_darts_and_nb1shot1_forward() {
         let x = Tensor::randn([2, 3, 8, 8], (Kind::Double, tch::Device::Cpu));
-        let pc = DartsConfig { channels: 8, layers: 3, num_classes: 5, ops: &DARTS_OPS, partial: 4 };
+        let pc = DartsConfig { channels: 8, layers: 3, num_classes: 5 };
         let nb = Nb1Shot1Config { space: 2, channels: 4, layers: 3, num_classes: 5 };
-        let nets: Vec<Box<dyn Supernet>> =
-            vec![Box::new(DartsSupernet::new(pc, Kind::Double)), Box::new(Nb1Shot1Supernet::new(nb, Kind::Double))];
+        let nets: Vec<Box<dyn Supernet>> = vec![
+            Box::new(DartsSupernet::new(pc, SpaceSpec::pc_darts(), Kind::Double)),
+            Box::new(Nb1Shot1Supernet::new(nb, Kind::Double)),
+        ];
         for net in nets {
             let alphas: Vec<Tensor> = net
                 .spec()
@@ -190,8 +183,8 @@ mod tests {
 
     #[test]
     fn darts_names_shapes_and_forward() {
-        let cfg = DartsConfig { channels: 4, layers: 3, num_classes: 5, ops: &DARTS_OPS, partial: 1 };
-        let net = DartsSupernet::new(cfg, Kind::Float);
+        let cfg = DartsConfig { channels: 4, layers: 3, num_classes: 5 };
+        let net = DartsSupernet::new(cfg, SpaceSpec::darts(), Kind::Float);
         let names = &net.params().names;
         assert_eq!(names[0], "stem.0.weight");
         for n in [
