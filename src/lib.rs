@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod experiment;
 pub mod influence;
 pub mod network;
 pub mod report;

@@ -18,6 +18,17 @@ use crate::search::optim::{clip_grad_norm, cosine_lr, Sgd};
 use crate::search::{cross_entropy, Tally};
 use crate::supernet::BnMode;
 
+/// Training indices of a from-scratch run: both search halves, never test images (NB201's
+/// CIFAR-100 / ImageNet16-120 splits take α from the test set: `test:xvalid`), sorted.
+pub fn training_indices(source: &crate::data::Source) -> Vec<usize> {
+    let n_train = source.data.train_len();
+    let mut train: Vec<usize> =
+        source.split.weights.iter().chain(&source.split.arch).copied().filter(|&i| i < n_train).collect();
+    train.sort_unstable();
+    train.dedup();
+    train
+}
+
 /// One epoch's record (`metrics.jsonl`, `"kind": "epoch"`).
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainEpoch {

@@ -23,6 +23,10 @@ fn tracking_records_the_criterion_over_epochs() {
         assert_eq!(v["criterion"], "darts-im");
         v["genotype"].as_str().unwrap().parse::<dartsif::space::Nb201Genotype>().unwrap();
     }
+    // The tracking figure: how far each epoch's selection is from the final one.
+    for ext in ["svg", "png"] {
+        assert!(std::fs::metadata(run.join(format!("tracking.{ext}"))).unwrap().len() > 1000);
+    }
     // The state tracked after the last epoch is the saved supernet: the same selection.
     let out = tmp.path().join("sel");
     let mut c = Command::new(common::repo().join("launch/mpirun"));

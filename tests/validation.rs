@@ -173,7 +173,7 @@ fn invalid_inputs_are_refused_with_one_line() {
         ),
         cmd(
             &["slurm", "--command", "evaluate", "--out", &path(&t.join("s2"))],
-            "--command: command: unknown command \"evaluate\" (search, select or train)",
+            "--command: command: unknown command \"evaluate\" (search, select, train, ablate or groundtruth)",
         ),
     ];
     let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::influence::Resumable;
 use crate::report::{self, Metrics, RunInfo};
 
+mod experiment;
 mod slurm;
 use crate::search::{EpochStats, Observer, SearchState, Searcher, StepStats, Tally};
 use crate::select;
@@ -37,6 +38,14 @@ pub enum Command {
     Train(TrainArgs),
     /// Render an sbatch script running a command on a Slurm allocation (one rank per GPU).
     Slurm(SlurmArgs),
+    /// Every combination of swept selection settings (N, IHVP, γ, seeds, …) as one job, with
+    /// tables (mean ± std over seeds) and figures.
+    Ablate(experiment::AblateArgs),
+    /// Train every architecture of a small NAS-Bench-201 cell space from scratch: a benchmark
+    /// table of one's own, and the Kendall τ of criteria against it.
+    Groundtruth(experiment::GroundtruthArgs),
+    /// Re-render the figures of a run, selection, ablation or ground-truth directory.
+    Report(experiment::ReportArgs),
     /// Analyses of a searched supernet.
     #[command(subcommand)]
     Inspect(InspectCommand),
@@ -62,6 +71,13 @@ pub struct SearchArgs {
     /// own config.toml is used.
     #[arg(long, value_name = "auto|CHECKPOINT")]
     pub resume: Option<String>,
+    /// Search once per seed as one job (`--seeds 1,2,3`): ranks split into per-seed groups,
+    /// runs in `OUT/seed-S`, and `OUT/seeds.{json,csv}` with mean ± std over seeds.
+    #[arg(long, value_name = "S1,S2,…")]
+    pub seeds: Option<String>,
+    /// With --seeds: ranks per seed (0: as many groups as seeds, up to one per rank).
+    #[arg(long = "ranks-per-job", default_value_t = 0)]
+    pub ranks_per_job: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,15 +132,22 @@ pub struct SlurmArgs {
     /// SIGUSR1 this many seconds before the time limit: checkpoint, exit 3, requeue.
     #[arg(long, default_value_t = 300)]
     pub signal_lead: usize,
-    /// The command the job runs: search, select or train.
+    /// The command the job runs: search, select, train, ablate or groundtruth.
     #[arg(long, default_value = "search")]
     pub command: String,
-    /// The config (search, train).
+    /// The config (search, train, groundtruth).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// select: the searched run directory.
+    /// select, ablate: the searched run directory.
     #[arg(long, value_name = "DIR")]
     pub run: Option<PathBuf>,
+    /// ablate: a swept setting `KEY=V1,V2,…` (repeatable).
+    #[arg(long = "sweep", value_name = "KEY=V1,V2,…")]
+    pub sweep: Vec<String>,
+    /// Further arguments passed to the command as they are, e.g. `--arg=--edges --arg=1<-0,2<-1`
+    /// (repeatable).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub pass: Vec<String>,
     /// train: the genotype or a file holding it.
     #[arg(long)]
     pub genotype: Option<String>,
@@ -272,6 +295,9 @@ pub fn main() -> i32 {
         Command::Select(args) => select_main(&args),
         Command::Train(args) => train_main(&args),
         Command::Slurm(args) => slurm_main(&args),
+        Command::Ablate(args) => experiment::ablate_main(&args),
+        Command::Groundtruth(args) => experiment::groundtruth_main(&args),
+        Command::Report(args) => experiment::report_main(&args),
         Command::Inspect(InspectCommand::Fidelity(args)) => fidelity_main(&args),
     }
 }
@@ -304,6 +330,9 @@ fn check_comm() -> i32 {
 }
 
 fn search_main(args: &SearchArgs) -> i32 {
+    if let Some(list) = &args.seeds {
+        return search_seeds_main(args, list);
+    }
     // Input errors are the same on every rank: print them once.
     let config = match (&args.config, &args.resume) {
         (None, Some(_)) => {
@@ -386,15 +415,37 @@ fn render_slurm(a: &SlurmArgs) -> Result<()> {
             parse_genotype(&g)?;
             (vec![], vec!["--config".to_string(), c.display().to_string(), "--genotype".to_string(), g])
         }
+        "ablate" => {
+            let r = abs(Path::new(&need("--run", a.run.as_deref().and_then(Path::to_str))?))?;
+            if a.sweep.is_empty() {
+                return Err(Error::config("slurm --command ablate", "--sweep", "required for this command"));
+            }
+            let sweeps = a.sweep.iter().map(|s| crate::experiment::Sweep::parse(s)).collect::<Result<Vec<_>>>()?;
+            if r.is_dir() {
+                // Refuse bad combinations now (a run on another file system is checked by the job).
+                crate::experiment::ablation::plan(&r, &sweeps, &a.set)?;
+            }
+            let mut v = vec!["--run".to_string(), r.display().to_string()];
+            for s in &a.sweep {
+                v.extend(["--sweep".to_string(), s.clone()]);
+            }
+            (v, vec![])
+        }
+        "groundtruth" => {
+            let c = abs(Path::new(&need("--config", a.config.as_deref().and_then(Path::to_str))?))?;
+            Config::load(Some(&c), &a.set)?;
+            (vec!["--config".to_string(), c.display().to_string()], vec![])
+        }
         other => {
             return Err(Error::config(
                 "--command",
                 "command",
-                format!("unknown command {other:?} (search, select or train)"),
+                format!("unknown command {other:?} (search, select, train, ablate or groundtruth)"),
             ))
         }
     };
     let mut args = args;
+    args.extend(a.pass.iter().cloned());
     for s in &a.set {
         args.push("--set".into());
         args.push(s.clone());
@@ -562,13 +613,7 @@ pub fn run_train(
             ),
         ));
     }
-    // Both search halves, but never test images (NB201's CIFAR-100 / ImageNet16-120 splits take
-    // α from the test set: `test:xvalid`).
-    let n_train = source.data.train_len();
-    let mut train: Vec<usize> =
-        source.split.weights.iter().chain(&source.split.arch).copied().filter(|&i| i < n_train).collect();
-    train.sort_unstable();
-    train.dedup();
+    let train = crate::train::training_indices(&source);
     if train.len() < t.batch_size {
         return Err(Error::config(
             "config",
@@ -692,7 +737,123 @@ fn watch_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     stop
 }
 
+/// `search --seeds`: one search per seed in rank groups.
+fn search_seeds_main(args: &SearchArgs, list: &str) -> i32 {
+    let prepared = || -> Result<(Vec<u64>, Vec<Config>)> {
+        let seeds = crate::experiment::parse_seeds(list)?;
+        let config = match (&args.config, &args.resume) {
+            (None, Some(_)) => {
+                let first = args.out.join(format!("seed-{}", seeds[0])).join("config.toml");
+                if !first.is_file() {
+                    let msg = "not a multi-seed run to resume (pass --config to start it)".into();
+                    return Err(Error::Path { path: args.out.clone(), msg });
+                }
+                Some(first)
+            }
+            (c, _) => c.clone(),
+        };
+        let cfgs = seeds
+            .iter()
+            .map(|s| {
+                let mut sets = args.set.clone();
+                sets.push(format!("seed={s}"));
+                Config::load(config.as_deref(), &sets)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((seeds, cfgs))
+    };
+    let (seeds, cfgs) = match prepared() {
+        Ok(p) => p,
+        Err(e) => return fail_once(&e),
+    };
+    let comm = match comm::init(&cfgs[0]) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    let existed = args.out.exists();
+    let stop = watch_signals();
+    let run = || -> Result<()> {
+        if args.resume.is_some() && args.out.is_dir() {
+            std::fs::create_dir_all(args.out.join("logs")).map_err(|e| Error::io(args.out.join("logs"), e))?;
+        } else {
+            prepare_out_dir(comm.as_ref(), &args.out)?;
+        }
+        init_logging(comm.as_ref(), &args.out);
+        experiment::over_seeds(comm.as_ref(), &seeds, args.ranks_per_job, &args.out, "report.json", &mut |g, s, dir| {
+            let cfg = &cfgs[seeds.iter().position(|&x| x == s).expect("listed")];
+            cfg.check_world(g.size())?;
+            let resume = if dir.exists() { args.resume.as_deref() } else { None };
+            run_search(cfg, g, dir, resume, Some(&stop))
+        })
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            if comm.is_coordinator() && !existed && args.resume.is_none() && e.exit_code() == 2 {
+                let _ = std::fs::remove_dir_all(&args.out);
+            }
+            mark_stopped(comm.as_ref(), &args.out, &e);
+            report_error(comm.as_ref(), &e)
+        }
+    }
+}
+
+/// `select --run DIR` on a multi-seed search: one selection per seed in rank groups.
+fn select_seeds_main(args: &SelectArgs, runs: Vec<(Option<u64>, PathBuf)>) -> i32 {
+    let prepared = || -> Result<Vec<(u64, PathBuf, Config)>> {
+        runs.iter().map(|(s, dir)| Ok((s.expect("seeded"), dir.clone(), load_run(dir, &args.overrides())?))).collect()
+    };
+    let runs = match prepared() {
+        Ok(p) => p,
+        Err(e) => return fail_once(&e),
+    };
+    if args.resume.is_some() {
+        return fail_once(&Error::config(
+            "--resume",
+            "resume",
+            "resume the selections of a multi-seed run one seed at a time (--run DIR/seed-S --out OUT/seed-S)",
+        ));
+    }
+    let comm = match comm::init(&runs[0].2) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    let existed = args.out.exists();
+    let stop = watch_signals();
+    let seeds: Vec<u64> = runs.iter().map(|r| r.0).collect();
+    let run = || -> Result<()> {
+        prepare_out_dir(comm.as_ref(), &args.out)?;
+        init_logging(comm.as_ref(), &args.out);
+        experiment::over_seeds(comm.as_ref(), &seeds, 0, &args.out, "scores.json", &mut |g, s, dir| {
+            let (_, run_dir, cfg) = runs.iter().find(|r| r.0 == s).expect("listed");
+            run_select(cfg, g, run_dir, dir, None, Some(&stop))
+        })?;
+        if comm.is_coordinator() {
+            if let Err(e) = crate::report::figures::render_dir(&args.out) {
+                tracing::warn!("figures of {}: {e} (`dartsif-dist report` retries)", args.out.display());
+            }
+        }
+        comm.barrier()
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            if comm.is_coordinator() && !existed && !matches!(e, Error::Path { .. } | Error::Stopped { .. }) {
+                let _ = std::fs::remove_dir_all(&args.out);
+            }
+            report_error(comm.as_ref(), &e)
+        }
+    }
+}
+
 fn select_main(args: &SelectArgs) -> i32 {
+    if !args.run.join("config.toml").is_file() && args.run.is_dir() {
+        if let Ok(runs) = crate::experiment::seed_runs(&args.run, None) {
+            if runs.iter().all(|r| r.0.is_some()) {
+                return select_seeds_main(args, runs);
+            }
+        }
+    }
     let cfg = match load_run(&args.run, &args.overrides()) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
@@ -722,28 +883,12 @@ fn select_main(args: &SelectArgs) -> i32 {
     }
 }
 
-/// Load a run's config (with overrides) and check its state file, for commands that read a run.
 fn load_run(run: &Path, overrides: &[String]) -> Result<Config> {
-    let cfg_path = run.join("config.toml");
-    if !cfg_path.is_file() {
-        return Err(Error::Path { path: run.to_path_buf(), msg: "not a run directory (no config.toml)".into() });
-    }
-    let cfg = Config::load(Some(&cfg_path), overrides)?;
-    let state = run.join("supernet.safetensors");
-    if !state.is_file() {
-        return Err(Error::Path { path: state, msg: "no supernet state (the search did not finish?)".into() });
-    }
-    Ok(cfg)
+    select::open_searched(run, overrides)
 }
 
-/// The searched supernet and α of a run, in the selection's precision.
 fn load_supernet(cfg: &Config, run: &Path) -> Result<(Box<dyn crate::supernet::Supernet>, Vec<tch::Tensor>)> {
-    let kind = selection_kind(cfg);
-    let net = crate::supernet::build(cfg, cfg.seed, kind)?;
-    let alphas: Vec<tch::Tensor> =
-        net.spec().alpha_shapes().iter().map(|s| tch::Tensor::zeros(s, (kind, crate::device::compute()))).collect();
-    crate::checkpoint::load_supernet(net.as_ref(), &alphas, &run.join("supernet.safetensors"))?;
-    Ok((net, alphas))
+    select::load_searched(cfg, run)
 }
 
 fn fidelity_main(args: &FidelityArgs) -> i32 {
@@ -903,6 +1048,7 @@ fn run_progressive(
             genotype: genotype.clone(),
             diagnostics: serde_json::json!({"rule": cfg.select.pt_rule, "tuning_epochs": tune.search.epochs}),
             timing: serde_json::json!({"total_s": t0.elapsed().as_secs_f64(), "ranks": comm.size()}),
+            mixing: state.softmax_table(),
         };
         select::write_outputs(cfg, state.net.spec(), &sel, out)?;
         println!("{genotype}");
@@ -959,14 +1105,6 @@ fn start_or_resume(comm: &dyn Collective, out: &Path, resume: Option<&str>) -> R
     Ok(dir.map(PathBuf::from))
 }
 
-fn selection_kind(cfg: &Config) -> tch::Kind {
-    if cfg.select.precision == "f64" {
-        tch::Kind::Double
-    } else {
-        tch::Kind::Float
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn select_and_report(
     cfg: &Config,
@@ -993,6 +1131,9 @@ fn select_and_report(
     tracing::info!("selected genotype (criterion {}): {}", sel.table.criterion, sel.genotype);
     tracing::info!("timing: {}", sel.timing);
     if comm.is_coordinator() {
+        if let Err(e) = report::figures::render_dir(out) {
+            tracing::warn!("figures of {}: {e} (`dartsif-dist report` retries)", out.display());
+        }
         println!("{}", sel.genotype);
     }
     comm.barrier()
@@ -1365,12 +1506,12 @@ pub fn run_search(
     } else if cfg.select.after_search {
         let dir = out.join("select");
         select_dir(&dir)?;
-        let (net, alphas) = if selection_kind(cfg) == tch::Kind::Float {
+        let (net, alphas) = if select::selection_kind(cfg) == tch::Kind::Float {
             (None, Vec::new())
         } else {
-            let net = crate::supernet::build(cfg, cfg.seed, selection_kind(cfg))?;
+            let net = crate::supernet::build(cfg, cfg.seed, select::selection_kind(cfg))?;
             let alphas: Vec<tch::Tensor> =
-                state.alphas.iter().map(|a| a.detach().to_kind(selection_kind(cfg))).collect();
+                state.alphas.iter().map(|a| a.detach().to_kind(select::selection_kind(cfg))).collect();
             let _g = tch::no_grad_guard();
             let (src, dst) = (state.net.params(), net.params());
             for (d, s) in dst.tensors.iter().zip(&src.tensors).chain(dst.buffers.iter().zip(&src.buffers)) {
@@ -1382,6 +1523,11 @@ pub fn run_search(
         match &net {
             Some(n) => select_and_report(cfg, comm, n.as_ref(), &alphas, data, &searcher.split, &dir, &res)?,
             None => select_and_report(cfg, comm, state.net.as_ref(), &state.alphas, data, &searcher.split, &dir, &res)?,
+        }
+    }
+    if coord && out.join("tracking.jsonl").is_file() {
+        if let Err(e) = report::figures::render_dir(out) {
+            tracing::warn!("figures of {}: {e} (`dartsif-dist report` retries)", out.display());
         }
     }
     Ok(())

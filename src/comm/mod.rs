@@ -42,6 +42,10 @@ pub trait Collective {
     fn all_to_all_bytes(&self, send: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>>;
     /// Wait for all ranks.
     fn barrier(&self) -> Result<()>;
+    /// Split into groups (collective): the ranks passing the same `color` form one group,
+    /// ranked by `key`. Independent work units (ablation combinations, seeds, architectures)
+    /// run in groups side by side.
+    fn split(&self, color: usize, key: usize) -> Result<Box<dyn Collective>>;
     /// Stop every rank of the job with this status (a failure on one rank must not leave the
     /// others blocked in a collective).
     fn abort(&self, code: i32) -> !;
@@ -331,5 +335,65 @@ pub fn mpi_library_version() -> Option<String> {
     #[cfg(not(feature = "mpi"))]
     {
         None
+    }
+}
+
+/// This rank's group when `units` independent work units share the job: `count` groups of
+/// contiguous ranks (ranks of a node stay together), unit u run by group u mod count.
+pub struct Groups {
+    pub comm: Box<dyn Collective>,
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Groups {
+    /// Split `world` (collective). `ranks_per_unit` = 0: as many groups as units, up to one
+    /// per rank; otherwise groups of that many ranks (at least one group).
+    pub fn split(world: &dyn Collective, units: usize, ranks_per_unit: usize) -> Result<Groups> {
+        let w = world.size();
+        if ranks_per_unit > w {
+            return Err(Error::config(
+                "--ranks-per-job",
+                "ranks-per-job",
+                format!("{ranks_per_unit} ranks per job, but the job has only {w}"),
+            ));
+        }
+        let want = match ranks_per_unit {
+            0 => units.min(w),
+            r => (w / r).min(units),
+        }
+        .max(1);
+        // Groups of equal size (a divisor of the world): every unit runs on as many ranks, so
+        // shards and micro-batches are the same in all of them.
+        let count = (1..=want).rev().find(|d| w % d == 0).unwrap_or(1);
+        let index = world.rank() * count / w;
+        let comm = world.split(index, world.rank())?;
+        Ok(Groups { comm, index, count })
+    }
+
+    /// Whether this group runs unit `u`.
+    pub fn runs(&self, u: usize) -> bool {
+        u % self.count == self.index
+    }
+
+    /// Gather every group coordinator's records on the world coordinator (collective over
+    /// `world`); other ranks get an empty list.
+    pub fn gather<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        world: &dyn Collective,
+        mine: &[T],
+    ) -> Result<Vec<T>> {
+        let bytes = if self.comm.is_coordinator() {
+            postcard::to_stdvec(mine).map_err(|e| Error::Comm(format!("encode: {e}")))?
+        } else {
+            Vec::new()
+        };
+        let all = world.gather_bytes(0, &bytes)?;
+        let mut out = Vec::new();
+        for b in all.iter().filter(|b| !b.is_empty()) {
+            let recs: Vec<T> = postcard::from_bytes(b).map_err(|e| Error::Comm(format!("decode: {e}")))?;
+            out.extend(recs);
+        }
+        Ok(out)
     }
 }

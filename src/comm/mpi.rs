@@ -8,13 +8,14 @@ use mpi::traits::*;
 use super::Collective;
 use crate::error::{Error, Result};
 
-/// Collectives over `MPI_COMM_WORLD`. Owns the MPI environment: dropping it finalises MPI.
+/// Collectives over `MPI_COMM_WORLD` (which owns the MPI environment: dropping it finalises
+/// MPI), or over a group split from it (drop groups before the world).
 pub struct MpiCollective {
     world: SimpleCommunicator,
     /// Seconds spent in all-reduces.
     reducing: std::cell::Cell<f64>,
-    // Declared last: dropped after `world`, finalising MPI.
-    _universe: Universe,
+    // Declared last: dropped after `world`, finalising MPI (`None` for a split group).
+    _universe: Option<Universe>,
 }
 
 impl MpiCollective {
@@ -23,7 +24,7 @@ impl MpiCollective {
         let (universe, _level) = mpi::initialize_with_threading(mpi::Threading::Funneled)
             .ok_or_else(|| Error::Comm("MPI was already initialised".into()))?;
         let world = universe.world();
-        Ok(Self { world, reducing: std::cell::Cell::new(0.0), _universe: universe })
+        Ok(Self { world, reducing: std::cell::Cell::new(0.0), _universe: Some(universe) })
     }
 }
 
@@ -33,6 +34,15 @@ impl MpiCollective {
     pub fn local_rank_size(&self) -> (usize, usize) {
         let local = self.world.split_shared(self.world.rank());
         (local.rank() as usize, local.size() as usize)
+    }
+
+    /// The ranks of one color, ordered by `key` (MPI_Comm_split; collective over this group).
+    pub fn split_group(&self, color: usize, key: usize) -> Result<Self> {
+        let sub = self
+            .world
+            .split_by_color_with_key(mpi::topology::Color::with_value(color as i32), key as i32)
+            .ok_or_else(|| Error::Comm(format!("MPI_Comm_split gave rank {} no group", self.rank())))?;
+        Ok(Self { world: sub, reducing: std::cell::Cell::new(0.0), _universe: None })
     }
 }
 
@@ -81,6 +91,10 @@ impl Collective for MpiCollective {
         Ok(())
     }
     fn gather_bytes(&self, root: usize, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        // An empty slice's dangling pointer is 0x1, which Open MPI reads as MPI_IN_PLACE: send
+        // zero bytes from a real buffer instead.
+        let dummy = [0u8; 1];
+        let bytes = if bytes.is_empty() { &dummy[..0] } else { bytes };
         let root_proc = self.world.process_at_rank(root as i32);
         let len = bytes.len() as i32;
         if self.rank() == root {
@@ -95,9 +109,10 @@ impl Collective for MpiCollective {
                 })
                 .collect();
             let total: i32 = lens.iter().sum();
-            let mut recv = vec![0u8; total as usize];
+            // At least one byte allocated: an empty Vec's pointer would read as MPI_IN_PLACE.
+            let mut recv = vec![0u8; total.max(1) as usize];
             {
-                let mut part = PartitionMut::new(&mut recv[..], &lens[..], &displs[..]);
+                let mut part = PartitionMut::new(&mut recv[..total as usize], &lens[..], &displs[..]);
                 root_proc.gather_varcount_into_root(bytes, &mut part);
             }
             Ok(lens.iter().zip(&displs).map(|(&l, &d)| recv[d as usize..(d + l) as usize].to_vec()).collect())
@@ -129,15 +144,21 @@ impl Collective for MpiCollective {
             Ok(d)
         };
         let (sd, rd) = (displs(&send_counts)?, displs(&recv_counts)?);
-        let flat: Vec<u8> = send.concat();
+        // Buffers of at least one byte: an empty Vec's pointer (0x1) would read as MPI_IN_PLACE.
+        let mut flat: Vec<u8> = send.concat();
+        let sent = flat.len();
+        flat.push(0);
         let total: usize = recv_counts.iter().map(|&c| c as usize).sum();
-        let mut recv = vec![0u8; total];
+        let mut recv = vec![0u8; total + 1];
         {
-            let sbuf = mpi::datatype::Partition::new(&flat[..], &send_counts[..], &sd[..]);
-            let mut rbuf = PartitionMut::new(&mut recv[..], &recv_counts[..], &rd[..]);
+            let sbuf = mpi::datatype::Partition::new(&flat[..sent], &send_counts[..], &sd[..]);
+            let mut rbuf = PartitionMut::new(&mut recv[..total], &recv_counts[..], &rd[..]);
             self.world.all_to_all_varcount_into(&sbuf, &mut rbuf);
         }
         Ok(recv_counts.iter().zip(&rd).map(|(&c, &d)| recv[d as usize..d as usize + c as usize].to_vec()).collect())
+    }
+    fn split(&self, color: usize, key: usize) -> Result<Box<dyn Collective>> {
+        Ok(Box::new(self.split_group(color, key)?))
     }
     fn barrier(&self) -> Result<()> {
         self.world.barrier();

@@ -144,6 +144,12 @@ impl Collective for NcclCollective {
     fn barrier(&self) -> Result<()> {
         self.mpi.barrier()
     }
+    /// Groups reduce through MPI (device tensors are staged through the host): ablation and
+    /// seed groups exchange little next to their autograd work.
+    fn split(&self, color: usize, key: usize) -> Result<Box<dyn Collective>> {
+        tracing::warn!("rank groups reduce through MPI (device tensors staged through the host), not NCCL");
+        Ok(Box::new(self.mpi.split_group(color, key)?))
+    }
     fn reduce_seconds(&self) -> f64 {
         self.reducing.get() + self.mpi.reduce_seconds()
     }

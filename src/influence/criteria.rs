@@ -363,6 +363,58 @@ impl Context<'_> {
         Ok(Outcome { table, diagnostics: json!({"norm_B1_mixing": norm(&u), "norm_ihvp": norm(&z), "solve": info}) })
     }
 
+    /// DARTS-IM for several solver settings at once (an ablation over N, the IHVP method, γ, K,
+    /// η, …): `settings` differ from `self.cfg.select` only in solver fields. The expensive parts
+    /// are computed once: the evaluation set is drawn for the largest N (draws are
+    /// prefix-consistent, so its first n batches are a run's with N = n); one double-backward
+    /// pass gives every batch's B_j·1 and Fisher sample, summed into u_n for each N; the samples
+    /// are exchanged once and their Gram formed once, each Woodbury solver taking its leading
+    /// N×N block; and one first-derivative graph per batch serves all the Bᵀz products. Each
+    /// result equals a separate run with that setting up to floating-point rounding.
+    pub fn darts_im_many(&self, settings: &[crate::config::SelectConfig]) -> Result<Vec<Outcome>> {
+        let n_max = settings.iter().map(|s| s.n).max().unwrap_or(0);
+        let pool = if self.cfg.select.hess_data == "train" { self.train } else { self.val };
+        let eval = EvalSet::draw(self.cfg.seed, Stream::EvalBatches, 0, pool, n_max, self.cfg.select_batch())?;
+        let probe = self.probe(&eval, Leaf::Mixing)?;
+        let mut ns: Vec<usize> = settings.iter().map(|s| s.n).collect();
+        ns.sort_unstable();
+        ns.dedup();
+        let (samples, us) = probe.batch_grads_and_mixed_ones_prefixes(&ns)?;
+        let fisher = settings.iter().any(needs_fisher);
+        let woodbury = settings.iter().any(|s| s.ihvp == "woodbury");
+        let shared = if fisher {
+            Some(super::ihvp::SharedFisher::new(&self.cfg.select, &probe, samples, woodbury)?)
+        } else {
+            None
+        };
+        let mut zs = Vec::new();
+        let mut infos = Vec::new();
+        for s in settings {
+            let p = probe.prefix(s.n);
+            let solver = match &shared {
+                Some(sh) if needs_fisher(s) => Solver::build_prefix(s, &p, sh)?,
+                _ => Solver::build(s, &p, None)?,
+            };
+            let u = &us[ns.binary_search(&s.n).expect("listed")];
+            let (z, info) = solver.solve(&p, u)?;
+            infos.push((norm(u), norm(&z), info));
+            zs.push((s.n, z));
+        }
+        let bt = probe.mixed_t_prefixes(&zs)?;
+        Ok(settings
+            .iter()
+            .zip(bt)
+            .zip(infos)
+            .map(|((s, b), (nu, nz, info))| {
+                let sign = if s.im_sign == "negated" { 1.0 } else { -1.0 };
+                Outcome {
+                    table: self.leaf_table("darts-im", &probe, &(b * sign)),
+                    diagnostics: json!({"norm_B1_mixing": nu, "norm_ihvp": nz, "solve": info, "shared": true}),
+                }
+            })
+            .collect())
+    }
+
     fn leaf_table(&self, name: &str, probe: &Probe, flat_scores: &Tensor) -> ScoreTable {
         let per_cell = split_like(flat_scores, &probe.leaf);
         ScoreTable::plain(name, per_cell.iter().map(table_of).collect())

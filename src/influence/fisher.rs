@@ -111,6 +111,11 @@ impl ShardedGrads {
         Ok(if code[0] > 0.0 { Kind::Double } else { Kind::Float })
     }
 
+    /// The first `n` samples (shared storage): the Fisher of a selection with N = n.
+    pub fn prefix(&self, n: usize) -> Self {
+        ShardedGrads { n, p: self.p, lo: self.lo, hi: self.hi, g: self.g.narrow(0, 0, n as i64) }
+    }
+
     /// This rank's slice of a full-length vector.
     pub fn local<'t>(&self, v: &'t Tensor) -> Tensor {
         v.narrow(0, self.lo as i64, (self.hi - self.lo) as i64)
@@ -202,6 +207,12 @@ pub struct Woodbury {
 impl Woodbury {
     pub fn new(comm: &dyn Collective, grads: ShardedGrads, eta: f64, timings: &Timings) -> Result<Self> {
         let k = grads.gram(comm, timings)?;
+        Self::from_gram(grads, k, eta, timings)
+    }
+
+    /// From a Gram matrix already summed over ranks (for an N-ablation: the leading N×N block of
+    /// the largest N's Gram, whose entries are the same dot products).
+    pub fn from_gram(grads: ShardedGrads, k: Tensor, eta: f64, timings: &Timings) -> Result<Self> {
         let n = grads.n as i64;
         let a = k + Tensor::eye(n, (Kind::Double, crate::device::compute())) * (grads.n as f64 * eta);
         let chol = Timings::add(&timings.linalg, || a.f_linalg_cholesky(false))

@@ -60,31 +60,34 @@ impl Solver {
     /// Build the solver; `samples` are this rank's Fisher gradient samples `(j, g_j)` when
     /// already computed (DARTS-IM's first pass yields them), else they are computed here.
     pub fn build(cfg: &SelectConfig, probe: &Probe, samples: Option<Vec<(usize, Tensor)>>) -> Result<Self> {
+        let fisher = || fisher_samples(cfg, probe, samples);
+        Self::with_fisher(cfg, probe, fisher, None)
+    }
+
+    /// The solver of `cfg` on a prefix of shared Fisher samples (ablations over N): `shared`
+    /// holds all samples of the largest N and their Gram; this solver takes the leading `n`.
+    pub fn build_prefix(cfg: &SelectConfig, probe: &Probe, shared: &SharedFisher) -> Result<Self> {
+        let n = probe.n_batches();
+        let gram = shared.gram.as_ref().map(|k| k.narrow(0, 0, n as i64).narrow(1, 0, n as i64).copy());
+        Self::with_fisher(cfg, probe, || Ok(shared.grads.prefix(n)), gram)
+    }
+
+    fn with_fisher(
+        cfg: &SelectConfig,
+        probe: &Probe,
+        fisher: impl FnOnce() -> Result<ShardedGrads>,
+        gram: Option<Tensor>,
+    ) -> Result<Self> {
         let t = probe.timings;
         let p = probe.n_params();
-        let fisher = || -> Result<ShardedGrads> {
-            let (own, n) = match samples {
-                Some(s) => (s, probe.n_batches()),
-                None if cfg.fisher_samples == "sample" => {
-                    let s = probe.sample_grads()?;
-                    let m = probe.batch_size();
-                    (s, probe.n_batches() * m)
-                }
-                None => (probe.batch_grads(), probe.n_batches()),
-            };
-            // F = ηI + s·(1/N)Σ g gᵀ: scale each sample by √s.
-            let own = if cfg.fisher_scale == 1.0 {
-                own
-            } else {
-                own.into_iter().map(|(j, g)| (j, g * cfg.fisher_scale.sqrt())).collect()
-            };
-            ShardedGrads::exchange(probe.comm, own, n, p, t)
-        };
         let kind = match cfg.ihvp.as_str() {
             "identity" => Method::Identity,
             "neumann" => Method::Neumann { gamma: cfg.gamma, k: cfg.k, damping: cfg.damping },
             "cg" => Method::Cg { damping: cfg.damping, tol: cfg.cg_tol, max_iter: cfg.cg_max_iter },
-            "woodbury" => Method::Woodbury(Woodbury::new(probe.comm, fisher()?, cfg.eta, t)?),
+            "woodbury" => Method::Woodbury(match gram {
+                Some(k) => Woodbury::from_gram(fisher()?, k, cfg.eta, t)?,
+                None => Woodbury::new(probe.comm, fisher()?, cfg.eta, t)?,
+            }),
             "sherman-morrison" => Method::ShermanMorrison(ShermanMorrison::new(probe.comm, fisher()?, cfg.eta, t)?),
             "exact" => {
                 if p > cfg.exact_max_params {
@@ -192,6 +195,42 @@ impl Solver {
                 Ok(own)
             }
         }
+    }
+}
+
+/// The Fisher's gradient samples, exchanged so each rank holds its coordinate slice of all of
+/// them: `samples` when already computed (DARTS-IM's first pass), else computed here.
+fn fisher_samples(cfg: &SelectConfig, probe: &Probe, samples: Option<Vec<(usize, Tensor)>>) -> Result<ShardedGrads> {
+    let (own, n) = match samples {
+        Some(s) => (s, probe.n_batches()),
+        None if cfg.fisher_samples == "sample" => {
+            let s = probe.sample_grads()?;
+            let m = probe.batch_size();
+            (s, probe.n_batches() * m)
+        }
+        None => (probe.batch_grads(), probe.n_batches()),
+    };
+    // F = ηI + s·(1/N)Σ g gᵀ: scale each sample by √s.
+    let own = if cfg.fisher_scale == 1.0 {
+        own
+    } else {
+        own.into_iter().map(|(j, g)| (j, g * cfg.fisher_scale.sqrt())).collect()
+    };
+    ShardedGrads::exchange(probe.comm, own, n, probe.n_params(), probe.timings)
+}
+
+/// Fisher samples of the largest N and their Gram, shared by the solvers of an N-ablation.
+pub struct SharedFisher {
+    pub grads: ShardedGrads,
+    /// GᵀG summed over ranks (Woodbury's; `None` when no Woodbury solver is built).
+    pub gram: Option<Tensor>,
+}
+
+impl SharedFisher {
+    pub fn new(cfg: &SelectConfig, probe: &Probe, samples: Vec<(usize, Tensor)>, with_gram: bool) -> Result<Self> {
+        let grads = fisher_samples(cfg, probe, Some(samples))?;
+        let gram = if with_gram { Some(grads.gram(probe.comm, probe.timings)?) } else { None };
+        Ok(SharedFisher { grads, gram })
     }
 }
 

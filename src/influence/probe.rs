@@ -79,6 +79,9 @@ fn load_batch(data: &dyn Dataset, idx: &[usize], kind: Kind) -> Result<(Tensor, 
     Ok((x.to_kind(kind), y))
 }
 
+/// Per-batch gradient samples `(j, g_j)` of this rank.
+pub type Samples = Vec<(usize, Tensor)>;
+
 /// How the architecture leaf maps to mixing weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Leaf {
@@ -417,6 +420,81 @@ impl<'a> Probe<'a> {
             (grads, u)
         });
         Ok((grads, self.mean_over_batches(u)?))
+    }
+
+    /// The same probe on its first `n` batches (tensors shared): what a selection with N = n
+    /// sees, since evaluation sets are prefix-consistent ([`EvalSet::draw`]).
+    pub fn prefix(&self, n: usize) -> Probe<'a> {
+        let n = n.min(self.batches.len());
+        Probe {
+            net: self.net,
+            comm: self.comm,
+            params: self.params.iter().map(|t| t.shallow_clone()).collect(),
+            leaf: self.leaf.iter().map(|t| t.shallow_clone()).collect(),
+            leaf_kind: self.leaf_kind,
+            context: self.context.iter().map(|t| t.shallow_clone()).collect(),
+            eval: EvalSet { batches: self.eval.batches[..n].to_vec() },
+            batches: self.batches[..n]
+                .iter()
+                .map(|b| b.as_ref().map(|(x, y)| (x.shallow_clone(), y.shallow_clone())))
+                .collect(),
+            bn: self.bn,
+            timings: self.timings,
+        }
+    }
+
+    /// [`Probe::batch_grads_and_mixed_ones`] for several N at once (ablations): one double
+    /// backward per batch gives g_j and B_j·1; returns this rank's samples and, for each n in
+    /// `ns`, u_n = (1/n) Σ_{j<n} B_j·1 — each summed in the order a run with N = n sums it.
+    pub fn batch_grads_and_mixed_ones_prefixes(&self, ns: &[usize]) -> Result<(Samples, Vec<Tensor>)> {
+        let ones: Vec<Tensor> = self.leaf.iter().map(|t| t.ones_like()).collect();
+        let zeros = || Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
+        let (grads, sums) = Timings::add(&self.timings.autograd, || {
+            let mut grads = Vec::new();
+            let mut sums: Vec<Tensor> = ns.iter().map(|_| zeros()).collect();
+            for j in self.own_batches() {
+                let (gt, gw) = self.first_derivatives(j);
+                grads.push((j, flatten(&gt).detach()));
+                let uj = self.second(&graph_dot(&gw, &ones), &self.params);
+                for (s, &n) in sums.iter_mut().zip(ns) {
+                    if j < n {
+                        *s += &uj;
+                    }
+                }
+            }
+            (grads, sums)
+        });
+        Timings::add(&self.timings.comm, || self.comm.all_reduce_sum_tensors(&sums))?;
+        Ok((grads, sums.iter().zip(ns).map(|(s, &n)| s / n as f64).collect()))
+    }
+
+    /// Bᵀz_c = ∇w(∇θL · z_c) averaged over the first n_c batches, for every `(n_c, z_c)`: one
+    /// first-derivative graph per batch serves every vector whose N covers that batch.
+    pub fn mixed_t_prefixes(&self, zs: &[(usize, Tensor)]) -> Result<Vec<Tensor>> {
+        let split: Vec<Vec<Tensor>> = zs.iter().map(|(_, z)| split_like(z, &self.params)).collect();
+        let sums = Timings::add(&self.timings.autograd, || {
+            let mut sums: Vec<Tensor> = zs.iter().map(|_| flatten(&self.leaf).zeros_like()).collect();
+            for j in self.own_batches() {
+                let users: Vec<usize> = (0..zs.len()).filter(|&c| j < zs[c].0).collect();
+                if users.is_empty() {
+                    continue;
+                }
+                let gt = self.theta_derivatives(j);
+                for (k, &c) in users.iter().enumerate() {
+                    let s = graph_dot(&gt, &split[c]);
+                    let d = if !s.requires_grad() {
+                        flatten(&self.leaf).zeros_like()
+                    } else {
+                        let keep = k + 1 < users.len();
+                        flatten(&defined_or_zeros(Tensor::run_backward(&[&s], &self.leaf, keep, false), &self.leaf))
+                    };
+                    sums[c] += d;
+                }
+            }
+            sums
+        });
+        Timings::add(&self.timings.comm, || self.comm.all_reduce_sum_tensors(&sums))?;
+        Ok(sums.iter().zip(zs).map(|(s, (n, _))| s / *n as f64).collect())
     }
 
     /// The per-batch gradients g_j = ∇θ L_j of this rank's batches (the Fisher's samples).

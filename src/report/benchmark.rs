@@ -64,6 +64,20 @@ impl BenchmarkTable {
     }
 }
 
+/// The column a figure plots for `dataset`: its test accuracy (`cifar10_test`,
+/// `cifar100_test`, `imagenet16_test` as `launch/nb201-table` names them), else the first
+/// column with `test` in its name (a `groundtruth` table's `test_acc`), else the first.
+pub fn preferred_column(columns: &[String], dataset: &str) -> Option<String> {
+    let stem = if dataset.starts_with("imagenet16") { "imagenet16" } else { dataset };
+    let exact = format!("{stem}_test");
+    columns
+        .iter()
+        .find(|c| **c == exact)
+        .or_else(|| columns.iter().find(|c| c.contains("test")))
+        .or_else(|| columns.first())
+        .cloned()
+}
+
 /// `{"table": path, "arch": …, "accuracy": {…} | null}` for the configured table, if any.
 pub fn entry(table: Option<&Path>, arch: &str) -> Result<Option<Value>> {
     let Some(path) = table else { return Ok(None) };
@@ -94,5 +108,13 @@ mod tests {
         assert!(e.contains("line 2") && e.contains("not a number"), "{e}");
         std::fs::write(&p, "name\tx\n").unwrap();
         assert!(BenchmarkTable::load(&p).unwrap_err().to_string().contains("header"));
+        // serde_json's maps sort keys: cifar100_test comes before cifar10_test, and must not be
+        // taken for CIFAR-10.
+        let cols: Vec<String> =
+            ["cifar100_test", "cifar10_test", "cifar10_valid"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(preferred_column(&cols, "cifar10").unwrap(), "cifar10_test");
+        assert_eq!(preferred_column(&cols, "cifar100").unwrap(), "cifar100_test");
+        let gt = vec!["test_acc".to_string(), "train_acc".to_string()];
+        assert_eq!(preferred_column(&gt, "synthetic").unwrap(), "test_acc");
     }
 }

@@ -2,6 +2,8 @@
 //! Only the coordinator writes; whole files are written atomically, `metrics.jsonl` line by line.
 
 pub mod benchmark;
+pub mod figures;
+pub mod plot;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

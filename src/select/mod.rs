@@ -21,6 +21,40 @@ use crate::search::SearchState;
 use crate::space::{derive_genotype, Genotype, SpaceSpec};
 use crate::supernet::Supernet;
 
+/// A search run's config (`DIR/config.toml` with `overrides`), after checking that the run
+/// finished (its `supernet.safetensors` exists): for commands that read a searched supernet.
+pub fn open_searched(run: &Path, overrides: &[String]) -> Result<Config> {
+    let cfg_path = run.join("config.toml");
+    if !cfg_path.is_file() {
+        return Err(Error::Path { path: run.to_path_buf(), msg: "not a run directory (no config.toml)".into() });
+    }
+    let cfg = Config::load(Some(&cfg_path), overrides)?;
+    let state = run.join("supernet.safetensors");
+    if !state.is_file() {
+        return Err(Error::Path { path: state, msg: "no supernet state (the search did not finish?)".into() });
+    }
+    Ok(cfg)
+}
+
+/// The searched supernet and α of a run, in the selection's precision (`select.precision`).
+pub fn load_searched(cfg: &Config, run: &Path) -> Result<(Box<dyn Supernet>, Vec<Tensor>)> {
+    let kind = selection_kind(cfg);
+    let net = crate::supernet::build(cfg, cfg.seed, kind)?;
+    let alphas: Vec<Tensor> =
+        net.spec().alpha_shapes().iter().map(|s| Tensor::zeros(s, (kind, crate::device::compute()))).collect();
+    crate::checkpoint::load_supernet(net.as_ref(), &alphas, &run.join("supernet.safetensors"))?;
+    Ok((net, alphas))
+}
+
+/// The selection's precision (`select.precision`).
+pub fn selection_kind(cfg: &Config) -> tch::Kind {
+    if cfg.select.precision == "f64" {
+        tch::Kind::Double
+    } else {
+        tch::Kind::Float
+    }
+}
+
 /// Scores of one criterion: `scores[cell][edge][op]`, higher = keep. Candidates a criterion
 /// does not score (removing `none`) hold −∞. `terms[cell][edge][op][t]` are the parts of the
 /// score named in `term_names` (e.g. DARTS-IF's loss change and quadratic term).
@@ -63,6 +97,17 @@ pub struct Selection {
     pub genotype: Genotype,
     pub diagnostics: serde_json::Value,
     pub timing: serde_json::Value,
+    /// The mixing weights softmax(α) per table (β̃·softmax(α) for PC-DARTS), shown next to the
+    /// scores in `scores.json` and its heatmap.
+    pub mixing: Vec<Vec<Vec<f64>>>,
+}
+
+/// softmax(α) per architecture table, as nested vectors.
+pub fn mixing_table(spec: &SpaceSpec, alphas: &[Tensor]) -> Vec<Vec<Vec<f64>>> {
+    spec.table_weights(&alphas.iter().map(|a| a.detach().to_kind(tch::Kind::Double)).collect::<Vec<_>>())
+        .iter()
+        .map(crate::search::table_of)
+        .collect()
 }
 
 /// Score every op with the configured criterion, derive the genotype on the coordinator, and
@@ -103,7 +148,8 @@ pub fn run(
         "ranks": comm.size(),
         "peak_rss_mb_per_rank": rss,
     });
-    let sel = Selection { table: outcome.table, genotype, diagnostics: outcome.diagnostics, timing };
+    let mixing = mixing_table(net.spec(), alphas);
+    let sel = Selection { table: outcome.table, genotype, diagnostics: outcome.diagnostics, timing, mixing };
     if comm.is_coordinator() {
         write_outputs(cfg, net.spec(), &sel, out)?;
     }
@@ -169,6 +215,7 @@ pub fn write_outputs(cfg: &Config, spec: &SpaceSpec, sel: &Selection, out: &Path
         "genotype": sel.genotype.to_string(),
         "benchmark": crate::report::benchmark::entry(s.benchmark_table.as_deref(), &sel.genotype.to_string())?,
         "scores": rows,
+        "mixing": sel.mixing,
         "diagnostics": sel.diagnostics,
         "timing": sel.timing,
     });

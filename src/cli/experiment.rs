@@ -1,0 +1,374 @@
+//! `ablate`, `groundtruth`, `report`, and the multi-seed forms of `search` and `select`.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::{fail_once, init_logging, init_threads, prepare_out_dir, report_error};
+use crate::checkpoint::write_atomic;
+use crate::comm::{self, Collective, Groups};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::experiment::{ablation, groundtruth, stats, Sweep};
+
+#[derive(Debug, clap::Args)]
+pub struct AblateArgs {
+    /// Run directory of a `search` (or of `search --seeds`: every seed is swept).
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// A swept setting, `key=v1,v2,…` (repeatable): `n`, `ihvp`, `gamma`, `k`, `eta`,
+    /// `damping`, `criterion`, any `select.*` or dotted config key, or `seed` (runs of a
+    /// multi-seed search).
+    #[arg(long = "sweep", value_name = "KEY=V1,V2,…", required = true)]
+    pub sweep: Vec<String>,
+    /// Override a config key for every combination (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Ranks per work unit (0: as many groups as units, up to one per rank).
+    #[arg(long = "ranks-per-job", default_value_t = 0)]
+    pub ranks_per_job: usize,
+    /// Output directory to create (with --resume: the one to complete).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// `--resume` or `--resume auto`: complete --out, running only the combinations without a
+    /// record in `OUT/checkpoints` (what a requeued Slurm job does). Repeat the original flags.
+    #[arg(long, num_args = 0..=1, default_missing_value = "auto", value_name = "auto")]
+    pub resume: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GroundtruthArgs {
+    /// TOML config: data and the `[train]` protocol each architecture is trained with.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override a config key (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// The cell space (NAS-Bench-201 cells).
+    #[arg(long, default_value = "nb201")]
+    pub space: String,
+    /// Free edges, e.g. `1<-0,2<-1,3<-2` (default: all six).
+    #[arg(long)]
+    pub edges: Option<String>,
+    /// Ops of the free edges, e.g. `skip_connect,nor_conv_3x3` (default: all but `none`).
+    #[arg(long)]
+    pub ops: Option<String>,
+    /// Op of the other edges.
+    #[arg(long, default_value = "none")]
+    pub fill: String,
+    /// A `scores.json` of a selection on this space: report its Kendall τ (repeatable).
+    #[arg(long = "scores", value_name = "FILE")]
+    pub scores: Vec<PathBuf>,
+    /// Ranks per architecture (0: one architecture per rank at a time).
+    #[arg(long = "ranks-per-job", default_value_t = 0)]
+    pub ranks_per_job: usize,
+    /// Output directory to create (with --resume: the one to complete).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// `--resume` or `--resume auto`: complete --out, training only the architectures without
+    /// a result there (what a requeued Slurm job does).
+    #[arg(long, num_args = 0..=1, default_missing_value = "auto", value_name = "auto")]
+    pub resume: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A run, selection, ablation or ground-truth directory.
+    pub dir: PathBuf,
+}
+
+/// Remove an output directory this command created, on the coordinator, after a failure —
+/// unless it holds finished work (`keep`: records or results) that `--resume` can continue.
+fn clean(comm: &dyn Collective, out: &Path, existed: bool, keep: &str) {
+    let finished = std::fs::read_dir(out.join(keep)).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if comm.is_coordinator() && !existed && !finished {
+        let _ = std::fs::remove_dir_all(out);
+    }
+}
+
+/// Figures are a view of the tables: a failure to draw one is a warning, not a failed job.
+fn render(dir: &Path) {
+    if let Err(e) = crate::report::figures::render_dir(dir) {
+        tracing::warn!("figures of {}: {e} (the tables are written; `dartsif-dist report` retries)", dir.display());
+    }
+}
+
+pub fn ablate_main(a: &AblateArgs) -> i32 {
+    let plan = || -> Result<(Vec<Sweep>, Vec<ablation::Combo>)> {
+        if let Some(r) = a.resume.as_deref().filter(|r| *r != "auto") {
+            return Err(Error::config("--resume", "resume", format!("ablate resumes with `auto` only (got {r:?})")));
+        }
+        let sweeps = a.sweep.iter().map(|s| Sweep::parse(s)).collect::<Result<Vec<_>>>()?;
+        let combos = ablation::plan(&a.run, &sweeps, &a.set)?;
+        Ok((sweeps, combos))
+    };
+    let (sweeps, combos) = match plan() {
+        Ok(p) => p,
+        Err(e) => return fail_once(&e),
+    };
+    let comm = match comm::init(&combos[0].cfg) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    let existed = a.out.exists();
+    let resume = a.resume.is_some();
+    let stop = super::watch_signals();
+    let run = || -> Result<()> {
+        if resume && a.out.is_dir() {
+            std::fs::create_dir_all(a.out.join("logs")).map_err(|e| Error::io(a.out.join("logs"), e))?;
+        } else {
+            prepare_out_dir(comm.as_ref(), &a.out)?;
+        }
+        if comm.is_coordinator() {
+            let ck = a.out.join("checkpoints");
+            std::fs::create_dir_all(&ck).map_err(|e| Error::io(ck, e))?;
+        }
+        comm.barrier()?;
+        init_threads(&combos[0].cfg);
+        init_logging(comm.as_ref(), &a.out);
+        let records = ablation::run(comm.as_ref(), &combos, a.ranks_per_job, &a.out, resume, Some(&stop))?;
+        if comm.is_coordinator() {
+            let doc = ablation::tables(&combos, &sweeps, &records, &a.out)?;
+            render(&a.out);
+            print_summary(&doc);
+        }
+        comm.barrier()
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            if !resume && !matches!(e, Error::Path { .. } | Error::Stopped { .. }) {
+                clean(comm.as_ref(), &a.out, existed, "checkpoints");
+            }
+            super::mark_stopped(comm.as_ref(), &a.out, &e);
+            report_error(comm.as_ref(), &e)
+        }
+    }
+}
+
+fn print_summary(doc: &Value) {
+    for s in doc["summary"].as_array().into_iter().flatten() {
+        let labels: Vec<String> = s["labels"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect();
+        let metrics: Vec<String> = s["metrics"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| *k != "seconds")
+            .map(|(k, v)| format!("{k} {}", v["text"].as_str().unwrap_or("-")))
+            .collect();
+        println!("{}  ({} seeds)  {}", labels.join(" "), s["seeds"], metrics.join("  "));
+    }
+}
+
+pub fn groundtruth_main(a: &GroundtruthArgs) -> i32 {
+    let prepared = || -> Result<(Config, groundtruth::CellSpace, Vec<groundtruth::ScoresFile>)> {
+        if a.space != "nb201" {
+            return Err(Error::config(
+                "--space",
+                "space",
+                format!("groundtruth enumerates NAS-Bench-201 cells (nb201), not {:?}", a.space),
+            ));
+        }
+        if let Some(r) = a.resume.as_deref().filter(|r| *r != "auto") {
+            return Err(Error::config(
+                "--resume",
+                "resume",
+                format!("groundtruth resumes with `auto` only (got {r:?})"),
+            ));
+        }
+        let cfg = Config::load(a.config.as_deref(), &a.set)?;
+        let space = groundtruth::CellSpace::parse(a.edges.as_deref(), a.ops.as_deref(), &a.fill)?;
+        let scores = a.scores.iter().map(|p| groundtruth::ScoresFile::load(p, &space)).collect::<Result<Vec<_>>>()?;
+        let own = a.out.join("config.toml");
+        if a.resume.is_some() && own.is_file() {
+            let text = std::fs::read_to_string(&own).map_err(|e| Error::io(own.clone(), e))?;
+            if text != cfg.to_toml() {
+                return Err(Error::Path {
+                    path: own,
+                    msg: "was written with another config: resume with the original --config and --set".into(),
+                });
+            }
+        }
+        Ok((cfg, space, scores))
+    };
+    let (cfg, space, scores) = match prepared() {
+        Ok(p) => p,
+        Err(e) => return fail_once(&e),
+    };
+    let comm = match comm::init(&cfg) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    let existed = a.out.exists();
+    let resume = a.resume.is_some();
+    let stop = super::watch_signals();
+    let run = || -> Result<()> {
+        if resume && a.out.is_dir() {
+            std::fs::create_dir_all(a.out.join("logs")).map_err(|e| Error::io(a.out.join("logs"), e))?;
+        } else {
+            prepare_out_dir(comm.as_ref(), &a.out)?;
+        }
+        init_threads(&cfg);
+        init_logging(comm.as_ref(), &a.out);
+        if comm.is_coordinator() {
+            std::fs::create_dir_all(a.out.join("archs")).map_err(|e| Error::io(a.out.join("archs"), e))?;
+            write_atomic(&a.out.join("config.toml"), cfg.to_toml().as_bytes())?;
+        }
+        comm.barrier()?;
+        let truths = groundtruth::run(comm.as_ref(), &cfg, &space, a.ranks_per_job, &a.out, resume, Some(&stop))?;
+        if comm.is_coordinator() {
+            groundtruth::write(&a.out, &truths, &[])?;
+            let taus = scores.iter().map(|s| groundtruth::tau(s, &space, &truths)).collect::<Result<Vec<_>>>()?;
+            groundtruth::write(&a.out, &truths, &taus)?;
+            render(&a.out);
+            let best = truths.iter().max_by(|x, y| x.test_acc.total_cmp(&y.test_acc));
+            if let Some(b) = best {
+                println!("{} architectures; best {} test accuracy {:.4}", truths.len(), b.arch, b.test_acc);
+            }
+            for t in &taus {
+                println!("Kendall tau {:+.4}  {} ({})", t.tau, t.criterion, t.scores.display());
+            }
+        }
+        comm.barrier()
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            if !resume && !matches!(e, Error::Path { .. } | Error::Stopped { .. }) {
+                clean(comm.as_ref(), &a.out, existed, "archs");
+            }
+            super::mark_stopped(comm.as_ref(), &a.out, &e);
+            report_error(comm.as_ref(), &e)
+        }
+    }
+}
+
+pub fn report_main(a: &ReportArgs) -> i32 {
+    match crate::report::figures::render_dir(&a.dir) {
+        Ok(files) => {
+            if files.is_empty() {
+                eprintln!(
+                    "error: {}: no tables to render (scores.json, ablation.json, tracking.jsonl, groundtruth.json)",
+                    a.dir.display()
+                );
+                return 2;
+            }
+            for f in files {
+                println!("{}", f.display());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Run `each(group, seed, dir)` for every seed in rank groups (`out/seed-S`), then write
+/// `out/seeds.{json,csv}` on the coordinator from each seed's `file` (`report.json` or
+/// `scores.json`).
+pub fn over_seeds(
+    world: &dyn Collective,
+    seeds: &[u64],
+    ranks_per_job: usize,
+    out: &Path,
+    file: &str,
+    each: &mut dyn FnMut(&dyn Collective, u64, &Path) -> Result<()>,
+) -> Result<()> {
+    let groups = Groups::split(world, seeds.len(), ranks_per_job)?;
+    tracing::info!("{} seeds in {} rank groups; this rank runs group {}", seeds.len(), groups.count, groups.index);
+    let mut failure = None;
+    for (_, &s) in seeds.iter().enumerate().filter(|(u, _)| groups.runs(*u)) {
+        if let Err(e) = each(groups.comm.as_ref(), s, &out.join(format!("seed-{s}"))) {
+            failure = Some(e);
+            break;
+        }
+    }
+    let mut flag = [failure.is_some() as u8 as f64];
+    world.all_reduce_sum_f64(&mut flag)?;
+    let msgs = groups.gather(world, &failure.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if flag[0] > 0.0 {
+        return Err(Error::Invalid(msgs.first().cloned().unwrap_or_else(|| "a seed failed".into())));
+    }
+    if world.is_coordinator() {
+        seeds_table(out, seeds, file)?;
+    }
+    world.barrier()
+}
+
+/// `seeds.json` / `seeds.csv`: each seed's genotype and numbers, then mean ± std.
+fn seeds_table(out: &Path, seeds: &[u64], file: &str) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    for &s in seeds {
+        let path = out.join(format!("seed-{s}")).join(file);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(path.clone(), e))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Path { path: path.clone(), msg: format!("not JSON: {e}") })?;
+        let mut m: Vec<(String, f64)> = Vec::new();
+        if let Some(x) = v["final_epoch"]["val_acc"].as_f64() {
+            m.push(("supernet_val_acc".into(), x));
+        }
+        if let Some(x) = v["test"]["acc"].as_f64() {
+            m.push(("supernet_test_acc".into(), x));
+        }
+        for (k, x) in v["benchmark"]["accuracy"].as_object().into_iter().flatten() {
+            if let Some(x) = x.as_f64() {
+                m.push((format!("bench:{k}"), x));
+            }
+        }
+        for (k, _) in &m {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+        rows.push((s, v["genotype"].as_str().unwrap_or("").to_string(), m));
+    }
+    let get = |m: &[(String, f64)], k: &str| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, x)| *x);
+    let mut csv = format!("seed,genotype,{}\n", names.join(","));
+    for (s, g, m) in &rows {
+        let cells: Vec<String> = names
+            .iter()
+            .map(|k| get(m, k))
+            .map(|x| if x.is_finite() { x.to_string() } else { String::new() })
+            .collect();
+        csv.push_str(&format!("{s},\"{g}\",{}\n", cells.join(",")));
+    }
+    let mut summary = serde_json::Map::new();
+    let (mut texts, mut mrow, mut srow) = (Vec::new(), Vec::new(), Vec::new());
+    let num = |x: f64| if x.is_finite() { x.to_string() } else { String::new() };
+    for k in &names {
+        let xs: Vec<f64> = rows.iter().map(|(_, _, m)| get(m, k)).collect();
+        let (mean, std) = stats::mean_std(&xs);
+        let n = xs.iter().filter(|x| x.is_finite()).count();
+        summary.insert(
+            k.clone(),
+            json!({"mean": mean.is_finite().then_some(mean), "std": std.is_finite().then_some(std), "seeds": n, "text": stats::pm(mean, std)}),
+        );
+        texts.push(stats::pm(mean, std));
+        mrow.push(num(mean));
+        srow.push(num(std));
+    }
+    // Numeric rows (a spreadsheet reads them); the sample std is blank for one seed.
+    csv.push_str(&format!("mean,,{}\nstd,,{}\n", mrow.join(","), srow.join(",")));
+    let means = texts;
+    let doc = json!({
+        "seeds": rows.iter().map(|(s, g, m)| json!({"seed": s, "genotype": g, "metrics": m.iter().map(|(k, x)| (k.clone(), json!(x))).collect::<serde_json::Map<_, _>>()})).collect::<Vec<_>>(),
+        "summary": summary,
+    });
+    write_atomic(&out.join("seeds.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
+    write_atomic(&out.join("seeds.csv"), csv.as_bytes())?;
+    for (k, t) in names.iter().zip(&means) {
+        println!("{k}: {t} over {} seeds", rows.len());
+    }
+    Ok(())
+}
