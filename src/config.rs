@@ -303,6 +303,10 @@ pub struct SelectConfig {
     /// and record the genotype it selects in `tracking.jsonl` (0 = off).
     #[serde(default)]
     pub track_every: usize,
+    /// With `track_every` and DARTS-IM: track for each of these N at once (the seed paper's
+    /// Fig. 7), the work shared as in `ablate`; empty = `select.n` alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub track_n: Vec<usize>,
     /// A benchmark table (`launch/nb201-table`: arch → accuracies) to look every selected
     /// architecture up in; its row goes into scores.json / report.json.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -392,8 +396,10 @@ pub struct FaultConfig {
     /// The rank that acts.
     #[serde(default)]
     pub rank: usize,
-    /// `search` (at global step `at_step`) or `select` (at round `at_step` of the candidate
-    /// loop of `drop`/`darts-if`).
+    /// `search` (at global step `at_step`), `select` (at round `at_step` of the candidate
+    /// loop of `drop`/`darts-if`), `train` (at global step `at_step`) or `experiment` (before
+    /// the `at_step`-th work unit of `ablate` or architecture of `groundtruth`, counted over
+    /// all groups).
     #[serde(default = "d_fault_phase")]
     pub phase: String,
     /// The global search step or selection round (0-based) at which it acts.
@@ -707,10 +713,10 @@ impl Config {
                 format!("unknown value {:?} (known: \"none\", \"kill\", \"signal\", \"nan\")", self.fault.action),
             );
         }
-        if !["search", "select", "train"].contains(&self.fault.phase.as_str()) {
+        if !["search", "select", "train", "experiment"].contains(&self.fault.phase.as_str()) {
             return bad(
                 "fault.phase",
-                format!("must be \"search\", \"select\" or \"train\" (got {:?})", self.fault.phase),
+                format!("must be \"search\", \"select\", \"train\" or \"experiment\" (got {:?})", self.fault.phase),
             );
         }
         if self.checkpoint.keep == 0 {
@@ -931,6 +937,18 @@ impl SelectConfig {
                 "tracking scores a criterion as it stands; darts-pt trains",
             ));
         }
+        if !self.track_n.is_empty() {
+            if self.criterion != "darts-im" || self.faithful || self.fisher_samples != "batch" {
+                return Err(Error::config(
+                    source,
+                    "select.track_n",
+                    "tracks DARTS-IM for several N at once: needs select.criterion = \"darts-im\" (not faithful, batch Fisher samples)",
+                ));
+            }
+            if let Some(n) = self.track_n.iter().find(|&&n| n == 0) {
+                return Err(Error::config(source, "select.track_n", format!("every N must be at least 1 (got {n})")));
+            }
+        }
         one_of("select.ihvp", &self.ihvp, &["identity", "neumann", "sherman-morrison", "woodbury", "cg", "exact"])?;
         one_of("select.exact_matrix", &self.exact_matrix, &["fisher", "hessian"])?;
         one_of("select.im_sign", &self.im_sign, &["paper", "negated"])?;
@@ -1050,6 +1068,17 @@ mod tests {
     fn demo_config_is_valid() {
         let c = Config::load(None, &[]).unwrap();
         assert_eq!(c.space.name, "nb201");
+    }
+
+    #[test]
+    fn track_n_needs_darts_im_and_positive_n() {
+        let sets = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let ok = Config::load(None, &sets(&["select.criterion=\"darts-im\"", "select.track_n=[1, 10]"])).unwrap();
+        assert_eq!(ok.select.track_n, vec![1, 10]);
+        let e = Config::load(None, &sets(&["select.criterion=\"magnitude\"", "select.track_n=[1]"])).unwrap_err();
+        assert!(e.to_string().contains("select.track_n") && e.to_string().contains("darts-im"), "{e}");
+        let e = Config::load(None, &sets(&["select.criterion=\"darts-im\"", "select.track_n=[0]"])).unwrap_err();
+        assert!(e.to_string().contains("at least 1"), "{e}");
     }
 
     #[test]

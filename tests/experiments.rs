@@ -70,7 +70,7 @@ fn ablation_over_n_ihvp_and_seeds_shares_work_and_matches_separate_runs() {
     seeded_search(&runs);
     // search --seeds: one run per seed, and the table over seeds.
     let seeds = std::fs::read_to_string(runs.join("seeds.csv")).unwrap();
-    assert_eq!(seeds.lines().count(), 5, "{seeds}");
+    assert_eq!(seeds.lines().count(), 6, "{seeds}");
     let lines: Vec<&str> = seeds.lines().collect();
     assert!(lines[3].starts_with("mean,,") && lines[4].starts_with("std,,"), "{seeds}");
     // Sample std of the two seeds' supernet validation accuracies: |a − b|/√2.
@@ -78,6 +78,8 @@ fn ablation_over_n_ihvp_and_seeds_shares_work_and_matches_separate_runs() {
     let (a, b) = (val(lines[1]), val(lines[2]));
     assert!((val(lines[3]) - (a + b) / 2.0).abs() < 1e-12);
     assert!((val(lines[4]) - (a - b).abs() / 2f64.sqrt()).abs() < 1e-12, "{seeds}");
+    // Population std (the seed paper's): |a − b|/2.
+    assert!(lines[5].starts_with("pstd,,") && (val(lines[5]) - (a - b).abs() / 2.0).abs() < 1e-12, "{seeds}");
     for s in [1, 2] {
         let cfg = std::fs::read_to_string(runs.join(format!("seed-{s}/config.toml"))).unwrap();
         assert!(cfg.lines().any(|l| l.trim() == format!("seed = {s}")), "{cfg}");
@@ -122,6 +124,7 @@ fn ablation_over_n_ihvp_and_seeds_shares_work_and_matches_separate_runs() {
     assert!((s["metrics"]["tau_ref"]["mean"].as_f64().unwrap() - (a + b) / 2.0).abs() < 1e-12);
     // Sample std of two values: |a − b|/√2.
     assert!((s["metrics"]["tau_ref"]["std"].as_f64().unwrap() - (a - b).abs() / 2f64.sqrt()).abs() < 1e-12);
+    assert!((s["metrics"]["tau_ref"]["pstd"].as_f64().unwrap() - (a - b).abs() / 2.0).abs() < 1e-12);
     let csv = std::fs::read_to_string(out.join("ablation.csv")).unwrap();
     assert_eq!(csv.lines().count(), 19);
     assert_figure(&out.join("ablation-n"));
@@ -179,6 +182,32 @@ fn ablation_over_n_ihvp_and_seeds_shares_work_and_matches_separate_runs() {
     let after: Vec<_> = seed2_ck.iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect();
     assert_eq!(stamp, after);
     assert_eq!(json(&out.join("ablation.json"))["rows"].as_array().unwrap().len(), 18);
+
+    // A signal (injected on rank 0 before its first unit) stops the job between units with
+    // status 3 and the STOPPED marker; seed 2's unit, on the other group, finishes. --resume
+    // then runs seed 1's unit alone.
+    let out3 = tmp.path().join("abl-stop");
+    let mut a = vec!["ablate", "--run", runs.to_str().unwrap(), "--out", out3.to_str().unwrap()];
+    a.extend(["--sweep", "n=1,2", "--sweep", "ihvp=woodbury"]);
+    a.extend(SEL);
+    let mut stopped = a.clone();
+    for s in ["fault.phase=experiment", "fault.action=signal", "fault.at_step=0", "fault.rank=0"] {
+        stopped.extend(["--set", s]);
+    }
+    let o = run(2, &stopped);
+    assert_eq!(o.status.code(), Some(3), "{}", common::stderr(&o));
+    assert!(out3.join("STOPPED").is_file());
+    let recs: BTreeSet<String> = std::fs::read_dir(out3.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(recs, BTreeSet::from(["combo-2.json".to_string(), "combo-3.json".to_string()]));
+    let t2 = std::fs::metadata(out3.join("checkpoints/combo-2.json")).unwrap().modified().unwrap();
+    a.push("--resume");
+    common::assert_ok(&run(2, &a));
+    assert_eq!(json(&out3.join("ablation.json"))["rows"].as_array().unwrap().len(), 4);
+    assert!(!out3.join("STOPPED").exists());
+    assert_eq!(std::fs::metadata(out3.join("checkpoints/combo-2.json")).unwrap().modified().unwrap(), t2);
 
     // One group of both ranks (--ranks-per-job 2): the Fisher sharded by coordinates, batches
     // split over ranks; still equal to separate two-rank selections.

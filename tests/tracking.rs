@@ -5,6 +5,12 @@ mod common;
 
 use std::process::Command;
 
+/// The records of `run/tracking.jsonl`.
+fn tracked(run: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(run.join("tracking.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 #[test]
 fn tracking_records_the_criterion_over_epochs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -12,11 +18,7 @@ fn tracking_records_the_criterion_over_epochs() {
     let sel = ["select.criterion=\"darts-im\"", "select.n=2", "select.batch_size=8"];
     let sets: Vec<&str> = sel.iter().copied().chain(["select.track_every=1"]).collect();
     common::assert_ok(&common::search(2, &run, &sets));
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(run.join("tracking.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = tracked(&run);
     // TINY searches 2 epochs: one record after each.
     assert_eq!(lines.iter().map(|v| v["epoch"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1]);
     for v in &lines {
@@ -38,4 +40,17 @@ fn tracking_records_the_criterion_over_epochs() {
     common::assert_ok(&c.env("DARTSIF_LOG", "warn").output().unwrap());
     let g = std::fs::read_to_string(out.join("genotype.txt")).unwrap();
     assert_eq!(lines[1]["genotype"].as_str().unwrap(), g.trim());
+
+    // Several N at once (select.track_n, the seed paper's Fig. 7): the N = 2 line is the
+    // single-N tracking's, since the shared work equals a separate selection.
+    let run2 = tmp.path().join("run2");
+    let sets: Vec<&str> = sel.iter().copied().chain(["select.track_every=1", "select.track_n=[1, 2]"]).collect();
+    common::assert_ok(&common::search(2, &run2, &sets));
+    let many = tracked(&run2);
+    let keys: Vec<(u64, u64)> = many.iter().map(|v| (v["epoch"].as_u64().unwrap(), v["n"].as_u64().unwrap())).collect();
+    assert_eq!(keys, [(0, 1), (0, 2), (1, 1), (1, 2)]);
+    for e in 0..2 {
+        assert_eq!(many[2 * e + 1]["genotype"], lines[e]["genotype"], "epoch {e}");
+    }
+    assert!(run2.join("tracking.svg").is_file());
 }

@@ -116,6 +116,10 @@ pub fn ablate_main(a: &AblateArgs) -> i32 {
     let run = || -> Result<()> {
         if resume && a.out.is_dir() {
             std::fs::create_dir_all(a.out.join("logs")).map_err(|e| Error::io(a.out.join("logs"), e))?;
+            if comm.is_coordinator() {
+                // The marker of the stop being resumed from.
+                let _ = std::fs::remove_file(a.out.join("STOPPED"));
+            }
         } else {
             prepare_out_dir(comm.as_ref(), &a.out)?;
         }
@@ -187,7 +191,7 @@ pub fn groundtruth_main(a: &GroundtruthArgs) -> i32 {
         let own = a.out.join("config.toml");
         if a.resume.is_some() && own.is_file() {
             let text = std::fs::read_to_string(&own).map_err(|e| Error::io(own.clone(), e))?;
-            if text != cfg.to_toml() {
+            if text != crate::experiment::ablation::settled_config(&cfg) {
                 return Err(Error::Path {
                     path: own,
                     msg: "was written with another config: resume with the original --config and --set".into(),
@@ -210,6 +214,10 @@ pub fn groundtruth_main(a: &GroundtruthArgs) -> i32 {
     let run = || -> Result<()> {
         if resume && a.out.is_dir() {
             std::fs::create_dir_all(a.out.join("logs")).map_err(|e| Error::io(a.out.join("logs"), e))?;
+            if comm.is_coordinator() {
+                // The marker of the stop being resumed from.
+                let _ = std::fs::remove_file(a.out.join("STOPPED"));
+            }
         } else {
             prepare_out_dir(comm.as_ref(), &a.out)?;
         }
@@ -217,7 +225,7 @@ pub fn groundtruth_main(a: &GroundtruthArgs) -> i32 {
         init_logging(comm.as_ref(), &a.out);
         if comm.is_coordinator() {
             std::fs::create_dir_all(a.out.join("archs")).map_err(|e| Error::io(a.out.join("archs"), e))?;
-            write_atomic(&a.out.join("config.toml"), cfg.to_toml().as_bytes())?;
+            write_atomic(&a.out.join("config.toml"), crate::experiment::ablation::settled_config(&cfg).as_bytes())?;
         }
         comm.barrier()?;
         let truths = groundtruth::run(comm.as_ref(), &cfg, &space, a.ranks_per_job, &a.out, resume, Some(&stop))?;
@@ -344,22 +352,25 @@ fn seeds_table(out: &Path, seeds: &[u64], file: &str) -> Result<()> {
         csv.push_str(&format!("{s},\"{g}\",{}\n", cells.join(",")));
     }
     let mut summary = serde_json::Map::new();
-    let (mut texts, mut mrow, mut srow) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut texts, mut mrow, mut srow, mut prow) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let num = |x: f64| if x.is_finite() { x.to_string() } else { String::new() };
     for k in &names {
         let xs: Vec<f64> = rows.iter().map(|(_, _, m)| get(m, k)).collect();
         let (mean, std) = stats::mean_std(&xs);
+        let pstd = stats::population_std(&xs);
         let n = xs.iter().filter(|x| x.is_finite()).count();
         summary.insert(
             k.clone(),
-            json!({"mean": mean.is_finite().then_some(mean), "std": std.is_finite().then_some(std), "seeds": n, "text": stats::pm(mean, std)}),
+            json!({"mean": mean.is_finite().then_some(mean), "std": std.is_finite().then_some(std), "pstd": pstd.is_finite().then_some(pstd), "seeds": n, "text": stats::pm(mean, std)}),
         );
         texts.push(stats::pm(mean, std));
         mrow.push(num(mean));
         srow.push(num(std));
+        prow.push(num(pstd));
     }
-    // Numeric rows (a spreadsheet reads them); the sample std is blank for one seed.
-    csv.push_str(&format!("mean,,{}\nstd,,{}\n", mrow.join(","), srow.join(",")));
+    // Numeric rows (a spreadsheet reads them): the sample std (blank for one seed) and the
+    // population std the seed paper's tables report.
+    csv.push_str(&format!("mean,,{}\nstd,,{}\npstd,,{}\n", mrow.join(","), srow.join(","), prow.join(",")));
     let means = texts;
     let doc = json!({
         "seeds": rows.iter().map(|(s, g, m)| json!({"seed": s, "genotype": g, "metrics": m.iter().map(|(k, x)| (k.clone(), json!(x))).collect::<serde_json::Map<_, _>>()})).collect::<Vec<_>>(),

@@ -29,6 +29,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Train a supernet by bi-level search and select an architecture.
     Search(SearchArgs),
@@ -1296,17 +1297,35 @@ impl Tracker<'_> {
             self.split,
             &timings,
         );
-        let outcome = ctx.run()?;
-        let g = select::coordinate(self.comm, state.net.spec(), &outcome.table)?;
-        tracing::info!("tracking: after epoch {epoch}, {} selects {g}", outcome.table.criterion);
-        if let Some(l) = &mut self.lines {
-            l.line(serde_json::json!({
-                "epoch": epoch,
-                "criterion": outcome.table.criterion,
-                "genotype": g.to_string(),
-                "genotype_json": g,
-                "benchmark": crate::report::benchmark::entry(self.cfg.select.benchmark_table.as_deref(), &g.to_string())?,
-            }))?;
+        // One N (select.n), or every N of select.track_n with the DARTS-IM work shared.
+        let (ns, outcomes) = if self.cfg.select.track_n.is_empty() {
+            (vec![None], vec![ctx.run()?])
+        } else {
+            let settings: Vec<crate::config::SelectConfig> = self
+                .cfg
+                .select
+                .track_n
+                .iter()
+                .map(|&n| crate::config::SelectConfig { n, ..self.cfg.select.clone() })
+                .collect();
+            (self.cfg.select.track_n.iter().map(|&n| Some(n)).collect(), ctx.darts_im_many(&settings)?)
+        };
+        for (n, outcome) in ns.into_iter().zip(outcomes) {
+            let g = select::coordinate(self.comm, state.net.spec(), &outcome.table)?;
+            tracing::info!("tracking: after epoch {epoch}, {} selects {g}", outcome.table.criterion);
+            if let Some(l) = &mut self.lines {
+                let mut v = serde_json::json!({
+                    "epoch": epoch,
+                    "criterion": outcome.table.criterion,
+                    "genotype": g.to_string(),
+                    "genotype_json": g,
+                    "benchmark": crate::report::benchmark::entry(self.cfg.select.benchmark_table.as_deref(), &g.to_string())?,
+                });
+                if let Some(n) = n {
+                    v["n"] = serde_json::json!(n);
+                }
+                l.line(v)?;
+            }
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::stats::{kendall_tau, mean_std, pm};
+use super::stats::{kendall_tau, mean_std, pm, population_std};
 use super::{product, seed_runs, Sweep};
 use crate::checkpoint::write_atomic;
 use crate::comm::{Collective, Groups};
@@ -102,6 +102,14 @@ pub fn plan(run: &Path, sweeps: &[Sweep], sets: &[String]) -> Result<Vec<Combo>>
     Ok(combos)
 }
 
+/// The config a record is checked against on `--resume`: the resolved config without its fault
+/// injection (a test's or drill's interruption is not a different experiment).
+pub fn settled_config(cfg: &Config) -> String {
+    let mut c = cfg.clone();
+    c.fault = Default::default();
+    c.to_toml()
+}
+
 /// A config with the solver settings of DARTS-IM blanked: combinations with equal keys share.
 fn share_key(c: &Combo) -> Option<String> {
     let s = &c.cfg.select;
@@ -147,7 +155,7 @@ pub fn run(
     let all = units(combos);
     // The coordinator reads the records of an interrupted run (each must be of its
     // combination) and decides what is left; every rank gets the same list.
-    let decided: Option<std::result::Result<(Vec<usize>, Vec<Record>), String>> = world.is_coordinator().then(|| {
+    let decided: Option<super::Decision<Record>> = world.is_coordinator().then(|| {
         let mut kept = Vec::new();
         let mut todo = Vec::new();
         for (u, members) in all.iter().enumerate() {
@@ -156,7 +164,7 @@ pub fn run(
                 let path = ckpt.join(format!("combo-{i}.json"));
                 let Some(text) = resume.then(|| std::fs::read_to_string(&path).ok()).flatten() else { break };
                 let r: Record = serde_json::from_str(&text).map_err(|e| format!("{}: unreadable record: {e}", path.display()))?;
-                if r.labels != combos[i].labels || r.config != combos[i].cfg.to_toml() {
+                if r.labels != combos[i].labels || r.config != settled_config(&combos[i].cfg) {
                     return Err(format!(
                         "{}: recorded for other settings than combination {i} {:?} (use a new --out, or repeat the original flags)",
                         path.display(),
@@ -191,7 +199,11 @@ pub fn run(
     let mut failure: Option<String> = None;
     let mut stopped = false;
     let mut mine = Vec::new();
+    let fault = &combos[0].cfg.fault;
     for (k, &u) in todo.iter().enumerate().filter(|(k, _)| groups.runs(*k)) {
+        if fault.phase == "experiment" && fault.at_step == k && fault.rank == world.rank() {
+            crate::search::inject(&fault.action, stop);
+        }
         if crate::search::agree_stop(groups.comm.as_ref(), stop)? {
             stopped = true;
             break;
@@ -279,7 +291,7 @@ fn run_unit(comm: &dyn Collective, group: usize, list: &[&Combo], out: &Path) ->
         let rec = Record {
             index: c.index,
             labels: c.labels.clone(),
-            config: c.cfg.to_toml(),
+            config: settled_config(&c.cfg),
             criterion: o.table.criterion.clone(),
             genotype: genotype.to_string(),
             magnitude_genotype: magnitude.to_string(),
@@ -419,7 +431,11 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
     let mut scsv = format!(
         "{},seeds,genotypes,{}\n",
         keys.iter().filter(|k| *k != "seed").cloned().collect::<Vec<_>>().join(","),
-        metric_names.iter().flat_map(|k| [format!("{k}_mean"), format!("{k}_std")]).collect::<Vec<_>>().join(",")
+        metric_names
+            .iter()
+            .flat_map(|k| [format!("{k}_mean"), format!("{k}_std"), format!("{k}_pstd")])
+            .collect::<Vec<_>>()
+            .join(",")
     );
     for (_, c, _) in &rows {
         let setting = others(c, &["seed"]);
@@ -434,9 +450,15 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
             let xs: Vec<f64> =
                 members.iter().map(|(_, _, m)| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v)).collect();
             let (mean, std) = mean_std(&xs);
-            ms.insert(k.clone(), json!({"mean": mean.is_finite().then_some(mean), "std": std.is_finite().then_some(std), "text": pm(mean, std)}));
+            let pstd = population_std(&xs);
+            let some = |x: f64| json!(x.is_finite().then_some(x));
+            ms.insert(
+                k.clone(),
+                json!({"mean": some(mean), "std": some(std), "pstd": some(pstd), "text": pm(mean, std)}),
+            );
             cells.push(num(Some(mean)));
             cells.push(num(Some(std)));
+            cells.push(num(Some(pstd)));
         }
         let genotypes: Vec<&str> = members.iter().map(|(r, _, _)| r.genotype.as_str()).collect();
         let distinct = genotypes.iter().collect::<std::collections::BTreeSet<_>>().len();
@@ -509,7 +531,9 @@ pub fn figures(doc: &serde_json::Value, out: &Path) -> Result<Vec<PathBuf>> {
                 .collect();
             let name = if name.is_empty() { metric.clone() } else { name.join(" ") };
             let m = &s["metrics"][metric.as_str()];
-            let (Some(y), Some(e)) = (m["mean"].as_f64(), m["std"].as_f64()) else { continue };
+            // One seed: no spread to draw.
+            let Some(y) = m["mean"].as_f64() else { continue };
+            let e = m["std"].as_f64().unwrap_or(0.0);
             match series.iter_mut().find(|q| q.label == name) {
                 Some(q) => q.points.push((x, y, e)),
                 None => series.push(Series { label: name, points: vec![(x, y, e)] }),

@@ -145,7 +145,7 @@ pub fn run(
     }
     // The coordinator reads earlier results (each must be of its architecture) and decides
     // what is left; every rank gets the same list.
-    let decided: Option<std::result::Result<(Vec<usize>, Vec<Truth>), String>> = world.is_coordinator().then(|| {
+    let decided: Option<super::Decision<Truth>> = world.is_coordinator().then(|| {
         let (mut todo, mut kept) = (Vec::new(), Vec::new());
         for (i, a) in archs.iter().enumerate() {
             let path = dir.join(format!("{i}.json"));
@@ -190,7 +190,11 @@ pub fn run(
     let mut failure = None;
     let mut stopped = false;
     let mut mine = Vec::new();
+    let fault = &cfg.fault;
     for (k, &i) in todo.iter().enumerate().filter(|(k, _)| groups.runs(*k)) {
+        if fault.phase == "experiment" && fault.at_step == k && fault.rank == world.rank() {
+            crate::search::inject(&fault.action, stop);
+        }
         // SIGTERM/SIGUSR1: stop between architectures (finished ones are on disk).
         if crate::search::agree_stop(groups.comm.as_ref(), stop)? {
             stopped = true;

@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// What the coordinator decides before a resumable batch job: the units left to run and the
+/// records kept from an earlier run, or why the earlier records cannot be used.
+pub(crate) type Decision<T> = std::result::Result<(Vec<usize>, Vec<T>), String>;
+
 /// One `--sweep key=v1,v2,…`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sweep {

@@ -17,6 +17,18 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Population standard deviation (divisor n) of the finite values: what the seed paper's
+/// Table 4 reports over its three seeds (paper.md §7.2). NaN for none.
+pub fn population_std(xs: &[f64]) -> f64 {
+    let v: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n).sqrt()
+}
+
 /// Kendall's τ-b between paired values (ties in either list are accounted for). Pairs where
 /// either value is not finite are skipped: −∞ marks a candidate a criterion does not score
 /// (removing `none`), which has no rank. NaN when fewer than two pairs remain or when one side
@@ -85,6 +97,9 @@ mod tests {
         assert!(m == 3.0 && s.is_nan());
         assert_eq!(pm(m, s), "3.0000");
         assert!(mean_std(&[]).0.is_nan());
+        // Population: Σ(x−5)² = 32 over n = 8 → 2.
+        assert_eq!(population_std(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]), 2.0);
+        assert_eq!(population_std(&[3.0]), 0.0);
     }
 
     #[test]
