@@ -230,6 +230,45 @@ fn ablation_over_n_ihvp_and_seeds_shares_work_and_matches_separate_runs() {
     eprintln!("2 ranks, N 2 woodbury: max |Δ| = {err:e} of max |score| {scale:e}");
     assert!(err <= 1e-5 * scale, "2 ranks: max |Δ| {err:e} (scale {scale:e})");
 
+    // Other solvers and settings through the shared path — Sherman–Morrison, and Neumann on
+    // Hessian-vector products of the prefix batches (γ small enough for the training half's
+    // curvature), H and B from the training half, the negated sign, a Fisher scale — equal
+    // separate selections too.
+    let out4 = tmp.path().join("abl-more");
+    let extra = [
+        "--set",
+        "select.hess_data=train",
+        "--set",
+        "select.im_sign=negated",
+        "--set",
+        "select.fisher_scale=8",
+        "--set",
+        "select.gamma=1e-6",
+    ];
+    let mut a = vec!["ablate", "--run", runs.to_str().unwrap(), "--out", out4.to_str().unwrap()];
+    a.extend(["--sweep", "seed=1", "--sweep", "n=1,2", "--sweep", "ihvp=sherman-morrison,neumann"]);
+    a.extend(SEL);
+    a.extend(extra);
+    common::assert_ok(&run(0, &a));
+    let rows4 = json(&out4.join("ablation.json"))["rows"].as_array().unwrap().clone();
+    assert_eq!(rows4.len(), 4);
+    for (n, ihvp) in [("1", "sherman-morrison"), ("2", "neumann")] {
+        let r = rows4.iter().find(|r| r["labels"]["n"] == n && r["labels"]["ihvp"] == ihvp).unwrap();
+        let sep = tmp.path().join(format!("sep4-{n}-{ihvp}"));
+        let run_dir = runs.join("seed-1");
+        let mut a = vec!["select", "--run", run_dir.to_str().unwrap(), "--out", sep.to_str().unwrap()];
+        a.extend(["--n", n, "--ihvp", ihvp]);
+        a.extend(SEL);
+        a.extend(extra);
+        common::assert_ok(&run(0, &a));
+        let idx = r["index"].as_u64().unwrap();
+        let (got, want) = (scores(&out4.join(format!("combos/{idx}/scores.json"))), scores(&sep.join("scores.json")));
+        let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
+        let err = got.iter().zip(&want).fold(0f64, |m, (x, y)| m.max((x - y).abs()));
+        eprintln!("N {n} {ihvp} (train half, negated, scale 8): max |Δ| = {err:e} of max |score| {scale:e}");
+        assert!(scale > 0.0 && err <= 1e-5 * scale, "N {n} {ihvp}: max |Δ| {err:e} (scale {scale:e})");
+    }
+
     // `report` re-renders the figures from the tables alone.
     for f in ["ablation-n.svg", "ablation-n.png", "combos/3/scores.png"] {
         std::fs::remove_file(out.join(f)).unwrap();

@@ -86,6 +86,22 @@ fn clean(comm: &dyn Collective, out: &Path, existed: bool, keep: &str) {
     }
 }
 
+/// The output directory of a resumable batch job: created (empty or new) for a fresh start, or
+/// reopened with `resume`; `records` is the sub-directory of finished work. Collective.
+fn open_out(comm: &dyn Collective, out: &Path, resume: bool, records: &str) -> Result<()> {
+    if !(resume && out.is_dir()) {
+        prepare_out_dir(comm, out)?;
+    }
+    comm::on_coordinator(comm, || {
+        // The marker of a stop being resumed from.
+        let _ = std::fs::remove_file(out.join("STOPPED"));
+        for d in ["logs", records] {
+            std::fs::create_dir_all(out.join(d)).map_err(|e| Error::io(out.join(d), e))?;
+        }
+        Ok(())
+    })
+}
+
 /// Figures are a view of the tables: a failure to draw one is a warning, not a failed job.
 fn render(dir: &Path) {
     if let Err(e) = crate::report::figures::render_dir(dir) {
@@ -114,29 +130,19 @@ pub fn ablate_main(a: &AblateArgs) -> i32 {
     let resume = a.resume.is_some();
     let stop = super::watch_signals();
     let run = || -> Result<()> {
-        if resume && a.out.is_dir() {
-            std::fs::create_dir_all(a.out.join("logs")).map_err(|e| Error::io(a.out.join("logs"), e))?;
-            if comm.is_coordinator() {
-                // The marker of the stop being resumed from.
-                let _ = std::fs::remove_file(a.out.join("STOPPED"));
-            }
-        } else {
-            prepare_out_dir(comm.as_ref(), &a.out)?;
-        }
-        if comm.is_coordinator() {
-            let ck = a.out.join("checkpoints");
-            std::fs::create_dir_all(&ck).map_err(|e| Error::io(ck, e))?;
-        }
-        comm.barrier()?;
+        open_out(comm.as_ref(), &a.out, resume, "checkpoints")?;
         init_threads(&combos[0].cfg);
         init_logging(comm.as_ref(), &a.out);
         let records = ablation::run(comm.as_ref(), &combos, a.ranks_per_job, &a.out, resume, Some(&stop))?;
-        if comm.is_coordinator() {
+        comm::on_coordinator(comm.as_ref(), || {
+            if records.len() != combos.len() {
+                return Err(Error::Invalid(format!("{} of {} combinations have results", records.len(), combos.len())));
+            }
             let doc = ablation::tables(&combos, &sweeps, &records, &a.out)?;
             render(&a.out);
             print_summary(&doc);
-        }
-        comm.barrier()
+            Ok(())
+        })
     };
     match run() {
         Ok(()) => 0,
@@ -212,24 +218,21 @@ pub fn groundtruth_main(a: &GroundtruthArgs) -> i32 {
     let resume = a.resume.is_some();
     let stop = super::watch_signals();
     let run = || -> Result<()> {
-        if resume && a.out.is_dir() {
-            std::fs::create_dir_all(a.out.join("logs")).map_err(|e| Error::io(a.out.join("logs"), e))?;
-            if comm.is_coordinator() {
-                // The marker of the stop being resumed from.
-                let _ = std::fs::remove_file(a.out.join("STOPPED"));
-            }
-        } else {
-            prepare_out_dir(comm.as_ref(), &a.out)?;
-        }
+        open_out(comm.as_ref(), &a.out, resume, "archs")?;
         init_threads(&cfg);
         init_logging(comm.as_ref(), &a.out);
-        if comm.is_coordinator() {
-            std::fs::create_dir_all(a.out.join("archs")).map_err(|e| Error::io(a.out.join("archs"), e))?;
-            write_atomic(&a.out.join("config.toml"), crate::experiment::ablation::settled_config(&cfg).as_bytes())?;
-        }
-        comm.barrier()?;
+        comm::on_coordinator(comm.as_ref(), || {
+            write_atomic(&a.out.join("config.toml"), crate::experiment::ablation::settled_config(&cfg).as_bytes())
+        })?;
         let truths = groundtruth::run(comm.as_ref(), &cfg, &space, a.ranks_per_job, &a.out, resume, Some(&stop))?;
-        if comm.is_coordinator() {
+        comm::on_coordinator(comm.as_ref(), || {
+            if truths.len() != space.architectures().len() {
+                return Err(Error::Invalid(format!(
+                    "{} of {} architectures have results",
+                    truths.len(),
+                    space.architectures().len()
+                )));
+            }
             groundtruth::write(&a.out, &truths, &[])?;
             let taus = scores.iter().map(|s| groundtruth::tau(s, &space, &truths)).collect::<Result<Vec<_>>>()?;
             groundtruth::write(&a.out, &truths, &taus)?;
@@ -239,10 +242,16 @@ pub fn groundtruth_main(a: &GroundtruthArgs) -> i32 {
                 println!("{} architectures; best {} test accuracy {:.4}", truths.len(), b.arch, b.test_acc);
             }
             for t in &taus {
-                println!("Kendall tau {:+.4}  {} ({})", t.tau, t.criterion, t.scores.display());
+                println!(
+                    "Kendall tau {:+.4}  {} ({}, {} architectures)",
+                    t.tau,
+                    t.criterion,
+                    t.scores.display(),
+                    t.architectures
+                );
             }
-        }
-        comm.barrier()
+            Ok(())
+        })
     };
     match run() {
         Ok(()) => 0,
@@ -291,37 +300,56 @@ pub fn over_seeds(
 ) -> Result<()> {
     let groups = Groups::split(world, seeds.len(), ranks_per_job)?;
     tracing::info!("{} seeds in {} rank groups; this rank runs group {}", seeds.len(), groups.count, groups.index);
-    let mut failure = None;
+    let mut failure: Option<Error> = None;
     for (_, &s) in seeds.iter().enumerate().filter(|(u, _)| groups.runs(*u)) {
         if let Err(e) = each(groups.comm.as_ref(), s, &out.join(format!("seed-{s}"))) {
             failure = Some(e);
             break;
         }
     }
-    let mut flag = [failure.is_some() as u8 as f64];
-    world.all_reduce_sum_f64(&mut flag)?;
+    // Every rank learns whether any group failed or stopped on a signal (a stop anywhere is a
+    // stop of the job: exit 3, requeue, resume).
+    let stopped = matches!(failure, Some(Error::Stopped { .. }));
+    let mut flags = [(failure.is_some() && !stopped) as u8 as f64, stopped as u8 as f64];
+    world.all_reduce_sum_f64(&mut flags)?;
     let msgs = groups.gather(world, &failure.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
     if let Some(e) = failure {
         return Err(e);
     }
-    if flag[0] > 0.0 {
-        return Err(Error::Invalid(msgs.first().cloned().unwrap_or_else(|| "a seed failed".into())));
+    if flags[0] > 0.0 {
+        return Err(Error::Invalid(
+            msgs.first().cloned().unwrap_or_else(|| "a seed's run failed (see the rank logs)".into()),
+        ));
     }
-    if world.is_coordinator() {
-        seeds_table(out, seeds, file)?;
+    if flags[1] > 0.0 {
+        return Err(Error::Stopped {
+            at: "a seed's run (another group)".into(),
+            checkpoint: format!("{}/seed-*/checkpoints", out.display()),
+        });
     }
-    world.barrier()
+    comm::on_coordinator(world, || seeds_table(out, seeds, file))
 }
 
 /// `seeds.json` / `seeds.csv`: each seed's genotype and numbers, then mean ± std.
 fn seeds_table(out: &Path, seeds: &[u64], file: &str) -> Result<()> {
     let mut rows = Vec::new();
     let mut names: Vec<String> = Vec::new();
+    let read = |path: &Path| -> Result<Value> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.to_path_buf(), e))?;
+        serde_json::from_str(&text).map_err(|e| Error::Path { path: path.to_path_buf(), msg: format!("not JSON: {e}") })
+    };
     for &s in seeds {
-        let path = out.join(format!("seed-{s}")).join(file);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(path.clone(), e))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Path { path: path.clone(), msg: format!("not JSON: {e}") })?;
+        let dir = out.join(format!("seed-{s}"));
+        let mut v = read(&dir.join(file))?;
+        // A search that selected after it (select.after_search): its criterion's selection is
+        // the seed's result; the supernet's accuracies stay those of report.json.
+        let after = dir.join("select").join("scores.json");
+        if file == "report.json" && after.is_file() {
+            let sel = read(&after)?;
+            for k in ["criterion", "genotype", "benchmark"] {
+                v[k] = sel[k].clone();
+            }
+        }
         let mut m: Vec<(String, f64)> = Vec::new();
         if let Some(x) = v["final_epoch"]["val_acc"].as_f64() {
             m.push(("supernet_val_acc".into(), x));
@@ -339,23 +367,24 @@ fn seeds_table(out: &Path, seeds: &[u64], file: &str) -> Result<()> {
                 names.push(k.clone());
             }
         }
-        rows.push((s, v["genotype"].as_str().unwrap_or("").to_string(), m));
+        let criterion = v["criterion"].as_str().unwrap_or("magnitude").to_string();
+        rows.push((s, criterion, v["genotype"].as_str().unwrap_or("").to_string(), m));
     }
     let get = |m: &[(String, f64)], k: &str| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, x)| *x);
-    let mut csv = format!("seed,genotype,{}\n", names.join(","));
-    for (s, g, m) in &rows {
+    let mut csv = format!("seed,criterion,genotype,{}\n", names.join(","));
+    for (s, c, g, m) in &rows {
         let cells: Vec<String> = names
             .iter()
             .map(|k| get(m, k))
             .map(|x| if x.is_finite() { x.to_string() } else { String::new() })
             .collect();
-        csv.push_str(&format!("{s},\"{g}\",{}\n", cells.join(",")));
+        csv.push_str(&format!("{s},{c},\"{g}\",{}\n", cells.join(",")));
     }
     let mut summary = serde_json::Map::new();
     let (mut texts, mut mrow, mut srow, mut prow) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let num = |x: f64| if x.is_finite() { x.to_string() } else { String::new() };
     for k in &names {
-        let xs: Vec<f64> = rows.iter().map(|(_, _, m)| get(m, k)).collect();
+        let xs: Vec<f64> = rows.iter().map(|(_, _, _, m)| get(m, k)).collect();
         let (mean, std) = stats::mean_std(&xs);
         let pstd = stats::population_std(&xs);
         let n = xs.iter().filter(|x| x.is_finite()).count();
@@ -370,10 +399,10 @@ fn seeds_table(out: &Path, seeds: &[u64], file: &str) -> Result<()> {
     }
     // Numeric rows (a spreadsheet reads them): the sample std (blank for one seed) and the
     // population std the seed paper's tables report.
-    csv.push_str(&format!("mean,,{}\nstd,,{}\npstd,,{}\n", mrow.join(","), srow.join(","), prow.join(",")));
+    csv.push_str(&format!("mean,,,{}\nstd,,,{}\npstd,,,{}\n", mrow.join(","), srow.join(","), prow.join(",")));
     let means = texts;
     let doc = json!({
-        "seeds": rows.iter().map(|(s, g, m)| json!({"seed": s, "genotype": g, "metrics": m.iter().map(|(k, x)| (k.clone(), json!(x))).collect::<serde_json::Map<_, _>>()})).collect::<Vec<_>>(),
+        "seeds": rows.iter().map(|(s, c, g, m)| json!({"seed": s, "criterion": c, "genotype": g, "metrics": m.iter().map(|(k, x)| (k.clone(), json!(x))).collect::<serde_json::Map<_, _>>()})).collect::<Vec<_>>(),
         "summary": summary,
     });
     write_atomic(&out.join("seeds.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;

@@ -742,6 +742,13 @@ fn watch_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
 fn search_seeds_main(args: &SearchArgs, list: &str) -> i32 {
     let prepared = || -> Result<(Vec<u64>, Vec<Config>)> {
         let seeds = crate::experiment::parse_seeds(list)?;
+        if let Some(r) = args.resume.as_deref().filter(|r| *r != "auto") {
+            return Err(Error::config(
+                "--resume",
+                "resume",
+                format!("with --seeds every seed resumes from its own newest checkpoint: use `auto` (got {r:?})"),
+            ));
+        }
         let config = match (&args.config, &args.resume) {
             (None, Some(_)) => {
                 let first = args.out.join(format!("seed-{}", seeds[0])).join("config.toml");
@@ -774,13 +781,30 @@ fn search_seeds_main(args: &SearchArgs, list: &str) -> i32 {
     let existed = args.out.exists();
     let stop = watch_signals();
     let run = || -> Result<()> {
-        if args.resume.is_some() && args.out.is_dir() {
-            std::fs::create_dir_all(args.out.join("logs")).map_err(|e| Error::io(args.out.join("logs"), e))?;
-        } else {
+        let resume = args.resume.is_some() && args.out.is_dir();
+        if !resume {
             prepare_out_dir(comm.as_ref(), &args.out)?;
         }
+        comm::on_coordinator(comm.as_ref(), || {
+            let _ = std::fs::remove_file(args.out.join("STOPPED"));
+            std::fs::create_dir_all(args.out.join("logs")).map_err(|e| Error::io(args.out.join("logs"), e))
+        })?;
         init_logging(comm.as_ref(), &args.out);
+        // Seeds already finished (their report, and their selection when one follows the
+        // search) are not run again; the coordinator decides for all ranks.
+        let finished = |s: u64| {
+            let dir = args.out.join(format!("seed-{s}"));
+            let after = cfgs[seeds.iter().position(|&x| x == s).expect("listed")].select.after_search;
+            dir.join("report.json").is_file() && (!after || dir.join("select").join("scores.json").is_file())
+        };
+        let mine: Option<Vec<u64>> =
+            comm.is_coordinator().then(|| seeds.iter().copied().filter(|&s| resume && finished(s)).collect());
+        let done: Vec<u64> = comm::broadcast_value(comm.as_ref(), 0, mine.as_ref())?;
         experiment::over_seeds(comm.as_ref(), &seeds, args.ranks_per_job, &args.out, "report.json", &mut |g, s, dir| {
+            if done.contains(&s) {
+                tracing::info!("seed {s}: finished earlier ({})", dir.display());
+                return Ok(());
+            }
             let cfg = &cfgs[seeds.iter().position(|&x| x == s).expect("listed")];
             cfg.check_world(g.size())?;
             let resume = if dir.exists() { args.resume.as_deref() } else { None };
@@ -790,7 +814,15 @@ fn search_seeds_main(args: &SearchArgs, list: &str) -> i32 {
     match run() {
         Ok(()) => 0,
         Err(e) => {
-            if comm.is_coordinator() && !existed && args.resume.is_none() && e.exit_code() == 2 {
+            // Bad input removes what this command created, unless a seed finished.
+            let any_done = seeds.iter().any(|s| args.out.join(format!("seed-{s}/report.json")).is_file());
+            if comm.is_coordinator()
+                && !existed
+                && args.resume.is_none()
+                && e.exit_code() == 2
+                && !matches!(e, Error::Path { .. })
+                && !any_done
+            {
                 let _ = std::fs::remove_dir_all(&args.out);
             }
             mark_stopped(comm.as_ref(), &args.out, &e);
@@ -842,6 +874,7 @@ fn select_seeds_main(args: &SelectArgs, runs: Vec<(Option<u64>, PathBuf)>) -> i3
             if comm.is_coordinator() && !existed && !matches!(e, Error::Path { .. } | Error::Stopped { .. }) {
                 let _ = std::fs::remove_dir_all(&args.out);
             }
+            mark_stopped(comm.as_ref(), &args.out, &e);
             report_error(comm.as_ref(), &e)
         }
     }
@@ -1310,24 +1343,32 @@ impl Tracker<'_> {
                 .collect();
             (self.cfg.select.track_n.iter().map(|&n| Some(n)).collect(), ctx.darts_im_many(&settings)?)
         };
-        for (n, outcome) in ns.into_iter().zip(outcomes) {
-            let g = select::coordinate(self.comm, state.net.spec(), &outcome.table)?;
-            tracing::info!("tracking: after epoch {epoch}, {} selects {g}", outcome.table.criterion);
-            if let Some(l) = &mut self.lines {
-                let mut v = serde_json::json!({
-                    "epoch": epoch,
-                    "criterion": outcome.table.criterion,
-                    "genotype": g.to_string(),
-                    "genotype_json": g,
-                    "benchmark": crate::report::benchmark::entry(self.cfg.select.benchmark_table.as_deref(), &g.to_string())?,
-                });
-                if let Some(n) = n {
-                    v["n"] = serde_json::json!(n);
+        // Every collective first (the genotypes), then the coordinator's lines, whose outcome
+        // all ranks share.
+        let genotypes = outcomes
+            .iter()
+            .map(|o| select::coordinate(self.comm, state.net.spec(), &o.table))
+            .collect::<Result<Vec<_>>>()?;
+        let (cfg, lines) = (self.cfg, &mut self.lines);
+        comm::on_coordinator(self.comm, || {
+            for ((n, outcome), g) in ns.into_iter().zip(&outcomes).zip(&genotypes) {
+                tracing::info!("tracking: after epoch {epoch}, {} selects {g}", outcome.table.criterion);
+                if let Some(l) = lines.as_mut() {
+                    let mut v = serde_json::json!({
+                        "epoch": epoch,
+                        "criterion": outcome.table.criterion,
+                        "genotype": g.to_string(),
+                        "genotype_json": g,
+                        "benchmark": crate::report::benchmark::entry(cfg.select.benchmark_table.as_deref(), &g.to_string())?,
+                    });
+                    if let Some(n) = n {
+                        v["n"] = serde_json::json!(n);
+                    }
+                    l.line(v)?;
                 }
-                l.line(v)?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 

@@ -397,3 +397,33 @@ impl Groups {
         Ok(out)
     }
 }
+
+/// An error crossing ranks with its kind (and so its exit status) kept.
+#[derive(serde::Serialize, serde::Deserialize)]
+enum SharedError {
+    Path(String, String),
+    Config(String, String, String),
+    Stopped(String, String),
+    Other(String),
+}
+
+/// Run `f` on the coordinator alone (writing tables, reading results) and share its outcome:
+/// every rank returns the same `Ok` or error, so a failure on the coordinator cannot leave the
+/// other ranks waiting in their next collective (collective).
+pub fn on_coordinator(comm: &dyn Collective, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let mine: Option<Option<SharedError>> = comm.is_coordinator().then(|| {
+        f().err().map(|e| match e {
+            Error::Path { path, msg } => SharedError::Path(path.display().to_string(), msg),
+            Error::Config { origin, key, msg } => SharedError::Config(origin, key, msg),
+            Error::Stopped { at, checkpoint } => SharedError::Stopped(at, checkpoint),
+            other => SharedError::Other(other.to_string()),
+        })
+    });
+    match broadcast_value(comm, 0, mine.as_ref())? {
+        None => Ok(()),
+        Some(SharedError::Path(path, msg)) => Err(Error::Path { path: path.into(), msg }),
+        Some(SharedError::Config(origin, key, msg)) => Err(Error::Config { origin, key, msg }),
+        Some(SharedError::Stopped(at, checkpoint)) => Err(Error::Stopped { at, checkpoint }),
+        Some(SharedError::Other(msg)) => Err(Error::Invalid(msg)),
+    }
+}

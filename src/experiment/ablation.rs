@@ -249,9 +249,6 @@ pub fn run(
     let mut records = groups.gather(world, &mine)?;
     records.extend(kept);
     records.sort_by_key(|r| r.index);
-    if world.is_coordinator() && records.len() != combos.len() {
-        return Err(Error::Invalid(format!("{} of {} combinations have results", records.len(), combos.len())));
-    }
     Ok(records)
 }
 
@@ -433,7 +430,7 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
         keys.iter().filter(|k| *k != "seed").cloned().collect::<Vec<_>>().join(","),
         metric_names
             .iter()
-            .flat_map(|k| [format!("{k}_mean"), format!("{k}_std"), format!("{k}_pstd")])
+            .flat_map(|k| [format!("{k}_mean"), format!("{k}_std"), format!("{k}_pstd"), format!("{k}_n")])
             .collect::<Vec<_>>()
             .join(",")
     );
@@ -451,14 +448,17 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
                 members.iter().map(|(_, _, m)| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, v)| *v)).collect();
             let (mean, std) = mean_std(&xs);
             let pstd = population_std(&xs);
+            // Seeds with a value (a genotype missing from the benchmark table has none).
+            let count = xs.iter().filter(|x| x.is_finite()).count();
             let some = |x: f64| json!(x.is_finite().then_some(x));
             ms.insert(
                 k.clone(),
-                json!({"mean": some(mean), "std": some(std), "pstd": some(pstd), "text": pm(mean, std)}),
+                json!({"mean": some(mean), "std": some(std), "pstd": some(pstd), "n": count, "text": pm(mean, std)}),
             );
             cells.push(num(Some(mean)));
             cells.push(num(Some(std)));
             cells.push(num(Some(pstd)));
+            cells.push(count.to_string());
         }
         let genotypes: Vec<&str> = members.iter().map(|(r, _, _)| r.genotype.as_str()).collect();
         let distinct = genotypes.iter().collect::<std::collections::BTreeSet<_>>().len();

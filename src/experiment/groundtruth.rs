@@ -249,9 +249,6 @@ pub fn run(
     let mut all = groups.gather(world, &mine)?;
     all.extend(kept);
     all.sort_by_key(|t| t.index);
-    if world.is_coordinator() && all.len() != archs.len() {
-        return Err(Error::Invalid(format!("{} of {} architectures have results", all.len(), archs.len())));
-    }
     Ok(all)
 }
 
@@ -334,6 +331,7 @@ pub struct Tau {
     pub criterion: String,
     /// τ-b between Σ over free edges of the chosen ops' scores and test accuracy.
     pub tau: f64,
+    /// Architectures with a finite score (those τ is taken over).
     pub architectures: usize,
     /// (architecture score, test accuracy) pairs, for the figure.
     pub points: Vec<(f64, f64)>,
@@ -389,6 +387,9 @@ pub fn tau(scores: &ScoresFile, space: &CellSpace, truths: &[Truth]) -> Result<T
         let s: f64 = space.edges.iter().map(|&e| scores.table[&(edge_name(e), NB201_OPS[g.ops[e]].to_string())]).sum();
         points.push((s, t.test_acc));
     }
+    // Architectures whose score is not finite (an unscored op, e.g. `none` under DARTS-IF) have
+    // no rank: τ and the count cover the others.
+    points.retain(|p| p.0.is_finite() && p.1.is_finite());
     let (a, b): (Vec<f64>, Vec<f64>) = points.iter().copied().unzip();
     Ok(Tau {
         scores: scores.path.clone(),

@@ -379,8 +379,8 @@ impl Context<'_> {
         let mut ns: Vec<usize> = settings.iter().map(|s| s.n).collect();
         ns.sort_unstable();
         ns.dedup();
-        let (samples, us) = probe.batch_grads_and_mixed_ones_prefixes(&ns)?;
         let fisher = settings.iter().any(needs_fisher);
+        let (samples, us) = probe.batch_grads_and_mixed_ones_prefixes(&ns, fisher)?;
         let woodbury = settings.iter().any(|s| s.ihvp == "woodbury");
         let shared = if fisher {
             Some(super::ihvp::SharedFisher::new(&self.cfg.select, &probe, samples, woodbury)?)

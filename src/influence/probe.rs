@@ -446,7 +446,12 @@ impl<'a> Probe<'a> {
     /// [`Probe::batch_grads_and_mixed_ones`] for several N at once (ablations): one double
     /// backward per batch gives g_j and B_j·1; returns this rank's samples and, for each n in
     /// `ns`, u_n = (1/n) Σ_{j<n} B_j·1 — each summed in the order a run with N = n sums it.
-    pub fn batch_grads_and_mixed_ones_prefixes(&self, ns: &[usize]) -> Result<(Samples, Vec<Tensor>)> {
+    /// `keep_grads`: whether the samples are wanted (a Fisher solver); without, none are kept.
+    pub fn batch_grads_and_mixed_ones_prefixes(
+        &self,
+        ns: &[usize],
+        keep_grads: bool,
+    ) -> Result<(Samples, Vec<Tensor>)> {
         let ones: Vec<Tensor> = self.leaf.iter().map(|t| t.ones_like()).collect();
         let zeros = || Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
         let (grads, sums) = Timings::add(&self.timings.autograd, || {
@@ -454,7 +459,9 @@ impl<'a> Probe<'a> {
             let mut sums: Vec<Tensor> = ns.iter().map(|_| zeros()).collect();
             for j in self.own_batches() {
                 let (gt, gw) = self.first_derivatives(j);
-                grads.push((j, flatten(&gt).detach()));
+                if keep_grads {
+                    grads.push((j, flatten(&gt).detach()));
+                }
                 let uj = self.second(&graph_dot(&gw, &ones), &self.params);
                 for (s, &n) in sums.iter_mut().zip(ns) {
                     if j < n {

@@ -183,17 +183,20 @@ fn tracking_figure(dir: &Path) -> Result<Vec<PathBuf>> {
         let cols: Vec<String> = acc.keys().cloned().collect();
         acc.get(&crate::report::benchmark::preferred_column(&cols, &dataset)?)?.as_f64()
     };
+    // One series per criterion, and per N where several were tracked (select.track_n).
+    let name = |v: &Value| match v["n"].as_u64() {
+        Some(n) => format!("{} N={n}", v["criterion"].as_str().unwrap_or("?")),
+        None => v["criterion"].as_str().unwrap_or("?").to_string(),
+    };
     let mut criteria: Vec<String> = Vec::new();
     for v in &tracked {
-        let c = v["criterion"].as_str().unwrap_or("?").to_string();
+        let c = name(v);
         if !criteria.contains(&c) {
             criteria.push(c);
         }
     }
-    let mut lists: Vec<(String, Vec<&Value>)> = criteria
-        .iter()
-        .map(|c| (c.clone(), tracked.iter().filter(|v| v["criterion"].as_str() == Some(c)).collect()))
-        .collect();
+    let mut lists: Vec<(String, Vec<&Value>)> =
+        criteria.iter().map(|c| (c.clone(), tracked.iter().filter(|v| name(v) == *c).collect())).collect();
     lists.push(("magnitude (α)".into(), magnitude.iter().collect()));
     let use_bench = tracked.iter().all(|v| bench_of(v).is_some()) && !tracked.is_empty();
     let mut series = Vec::new();
