@@ -53,4 +53,43 @@ fn tracking_records_the_criterion_over_epochs() {
         assert_eq!(many[2 * e + 1]["genotype"], lines[e]["genotype"], "epoch {e}");
     }
     assert!(run2.join("tracking.svg").is_file());
+
+    // After the fact, on the epoch-end checkpoints (`track`, checkpoints spread over two rank
+    // groups): the same records as during the search.
+    let post = tmp.path().join("post");
+    let mut c = Command::new(common::repo().join("launch/mpirun"));
+    c.args(["-np", "2"]).arg(common::bin());
+    c.args(["track", "--run", run2.to_str().unwrap(), "--out", post.to_str().unwrap()]);
+    for s in sel.iter().chain(&["select.track_n=[1, 2]"]) {
+        c.args(["--set", s]);
+    }
+    common::assert_ok(&c.env("DARTSIF_LOG", "warn").output().unwrap());
+    let after = tracked(&post);
+    assert_eq!(after.len(), many.len());
+    for (a, b) in after.iter().zip(&many) {
+        for k in ["epoch", "n", "criterion", "genotype", "genotype_json"] {
+            assert_eq!(a[k], b[k], "{k}");
+        }
+    }
+    assert!(post.join("tracking.png").is_file());
+    // --every 2 keeps epoch 1 only (one N: the run's track_n cleared); a run without
+    // checkpoints is refused in one line.
+    let post2 = tmp.path().join("post2");
+    let o = Command::new(common::bin())
+        .args(["track", "--run", run2.to_str().unwrap(), "--out", post2.to_str().unwrap(), "--every", "2"])
+        .args(["--set", sel[0], "--set", sel[1], "--set", sel[2], "--set", "select.track_n=[]"])
+        .env("DARTSIF_LOG", "warn")
+        .output()
+        .unwrap();
+    common::assert_ok(&o);
+    assert_eq!(tracked(&post2).iter().map(|v| v["epoch"].as_u64().unwrap()).collect::<Vec<_>>(), [1]);
+    assert_eq!(tracked(&post2)[0]["genotype"], lines[1]["genotype"]);
+    std::fs::remove_dir_all(run2.join("checkpoints")).unwrap();
+    let o = Command::new(common::bin())
+        .args(["track", "--run", run2.to_str().unwrap(), "--out", tmp.path().join("p3").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(common::stderr(&o).contains("no epoch-end checkpoint"), "{}", common::stderr(&o));
+    assert!(!tmp.path().join("p3").exists());
 }

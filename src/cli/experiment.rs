@@ -21,15 +21,8 @@ pub struct AblateArgs {
     /// multi-seed search).
     #[arg(long = "sweep", value_name = "KEY=V1,V2,…", required = true)]
     pub sweep: Vec<String>,
-    /// Override a config key for every combination (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Ranks per work unit (0: as many groups as units, up to one per rank).
-    #[arg(long = "ranks-per-job", default_value_t = 0)]
-    pub ranks_per_job: usize,
-    /// Output directory to create (with --resume: the one to complete).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub job: JobArgs,
     /// `--resume` or `--resume auto`: complete --out, running only the combinations without a
     /// record in `OUT/checkpoints` (what a requeued Slurm job does). Repeat the original flags.
     #[arg(long, num_args = 0..=1, default_missing_value = "auto", value_name = "auto")]
@@ -69,6 +62,33 @@ pub struct GroundtruthArgs {
     /// a result there (what a requeued Slurm job does).
     #[arg(long, num_args = 0..=1, default_missing_value = "auto", value_name = "auto")]
     pub resume: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrackArgs {
+    /// Run directory of a `search` whose epoch-end checkpoints are kept (`checkpoint.keep`).
+    #[arg(long, value_name = "DIR")]
+    pub run: PathBuf,
+    /// Every this many epochs (as `select.track_every` counts them).
+    #[arg(long, default_value_t = 1)]
+    pub every: usize,
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+/// What every batch job takes besides its own flags.
+#[derive(Debug, clap::Args)]
+pub struct JobArgs {
+    /// Override a config key, e.g. `--set select.criterion="darts-im"` (repeatable; for every
+    /// work unit).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Ranks per work unit (0: as many groups as units, up to one per rank).
+    #[arg(long = "ranks-per-job", default_value_t = 0)]
+    pub ranks_per_job: usize,
+    /// Output directory to create (with --resume: the one to complete).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,7 +135,7 @@ pub fn ablate_main(a: &AblateArgs) -> i32 {
             return Err(Error::config("--resume", "resume", format!("ablate resumes with `auto` only (got {r:?})")));
         }
         let sweeps = a.sweep.iter().map(|s| Sweep::parse(s)).collect::<Result<Vec<_>>>()?;
-        let combos = ablation::plan(&a.run, &sweeps, &a.set)?;
+        let combos = ablation::plan(&a.run, &sweeps, &a.job.set)?;
         Ok((sweeps, combos))
     };
     let (sweeps, combos) = match plan() {
@@ -126,20 +146,20 @@ pub fn ablate_main(a: &AblateArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
-    let existed = a.out.exists();
+    let existed = a.job.out.exists();
     let resume = a.resume.is_some();
     let stop = super::watch_signals();
     let run = || -> Result<()> {
-        open_out(comm.as_ref(), &a.out, resume, "checkpoints")?;
+        open_out(comm.as_ref(), &a.job.out, resume, "checkpoints")?;
         init_threads(&combos[0].cfg);
-        init_logging(comm.as_ref(), &a.out);
-        let records = ablation::run(comm.as_ref(), &combos, a.ranks_per_job, &a.out, resume, Some(&stop))?;
+        init_logging(comm.as_ref(), &a.job.out);
+        let records = ablation::run(comm.as_ref(), &combos, a.job.ranks_per_job, &a.job.out, resume, Some(&stop))?;
         comm::on_coordinator(comm.as_ref(), || {
             if records.len() != combos.len() {
                 return Err(Error::Invalid(format!("{} of {} combinations have results", records.len(), combos.len())));
             }
-            let doc = ablation::tables(&combos, &sweeps, &records, &a.out)?;
-            render(&a.out);
+            let doc = ablation::tables(&combos, &sweeps, &records, &a.job.out)?;
+            render(&a.job.out);
             print_summary(&doc);
             Ok(())
         })
@@ -148,9 +168,9 @@ pub fn ablate_main(a: &AblateArgs) -> i32 {
         Ok(()) => 0,
         Err(e) => {
             if !resume && !matches!(e, Error::Path { .. } | Error::Stopped { .. }) {
-                clean(comm.as_ref(), &a.out, existed, "checkpoints");
+                clean(comm.as_ref(), &a.job.out, existed, "checkpoints");
             }
-            super::mark_stopped(comm.as_ref(), &a.out, &e);
+            super::mark_stopped(comm.as_ref(), &a.job.out, &e);
             report_error(comm.as_ref(), &e)
         }
     }
@@ -260,6 +280,81 @@ pub fn groundtruth_main(a: &GroundtruthArgs) -> i32 {
                 clean(comm.as_ref(), &a.out, existed, "archs");
             }
             super::mark_stopped(comm.as_ref(), &a.out, &e);
+            report_error(comm.as_ref(), &e)
+        }
+    }
+}
+
+pub fn track_main(a: &TrackArgs) -> i32 {
+    let prepared = || -> Result<(Config, Vec<(usize, PathBuf)>)> {
+        let own = a.run.join("config.toml");
+        if !own.is_file() {
+            return Err(Error::Path { path: a.run.clone(), msg: "not a run directory (no config.toml)".into() });
+        }
+        let cfg = Config::load(Some(&own), &a.job.set)?;
+        if cfg.select.criterion == "darts-pt" {
+            return Err(Error::config(
+                "track",
+                "select.criterion",
+                "tracking scores a criterion as it stands; darts-pt trains",
+            ));
+        }
+        if a.every == 0 {
+            return Err(Error::config("--every", "every", "must be at least 1"));
+        }
+        Ok((cfg, crate::experiment::tracking::epoch_checkpoints(&a.run, a.every)?))
+    };
+    let (cfg, list) = match prepared() {
+        Ok(p) => p,
+        Err(e) => return fail_once(&e),
+    };
+    let comm = match comm::init(&cfg) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    let existed = a.job.out.exists();
+    let run = || -> Result<()> {
+        prepare_out_dir(comm.as_ref(), &a.job.out)?;
+        init_threads(&cfg);
+        init_logging(comm.as_ref(), &a.job.out);
+        let tracked = crate::experiment::tracking::run(comm.as_ref(), &cfg, &list, a.job.ranks_per_job)?;
+        comm::on_coordinator(comm.as_ref(), || {
+            // The tables the tracking figure reads: the records, the run's config and α's
+            // genotypes over epochs.
+            let mut lines = String::new();
+            for t in &tracked {
+                let mut v = json!({
+                    "epoch": t.epoch,
+                    "criterion": t.criterion,
+                    "genotype": t.genotype,
+                    "genotype_json": serde_json::from_str::<Value>(&t.genotype_json).expect("written as JSON"),
+                    "benchmark": crate::report::benchmark::entry(cfg.select.benchmark_table.as_deref(), &t.genotype)?,
+                });
+                if let Some(n) = t.n {
+                    v["n"] = json!(n);
+                }
+                lines.push_str(&v.to_string());
+                lines.push('\n');
+            }
+            write_atomic(&a.job.out.join("tracking.jsonl"), lines.as_bytes())?;
+            write_atomic(&a.job.out.join("config.toml"), cfg.to_toml().as_bytes())?;
+            if let Ok(g) = std::fs::read(a.run.join("genotypes.jsonl")) {
+                write_atomic(&a.job.out.join("genotypes.jsonl"), &g)?;
+            }
+            render(&a.job.out);
+            for t in &tracked {
+                let n = t.n.map_or(String::new(), |n| format!(" N={n}"));
+                println!("epoch {:>3}{n}  {}", t.epoch, t.genotype);
+            }
+            Ok(())
+        })
+    };
+    match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            if !matches!(e, Error::Path { .. }) {
+                clean(comm.as_ref(), &a.job.out, existed, "nothing-finished");
+            }
             report_error(comm.as_ref(), &e)
         }
     }

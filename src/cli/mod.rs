@@ -45,6 +45,8 @@ pub enum Command {
     /// Train every architecture of a small NAS-Bench-201 cell space from scratch: a benchmark
     /// table of one's own, and the Kendall τ of criteria against it.
     Groundtruth(experiment::GroundtruthArgs),
+    /// Score a criterion on the epoch-end checkpoints of a search, after the fact.
+    Track(experiment::TrackArgs),
     /// Re-render the figures of a run, selection, ablation or ground-truth directory.
     Report(experiment::ReportArgs),
     /// Analyses of a searched supernet.
@@ -298,6 +300,7 @@ pub fn main() -> i32 {
         Command::Slurm(args) => slurm_main(&args),
         Command::Ablate(args) => experiment::ablate_main(&args),
         Command::Groundtruth(args) => experiment::groundtruth_main(&args),
+        Command::Track(args) => experiment::track_main(&args),
         Command::Report(args) => experiment::report_main(&args),
         Command::Inspect(InspectCommand::Fidelity(args)) => fidelity_main(&args),
     }

@@ -6,6 +6,7 @@
 pub mod ablation;
 pub mod groundtruth;
 pub mod stats;
+pub mod tracking;
 
 use std::path::{Path, PathBuf};
 
