@@ -28,7 +28,9 @@ fn assert_figure(stem: &Path) {
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{}", stem.display());
     assert!(svg.contains("<text"), "the SVG has no text: {}", stem.display());
     let png = image::open(stem.with_extension("png")).unwrap().to_rgb8();
+    // Figure sizes are clamped to at least 500 × 260 (report/plot.rs).
     assert!(png.width() >= 500 && png.height() >= 250);
+    // Axes, labels and data mark well over 1,000 pixels; a blank white canvas marks none.
     assert!(png.pixels().filter(|p| p.0 != [255, 255, 255]).count() > 1000, "blank PNG {}", stem.display());
 }
 

@@ -405,23 +405,16 @@ pub fn over_seeds(
     // Every rank learns whether any group failed or stopped on a signal (a stop anywhere is a
     // stop of the job: exit 3, requeue, resume).
     let stopped = matches!(failure, Some(Error::Stopped { .. }));
-    let mut flags = [(failure.is_some() && !stopped) as u8 as f64, stopped as u8 as f64];
-    world.all_reduce_sum_f64(&mut flags)?;
-    let msgs = groups.gather(world, &failure.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    let message = failure.as_ref().filter(|_| !stopped).map(|e| e.to_string());
+    let concluded = groups.conclude(world, message, stopped, || Error::Stopped {
+        at: "a seed's run (another group)".into(),
+        checkpoint: format!("{}/seed-*/checkpoints", out.display()),
+    });
+    // This rank's own error keeps its kind (and exit status).
     if let Some(e) = failure {
         return Err(e);
     }
-    if flags[0] > 0.0 {
-        return Err(Error::Invalid(
-            msgs.first().cloned().unwrap_or_else(|| "a seed's run failed (see the rank logs)".into()),
-        ));
-    }
-    if flags[1] > 0.0 {
-        return Err(Error::Stopped {
-            at: "a seed's run (another group)".into(),
-            checkpoint: format!("{}/seed-*/checkpoints", out.display()),
-        });
-    }
+    concluded?;
     comm::on_coordinator(world, || seeds_table(out, seeds, file))
 }
 

@@ -376,6 +376,31 @@ impl Groups {
         u % self.count == self.index
     }
 
+    /// The end of a batch job's units (collective over `world`): every rank learns whether a
+    /// unit failed (`failure`, this rank's message) or stopped on a signal anywhere. A failure
+    /// returns this rank's message, else the first group's; a stop returns `stop()`.
+    pub fn conclude(
+        &self,
+        world: &dyn Collective,
+        failure: Option<String>,
+        stopped: bool,
+        stop: impl FnOnce() -> Error,
+    ) -> Result<()> {
+        let mut flags = [failure.is_some() as u8 as f64, stopped as u8 as f64];
+        world.all_reduce_sum_f64(&mut flags)?;
+        let msgs = self.gather(world, &failure.iter().cloned().collect::<Vec<_>>())?;
+        if flags[0] > 0.0 {
+            let msg = failure.or_else(|| msgs.into_iter().next());
+            return Err(Error::Invalid(
+                msg.unwrap_or_else(|| "a work unit failed on another rank (see its log)".into()),
+            ));
+        }
+        if flags[1] > 0.0 {
+            return Err(stop());
+        }
+        Ok(())
+    }
+
     /// Gather every group coordinator's records on the world coordinator (collective over
     /// `world`); other ranks get an empty list.
     pub fn gather<T: serde::Serialize + serde::de::DeserializeOwned>(

@@ -233,19 +233,10 @@ pub fn run(
             }
         }
     }
-    let mut flags = [failure.is_some() as u8 as f64, stopped as u8 as f64];
-    world.all_reduce_sum_f64(&mut flags)?;
-    let msgs = groups.gather(world, &failure.iter().cloned().collect::<Vec<_>>())?;
-    if flags[0] > 0.0 {
-        let msg = msgs.first().cloned().unwrap_or_else(|| "a work unit failed (see the rank logs)".into());
-        return Err(Error::Invalid(msg));
-    }
-    if flags[1] > 0.0 {
-        return Err(Error::Stopped {
-            at: "between work units".into(),
-            checkpoint: format!("{} (finished combinations; continue with --resume)", ckpt.display()),
-        });
-    }
+    groups.conclude(world, failure, stopped, || Error::Stopped {
+        at: "between work units".into(),
+        checkpoint: format!("{} (finished combinations; continue with --resume)", ckpt.display()),
+    })?;
     let mut records = groups.gather(world, &mine)?;
     records.extend(kept);
     records.sort_by_key(|r| r.index);
@@ -275,10 +266,13 @@ fn run_unit(comm: &dyn Collective, group: usize, list: &[&Combo], out: &Path) ->
     let magnitude = crate::space::derive_genotype(&spec, &mixing);
     // Every collective first (the genotypes), then the coordinator's writes.
     let genotypes = outcomes.iter().map(|o| select::coordinate(comm, &spec, &o.table)).collect::<Result<Vec<_>>>()?;
+    // The unit's combinations share their config outside `select`'s solver keys: one table.
+    let table =
+        base.select.benchmark_table.as_deref().map(crate::report::benchmark::BenchmarkTable::load).transpose()?;
     let mut records = Vec::new();
     for ((c, o), genotype) in list.iter().zip(outcomes).zip(genotypes) {
-        let benchmark = match &c.cfg.select.benchmark_table {
-            Some(p) => crate::report::benchmark::BenchmarkTable::load(p)?
+        let benchmark = match &table {
+            Some(t) => t
                 .lookup(&genotype.to_string())
                 .and_then(|v| v.as_object().cloned())
                 .map(|m| m.into_iter().filter_map(|(k, v)| Some((k, v.as_f64()?))).collect())

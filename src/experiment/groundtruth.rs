@@ -234,18 +234,10 @@ pub fn run(
             }
         }
     }
-    let msgs = groups.gather(world, &failure.iter().cloned().collect::<Vec<_>>())?;
-    let mut flag = [failure.is_some() as u8 as f64, stopped as u8 as f64];
-    world.all_reduce_sum_f64(&mut flag)?;
-    if flag[0] > 0.0 {
-        return Err(Error::Invalid(msgs.first().cloned().unwrap_or_else(|| "an architecture failed to train".into())));
-    }
-    if flag[1] > 0.0 {
-        return Err(Error::Stopped {
-            at: "between architectures".into(),
-            checkpoint: format!("{} (finished architectures; continue with --resume)", dir.display()),
-        });
-    }
+    groups.conclude(world, failure, stopped, || Error::Stopped {
+        at: "between architectures".into(),
+        checkpoint: format!("{} (finished architectures; continue with --resume)", dir.display()),
+    })?;
     let mut all = groups.gather(world, &mine)?;
     all.extend(kept);
     all.sort_by_key(|t| t.index);

@@ -104,12 +104,8 @@ pub fn run(
             }
         }
     }
-    let mut flag = [failure.is_some() as u8 as f64];
-    world.all_reduce_sum_f64(&mut flag)?;
-    let msgs = groups.gather(world, &failure.iter().cloned().collect::<Vec<_>>())?;
-    if flag[0] > 0.0 {
-        return Err(Error::Invalid(msgs.first().cloned().unwrap_or_else(|| "a checkpoint failed".into())));
-    }
+    // No stops here: scoring a checkpoint is short, and `track` is rerun whole.
+    groups.conclude(world, failure, false, || Error::Invalid("unreachable: no stop".into()))?;
     let mut all = groups.gather(world, &mine)?;
     all.sort_by_key(|t| (t.epoch, t.n));
     Ok(all)

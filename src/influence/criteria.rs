@@ -340,25 +340,22 @@ impl Context<'_> {
     }
 
     /// Matrix-free DARTS-IM on the mixing weights: u = B1 (with the Fisher samples from the
-    /// same double-backward pass), z = IHVP(u), I_M = ∓Bᵀz.
+    /// same double-backward pass), z = IHVP(u), I_M = ∓Bᵀz — the one-setting case of
+    /// [`Context::darts_im_many`]. Per-sample Fisher samples need their own passes.
     fn darts_im(&self) -> Result<Outcome> {
+        if !(needs_fisher(&self.cfg.select) && self.cfg.select.fisher_samples == "sample") {
+            return Ok(self.darts_im_many(std::slice::from_ref(&self.cfg.select))?.remove(0));
+        }
         // B and H from the same N batches: validation, or the θ half's (hess_data = "train").
         let eval = match self.hess_set()? {
             Some(e) => e,
             None => self.eval_set(Stream::EvalBatches, 0)?,
         };
         let probe = self.probe(&eval, Leaf::Mixing)?;
-        let per_batch_fisher = needs_fisher(&self.cfg.select) && self.cfg.select.fisher_samples == "batch";
-        let (samples, u) = if per_batch_fisher {
-            let (g, u) = probe.batch_grads_and_mixed_ones()?;
-            (Some(g), u)
-        } else {
-            (None, probe.mixed(&flatten(&probe.leaf).ones_like())?)
-        };
-        let solver = Solver::build(&self.cfg.select, &probe, samples)?;
+        let u = probe.mixed(&flatten(&probe.leaf).ones_like())?;
+        let solver = Solver::build(&self.cfg.select, &probe, None)?;
         let (z, info) = solver.solve(&probe, &u)?;
-        let s = probe.mixed_t(&z)?;
-        let im = s * self.im_sign();
+        let im = probe.mixed_t(&z)? * self.im_sign();
         let table = self.leaf_table("darts-im", &probe, &im);
         Ok(Outcome { table, diagnostics: json!({"norm_B1_mixing": norm(&u), "norm_ihvp": norm(&z), "solve": info}) })
     }
@@ -409,7 +406,7 @@ impl Context<'_> {
                 let sign = if s.im_sign == "negated" { 1.0 } else { -1.0 };
                 Outcome {
                     table: self.leaf_table("darts-im", &probe, &(b * sign)),
-                    diagnostics: json!({"norm_B1_mixing": nu, "norm_ihvp": nz, "solve": info, "shared": true}),
+                    diagnostics: json!({"norm_B1_mixing": nu, "norm_ihvp": nz, "solve": info, "shared": settings.len() > 1}),
                 }
             })
             .collect())

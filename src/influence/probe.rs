@@ -319,11 +319,16 @@ impl<'a> Probe<'a> {
 
     /// Second derivative of the scalar `s` (built on a kept graph) with respect to `wrt`, flat.
     fn second(&self, s: &Tensor, wrt: &[Tensor]) -> Tensor {
+        self.second_keep(s, wrt, false)
+    }
+
+    /// [`Probe::second`], keeping the graph for further products when `keep`.
+    fn second_keep(&self, s: &Tensor, wrt: &[Tensor], keep: bool) -> Tensor {
         if !s.requires_grad() {
             // ∇ did not depend on `wrt` at all (e.g. a direction orthogonal to every used entry).
             return flatten(wrt).zeros_like();
         }
-        flatten(&defined_or_zeros(Tensor::run_backward(&[s], wrt, false, false), wrt))
+        flatten(&defined_or_zeros(Tensor::run_backward(&[s], wrt, keep, false), wrt))
     }
 
     /// H u, mean over the N batches (u is flat over θ).
@@ -404,24 +409,6 @@ impl<'a> Probe<'a> {
         self.mean_over_batches(out)
     }
 
-    /// DARTS-IM's first pass, one double backward per batch: the per-batch gradients g_j of
-    /// this rank's batches (the Fisher's samples, at no extra cost) and u = B·1 (mean over all
-    /// batches, all-reduced).
-    pub fn batch_grads_and_mixed_ones(&self) -> Result<(Vec<(usize, Tensor)>, Tensor)> {
-        let ones: Vec<Tensor> = self.leaf.iter().map(|t| t.ones_like()).collect();
-        let (grads, u) = Timings::add(&self.timings.autograd, || {
-            let mut grads = Vec::new();
-            let mut u = Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
-            for j in self.own_batches() {
-                let (gt, gw) = self.first_derivatives(j);
-                grads.push((j, flatten(&gt).detach()));
-                u += self.second(&graph_dot(&gw, &ones), &self.params);
-            }
-            (grads, u)
-        });
-        Ok((grads, self.mean_over_batches(u)?))
-    }
-
     /// The same probe on its first `n` batches (tensors shared): what a selection with N = n
     /// sees, since evaluation sets are prefix-consistent ([`EvalSet::draw`]).
     pub fn prefix(&self, n: usize) -> Probe<'a> {
@@ -443,8 +430,8 @@ impl<'a> Probe<'a> {
         }
     }
 
-    /// [`Probe::batch_grads_and_mixed_ones`] for several N at once (ablations): one double
-    /// backward per batch gives g_j and B_j·1; returns this rank's samples and, for each n in
+    /// DARTS-IM's first pass for one or several N: one double backward per batch gives the
+    /// Fisher sample g_j (at no extra cost) and B_j·1; returns this rank's samples and, for each n in
     /// `ns`, u_n = (1/n) Σ_{j<n} B_j·1 — each summed in the order a run with N = n sums it.
     /// `keep_grads`: whether the samples are wanted (a Fisher solver); without, none are kept.
     pub fn batch_grads_and_mixed_ones_prefixes(
@@ -488,14 +475,7 @@ impl<'a> Probe<'a> {
                 }
                 let gt = self.theta_derivatives(j);
                 for (k, &c) in users.iter().enumerate() {
-                    let s = graph_dot(&gt, &split[c]);
-                    let d = if !s.requires_grad() {
-                        flatten(&self.leaf).zeros_like()
-                    } else {
-                        let keep = k + 1 < users.len();
-                        flatten(&defined_or_zeros(Tensor::run_backward(&[&s], &self.leaf, keep, false), &self.leaf))
-                    };
-                    sums[c] += d;
+                    sums[c] += self.second_keep(&graph_dot(&gt, &split[c]), &self.leaf, k + 1 < users.len());
                 }
             }
             sums
