@@ -12,6 +12,95 @@ use crate::error::{Error, Result};
 /// The embedded default: a small synthetic search that finishes in minutes on two cores.
 pub const DEMO_TOML: &str = include_str!("../configs/demo.toml");
 
+/// A number of images: a positive count, `"all"`, or `"none"` (`data.test_size`). A bare 0 is
+/// refused: it meant "all" for one key and "none" for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    All,
+    None,
+    N(usize),
+}
+
+impl Count {
+    /// How many, out of `all` available.
+    pub fn of(self, all: usize) -> usize {
+        match self {
+            Count::All => all,
+            Count::None => 0,
+            Count::N(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for Count {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Count::All => f.write_str("all"),
+            Count::None => f.write_str("none"),
+            Count::N(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for Count {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Count::N(n) => s.serialize_u64(*n as u64),
+            other => s.serialize_str(&other.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of images, \"all\" or \"none\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Count, E> {
+                match v {
+                    0 => Err(E::custom("0 is ambiguous: write \"all\" or \"none\"")),
+                    v if v < 0 => Err(E::custom(format!("must be a positive number, \"all\" or \"none\" (got {v})"))),
+                    v => Ok(Count::N(v as usize)),
+                }
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Count, E> {
+                self.visit_i64(v.min(i64::MAX as u64) as i64)
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Count, E> {
+                match v {
+                    "all" => Ok(Count::All),
+                    "none" => Ok(Count::None),
+                    other => Err(E::custom(format!("expected a number, \"all\" or \"none\" (got {other:?})"))),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The embedded demo's `[data]` sizes (4,096 images of 16×16, …) belong to its synthetic task:
+/// with `--set data.dataset=…` naming another dataset they are dropped, so that dataset's own
+/// defaults apply (all its images at their own size), except the keys the user `--set` too.
+fn scope_demo_data(table: &mut toml::Table, overrides: &[String]) {
+    let Some(toml::Value::Table(data)) = table.get_mut("data") else { return };
+    if data.get("dataset").and_then(|v| v.as_str()).is_none_or(|d| d == "synthetic") {
+        return;
+    }
+    let demo: toml::Table = DEMO_TOML.parse().expect("the embedded demo config parses");
+    let Some(toml::Value::Table(demo_data)) = demo.get("data") else { return };
+    let set_by_user = |key: &str| {
+        overrides.iter().any(|ov| ov.split_once('=').is_some_and(|(k, _)| k.trim() == format!("data.{key}")))
+    };
+    for key in demo_data.keys().filter(|k| *k != "dataset") {
+        if !set_by_user(key) {
+            data.remove(key);
+        }
+    }
+}
+
 /// Which collective backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -108,13 +197,14 @@ pub struct DataConfig {
     /// size, 224).
     #[serde(default)]
     pub image_size: usize,
-    /// Training images used (0 = all; synthetic: 50,000). With `split = "halves"` the first
-    /// half trains θ and the second half α (DARTS's 50/50, in file order).
-    #[serde(default)]
-    pub train_size: usize,
-    /// Images of the test set evaluated after the search (the first ones; 0 = none).
-    #[serde(default = "d_test_size")]
-    pub test_size: usize,
+    /// Training images used: a number or `"all"` (synthetic: 50,000). With `split = "halves"`
+    /// the first half trains θ and the second half α (DARTS's 50/50, in file order).
+    #[serde(default = "d_all")]
+    pub train_size: Count,
+    /// Images of the test set evaluated after the search (the first ones): a number, `"all"`
+    /// (synthetic: 10,000) or `"none"`.
+    #[serde(default = "d_none")]
+    pub test_size: Count,
     /// `halves` (DARTS) or `file` (NAS-Bench-201's split files).
     #[serde(default = "d_split")]
     pub split: String,
@@ -458,8 +548,11 @@ fn d_one() -> f64 {
 fn d_prefetch() -> usize {
     2
 }
-fn d_test_size() -> usize {
-    0
+fn d_all() -> Count {
+    Count::All
+}
+fn d_none() -> Count {
+    Count::None
 }
 fn d_noise() -> f64 {
     3.0
@@ -640,6 +733,9 @@ impl Config {
             apply_override(&mut table, ov)?;
             Self::from_table(&table, &format!("--set {ov}"))?;
         }
+        if path.is_none() {
+            scope_demo_data(&mut table, overrides);
+        }
         let cfg = Self::from_table(&table, &source)?;
         cfg.validate(&source)?;
         Ok(cfg)
@@ -743,7 +839,7 @@ impl Config {
         if self.search.batch_size == 0 {
             return bad("search.batch_size", "must be at least 1 (got 0)".into());
         }
-        let half = self.data.train_size / 2;
+        let half = self.data.train_size.of(0) / 2;
         // Real datasets: checked against the split when the data is opened.
         if self.data.dataset == "synthetic" && self.search.batch_size > half {
             return bad(
@@ -848,10 +944,17 @@ impl DataConfig {
     /// The synthetic dataset's defaults for the keys that real datasets take from the files.
     fn resolve_synthetic(&mut self) {
         if self.dataset == "synthetic" {
-            for (v, d) in [(&mut self.num_classes, 10), (&mut self.image_size, 32), (&mut self.train_size, 50_000)] {
+            for (v, d) in [(&mut self.num_classes, 10), (&mut self.image_size, 32)] {
                 if *v == 0 {
                     *v = d;
                 }
+            }
+            // Counts of the generated images: "all" is 50,000 training and 10,000 test images.
+            if self.train_size == Count::All {
+                self.train_size = Count::N(50_000);
+            }
+            if self.test_size == Count::All {
+                self.test_size = Count::N(10_000);
             }
         }
     }
@@ -870,6 +973,9 @@ impl DataConfig {
         one_of("format", &self.format, &["auto", "binary", "python"])?;
         one_of("normalize", &self.normalize, &["nb201", "darts"])?;
         one_of("split", &self.split, &["halves", "file"])?;
+        if self.train_size == Count::None {
+            return bad("train_size", "must be a number or \"all\" (got \"none\")".into());
+        }
         let synthetic = self.dataset == "synthetic";
         if synthetic {
             if self.num_classes < 2 {
@@ -878,7 +984,7 @@ impl DataConfig {
             if !(4..=1024).contains(&self.image_size) || self.image_size % 4 != 0 {
                 return bad("image_size", format!("must be a multiple of 4 in 4..=1024 (got {})", self.image_size));
             }
-            if self.train_size < 2 {
+            if self.train_size.of(0) < 2 {
                 return bad("train_size", format!("must be at least 2 (got {})", self.train_size));
             }
             if self.split != "halves" {
@@ -1062,6 +1168,39 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
         Config::load(Some(&p), &sets)
+    }
+
+    /// The demo's synthetic sizes do not follow `--set data.dataset=…` to another dataset;
+    /// what the user sets alongside does.
+    #[test]
+    fn demo_data_sizes_stay_with_the_synthetic_task() {
+        let c = Config::load(None, &["data.dataset=\"cifar10\"".into(), "data.root=\"/d\"".into()]).unwrap();
+        assert_eq!((c.data.train_size, c.data.test_size, c.data.image_size), (Count::All, Count::None, 0));
+        assert_eq!((c.data.num_classes, c.data.noise), (0, 3.0));
+        let sets = ["data.dataset=\"cifar10\"", "data.root=\"/d\"", "data.train_size=1000", "data.test_size=\"all\""];
+        let c = Config::load(None, &sets.map(String::from)).unwrap();
+        assert_eq!((c.data.train_size, c.data.test_size), (Count::N(1000), Count::All));
+        // The demo itself keeps them; a config file is never changed.
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!((c.data.train_size, c.data.test_size, c.data.image_size), (Count::N(4096), Count::N(1024), 16));
+        let c = load_str("[data]\ndataset = \"cifar10\"\nroot = \"/d\"\nimage_size = 16\n", &[]).unwrap();
+        assert_eq!(c.data.image_size, 16);
+    }
+
+    /// A count is a number, "all" or "none"; 0 is refused; the written form reads back.
+    #[test]
+    fn counts_are_numbers_all_or_none() {
+        let c = load_str("[data]\ntest_size = \"all\"\ntrain_size = 256\n", &[]).unwrap();
+        assert_eq!((c.data.train_size, c.data.test_size), (Count::N(256), Count::N(10_000)));
+        let e = load_str("[data]\ntest_size = 0\n", &[]).unwrap_err().to_string();
+        assert!(e.ends_with("data.test_size: 0 is ambiguous: write \"all\" or \"none\""), "{e}");
+        let e = load_str("[data]\ntrain_size = \"none\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("data.train_size: must be a number or \"all\""), "{e}");
+        let e = load_str("[data]\ntrain_size = \"most\"\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("expected a number, \"all\" or \"none\" (got \"most\")"), "{e}");
+        let c = load_str("[data]\ndataset = \"cifar10\"\nroot = \"/d\"\ntest_size = \"none\"\n", &[]).unwrap();
+        let back = Config::from_toml_str(&c.to_toml()).unwrap();
+        assert_eq!((back.data.train_size, back.data.test_size), (Count::All, Count::None));
     }
 
     #[test]

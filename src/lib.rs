@@ -16,6 +16,7 @@ pub mod error;
 pub mod experiment;
 pub mod influence;
 pub mod network;
+pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod search;

@@ -141,8 +141,8 @@ fn nb201_split_files_and_halves() {
             format!("data.root=\"{root}\""),
             "data.num_classes=0".into(),
             "data.image_size=0".into(),
-            "data.train_size=0".into(),
-            "data.test_size=0".into(),
+            "data.train_size=\"all\"".into(),
+            "data.test_size=\"none\"".into(),
             "search.batch_size=4".into(),
             "search.micro_batch=0".into(),
         ];
@@ -219,7 +219,7 @@ fn search_on_cifar_files_is_rank_independent() {
     let sets = [
         "data.dataset=\"cifar10\"",
         &root,
-        "data.train_size=0",
+        "data.train_size=\"all\"",
         "data.test_size=16",
         "data.image_size=0",
         "data.num_classes=0",
@@ -266,7 +266,8 @@ fn refused(dataset: &str, root: &Path, extra: &[&str], expect: &[&str]) {
     let out = root.join("out");
     let root_set = format!("data.root=\"{}\"", root.display());
     let ds = format!("data.dataset=\"{dataset}\"");
-    let mut sets = vec![ds.as_str(), root_set.as_str(), "data.train_size=0", "data.image_size=0", "data.num_classes=0"];
+    let mut sets =
+        vec![ds.as_str(), root_set.as_str(), "data.train_size=\"all\"", "data.image_size=0", "data.num_classes=0"];
     sets.extend_from_slice(extra);
     let o = common::search(0, &out, &sets);
     let err = stderr(&o);
@@ -307,6 +308,17 @@ fn bad_cifar_files_are_refused() {
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     refused("cifar10", py.path(), &[], &["data_batch_1", "not a readable pickle", "truncated"]);
+    // A partial copy (data_batch_4.bin and _5 missing) is refused naming them and why.
+    let part = tempfile::tempdir().unwrap();
+    fixtures::write_cifar_binary(part.path(), Cifar::Ten, 50, 10, |i| (i % 10) as u8).unwrap();
+    std::fs::remove_file(part.path().join("data_batch_4.bin")).unwrap();
+    std::fs::remove_file(part.path().join("data_batch_5.bin")).unwrap();
+    refused(
+        "cifar10",
+        part.path(),
+        &[],
+        &["missing data_batch_4.bin, data_batch_5.bin: all 5 training files are needed", "set data.train_size"],
+    );
     // No files at all.
     let empty = tempfile::tempdir().unwrap();
     refused("cifar10", empty.path(), &[], &["no cifar10 files here"]);
@@ -331,7 +343,7 @@ fn bad_imagenet_folders_are_refused_or_skipped() {
         "search.micro_batch=4",
         "search.epochs=1",
         "search.steps_per_epoch=3",
-        "data.test_size=0",
+        "data.test_size=\"none\"",
     ];
     refused("imagenet", p, &small, &[&format!("{}_1.JPEG", wnid(2)), "cannot decode JPEG"]);
     // ...or, with skip_bad_images, is replaced and counted.
@@ -340,7 +352,7 @@ fn bad_imagenet_folders_are_refused_or_skipped() {
     let mut sets = vec![
         "data.dataset=\"imagenet\"",
         root_set.as_str(),
-        "data.train_size=0",
+        "data.train_size=\"all\"",
         "data.num_classes=0",
         "data.skip_bad_images=true",
     ];
@@ -392,7 +404,7 @@ fn shipped_real_data_configs_open_fixture_data() {
     )
     .unwrap();
     // DARTS's preset: halves of the training set.
-    let sets = [format!("data.root=\"{}\"", c10.display()), "data.test_size=0".into()];
+    let sets = [format!("data.root=\"{}\"", c10.display()), "data.test_size=\"none\"".into()];
     for (file, space, batch) in [
         ("darts-cifar10.toml", "darts", 64),
         ("pc-darts-cifar10.toml", "pc-darts", 256),
@@ -419,7 +431,7 @@ fn shipped_real_data_configs_open_fixture_data() {
         let sets = [
             format!("data.root=\"{}\"", root.display()),
             format!("data.split_file=\"{}\"", split.display()),
-            "data.test_size=0".into(),
+            "data.test_size=\"none\"".into(),
         ];
         let mut cfg = Config::load(Some(&common::repo().join("configs").join(file)), &sets).unwrap();
         let src = data::open(&mut cfg).unwrap_or_else(|e| panic!("{file}: {e}"));

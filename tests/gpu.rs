@@ -1,5 +1,6 @@
-//! GPU checks. They need a libtorch that sees a GPU; elsewhere they say they are skipped and
-//! why (`launch/gpu-check` runs them with the NCCL build and prints a timing table).
+//! GPU checks. They need a libtorch that sees a GPU; elsewhere they print a `SKIPPED` line
+//! saying why, and fail instead when `DARTSIF_REQUIRE_GPU=1` (set it where a GPU exists:
+//! `launch/gpu-check` does, and runs them with the NCCL build and a timing table).
 
 mod common;
 
@@ -20,8 +21,13 @@ fn alpha(dir: &std::path::Path) -> Tensor {
 #[test]
 fn a_search_on_the_gpu_follows_the_cpu() {
     if !tch::Cuda::is_available() {
+        assert!(
+            std::env::var_os("DARTSIF_REQUIRE_GPU").is_none_or(|v| v != "1"),
+            "a GPU is required here (DARTSIF_REQUIRE_GPU=1) but libtorch sees none (a CPU libtorch, or no device)"
+        );
         eprintln!(
-            "skipped: libtorch sees no GPU here (a CPU libtorch, or no device); run launch/gpu-check on a CUDA machine"
+            "SKIPPED a_search_on_the_gpu_follows_the_cpu: libtorch sees no GPU here (a CPU libtorch, or no \
+             device); run launch/gpu-check on a CUDA machine"
         );
         return;
     }

@@ -53,8 +53,8 @@ fn setup(extra: &[&str]) -> Setup {
         .iter()
         .map(|s| Tensor::randn(s.as_slice(), (Kind::Double, tch::Device::Cpu)) * 0.7)
         .collect();
-    let data = Synthetic::new(cfg.seed, cfg.data.train_size, 3, 8, 0.5);
-    let split = SearchSplit::halves(cfg.data.train_size);
+    let data = Synthetic::new(cfg.seed, cfg.data.train_size.of(0), 3, 8, 0.5);
+    let split = SearchSplit::halves(cfg.data.train_size.of(0));
     Setup { cfg, net, alphas, data, split }
 }
 

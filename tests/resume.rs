@@ -163,6 +163,33 @@ fn nan_stops_with_the_step_and_keeps_the_last_checkpoint() {
     assert_ok(&resume(0, &cut, "auto", &["fault.action=\"none\""]));
 }
 
+/// A NaN on one rank of two or three — the coordinator or another — stops every rank at that
+/// step with one message and status 1 (under a time limit: a hang fails the test).
+#[test]
+fn a_nan_on_any_rank_stops_every_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (np, rank) in [(2, 1), (2, 0), (3, 2)] {
+        let out = tmp.path().join(format!("nan-{np}-{rank}"));
+        let mut cmd = Command::new(repo().join("launch/mpirun"));
+        cmd.arg("-np").arg(np.to_string()).arg(bin()).args(["search", "--out", &out.display().to_string()]);
+        let rank_set = format!("fault.rank={rank}");
+        let mut sets = vec!["fault.action=\"nan\"", rank_set.as_str(), "fault.at_step=3"];
+        if np == 3 {
+            // Shards of 16 on 3 ranks: batch 48, 4 steps of it in each 192-image half.
+            sets.extend(["search.batch_size=48", "data.train_size=384"]);
+        }
+        for s in common::TINY.iter().chain(&sets) {
+            cmd.args(["--set", s]);
+        }
+        let o = common::output_within(cmd.env("DARTSIF_LOG", "warn"), 120);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{np} ranks, NaN on rank {rank}: {err}");
+        assert_eq!(err.matches("error:").count(), 1, "{err}");
+        let want = format!("non-finite training loss at epoch 0, step 3 (on 1 of {np} ranks)");
+        assert!(err.contains(&want), "{err}");
+    }
+}
+
 #[test]
 fn a_conflicting_config_is_refused_on_resume() {
     let tmp = tempfile::tempdir().unwrap();

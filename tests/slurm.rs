@@ -32,7 +32,7 @@ impl Cluster {
                 std::env::var_os("DARTSIF_REQUIRE_SLURM").is_none(),
                 "Slurm is required here (DARTSIF_REQUIRE_SLURM) but not installed: run cluster/local-slurm install"
             );
-            eprintln!("skipped: Slurm is not installed (cluster/local-slurm install sets it up)");
+            eprintln!("SKIPPED: Slurm is not installed (cluster/local-slurm install sets it up; CI sets DARTSIF_REQUIRE_SLURM=1)");
             return None;
         }
         // Short path: the daemons' UNIX sockets live under it (108-byte limit).
@@ -83,7 +83,7 @@ impl Drop for Cluster {
 
 fn tiny_config(path: &Path, epochs: usize) {
     let text = format!(
-        "seed = 5\n[space]\nchannels = 4\ncells_per_stage = 1\n[data]\nimage_size = 8\ntrain_size = 256\ntest_size = 0\n\
+        "seed = 5\n[space]\nchannels = 4\ncells_per_stage = 1\n[data]\nimage_size = 8\ntrain_size = 256\ntest_size = \"none\"\n\
          [search]\nepochs = {epochs}\nsteps_per_epoch = 4\nbatch_size = 32\nmicro_batch = 16\n[output]\nlog_every = 1\n"
     );
     std::fs::write(path, text).unwrap();

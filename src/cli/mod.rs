@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::influence::Resumable;
 use crate::report::{self, Metrics, RunInfo};
 
+mod demo;
 mod experiment;
 mod slurm;
 use crate::search::{EpochStats, Observer, SearchState, Searcher, StepStats, Tally};
@@ -31,6 +32,9 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
+    /// The demo (`make demo`): a small search, then every op scored by magnitude, drop, DARTS-IF
+    /// and DARTS-IM, compared per edge and against the actual effect of removing each op.
+    Demo(demo::DemoArgs),
     /// Train a supernet by bi-level search and select an architecture.
     Search(SearchArgs),
     /// Score every op of a searched supernet with a criterion and select an architecture.
@@ -195,6 +199,11 @@ pub struct FidelityArgs {
     /// Fine-tuning learning rate; default search.weights.lr / 10 (as DARTS-PT's projection).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Criteria to score, comma-separated (default: all): magnitude, drop, darts-if/IHVP
+    /// (identity, neumann, sherman-morrison, woodbury, cg, exact), darts-im/IHVP/SIGN (the
+    /// configured select.ihvp; paper or negated), e.g. `--criteria drop,darts-if/woodbury`.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub criteria: Vec<String>,
     /// Override any config key, e.g. `--set select.ihvp="neumann"` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -208,7 +217,7 @@ pub struct SelectArgs {
     /// Run directory of a `search` (its config.toml and supernet.safetensors are read).
     #[arg(long, value_name = "DIR")]
     pub run: PathBuf,
-    /// magnitude | drop | darts-if | darts-im  (select.criterion)
+    /// magnitude | drop | darts-if | darts-im | darts-pt  (select.criterion)
     #[arg(long)]
     pub criterion: Option<String>,
     /// identity | neumann | sherman-morrison | woodbury | cg | exact  (select.ihvp)
@@ -292,6 +301,7 @@ fn launcher_rank() -> usize {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => demo::demo_main(&args),
         Command::Info => info(),
         Command::CheckComm => check_comm(),
         Command::Search(args) => search_main(&args),
@@ -938,6 +948,11 @@ fn fidelity_main(args: &FidelityArgs) -> i32 {
             return fail_once(&Error::config("--lr", "lr", format!("must be finite and > 0 (got {lr})")));
         }
     }
+    let known = select::fidelity::criterion_labels(&cfg);
+    if let Some(bad) = args.criteria.iter().find(|c| !known.contains(c)) {
+        let msg = format!("unknown criterion {bad:?} (one of: {})", known.join(", "));
+        return fail_once(&Error::config("--criteria", "criteria", msg));
+    }
     let comm = match comm::init(&cfg) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
@@ -958,6 +973,7 @@ fn fidelity_main(args: &FidelityArgs) -> i32 {
             source.data.as_ref(),
             &source.split,
             &ft,
+            &args.criteria,
         )?;
         if comm.is_coordinator() {
             use crate::checkpoint::write_atomic;
@@ -1061,6 +1077,7 @@ fn run_progressive(
             (true, Some((step, epoch, _))) => Some(Metrics::resume(out, step, epoch)?),
         },
         bar: indicatif::ProgressBar::hidden(),
+        log: None,
         log_every: tune.output.log_every,
         last: None,
         track: None,
@@ -1154,11 +1171,16 @@ fn select_and_report(
     res: &Resumable,
 ) -> Result<()> {
     let s = &cfg.select;
+    // The IHVP solver only where the criterion uses one.
+    let solver = if matches!(s.criterion.as_str(), "darts-if" | "darts-im") {
+        format!(", ihvp {}", s.ihvp)
+    } else {
+        String::new()
+    };
     tracing::info!(
-        "select: criterion {}{}, ihvp {}, N = {} batches of {}, {} ranks, {}",
+        "select: criterion {}{}{solver}, N = {} batches of {}, {} ranks, {}",
         s.criterion,
         if s.faithful { " (faithful)" } else { "" },
-        s.ihvp,
         s.n,
         cfg.select_batch(),
         comm.size(),
@@ -1290,7 +1312,12 @@ fn init_logging(comm: &dyn Collective, out: &Path) {
     // DARTSIF_LOG (EnvFilter syntax) sets the terminal's level; the per-rank files keep `info`.
     let filter = tracing_subscriber::EnvFilter::try_from_env("DARTSIF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(stderr_level));
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_filter(filter);
+    // Colours only on a terminal: a Slurm log or a redirected stderr gets plain text.
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .with_filter(filter);
     let file_layer = file.map(|f| {
         tracing_subscriber::fmt::layer()
             .with_writer(std::sync::Mutex::new(f))
@@ -1303,6 +1330,8 @@ fn init_logging(comm: &dyn Collective, out: &Path) {
 struct Progress<'a> {
     metrics: Option<Metrics>,
     bar: indicatif::ProgressBar,
+    /// Done/total, rate and ETA in the log every 30 s (a Slurm log has no bar).
+    log: Option<crate::progress::Progress>,
     log_every: usize,
     last: Option<EpochStats>,
     track: Option<Tracker<'a>>,
@@ -1379,6 +1408,9 @@ impl Observer for Progress<'_> {
     fn step(&mut self, s: &StepStats) -> Result<()> {
         self.bar.inc(1);
         self.bar.set_message(format!("epoch {} loss {:.3} acc {:.3}", s.epoch, s.train_loss, s.train_acc));
+        if let Some(line) = self.log.as_mut().and_then(|l| l.tick(1)) {
+            self.bar.suspend(|| tracing::info!("{line}"));
+        }
         if let Some(m) = &mut self.metrics {
             if s.global_step % self.log_every == 0 {
                 m.step(s)?;
@@ -1476,6 +1508,10 @@ pub fn run_search(
             (true, Some((step, epoch))) => Some(Metrics::resume(out, step, epoch)?),
         },
         bar,
+        log: Some(
+            crate::progress::Progress::new("search", "steps", total, coord, false)
+                .resumed(resumed_at.map_or(0, |(step, _)| step as u64)),
+        ),
         log_every: cfg.output.log_every,
         last: None,
         track: (cfg.select.track_every > 0)

@@ -169,6 +169,20 @@ impl Cifar {
             CifarFormat::Binary => (bin_train, bin_test),
             CifarFormat::Python => (py_train, py_test),
         };
+        // A partial copy is refused by name: the halves split and NAS-Bench-201's split files
+        // index the whole training set in file order, so a missing file would shift them.
+        let missing: Vec<&str> = train.iter().map(|s| s.as_str()).filter(|f| !dir.join(f).is_file()).collect();
+        if !missing.is_empty() {
+            return Err(Error::data(
+                &dir,
+                format!(
+                    "missing {}: all {} training files are needed (the search split and NAS-Bench-201's split \
+                     files index the training images in file order); to use fewer images, set data.train_size",
+                    missing.join(", "),
+                    train.len()
+                ),
+            ));
+        }
         for f in train.iter().map(|s| s.as_str()).chain([test]) {
             let path = dir.join(f);
             match format {

@@ -33,7 +33,9 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
     let normalize = |nb201: Normalize, darts: Normalize| if d.normalize == "darts" { darts } else { nb201 };
     let data: Box<dyn Dataset + Send> = match d.dataset.as_str() {
         "synthetic" => {
-            Box::new(Synthetic::new(cfg.seed, d.train_size + d.test_size, d.num_classes, d.image_size, d.noise))
+            // Resolved to numbers by the config (all = 50,000 + 10,000).
+            let n = d.train_size.of(50_000) + d.test_size.of(10_000);
+            Box::new(Synthetic::new(cfg.seed, n, d.num_classes, d.image_size, d.noise))
         }
         "cifar10" | "cifar100" => {
             let (kind, norm) = if d.dataset == "cifar10" {
@@ -66,15 +68,15 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
     // The training set comes first in every dataset, then the test set (synthetic: the first
     // train_size samples train, the next test_size test).
     let synthetic = cfg.data.dataset == "synthetic";
-    let (all_train, n_all) = if synthetic { (cfg.data.train_size, data.len()) } else { (data.train_len(), data.len()) };
+    let (all_train, n_all) =
+        if synthetic { (cfg.data.train_size.of(50_000), data.len()) } else { (data.train_len(), data.len()) };
     let n_test_all = n_all - all_train;
-    let n_train = match cfg.data.train_size {
-        0 => all_train,
+    let n_train = match cfg.data.train_size.of(all_train) {
         n if n <= all_train => n,
         n => return Err(bad("train_size", format!("{n} exceeds the {all_train} training images"))),
     };
     if cfg.data.split == "file" && n_train != all_train {
-        return Err(bad("train_size", "must be 0 (all) with data.split = \"file\"".into()));
+        return Err(bad("train_size", "must be \"all\" with data.split = \"file\"".into()));
     }
 
     // Classes and image size: from the data; an explicit config value must agree.
@@ -115,10 +117,11 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
         }
         _ => SearchSplit::halves(n_train),
     };
-    if cfg.data.test_size > n_test_all {
-        return Err(bad("test_size", format!("{} exceeds the {n_test_all} test images", cfg.data.test_size)));
+    let n_test = cfg.data.test_size.of(n_test_all);
+    if n_test > n_test_all {
+        return Err(bad("test_size", format!("{n_test} exceeds the {n_test_all} test images")));
     }
-    let test: Vec<usize> = (all_train..all_train + cfg.data.test_size).collect();
+    let test: Vec<usize> = (all_train..all_train + n_test).collect();
     let half = split.weights.len().min(split.arch.len());
     if cfg.search.batch_size > half {
         return Err(Error::config(

@@ -200,6 +200,13 @@ pub fn run(
     let mut stopped = false;
     let mut mine = Vec::new();
     let fault = &combos[0].cfg.fault;
+    let mut progress = crate::progress::Progress::new(
+        format!("ablate: work units of rank group {}", groups.index),
+        "units",
+        todo.iter().enumerate().filter(|(k, _)| groups.runs(*k)).count() as u64,
+        world.is_coordinator(),
+        true,
+    );
     for (k, &u) in todo.iter().enumerate().filter(|(k, _)| groups.runs(*k)) {
         if fault.phase == "experiment" && fault.at_step == k && fault.rank == world.rank() {
             crate::search::inject(&fault.action, stop);
@@ -221,6 +228,7 @@ pub fn run(
         });
         let mut bad = [outcome.is_err() as u8 as f64];
         groups.comm.all_reduce_sum_f64(&mut bad)?;
+        progress.inc(1);
         match outcome {
             Ok(records) if bad[0] == 0.0 => mine.extend(records),
             Ok(_) => {
@@ -233,6 +241,7 @@ pub fn run(
             }
         }
     }
+    progress.finish();
     groups.conclude(world, failure, stopped, || Error::Stopped {
         at: "between work units".into(),
         checkpoint: format!("{} (finished combinations; continue with --resume)", ckpt.display()),

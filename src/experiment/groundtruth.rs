@@ -191,6 +191,13 @@ pub fn run(
     let mut stopped = false;
     let mut mine = Vec::new();
     let fault = &cfg.fault;
+    let mut progress = crate::progress::Progress::new(
+        format!("groundtruth: architectures of rank group {}", groups.index),
+        "architectures",
+        todo.iter().enumerate().filter(|(k, _)| groups.runs(*k)).count() as u64,
+        world.is_coordinator(),
+        true,
+    );
     for (k, &i) in todo.iter().enumerate().filter(|(k, _)| groups.runs(*k)) {
         if fault.phase == "experiment" && fault.at_step == k && fault.rank == world.rank() {
             crate::search::inject(&fault.action, stop);
@@ -222,6 +229,7 @@ pub fn run(
         // A coordinator-only write may fail: the group agrees before its next collective.
         let mut bad = [outcome.is_err() as u8 as f64];
         groups.comm.all_reduce_sum_f64(&mut bad)?;
+        progress.inc(1);
         match outcome {
             Ok(t) if bad[0] == 0.0 => mine.push(t),
             Ok(_) => {
@@ -234,6 +242,7 @@ pub fn run(
             }
         }
     }
+    progress.finish();
     groups.conclude(world, failure, stopped, || Error::Stopped {
         at: "between architectures".into(),
         checkpoint: format!("{} (finished architectures; continue with --resume)", dir.display()),

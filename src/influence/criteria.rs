@@ -213,6 +213,14 @@ impl Context<'_> {
         let todo: Vec<usize> = (0..cands.len()).filter(|i| !done.contains(i)).collect();
         let mut mine: Vec<(usize, f64, f64)> = Vec::new();
         let rounds = todo.len().div_ceil(world);
+        let name = if influence { "darts-if" } else { "drop" };
+        let mut progress = crate::progress::Progress::new(
+            format!("{name}: candidates ({} of {} left, {world} per round)", todo.len(), cands.len()),
+            "rounds",
+            rounds as u64,
+            self.comm.is_coordinator(),
+            true,
+        );
         for round in 0..rounds {
             let f = &self.cfg.fault;
             let poison = f.phase == "select"
@@ -265,6 +273,7 @@ impl Context<'_> {
                     ),
                 });
             }
+            progress.inc(1);
             let stop = flags[0] > 0.0;
             let due = res.every > 0 && (round + 1) % res.every == 0 && round + 1 < rounds;
             if stop || (due && res.dir.is_some()) {
@@ -280,6 +289,7 @@ impl Context<'_> {
                 }
             }
         }
+        progress.finish();
         let records = self.gather_records(&mine, &res.done)?;
         let table = if self.comm.is_coordinator() {
             let mut scores = self.empty_table(f64::NEG_INFINITY);

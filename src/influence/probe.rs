@@ -60,7 +60,13 @@ impl EvalSet {
             return Err(Error::config(
                 "select",
                 "select.n",
-                format!("{n} batches of {m} need {} images but the validation half has {}", n * m, pool.len()),
+                format!(
+                    "{n} batches of {m} need {} images but the pool they are drawn from has {}: the largest N \
+                     that fits is {} (or lower select.batch_size, the images per batch)",
+                    n * m,
+                    pool.len(),
+                    pool.len() / m.max(1)
+                ),
             ));
         }
         let order = epoch_order(seed, stream, draw, pool);
@@ -430,6 +436,13 @@ impl<'a> Probe<'a> {
         }
     }
 
+    /// Progress over this rank's batches, reported by the coordinator (its own share).
+    fn progress(&self, what: &str) -> crate::progress::Progress {
+        let mine = self.own_batches().count() as u64;
+        let what = if self.comm.size() > 1 { format!("{what}, rank 0's batches") } else { what.to_string() };
+        crate::progress::Progress::new(what, "batches", mine, self.comm.is_coordinator(), true)
+    }
+
     /// DARTS-IM's first pass for one or several N: one double backward per batch gives the
     /// Fisher sample g_j (at no extra cost) and B_j·1; returns this rank's samples and, for each n in
     /// `ns`, u_n = (1/n) Σ_{j<n} B_j·1 — each summed in the order a run with N = n sums it.
@@ -444,6 +457,7 @@ impl<'a> Probe<'a> {
         let (grads, sums) = Timings::add(&self.timings.autograd, || {
             let mut grads = Vec::new();
             let mut sums: Vec<Tensor> = ns.iter().map(|_| zeros()).collect();
+            let mut progress = self.progress("darts-im pass 1 of 2 (B·1 and Fisher samples, double backward)");
             for j in self.own_batches() {
                 let (gt, gw) = self.first_derivatives(j);
                 if keep_grads {
@@ -455,7 +469,9 @@ impl<'a> Probe<'a> {
                         *s += &uj;
                     }
                 }
+                progress.inc(1);
             }
+            progress.finish();
             (grads, sums)
         });
         Timings::add(&self.timings.comm, || self.comm.all_reduce_sum_tensors(&sums))?;
@@ -468,8 +484,10 @@ impl<'a> Probe<'a> {
         let split: Vec<Vec<Tensor>> = zs.iter().map(|(_, z)| split_like(z, &self.params)).collect();
         let sums = Timings::add(&self.timings.autograd, || {
             let mut sums: Vec<Tensor> = zs.iter().map(|_| flatten(&self.leaf).zeros_like()).collect();
+            let mut progress = self.progress("darts-im pass 2 of 2 (Bᵀz, double backward)");
             for j in self.own_batches() {
                 let users: Vec<usize> = (0..zs.len()).filter(|&c| j < zs[c].0).collect();
+                progress.inc(1);
                 if users.is_empty() {
                     continue;
                 }
@@ -478,6 +496,7 @@ impl<'a> Probe<'a> {
                     sums[c] += self.second_keep(&graph_dot(&gt, &split[c]), &self.leaf, k + 1 < users.len());
                 }
             }
+            progress.finish();
             sums
         });
         Timings::add(&self.timings.comm, || self.comm.all_reduce_sum_tensors(&sums))?;

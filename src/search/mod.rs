@@ -299,6 +299,21 @@ pub(crate) fn agree_stop(comm: &dyn Collective, stop: Option<&std::sync::atomic:
     Ok(v[0] > 0.0)
 }
 
+/// The step boundary's agreement, one small all-reduce: whether any rank raised `stop`, and
+/// on how many ranks each of the `bad` checks failed.
+pub(crate) fn agree_step<const N: usize>(
+    comm: &dyn Collective,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    bad: [bool; N],
+) -> Result<(bool, [usize; N])> {
+    let local = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
+    let mut v: Vec<f64> = std::iter::once(local).chain(bad).map(|b| b as u8 as f64).collect();
+    if comm.size() > 1 {
+        comm.all_reduce_sum_f64(&mut v)?;
+    }
+    Ok((v[0] > 0.0, std::array::from_fn(|k| v[k + 1] as usize)))
+}
+
 /// The bi-level search loop.
 pub struct Searcher<'a> {
     pub cfg: &'a Config,
@@ -392,30 +407,51 @@ impl Searcher<'_> {
                         (t, a, gn)
                     };
                     let t = if poison { Tally { loss_sum: f64::NAN, ..t } } else { t };
-                    for (name, v) in [("training loss", t.loss()), ("α loss", a.loss()), ("gradient norm", gn)] {
-                        let frozen = name == "α loss" && a.count == 0.0; // no α batches
-                        if !v.is_finite() && !frozen {
-                            return Err(Error::NonFinite {
-                                quantity: name.into(),
-                                at: format!("epoch {epoch}, step {step}"),
-                            });
-                        }
+                    // Non-finite values are agreed at the step boundary with the stop flag, so
+                    // that every rank stops here together (a rank returning alone would leave
+                    // the others waiting in the next collective).
+                    let checks = [("training loss", t.loss()), ("α loss", a.loss()), ("gradient norm", gn)];
+                    let bad = checks.map(|(name, v)| !v.is_finite() && !(name == "α loss" && a.count == 0.0));
+                    // The observer writes metrics on the coordinator: its failure is agreed too.
+                    let observed = if bad.contains(&true) {
+                        Ok(())
+                    } else {
+                        obs.step(&StepStats {
+                            epoch,
+                            step,
+                            global_step: epoch * steps + step,
+                            lr,
+                            train_loss: t.loss(),
+                            train_acc: t.acc(),
+                            arch_loss: a.loss(),
+                            arch_acc: a.acc(),
+                            grad_norm: gn,
+                        })
+                    };
+                    let flags = [bad[0], bad[1], bad[2], observed.is_err()];
+                    let (stop, bad) = agree_step(self.comm, self.stop, flags)?;
+                    if let Some(k) = bad[..3].iter().position(|&n| n > 0) {
+                        let ranks = if self.comm.size() > 1 {
+                            format!(" (on {} of {} ranks)", bad[k], self.comm.size())
+                        } else {
+                            String::new()
+                        };
+                        return Err(Error::NonFinite {
+                            quantity: checks[k].0.into(),
+                            at: format!("epoch {epoch}, step {step}{ranks}"),
+                        });
+                    }
+                    if bad[3] > 0 {
+                        // This rank's own error, or word that another rank's observer failed
+                        // (the coordinator, which prints its error).
+                        observed?;
+                        return Err(Error::Comm(format!(
+                            "the coordinator failed recording epoch {epoch}, step {step} (see its message)"
+                        )));
                     }
                     train = Tally::from_array(add3(train.as_array(), t.as_array()));
                     arch = Tally::from_array(add3(arch.as_array(), a.as_array()));
-                    obs.step(&StepStats {
-                        epoch,
-                        step,
-                        global_step: epoch * steps + step,
-                        lr,
-                        train_loss: t.loss(),
-                        train_acc: t.acc(),
-                        arch_loss: a.loss(),
-                        arch_acc: a.acc(),
-                        grad_norm: gn,
-                    })?;
-                    // Step boundary: all ranks agree whether to stop; checkpoint when due.
-                    let stop = agree_stop(self.comm, self.stop)?;
+                    // Step boundary (agreed above): checkpoint when due.
                     let every = cfg.checkpoint.every_steps;
                     // (A periodic checkpoint at the epoch's last step is left to the epoch end.)
                     if stop || (every > 0 && (global_step + 1) % every == 0 && step + 1 < steps) {

@@ -17,6 +17,7 @@ use crate::influence::criteria::{candidates, remove_op, Candidate};
 use crate::influence::{Context, EvalSet, Timings};
 use crate::search::cross_entropy;
 use crate::search::optim::Sgd;
+use crate::select::ScoreTable;
 use crate::supernet::{BnMode, Supernet};
 
 /// Fine-tuning used to measure the actual ΔL.
@@ -203,8 +204,10 @@ fn criteria_configs(cfg: &Config) -> Vec<(String, Config)> {
     out
 }
 
-/// Measure the actual ΔL of every candidate and compare every criterion with it.
-pub fn run(
+/// The actual ΔL of removing each candidate: the validation loss after removal and `ft`
+/// fine-tuning, minus the loss after the same fine-tuning without removal. Candidates are split
+/// over ranks; every rank returns (baseline loss, ΔL per candidate in [`candidates`] order).
+pub fn actual_delta_loss(
     cfg: &Config,
     comm: &dyn Collective,
     net: &dyn Supernet,
@@ -212,8 +215,7 @@ pub fn run(
     data: &dyn Dataset,
     split: &SearchSplit,
     ft: &FineTune,
-) -> Result<FidelityReport> {
-    let spec = net.spec().clone();
+) -> Result<(f64, Vec<f64>)> {
     let cands = candidates(net);
     let kind = net.params().tensors[0].kind();
     let w0: Vec<Tensor> = net.spec().mixing(&alphas.iter().map(|a| a.detach().to_kind(kind)).collect::<Vec<_>>());
@@ -222,13 +224,24 @@ pub fn run(
     let held_out = EvalSet::draw(cfg.seed, Stream::Fidelity, 1, &split.arch, cfg.select.n, cfg.select_batch())?;
     let eval = held_out.materialize(data, kind)?;
     let t0 = std::time::Instant::now();
+    let mine_idx: Vec<usize> = (comm.rank()..cands.len()).step_by(comm.size()).collect();
+    let mut progress = crate::progress::Progress::new(
+        format!("fidelity: fine-tuning {} steps after each removal", ft.steps),
+        "candidates",
+        mine_idx.len() as u64 + 1,
+        comm.is_coordinator(),
+        true,
+    );
     let baseline = fine_tuned_loss(cfg, net, &snap, &w0, data, &order, &eval, ft)?;
+    progress.inc(1);
     let mut mine = Vec::new();
-    for i in (comm.rank()..cands.len()).step_by(comm.size()) {
+    for i in mine_idx {
         let l = fine_tuned_loss(cfg, net, &snap, &remove_op(&w0, cands[i]), data, &order, &eval, ft)?;
         tracing::debug!("fidelity: candidate {}/{} actual ΔL {:.5}", i + 1, cands.len(), l - baseline);
         mine.push((i, l - baseline));
+        progress.inc(1);
     }
+    progress.finish();
     let bytes = postcard::to_stdvec(&mine).map_err(|e| Error::Comm(e.to_string()))?;
     let all = comm.gather_bytes(0, &bytes)?;
     let actual: Option<Vec<f64>> = if comm.is_coordinator() {
@@ -244,51 +257,67 @@ pub fn run(
     };
     let actual: Vec<f64> = broadcast_value(comm, 0, actual.as_ref())?;
     tracing::info!("fidelity: actual ΔL of {} candidates measured in {:.1} s", cands.len(), t0.elapsed().as_secs_f64());
+    Ok((baseline, actual))
+}
 
+/// How well one criterion's score table predicts the actual ΔL.
+pub fn agreement(label: &str, cands: &[Candidate], table: &ScoreTable, actual: &[f64]) -> Agreement {
+    let scores: Vec<f64> = cands.iter().map(|k| table.scores[k.cell][k.edge][k.op]).collect();
+    Agreement {
+        label: label.to_string(),
+        spearman: spearman(&scores, actual),
+        pearson: pearson(&scores, actual),
+        edge_agreement: edge_agreement(cands, &scores, actual),
+        status: "ok".into(),
+        scores,
+    }
+}
+
+fn skipped(label: String, why: String) -> Agreement {
+    Agreement { label, spearman: None, pearson: None, edge_agreement: None, status: why, scores: Vec::new() }
+}
+
+/// The labels `inspect fidelity --criteria` accepts (all of them by default).
+pub fn criterion_labels(cfg: &Config) -> Vec<String> {
+    criteria_configs(cfg).into_iter().map(|(l, _)| l).collect()
+}
+
+/// Measure the actual ΔL of every candidate and compare the criteria with it: those labelled in
+/// `only` ([`criterion_labels`]), or all of them when `only` is empty.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    cfg: &Config,
+    comm: &dyn Collective,
+    net: &dyn Supernet,
+    alphas: &[Tensor],
+    data: &dyn Dataset,
+    split: &SearchSplit,
+    ft: &FineTune,
+    only: &[String],
+) -> Result<FidelityReport> {
+    let spec = net.spec().clone();
+    let cands = candidates(net);
+    let (baseline, actual) = actual_delta_loss(cfg, comm, net, alphas, data, split, ft)?;
     let mut criteria = Vec::new();
-    for (label, c) in criteria_configs(cfg) {
+    for (label, c) in criteria_configs(cfg).into_iter().filter(|(l, _)| only.is_empty() || only.contains(l)) {
         if c.select.ihvp == "cg" && c.select.damping == 0.0 {
             // CG needs H + λI positive definite; an undamped supernet Hessian is indefinite, and
             // CG may then run to its iteration limit for every candidate before noticing.
-            criteria.push(Agreement {
-                label,
-                spearman: None,
-                pearson: None,
-                edge_agreement: None,
-                status: "skipped: cg needs select.damping > 0 (the Hessian is indefinite)".into(),
-                scores: Vec::new(),
-            });
+            criteria.push(skipped(label, "skipped: cg needs select.damping > 0 (the Hessian is indefinite)".into()));
             continue;
         }
         let timings = Timings::default();
         let t0 = std::time::Instant::now();
+        tracing::info!("fidelity: scoring {label}");
         let ctx = Context::new(&c, net, alphas, comm, data, split, &timings);
         let result = ctx.run();
         tracing::info!("fidelity: {label} scored in {:.1} s", t0.elapsed().as_secs_f64());
-        let agreement = match result {
-            Ok(out) => {
-                let scores: Vec<f64> = cands.iter().map(|k| out.table.scores[k.cell][k.edge][k.op]).collect();
-                Agreement {
-                    spearman: spearman(&scores, &actual),
-                    pearson: pearson(&scores, &actual),
-                    edge_agreement: edge_agreement(&cands, &scores, &actual),
-                    status: "ok".into(),
-                    scores,
-                    label,
-                }
-            }
+        criteria.push(match result {
+            Ok(out) => agreement(&label, &cands, &out.table, &actual),
             // Deterministic on every rank (config limits, curvature found by all-reduced HVPs).
-            Err(e @ Error::Config { .. }) => Agreement {
-                label,
-                spearman: None,
-                pearson: None,
-                edge_agreement: None,
-                status: format!("skipped: {e}"),
-                scores: Vec::new(),
-            },
+            Err(e @ Error::Config { .. }) => skipped(label, format!("skipped: {e}")),
             Err(e) => return Err(e),
-        };
-        criteria.push(agreement);
+        });
     }
     let labels = cands
         .iter()

@@ -119,6 +119,15 @@ pub fn run(
     let cfg = searcher.cfg;
     let events = schedule(state.net.spec(), cfg.seed)?;
     let interval = cfg.select.pt_interval;
+    // Tuning epochs with their decisions (the epoch's steps report through the search's log).
+    let mut progress = crate::progress::Progress::new(
+        format!("darts-pt: {} decisions, tuning epochs", events.iter().map(Vec::len).sum::<usize>()),
+        "epochs",
+        cfg.search.epochs as u64,
+        searcher.comm.is_coordinator(),
+        false,
+    )
+    .resumed(state.epoch as u64);
     while state.epoch < cfg.search.epochs {
         let epoch = state.epoch;
         // A mid-epoch checkpoint comes after its epoch's decision.
@@ -133,6 +142,7 @@ pub fn run(
             }
         }
         searcher.run_epoch(state, obs)?;
+        progress.inc(1);
     }
     let w = state.weights(&state.alphas.iter().map(|a| a.detach().to_kind(Kind::Double)).collect::<Vec<_>>());
     let n = state.net.spec().cells.len();

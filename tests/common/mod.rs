@@ -18,7 +18,7 @@ pub const TINY: &[&str] = &[
     "space.cells_per_stage=1",
     "data.image_size=8",
     "data.train_size=256",
-    "data.test_size=0",
+    "data.test_size=\"none\"",
     "search.epochs=2",
     "search.steps_per_epoch=4",
     "search.batch_size=32",
@@ -55,4 +55,45 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn assert_ok(o: &Output) {
     assert!(o.status.success(), "exit {:?}\nstdout:\n{}\nstderr:\n{}", o.status.code(), stdout(o), stderr(o));
+}
+
+/// Run `cmd` to completion within `secs` seconds; a run that takes longer is a hang: it is
+/// terminated (SIGTERM to the launcher, which forwards it to its ranks; then SIGKILL) and the
+/// test fails, instead of the suite waiting forever.
+pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
+    use std::io::Read;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run dartsif-dist");
+    // Drain the pipes while waiting, so that a chatty child cannot block on a full pipe.
+    let mut out_pipe = child.stdout.take().expect("stdout");
+    let mut err_pipe = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out_pipe.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err_pipe.read_to_end(&mut v);
+        v
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed().as_secs() >= secs {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).to_string();
+            panic!("hung: no exit within {secs} s: {cmd:?}\nstderr:\n{err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
 }
