@@ -297,6 +297,35 @@ fn an_interrupted_darts_if_selection_resumes_to_the_same_scores() {
     assert_eq!(kept, ["step-000000001", "step-000000002"]);
 }
 
+/// A NaN term on one of two ranks stops both at that round, naming that rank's candidate
+/// (round 1 on 2 ranks: rank 1 scores candidate 3, edge 1<-0's avg_pool_3x3), under a time limit.
+#[test]
+fn a_nan_term_on_one_of_two_ranks_stops_both_naming_its_candidate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    tiny_run(&run);
+    let out = tmp.path().join("nan2");
+    let mut cmd = Command::new(common::repo().join("launch/mpirun"));
+    cmd.args(["-np", "2"]).arg(common::bin()).arg("select").arg("--run").arg(&run).arg("--out").arg(&out);
+    for s in [
+        "select.precision=\"f64\"",
+        "select.n=3",
+        "select.batch_size=8",
+        "fault.phase=\"select\"",
+        "fault.action=\"nan\"",
+        "fault.rank=1",
+        "fault.at_step=1",
+    ] {
+        cmd.arg("--set").arg(s);
+    }
+    cmd.args(["--criterion", "darts-if", "--ihvp", "woodbury"]).env("DARTSIF_LOG", "warn");
+    let o = common::output_within(&mut cmd, 120);
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(err.contains("at selection round 1: cell cell, edge 1<-0, op avg_pool_3x3"), "{err}");
+}
+
 /// Spearman's ρ written out: average ranks (ties share theirs), then Pearson's ρ of the ranks.
 fn spearman_by_hand(a: &[f64], b: &[f64]) -> f64 {
     let rank = |v: &[f64]| -> Vec<f64> {

@@ -258,12 +258,17 @@ impl Context<'_> {
             // Round boundary, on every rank together: a non-finite term stops the selection
             // before it can reach a checkpoint; a signal stops it after one.
             let local_stop = res.stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
-            let mut flags = [local_stop as u8 as f64, bad.map_or(0.0, |i| (i + 1) as f64)];
+            // [stop, then one slot per rank holding its failed candidate + 1]: a sum gathers
+            // them, so that every rank names the same candidate (the lowest rank's) even when
+            // several ranks fail in one round.
+            let mut flags = vec![0.0; 1 + world];
+            flags[0] = local_stop as u8 as f64;
+            flags[1 + rank] = bad.map_or(0.0, |i| (i + 1) as f64);
             if world > 1 {
                 Timings::add(&self.timings.comm, || self.comm.all_reduce_sum_f64(&mut flags))?;
             }
-            if flags[1] > 0.0 {
-                let c = cands[bad.unwrap_or(flags[1] as usize - 1)];
+            if let Some(&first) = flags[1..].iter().find(|&&f| f > 0.0) {
+                let c = cands[first as usize - 1];
                 let spec = self.net.spec();
                 return Err(Error::NonFinite {
                     quantity: format!("{} term (loss after removal or ĝᵀH⁻¹ĝ)", self.cfg.select.criterion),
