@@ -12,6 +12,26 @@ use crate::error::{Error, Result};
 /// The embedded default: a small synthetic search that finishes in minutes on two cores.
 pub const DEMO_TOML: &str = include_str!("../configs/demo.toml");
 
+/// A range error of the final config is the file's when the file alone has it; otherwise the
+/// first `--set` after which it appears is named (not the file it did not come from).
+fn blame_override(path: Option<&Path>, text: &str, overrides: &[String], e: Error) -> Error {
+    let Error::Config { key, .. } = &e else { return e };
+    let fails_at = |n: usize| {
+        Config::with_overrides(path, text, &overrides[..n])
+            .is_some_and(|c| matches!(c.validate("-"), Err(Error::Config { key: k, .. }) if &k == key))
+    };
+    if overrides.is_empty() || fails_at(0) {
+        return e;
+    }
+    match (1..=overrides.len()).find(|&n| fails_at(n)) {
+        Some(n) => match e {
+            Error::Config { key, msg, .. } => Error::config(format!("--set {}", overrides[n - 1]), key, msg),
+            other => other,
+        },
+        None => e,
+    }
+}
+
 /// A number of images: a positive count, `"all"`, or `"none"` (`data.test_size`). A bare 0 is
 /// refused: it meant "all" for one key and "none" for the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +256,7 @@ pub struct DataConfig {
     /// stopping with an error.
     #[serde(default)]
     pub skip_bad_images: bool,
-    /// Batches decoded ahead by a background thread (0 = decode in the training loop).
+    /// Batches decoded ahead by a background thread (0 = decode in the training loop; at most 64).
     #[serde(default = "d_prefetch")]
     pub prefetch: usize,
     /// Synthetic data: standard deviation of the pixel noise added to the class pattern.
@@ -721,7 +741,8 @@ impl Config {
         };
         let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let line = e.span().map(|s| 1 + text[..s.start].matches('\n').count());
-            let msg = e.message().trim().to_string();
+            // One line: toml's message may span several (e.g. a table defined twice).
+            let msg = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(": ");
             match line {
                 Some(l) => Error::config(&source, format!("line {l}"), format!("TOML syntax: {msg}")),
                 None => Error::config(&source, "-", format!("TOML syntax: {msg}")),
@@ -737,8 +758,22 @@ impl Config {
             scope_demo_data(&mut table, overrides);
         }
         let cfg = Self::from_table(&table, &source)?;
-        cfg.validate(&source)?;
+        if let Err(e) = cfg.validate(&source) {
+            return Err(blame_override(path, &text, overrides, e));
+        }
         Ok(cfg)
+    }
+
+    /// The config of `text` with the first `n` overrides (the demo's data scoping included).
+    fn with_overrides(path: Option<&Path>, text: &str, overrides: &[String]) -> Option<Config> {
+        let mut table: toml::Table = text.parse().ok()?;
+        for ov in overrides {
+            apply_override(&mut table, ov).ok()?;
+        }
+        if path.is_none() {
+            scope_demo_data(&mut table, overrides);
+        }
+        Self::from_table(&table, "").ok()
     }
 
     /// Parse and validate a config from TOML text (a checkpoint's stored config).
@@ -889,7 +924,17 @@ impl Config {
     }
 
     /// Checks that depend on the number of ranks.
+    /// `[fault]` must name a rank of this job (else the fault would silently never fire).
+    pub fn check_fault(&self, world: usize) -> Result<()> {
+        if self.fault.action != "none" && self.fault.rank >= world {
+            let msg = format!("{} is not a rank of this {world}-rank job (0..={})", self.fault.rank, world - 1);
+            return Err(Error::config("world size", "fault.rank", msg));
+        }
+        Ok(())
+    }
+
     pub fn check_world(&self, world: usize) -> Result<()> {
+        self.check_fault(world)?;
         let src = "world size";
         let b = self.search.batch_size;
         if world > b {
@@ -1011,6 +1056,10 @@ impl DataConfig {
             if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
                 return bad(key, format!("applies to dataset = \"imagenet\" only (got {:?})", self.dataset));
             }
+        }
+        // Each prefetched batch is a whole decoded batch in memory; a few hide decoding.
+        if self.prefetch > 64 {
+            return bad("prefetch", format!("must be at most 64 batches (got {})", self.prefetch));
         }
         if !(self.noise >= 0.0 && self.noise.is_finite()) {
             return bad("noise", format!("must be finite and ≥ 0 (got {})", self.noise));

@@ -55,7 +55,9 @@ impl Error {
     }
 
     pub(crate) fn config(source: impl Into<String>, key: impl Into<String>, msg: impl Into<String>) -> Self {
-        Error::Config { origin: source.into(), key: key.into(), msg: msg.into() }
+        // Keys and values come from the user: control characters are shown escaped, never sent
+        // to the terminal raw, and the message stays one line.
+        Error::Config { origin: printable(source.into()), key: printable(key.into()), msg: printable(msg.into()) }
     }
 
     pub(crate) fn data(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
@@ -65,6 +67,14 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         Error::Io { path: path.into(), err }
     }
+}
+
+/// `s` with control characters (escape sequences, newlines, …) written as `\u{…}`.
+pub fn printable(s: String) -> String {
+    if !s.chars().any(char::is_control) {
+        return s;
+    }
+    s.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
 }
 
 /// Exit status of a run that stopped on SIGTERM/SIGUSR1 after writing its checkpoint.

@@ -137,7 +137,8 @@ impl Trainer<'_> {
             let scale = m as f64 / batch.len() as f64;
             let mut grads: Option<Vec<Tensor>> = None;
             for chunk in mine.chunks(m) {
-                let (x, y) = make_batch(self.data, chunk, aug)?;
+                // This rank's own images: a decoding error is its alone (the others would wait).
+                let (x, y) = make_batch(self.data, chunk, aug).map_err(|e| crate::comm::fail_alone(self.comm, e))?;
                 let x = x.to_kind(params[0].kind());
                 let (logits, aux) = state.net.forward(&x, BnMode::Train, drop);
                 let mut loss = cross_entropy(&logits, &y);

@@ -137,3 +137,80 @@ fn search_writes_every_output() {
     assert!(names.contains(&"stem.0.weight".to_string()));
     assert!(names.contains(&"lastact.0.running_var".to_string()));
 }
+
+/// `demo` (what `make demo` runs), shrunk: the search, the four criteria on the searched
+/// supernet, the per-edge table, the genotypes and the fidelity summary, written to
+/// `criteria.txt` too, with each criterion's selection directory and figures.
+#[test]
+fn the_demo_compares_the_four_criteria() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let mut cmd = std::process::Command::new(common::bin());
+    cmd.args(["demo", "--fidelity-steps", "2", "--out"]).arg(&out);
+    for s in common::TINY.iter().chain(&["select.n=2", "select.batch_size=16"]) {
+        cmd.args(["--set", s]);
+    }
+    let o = cmd.env("DARTSIF_LOG", "warn").output().unwrap();
+    common::assert_ok(&o);
+    let text = common::stdout(&o);
+    let table = std::fs::read_to_string(out.join("criteria.txt")).unwrap();
+    assert!(text.ends_with(&table), "stdout ends with criteria.txt:\n{text}");
+    let lines: Vec<&str> = table.lines().collect();
+    let head = lines.iter().position(|l| l.trim_start().starts_with("edge")).expect("the per-edge table");
+    assert!(lines[head].contains("magnitude") && lines[head].contains("darts-im (woodbury)"), "{}", lines[head]);
+    // NB201: six edges, each with the op every criterion keeps and its score.
+    for (k, edge) in ["1<-0", "2<-0", "2<-1", "3<-0", "3<-1", "3<-2"].iter().enumerate() {
+        let row = lines[head + 1 + k];
+        assert!(row.trim_start().starts_with(edge), "{row}");
+        assert_eq!(row.matches('[').count(), 4, "{row}");
+    }
+    // Each genotype is the one its selection wrote.
+    for c in ["magnitude", "drop", "darts-if", "darts-im"] {
+        let g = std::fs::read_to_string(out.join("select").join(c).join("genotype.txt")).unwrap();
+        assert!(table.contains(&format!("  {c:<10} {}", g.trim())), "{c}: {g}\n{table}");
+        assert!(out.join("select").join(c).join("scores.png").is_file());
+    }
+    // The fidelity summary: per criterion the Spearman ρ of its scores (select/<c>/scores.json)
+    // against the measured ΔL (fidelity.json), recomputed here; and a verdict.
+    let fj: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fidelity.json")).unwrap()).unwrap();
+    let actual: Vec<f64> = fj["actual_delta_loss"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(actual.len(), 24); // 6 edges × 4 ops other than none
+    let fid = lines.iter().position(|l| l.contains("spearman ρ")).expect("the fidelity table");
+    for (k, c) in ["magnitude", "drop", "darts-if", "darts-im"].iter().enumerate() {
+        let cols: Vec<&str> = lines[fid + 1 + k].split_whitespace().collect();
+        assert_eq!(cols[0], *c);
+        let sj: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("select").join(c).join("scores.json")).unwrap())
+                .unwrap();
+        // Candidates in scores.json's order without `none` (op 0 of each edge).
+        let scores: Vec<f64> = sj["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["op"] != "none")
+            .map(|r| r["score"].as_f64().unwrap())
+            .collect();
+        let rho = spearman(&scores, &actual);
+        assert_eq!(cols[1], format!("{rho:+.2}"), "{c}");
+    }
+    assert!(table.contains("ranks the ops closest to what removing them does"), "{table}");
+}
+
+/// Spearman's ρ by hand: average ranks (ties share theirs), then Pearson's ρ of the ranks.
+fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    let rank = |v: &[f64]| -> Vec<f64> {
+        v.iter()
+            .map(|x| {
+                v.iter().filter(|y| *y < x).count() as f64 + (v.iter().filter(|y| *y == x).count() as f64 + 1.0) / 2.0
+            })
+            .collect()
+    };
+    let (ra, rb) = (rank(a), rank(b));
+    let n = ra.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}

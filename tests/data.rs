@@ -439,3 +439,47 @@ fn shipped_real_data_configs_open_fixture_data() {
         assert!(src.split.arch.iter().all(|&i| i < src.data.len()));
     }
 }
+
+/// An undecodable image that only one of two ranks reads, in the middle of a search or a
+/// training run: that rank names it and ends the job (the other may be waiting in a
+/// collective), under a time limit so that a hang fails the test.
+#[test]
+fn a_bad_image_read_by_one_of_two_ranks_ends_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    fixtures::write_jpeg_folder(p, 3, 4, 2, 24, 24).unwrap();
+    let bad = p.join("train").join(wnid(1)).join(format!("{}_2.JPEG", wnid(1)));
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 this is not a JPEG").unwrap();
+    let root_set = format!("data.root=\"{}\"", p.display());
+    let data = ["data.dataset=\"imagenet\"", root_set.as_str(), "data.image_size=16", "data.num_classes=0"];
+    let genotype = "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_1x1~2|";
+    for command in ["search", "train"] {
+        let out = p.join(format!("out-{command}"));
+        let mut cmd = std::process::Command::new(common::repo().join("launch/mpirun"));
+        cmd.args(["-np", "2"]).arg(common::bin()).arg(command).arg("--out").arg(&out);
+        let mut sets: Vec<&str> = data.to_vec();
+        if command == "search" {
+            sets.extend(["search.batch_size=4", "search.micro_batch=2", "search.epochs=2", "data.test_size=\"none\""]);
+        } else {
+            cmd.args(["--genotype", genotype]);
+            sets.extend([
+                "search.batch_size=4",
+                "search.micro_batch=2",
+                "train.batch_size=4",
+                "train.micro_batch=2",
+                "train.epochs=2",
+                "train.channels=4",
+                "train.layers=1",
+                "data.test_size=\"none\"",
+            ]);
+        }
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        let o = common::output_within(cmd.env("DARTSIF_LOG", "warn"), 180);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{command}: {err}");
+        assert!(err.contains(&format!("{}_2.JPEG", wnid(1))) && err.contains("cannot decode JPEG"), "{command}: {err}");
+        assert!(err.contains(" of 2; ending the job)"), "{command}: {err}");
+    }
+}

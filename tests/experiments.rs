@@ -303,9 +303,12 @@ fn ablation_over_n_ihvp_and_seeds_shares_work_and_matches_separate_runs() {
 
     // Bad input: one line, status 2, nothing written.
     let bad = tmp.path().join("bad");
-    for (sweep, msg) in
-        [("seed=9", "no run of seed 9"), ("n=1,1", "listed twice"), ("ihvp=foo", "select.ihvp: unknown value \"foo\"")]
-    {
+    for (sweep, msg) in [
+        ("seed=9", "no run of seed 9"),
+        ("n=1,1", "listed twice"),
+        ("ihvp=foo", "--sweep ihvp: select.ihvp: unknown value \"foo\""),
+        ("gamma=nan,1e-3", "--sweep gamma: select.gamma: must be finite and > 0 (got NaN) (value nan)"),
+    ] {
         let o = run(0, &["ablate", "--run", runs.to_str().unwrap(), "--out", bad.to_str().unwrap(), "--sweep", sweep]);
         assert_eq!(o.status.code(), Some(2), "{sweep}: {}", common::stderr(&o));
         let e = common::stderr(&o);

@@ -156,6 +156,22 @@ fn select_outputs_and_bad_input() {
     let o = select(0, &tmp.path().join("nope"), &tmp.path().join("x"), &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(common::stderr(&o).contains("not a run directory (no config.toml)"));
+    // A damaged supernet file (empty, truncated): one line, exit 2, no output directory.
+    let state = run.join("supernet.safetensors");
+    let good = std::fs::read(&state).unwrap();
+    for damaged in [Vec::new(), good[..good.len() / 2].to_vec()] {
+        std::fs::write(&state, &damaged).unwrap();
+        for criterion in ["magnitude", "darts-pt"] {
+            let bad = tmp.path().join("bad-state");
+            let o = select(0, &run, &bad, &["--criterion", criterion]);
+            let err = common::stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{criterion}, {} bytes: {err}", damaged.len());
+            assert!(err.contains("supernet.safetensors"), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(!bad.exists(), "{criterion}: a damaged supernet left {bad:?}");
+        }
+    }
+    std::fs::write(&state, &good).unwrap();
 }
 
 #[test]

@@ -45,6 +45,9 @@ fn run(case: &Case, out: &Path) -> String {
     let err = common::stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{args:?}\n{err}");
     assert_eq!(err.matches("error:").count(), 1, "one line expected for {args:?}:\n{err}");
+    if case.np == 0 {
+        assert_eq!(err.trim_end().lines().count(), 1, "one line expected for {args:?}:\n{err}");
+    }
     assert!(err.contains(&case.expect), "expected {:?} for {args:?} in:\n{err}", case.expect);
     err
 }
@@ -56,6 +59,8 @@ fn invalid_inputs_are_refused_with_one_line() {
     // Files the cases point at.
     let syntax = t.join("syntax.toml");
     std::fs::write(&syntax, "[search]\nepochs = = 3\n").unwrap();
+    let dup = t.join("dup.toml");
+    std::fs::write(&dup, "[search]\nepochs = 2\n[search]\nepochs = 3\n").unwrap();
     let typo = t.join("typo.toml");
     std::fs::write(&typo, "[space]\nchanels = 16\n").unwrap();
     let cifar = t.join("cifar");
@@ -81,6 +86,20 @@ fn invalid_inputs_are_refused_with_one_line() {
     };
     let with = |v: Vec<String>, expect: &str| search_case(&v.iter().map(String::as_str).collect::<Vec<_>>(), expect);
     let path = |p: &PathBuf| p.display().to_string();
+    // `slurm` with a valid config and output, plus `extra`; the script would go into the tmp dir.
+    let slurm_cfg = t.join("slurm.toml");
+    std::fs::write(&slurm_cfg, "seed = 1\n").unwrap();
+    let script = t.join("never.sbatch");
+    let slurm_args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["slurm", "--config", &path(&slurm_cfg), "--out", &path(&t.join("sl"))]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(["--script".to_string(), path(&script), "--log-dir".into(), path(&t.join("sl-logs"))]);
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let sl = |extra: &[&str], expect: &str| Case { args: slurm_args(extra), expect: expect.into(), np: 0 };
     let cmd = |args: &[&str], expect: &str| Case {
         args: args.iter().map(|s| s.to_string()).collect(),
         expect: expect.into(),
@@ -152,6 +171,13 @@ fn invalid_inputs_are_refused_with_one_line() {
         with(real(&["data.num_classes=100"]), "data.num_classes: 100 disagrees with the data (cifar10 has 10)"),
         with(real(&["data.train_size=100"]), "data.train_size: 100 exceeds the 40 training images"),
         search_case(&["data.test_size=0"], "data.test_size: 0 is ambiguous: write \"all\" or \"none\""),
+        search_case(&["data.prefetch=1000000000000"], "data.prefetch: must be at most 64 batches (got 1000000000000)"),
+        search_case(
+            &["fault.action=\"nan\"", "fault.rank=99"],
+            "fault.rank: 99 is not a rank of this 1-rank job (0..=0)",
+        ),
+        cmd(&["search", "--config", &path(&dup), "--out", &path(&t.join("dup"))], "TOML syntax: invalid table header"),
+        search_case(&["search.e\u{1b}pochs=3"], "search.e\\u{1b}pochs: unknown key"),
         with(real(&["search.batch_size=32"]), "search.batch_size: 32 is larger than the search split"),
         // Output and ranks.
         cmd(&["search", "--out", &path(&not_dir.join("run"))], "cannot create output directory"),
@@ -176,6 +202,18 @@ fn invalid_inputs_are_refused_with_one_line() {
             &["slurm", "--command", "evaluate", "--out", &path(&t.join("s2"))],
             "--command: command: unknown command \"evaluate\" (search, select, train, ablate or groundtruth)",
         ),
+        // Values sbatch or the job would reject, and names that would leave their directories.
+        sl(&["--time", "banana"], "--time: time: \"banana\" is not a time (Slurm's formats:"),
+        sl(&["--time", "99999-99:99:99"], "--time: time: \"99999-99:99:99\" has 99999 days (at most 365)"),
+        sl(&["--tasks-per-node", "0"], "--tasks-per-node: tasks-per-node: must be in 1..=4096 (got 0)"),
+        sl(
+            &["--tasks-per-node", "4294967296"],
+            "--tasks-per-node: tasks-per-node: must be in 1..=4096 (got 4294967296)",
+        ),
+        sl(&["--array", "select.n=1,abc"], "--set select.n=abc: select.n: invalid type: string \"abc\""),
+        sl(&["--array", "select.n=1,../../x"], "--array: array: \"../../x\" is used in a path"),
+        sl(&["--job-name", "../../x"], "--job-name: job_name: \"../../x\" is used in a path"),
+        sl(&["--nodes", "-1"], "error: invalid value '-1' for '--nodes <NODES>': invalid digit found in string"),
     ];
     let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
     let mut missing = Vec::new();
@@ -188,6 +226,7 @@ fn invalid_inputs_are_refused_with_one_line() {
             missing.push(case.expect.clone());
         }
     }
+    assert!(!script.exists() && !t.join("sl-logs").exists(), "a refused slurm command wrote its script or logs");
     assert!(missing.is_empty(), "README's invalid-input table lacks:\n{}", missing.join("\n"));
 }
 

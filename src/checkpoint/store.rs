@@ -63,6 +63,7 @@ fn fsync_dir(dir: &Path) {
 /// under `root`, then keep only the newest `keep` checkpoints.
 pub fn commit(root: &Path, step: u64, keep: usize, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+    remove_stale(root);
     let tmp = root.join(format!(".{}.tmp-{}", name_of(step), std::process::id()));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
@@ -97,6 +98,22 @@ pub fn commit(root: &Path, step: u64, keep: usize, fill: impl FnOnce(&Path) -> R
     Ok(dest)
 }
 
+/// Remove the temporary directories (`.step-N.tmp-PID`) of writers that died before renaming
+/// them into place (a full disk, a kill): on every commit and on resume. A live writer's stay.
+pub fn remove_stale(root: &Path) {
+    let Ok(rd) = std::fs::read_dir(root) else { return };
+    for e in rd.filter_map(|e| e.ok()) {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(pid) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".tmp-")).map(|(_, p)| p.to_string()) else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_ok_and(|p| Path::new("/proc").join(p.to_string()).exists());
+        if !alive || pid == std::process::id().to_string() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 /// Checkpoint directories under `root`, oldest first (by step).
 pub fn list(root: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(root) else { return Vec::new() };
@@ -122,6 +139,15 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
         return Err(bad(format!("unknown checkpoint format {:?}", m.format)));
     }
     for f in &m.files {
+        // Plain file names only: a manifest must not make us open a path outside the checkpoint.
+        let plain = !f.name.is_empty()
+            && !f.name.contains(['/', '\\', '\0'])
+            && f.name != "."
+            && f.name != ".."
+            && !f.name.chars().any(char::is_control);
+        if !plain {
+            return Err(bad(format!("MANIFEST.json names {:?}, which is not a plain file name", f.name)));
+        }
         let p = dir.join(&f.name);
         let bytes = std::fs::read(&p).map_err(|e| bad(format!("{}: unreadable ({e})", f.name)))?;
         if bytes.len() as u64 != f.bytes {
@@ -137,6 +163,7 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
 
 /// The newest checkpoint under `root` that verifies, and why each newer one was skipped.
 pub fn newest_valid(root: &Path) -> (Option<PathBuf>, Vec<String>) {
+    remove_stale(root);
     let mut skipped = Vec::new();
     for dir in list(root).into_iter().rev() {
         match verify(&dir) {
@@ -150,6 +177,38 @@ pub fn newest_valid(root: &Path) -> (Option<PathBuf>, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A manifest naming a path outside its checkpoint is refused before anything is opened.
+    #[test]
+    fn manifest_entries_are_plain_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("checkpoints");
+        let ck = commit(&root, 1, 3, |d| std::fs::write(d.join("a.bin"), b"x").map_err(|e| Error::io(d, e))).unwrap();
+        let m = std::fs::read_to_string(ck.join("MANIFEST.json")).unwrap();
+        for name in ["../../../../etc/hostname", "/etc/hostname", "..", "a\u{1b}[2J"] {
+            let json = serde_json::to_string(name).unwrap();
+            std::fs::write(ck.join("MANIFEST.json"), m.replace("\"a.bin\"", &json)).unwrap();
+            let e = verify(&ck).unwrap_err().to_string();
+            assert!(e.contains("which is not a plain file name"), "{name}: {e}");
+        }
+    }
+
+    /// Temporaries of dead writers go on the next commit; a live writer's stay.
+    #[test]
+    fn stale_temporaries_of_dead_writers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("checkpoints");
+        // PIDs above the kernel's limit (4,194,304) are never alive.
+        let dead = root.join(".step-000000004.tmp-4999999");
+        let live = root.join(".step-000000004.tmp-1"); // init
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::create_dir_all(&live).unwrap();
+        commit(&root, 5, 3, |d| std::fs::write(d.join("a.bin"), b"x").map_err(|e| Error::io(d, e))).unwrap();
+        assert!(!dead.exists() && live.exists());
+        std::fs::create_dir_all(&dead).unwrap();
+        assert!(newest_valid(&root).0.is_some());
+        assert!(!dead.exists());
+    }
 
     #[test]
     fn crc32_of_the_standard_check_string() {

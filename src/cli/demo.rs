@@ -113,9 +113,12 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
             ft.steps
         );
         let t = Instant::now();
-        let (_, actual) =
+        let (baseline, actual) =
             fidelity::actual_delta_loss(&cfg, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split, &ft)?;
-        Some((ft, actual, t.elapsed().as_secs_f64()))
+        let cands = candidates(net.as_ref());
+        let criteria = scored.iter().map(|x| fidelity::agreement(x.label, &cands, &x.sel.table, &actual)).collect();
+        let report = fidelity::report(net.spec(), &cands, &ft, baseline, actual, criteria);
+        Some((report, t.elapsed().as_secs_f64()))
     } else {
         None
     };
@@ -123,6 +126,10 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
     if coord {
         let text = comparison(&cfg, net.as_ref(), &scored, fidelity.as_ref(), &args.out, search_s)?;
         crate::checkpoint::write_atomic(&args.out.join("criteria.txt"), text.as_bytes())?;
+        if let Some((report, _)) = &fidelity {
+            let json = serde_json::to_string_pretty(report).expect("json");
+            crate::checkpoint::write_atomic(&args.out.join("fidelity.json"), json.as_bytes())?;
+        }
         print!("{text}");
         tracing::info!("demo: done in {:.0} s", t0.elapsed().as_secs_f64());
     }
@@ -135,7 +142,7 @@ fn comparison(
     cfg: &Config,
     net: &dyn crate::supernet::Supernet,
     scored: &[Scored],
-    fidelity: Option<&(fidelity::FineTune, Vec<f64>, f64)>,
+    fidelity: Option<&(fidelity::FidelityReport, f64)>,
     out: &Path,
     search_s: f64,
 ) -> Result<String> {
@@ -181,28 +188,27 @@ fn comparison(
     let agree = scored.iter().filter(|x| x.sel.genotype == scored[0].sel.genotype).count();
     let _ = writeln!(s, "  {agree} of {} criteria agree with magnitude (vanilla DARTS).", scored.len());
 
-    if let Some((ft, actual, secs)) = fidelity {
-        let cands = candidates(net);
+    if let Some((report, secs)) = fidelity {
+        let ft = &report.fine_tune;
         let _ = writeln!(s);
         let _ = writeln!(
             s,
             "Which criterion should I trust on this data? Each criterion's scores against the actual loss change of\n\
              removing each of the {} candidate ops ({} SGD steps of fine-tuning after the removal, lr {}; measured in {:.0} s):",
-            cands.len(),
+            report.candidates.len(),
             ft.steps,
             ft.lr,
             secs
         );
         let _ = writeln!(s, "  {:<12} {:>10} {:>9} {:>16}", "criterion", "spearman ρ", "pearson", "edges agreeing");
         let mut best: Option<(&str, f64)> = None;
-        for x in scored {
-            let a = fidelity::agreement(x.label, &cands, &x.sel.table, actual);
+        for a in &report.criteria {
             let f = |v: Option<f64>| v.map(|v| format!("{v:+.2}")).unwrap_or_else(|| "—".into());
             let edges = a.edge_agreement.map(|v| format!("{:.0}%", 100.0 * v)).unwrap_or_else(|| "—".into());
-            let _ = writeln!(s, "  {:<12} {:>10} {:>9} {:>16}", x.label, f(a.spearman), f(a.pearson), edges);
+            let _ = writeln!(s, "  {:<12} {:>10} {:>9} {:>16}", a.label, f(a.spearman), f(a.pearson), edges);
             if let Some(r) = a.spearman {
                 if best.is_none_or(|b| r > b.1) {
-                    best = Some((x.label, r));
+                    best = Some((a.label.as_str(), r));
                 }
             }
         }
@@ -220,6 +226,13 @@ fn comparison(
     let _ =
         writeln!(s, "  {}/  the search: config.toml, metrics.jsonl, report.json, supernet.safetensors", out.display());
     let _ = writeln!(s, "  {}/criteria.txt  this comparison", out.display());
+    if fidelity.is_some() {
+        let _ = writeln!(
+            s,
+            "  {}/fidelity.json  the measured loss change of each removal, each criterion's ρ",
+            out.display()
+        );
+    }
     for x in scored {
         let _ = writeln!(s, "  {}/{}/  scores.json, scores.csv, genotype.txt", sel.display(), x.label);
     }

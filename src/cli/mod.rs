@@ -112,16 +112,16 @@ pub struct TrainArgs {
 #[derive(Debug, clap::Args)]
 pub struct SlurmArgs {
     /// Nodes of the allocation.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub nodes: usize,
     /// GPUs per node, one rank each; 0 renders the CPU variant (ranks = --tasks-per-node).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub gpus_per_node: usize,
     /// Ranks per node of the CPU variant (default: 1; with GPUs it is --gpus-per-node).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub tasks_per_node: Option<usize>,
     /// Cores per rank (libtorch threads).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub cpus_per_task: Option<usize>,
     #[arg(long)]
     pub partition: Option<String>,
@@ -137,7 +137,7 @@ pub struct SlurmArgs {
     #[arg(long, default_value = "pmix")]
     pub mpi: String,
     /// SIGUSR1 this many seconds before the time limit: checkpoint, exit 3, requeue.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
     pub signal_lead: usize,
     /// The command the job runs: search, select, train, ablate or groundtruth.
     #[arg(long, default_value = "search")]
@@ -299,7 +299,10 @@ fn launcher_rank() -> usize {
 
 /// Run the CLI; returns the process exit status.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     match cli.command {
         Command::Demo(args) => demo::demo_main(&args),
         Command::Info => info(),
@@ -313,6 +316,25 @@ pub fn main() -> i32 {
         Command::Track(args) => experiment::track_main(&args),
         Command::Report(args) => experiment::report_main(&args),
         Command::Inspect(InspectCommand::Fidelity(args)) => fidelity_main(&args),
+    }
+}
+
+/// A command line clap refuses: its first line alone (`error: invalid value '-1' for '--nodes
+/// <NODES>': …`), status 2, like every other input error; help and version print as usual.
+fn usage_error(e: clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            e.exit()
+        }
+        _ => {
+            let text = e.render().to_string();
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid command line");
+            if launcher_rank() == 0 {
+                eprintln!("{}", line.trim_end());
+            }
+            2
+        }
     }
 }
 
@@ -464,10 +486,27 @@ fn render_slurm(a: &SlurmArgs) -> Result<()> {
         args.push("--set".into());
         args.push(s.clone());
     }
-    if a.nodes == 0 {
-        return Err(Error::config("--nodes", "nodes", "must be at least 1"));
+    // Counts in ranges sbatch accepts; a time in Slurm's formats, longer than the signal lead.
+    slurm::check_count("--nodes", a.nodes, 100_000)?;
+    if a.gpus_per_node > 0 {
+        slurm::check_count("--gpus-per-node", a.gpus_per_node, 64)?;
     }
-    let tasks = if a.gpus_per_node > 0 { a.gpus_per_node } else { a.tasks_per_node.unwrap_or(1).max(1) };
+    if let Some(t) = a.tasks_per_node {
+        slurm::check_count("--tasks-per-node", t, 4096)?;
+    }
+    if let Some(c) = a.cpus_per_task {
+        slurm::check_count("--cpus-per-task", c, 4096)?;
+    }
+    if let Some(limit) = slurm::parse_time(&a.time)? {
+        if limit <= a.signal_lead as u64 {
+            return Err(Error::config(
+                "--signal-lead",
+                "signal_lead",
+                format!("{} s is not shorter than the time limit --time {} ({limit} s)", a.signal_lead, a.time),
+            ));
+        }
+    }
+    let tasks = if a.gpus_per_node > 0 { a.gpus_per_node } else { a.tasks_per_node.unwrap_or(1) };
     let job_name = a.job_name.clone().unwrap_or_else(|| {
         a.config
             .as_deref()
@@ -476,7 +515,19 @@ fn render_slurm(a: &SlurmArgs) -> Result<()> {
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_else(|| format!("dartsif-{}", a.command))
     });
+    slurm::check_path_name("--job-name", "job_name", &job_name)?;
     let sweep = a.array.as_deref().map(slurm::parse_sweep).transpose()?;
+    if let Some((key, values)) = &sweep {
+        // Each value names a run directory, and must be a value `--set` accepts for the key
+        // (checked against --config, or the run's config.toml, as the job would).
+        let base = a.config.clone().or_else(|| a.run.as_ref().map(|r| r.join("config.toml")).filter(|p| p.is_file()));
+        for v in values {
+            slurm::check_path_name("--array", "array", v)?;
+            let mut sets = a.set.clone();
+            sets.push(format!("{key}={v}"));
+            Config::load(base.as_deref(), &sets)?;
+        }
+    }
     let bin = match &a.bin {
         Some(b) => abs(b)?,
         None => std::env::current_exe().map_err(|e| Error::io("current executable", e))?,
@@ -587,6 +638,9 @@ fn train_main(args: &TrainArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
+    if let Err(e) = cfg.check_fault(comm.size()) {
+        return report_error(comm.as_ref(), &e);
+    }
     let existed = args.out.exists();
     let stop = watch_signals();
     match run_train(&cfg, comm.as_ref(), &genotype, &args.out, args.resume.as_deref(), Some(&stop)) {
@@ -909,6 +963,9 @@ fn select_main(args: &SelectArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
+    if let Err(e) = cfg.check_fault(comm.size()) {
+        return report_error(comm.as_ref(), &e);
+    }
     let existed = args.out.exists();
     let stop = watch_signals();
     match run_select(&cfg, comm.as_ref(), &args.run, &args.out, args.resume.as_deref(), Some(&stop)) {
@@ -961,10 +1018,11 @@ fn fidelity_main(args: &FidelityArgs) -> i32 {
     let run = || -> Result<()> {
         let mut cfg = cfg.clone();
         let source = data::open(&mut cfg)?;
+        // Inputs first: nothing is written before the supernet file has been read.
+        let (net, alphas) = load_supernet(&cfg, &args.run)?;
         prepare_out_dir(comm.as_ref(), &args.out)?;
         init_threads(&cfg);
         init_logging(comm.as_ref(), &args.out);
-        let (net, alphas) = load_supernet(&cfg, &args.run)?;
         let report = select::fidelity::run(
             &cfg,
             comm.as_ref(),
@@ -1002,9 +1060,13 @@ pub fn run_select(
     resume: Option<&str>,
     stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<()> {
+    // The searched supernet is read and checked before anything is written: a damaged
+    // supernet.safetensors leaves no output directory behind.
+    let (net, alphas) = load_supernet(cfg, run)?;
     let (cfg, source, from) = open_run(cfg, comm, out, resume)?;
     let cfg = &cfg;
     if cfg.select.criterion == "darts-pt" {
+        drop((net, alphas));
         return run_progressive(cfg, comm, &source, run, out, from, stop);
     }
     let done = match from {
@@ -1016,7 +1078,6 @@ pub fn run_select(
         None => Vec::new(),
     };
     tracing::info!("{}", source.summary);
-    let (net, alphas) = load_supernet(cfg, run)?;
     let res = Resumable {
         dir: cfg.checkpoint.enabled.then(|| out.join("checkpoints")),
         every: cfg.checkpoint.select_every,
@@ -1152,7 +1213,10 @@ fn start_or_resume(comm: &dyn Collective, out: &Path, resume: Option<&str>) -> R
         comm::broadcast_value(comm, 0, mine.as_ref())?.map_err(|(path, msg)| Error::Path { path: path.into(), msg })?;
     std::fs::create_dir_all(out.join("logs")).map_err(|e| Error::io(out.join("logs"), e))?;
     init_logging(comm, out);
-    skipped.iter().for_each(|w| tracing::warn!("{w}"));
+    if comm.is_coordinator() {
+        // Once for the job (every rank got the same list), not once per rank.
+        skipped.iter().for_each(|w| tracing::warn!("{w}"));
+    }
     if dir.is_none() {
         tracing::info!("--resume {how}: no checkpoint yet, starting from the beginning");
     }
@@ -1540,13 +1604,12 @@ pub fn run_search(
         // A decoding error belongs to the rank that met it (each rank decodes its own shard):
         // that rank reports it and stops the job, so no rank waits in a collective.
         if matches!(e, Error::Data { .. }) && comm.size() > 1 {
-            eprintln!("error: {e}");
             // A fresh run directory is this run's own (prepare_out_dir refuses a non-empty one);
             // a resumed run keeps its checkpoints.
             if resume.is_none() {
                 let _ = std::fs::remove_dir_all(out);
             }
-            comm.abort(e.exit_code());
+            return Err(crate::comm::fail_alone(comm, e));
         }
         return Err(e);
     }

@@ -155,6 +155,87 @@ pub fn parse_sweep(arg: &str) -> Result<(String, Vec<String>)> {
     Ok((k.trim().to_string(), values))
 }
 
+/// A time limit in one of Slurm's formats (`sbatch --time`): `M`, `M:S`, `H:M:S`, `D-H`,
+/// `D-H:M`, `D-H:M:S`, or `infinite`/`unlimited`; minutes and seconds below 60, hours below 24
+/// where a larger unit is given, days at most 365. Returns the limit in seconds (None: no limit).
+pub fn parse_time(t: &str) -> Result<Option<u64>> {
+    let bad = |why: &str| {
+        Error::config(
+            "--time",
+            "time",
+            format!("{t:?} {why} (Slurm's formats: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, e.g. 24:00:00 or 2-00:00:00)"),
+        )
+    };
+    if matches!(t.to_ascii_lowercase().as_str(), "infinite" | "unlimited") {
+        return Ok(None);
+    }
+    let num = |x: &str, max: u64, unit: &str| -> Result<u64> {
+        if x.is_empty() || x.len() > 9 || !x.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad("is not a time"));
+        }
+        let v: u64 = x.parse().map_err(|_| bad("is not a time"))?;
+        if v > max {
+            return Err(bad(&format!("has {v} {unit} (at most {max})")));
+        }
+        Ok(v)
+    };
+    let secs = match t.split_once('-') {
+        Some((d, rest)) => {
+            let d = num(d, 365, "days")?;
+            let parts: Vec<&str> = rest.split(':').collect();
+            let (h, m, s) = match parts[..] {
+                [h] => (num(h, 23, "hours")?, 0, 0),
+                [h, m] => (num(h, 23, "hours")?, num(m, 59, "minutes")?, 0),
+                [h, m, s] => (num(h, 23, "hours")?, num(m, 59, "minutes")?, num(s, 59, "seconds")?),
+                _ => return Err(bad("is not a time")),
+            };
+            ((d * 24 + h) * 60 + m) * 60 + s
+        }
+        None => {
+            let parts: Vec<&str> = t.split(':').collect();
+            match parts[..] {
+                [m] => num(m, 365 * 24 * 60, "minutes")? * 60,
+                [m, s] => num(m, 365 * 24 * 60, "minutes")? * 60 + num(s, 59, "seconds")?,
+                [h, m, s] => (num(h, 365 * 24, "hours")? * 60 + num(m, 59, "minutes")?) * 60 + num(s, 59, "seconds")?,
+                _ => return Err(bad("is not a time")),
+            }
+        }
+    };
+    if secs == 0 {
+        return Err(bad("is zero"));
+    }
+    Ok(Some(secs))
+}
+
+/// A name that becomes part of a path (`--job-name` in the `%x` log file, `--array` values in
+/// run directories): letters, digits, `.`, `_`, `+`, `-`, not starting with `.` or `-`.
+pub fn check_path_name(flag: &str, key: &str, v: &str) -> Result<()> {
+    let ok = !v.is_empty()
+        && v.len() <= 200
+        && !v.starts_with(['.', '-'])
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._+-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            flag,
+            key,
+            format!(
+                "{v:?} is used in a path: letters, digits, '.', '_', '+' and '-' only, not starting with '.' or '-'"
+            ),
+        ))
+    }
+}
+
+/// A count given on the command line, in `1..=max`.
+pub fn check_count(flag: &str, v: usize, max: usize) -> Result<()> {
+    if (1..=max).contains(&v) {
+        Ok(())
+    } else {
+        Err(Error::config(flag, flag.trim_start_matches('-'), format!("must be in 1..={max} (got {v})")))
+    }
+}
+
 /// Write the script (executable) and create the log directory; returns the script's path.
 /// `#SBATCH` values are not shell-quoted by sbatch: names and paths with blanks are refused.
 pub fn write(spec: &SlurmSpec, header: &str, path: &Path) -> Result<PathBuf> {
@@ -187,6 +268,48 @@ pub fn write(spec: &SlurmSpec, header: &str, path: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slurm_times_in_every_format_and_out_of_range() {
+        for (t, secs) in [
+            ("30", 1800),
+            ("30:15", 1815),
+            ("24:00:00", 86_400),
+            ("2-00:00:00", 172_800),
+            ("1-12", 129_600),
+            ("1-12:30", 131_400),
+        ] {
+            assert_eq!(parse_time(t).unwrap(), Some(secs), "{t}");
+        }
+        assert_eq!(parse_time("UNLIMITED").unwrap(), None);
+        for (t, why) in [
+            ("banana", "is not a time"),
+            ("99999-99:99:99", "has 99999 days (at most 365)"),
+            ("1-24:00:00", "has 24 hours (at most 23)"),
+            ("10:60:00", "has 60 minutes (at most 59)"),
+            ("0", "is zero"),
+            ("1:2:3:4", "is not a time"),
+            ("-5", "is not a time"),
+        ] {
+            let e = parse_time(t).unwrap_err().to_string();
+            assert!(e.contains(why), "{t}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_in_paths_stay_in_their_directory() {
+        for ok in ["nb201", "c10_s2", "n-30", "1e-3", "v1.2"] {
+            assert!(check_path_name("--job-name", "job_name", ok).is_ok(), "{ok}");
+        }
+        for bad in ["../../x", "a/b", ".hidden", "-x", "", "a b", "x\u{7}"] {
+            assert!(check_path_name("--job-name", "job_name", bad).is_err(), "{bad:?}");
+        }
+        assert!(check_count("--tasks-per-node", 0, 4096)
+            .unwrap_err()
+            .to_string()
+            .contains("must be in 1..=4096 (got 0)"));
+        assert!(check_count("--tasks-per-node", 4_294_967_296, 4096).is_err());
+    }
 
     fn spec() -> SlurmSpec {
         SlurmSpec {

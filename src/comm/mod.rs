@@ -163,6 +163,17 @@ pub trait Collective {
 }
 
 /// Broadcast a serialisable value from `root`; `value` must be `Some` on the root.
+/// An error that only this rank met (a batch it alone reads failed to decode) while the others
+/// may already wait in a collective: with several ranks this rank prints it and ends the job
+/// (`MPI_Abort`; the launcher stops the others), else it is returned as usual.
+pub fn fail_alone(comm: &dyn Collective, e: Error) -> Error {
+    if comm.size() > 1 {
+        eprintln!("error: {e} (on rank {} of {}; ending the job)", comm.rank(), comm.size());
+        comm.abort(e.exit_code());
+    }
+    e
+}
+
 pub fn broadcast_value<T: serde::Serialize + serde::de::DeserializeOwned>(
     comm: &(impl Collective + ?Sized),
     root: usize,

@@ -88,7 +88,19 @@ pub fn plan(run: &Path, sweeps: &[Sweep], sets: &[String]) -> Result<Vec<Combo>>
                 overrides.push(format!("{}={v}", sw.path));
                 labels.push((sw.key.clone(), v.clone()));
             }
-            let cfg = select::open_searched(dir, &overrides)?;
+            // A value the config refuses is blamed on its --sweep, not on the run's config.
+            let cfg = select::open_searched(dir, &overrides).map_err(|e| match e {
+                Error::Config { origin, key, msg } => {
+                    let swept = others.iter().zip(&values).find(|(sw, v)| origin == format!("--set {}={v}", sw.path));
+                    match swept {
+                        Some((sw, v)) => {
+                            Error::config(format!("--sweep {}", sw.key), key, format!("{msg} (value {v})"))
+                        }
+                        None => Error::Config { origin, key, msg },
+                    }
+                }
+                other => other,
+            })?;
             if cfg.select.criterion == "darts-pt" {
                 return Err(Error::config(
                     "ablate",

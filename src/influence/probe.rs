@@ -144,7 +144,8 @@ impl<'a> Probe<'a> {
             .iter()
             .enumerate()
             .map(|(j, idx)| (j % world == rank).then(|| load_batch(data, idx, kind)).transpose())
-            .collect::<Result<_>>()?;
+            .collect::<Result<_>>()
+            .map_err(|e| crate::comm::fail_alone(comm, e))?;
         Ok(Probe {
             net,
             comm,

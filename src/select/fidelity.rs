@@ -236,7 +236,9 @@ pub fn actual_delta_loss(
     progress.inc(1);
     let mut mine = Vec::new();
     for i in mine_idx {
-        let l = fine_tuned_loss(cfg, net, &snap, &remove_op(&w0, cands[i]), data, &order, &eval, ft)?;
+        // Each rank fine-tunes its own candidates: a failure here is this rank's alone.
+        let l = fine_tuned_loss(cfg, net, &snap, &remove_op(&w0, cands[i]), data, &order, &eval, ft)
+            .map_err(|e| crate::comm::fail_alone(comm, e))?;
         tracing::debug!("fidelity: candidate {}/{} actual ΔL {:.5}", i + 1, cands.len(), l - baseline);
         mine.push((i, l - baseline));
         progress.inc(1);
@@ -319,23 +321,32 @@ pub fn run(
             Err(e) => return Err(e),
         });
     }
+    Ok(report(&spec, &cands, ft, baseline, actual, criteria))
+}
+
+/// The report of measured ΔL and criteria, with each candidate labelled (cell, edge, op).
+pub fn report(
+    spec: &crate::space::SpaceSpec,
+    cands: &[Candidate],
+    ft: &FineTune,
+    baseline: f64,
+    actual: Vec<f64>,
+    criteria: Vec<Agreement>,
+) -> FidelityReport {
     let labels = cands
         .iter()
         .map(|c| {
-            (
-                spec.cells[c.cell].name.clone(),
-                spec.cells[c.cell].edges[c.edge].clone(),
-                spec.cells[c.cell].ops[c.op].clone(),
-            )
+            let cell = &spec.cells[c.cell];
+            (cell.name.clone(), cell.edges[c.edge].clone(), cell.ops[c.op].clone())
         })
         .collect();
-    Ok(FidelityReport {
+    FidelityReport {
         fine_tune: ft.clone(),
         baseline_loss: baseline,
         candidates: labels,
         actual_delta_loss: actual,
         criteria,
-    })
+    }
 }
 
 impl FidelityReport {
