@@ -214,3 +214,39 @@ fn spearman(a: &[f64], b: &[f64]) -> f64 {
     let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
     cov / (va * vb).sqrt()
 }
+
+/// A supernet too large for the machine: refused from its size before anything is allocated
+/// (the weights of NB201 at C = 4096, N = 5 are 411 GiB), and, under an address-space limit
+/// that lets the estimate pass, the failed allocation is one line too — no panic, exit 2, no
+/// run directory left behind.
+#[test]
+fn a_supernet_that_does_not_fit_is_refused_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("big");
+    let o = std::process::Command::new(common::bin())
+        .args(["search", "--set", "space.channels=4096", "--set", "space.cells_per_stage=5", "--out"])
+        .arg(&out)
+        .env("DARTSIF_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("space.channels = 4096, space.cells_per_stage = 5: the weights alone need 411.3 GiB"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // 6.4 GiB of weights under a 6 GB address-space limit: libtorch's allocation fails.
+    let script = format!(
+        "ulimit -v 6000000; exec {} search --set space.channels=512 --set space.cells_per_stage=5 --out {}",
+        common::bin().display(),
+        out.display()
+    );
+    let o = std::process::Command::new("bash").args(["-c", &script]).env("DARTSIF_LOG", "warn").output().unwrap();
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("the weights alone need 6.4 GiB, which cannot be allocated here"), "{err}");
+    assert!(!out.exists());
+}

@@ -134,7 +134,7 @@ impl DartsNetwork {
         }
         let aux = cfg.auxiliary.then(|| b.scope("auxiliary_head", |b| AuxHead::new(b, c_aux, cfg.num_classes)));
         let classifier = b.linear("classifier", c_p, cfg.num_classes);
-        DartsNetwork { stem_conv, stem_bn, cells, aux_after, aux, classifier, params: b.set }
+        DartsNetwork { stem_conv, stem_bn, cells, aux_after, aux, classifier, params: b.finish() }
     }
 }
 

@@ -39,17 +39,37 @@ pub struct NetworkConfig {
 /// NAS-Bench-1Shot1 cells are NAS-Bench-101 cells, evaluated by looking them up in NAS-Bench-101
 /// (spaces.md §4.5); building them is not offered.
 pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind) -> Result<Box<dyn Network>> {
-    let net: Box<dyn Network> = match genotype {
-        Genotype::Darts(g) => Box::new(DartsNetwork::new(g, cfg, kind)),
-        Genotype::Nb201(g) => Box::new(Nb201Network::new(g, cfg, kind)),
-        Genotype::Nb1Shot1(_) => {
-            return Err(Error::config(
-                "genotype",
-                "genotype",
-                "a NAS-Bench-1Shot1 cell is evaluated in NAS-Bench-101 (nasbench.api.ModelSpec), not trained here",
-            ))
-        }
-    };
+    let construct =
+        || -> Result<Box<dyn Network>> {
+            Ok(match genotype {
+                Genotype::Darts(g) => Box::new(DartsNetwork::new(g, cfg, kind)),
+                Genotype::Nb201(g) => Box::new(Nb201Network::new(g, cfg, kind)),
+                Genotype::Nb1Shot1(_) => return Err(Error::config(
+                    "genotype",
+                    "genotype",
+                    "a NAS-Bench-1Shot1 cell is evaluated in NAS-Bench-101 (nasbench.api.ModelSpec), not trained here",
+                )),
+            })
+        };
+    let sizes = format!("train.channels = {}, train.layers = {}", cfg.channels, cfg.layers);
+    // Its size first, allocating nothing (training holds weights, gradients and momentum).
+    let need = crate::supernet::layers::count_only(|| construct().map(|n| n.params().bytes))?;
+    let available = crate::supernet::layers::available_memory();
+    if need.saturating_mul(3) > available {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        return Err(Error::config(
+            "config",
+            "train.channels",
+            format!(
+                "{sizes}: the weights alone need {:.1} GiB, and training holds about three times that: more than \
+                 the {:.1} GiB of memory available",
+                gib(need),
+                gib(available)
+            ),
+        ));
+    }
+    let net = construct()?;
+    net.params().check_allocated("train.channels", &sizes)?;
     net.params().to_device(crate::device::compute());
     Ok(net)
 }

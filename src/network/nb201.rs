@@ -102,7 +102,7 @@ impl Nb201Network {
         }
         let last_bn = b.scope("lastact", |b| b.batch_norm("0", 4 * c, true));
         let classifier = b.linear("classifier", 4 * c, cfg.num_classes);
-        Nb201Network { stem_conv, stem_bn, blocks, last_bn, classifier, params: b.set }
+        Nb201Network { stem_conv, stem_bn, blocks, last_bn, classifier, params: b.finish() }
     }
 }
 

@@ -322,7 +322,7 @@ impl DartsSupernet {
             (c_pp, c_p) = (c_p, MULTIPLIER * c_curr);
         }
         let classifier = b.linear("classifier", c_p, cfg.num_classes);
-        DartsSupernet { spec, stem_conv, stem_bn, cells, classifier, params: b.set }
+        DartsSupernet { spec, stem_conv, stem_bn, cells, classifier, params: b.finish() }
     }
 }
 

@@ -25,9 +25,30 @@ pub struct ParamSet {
     pub tensors: Vec<Tensor>,
     pub buffer_names: Vec<String>,
     pub buffers: Vec<Tensor>,
+    /// Set when a weight could not be allocated: (libtorch's message, bytes all the weights and
+    /// buffers need). The set then holds empty placeholders and must not be used.
+    pub alloc_failure: Option<(String, u64)>,
+    /// Bytes of all weights and buffers.
+    pub bytes: u64,
 }
 
 impl ParamSet {
+    /// An allocation failure as an error naming the key (and settings) that size the network.
+    pub fn check_allocated(&self, key: &str, settings: &str) -> crate::error::Result<()> {
+        match &self.alloc_failure {
+            None => Ok(()),
+            Some((msg, bytes)) => Err(crate::error::Error::config(
+                "config",
+                key,
+                format!(
+                    "{settings}: the weights alone need {:.1} GiB, which cannot be allocated here ({})",
+                    *bytes as f64 / (1u64 << 30) as f64,
+                    msg.lines().next().unwrap_or("").trim()
+                ),
+            )),
+        }
+    }
+
     /// Number of trainable weights.
     pub fn count(&self) -> usize {
         self.tensors.iter().map(|t| t.numel()).sum()
@@ -62,11 +83,39 @@ pub struct Builder {
     kind: Kind,
     prefix: Vec<String>,
     pub set: ParamSet,
+    /// Bytes of every tensor asked for so far.
+    bytes: u64,
+    /// The machine's available memory (MemAvailable), or no limit where unknown.
+    available: u64,
+}
+
+thread_local! {
+    static COUNT_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `f` with every [`Builder`] on this thread counting bytes without allocating (its tensors
+/// are empty placeholders): the size of a network before it is built.
+pub fn count_only<T>(f: impl FnOnce() -> T) -> T {
+    let before = COUNT_ONLY.with(|c| c.replace(true));
+    let out = f();
+    COUNT_ONLY.with(|c| c.set(before));
+    out
+}
+
+/// MemAvailable of /proc/meminfo in bytes (u64::MAX where it cannot be read).
+pub fn available_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(u64::MAX, |kb| kb * 1024)
 }
 
 impl Builder {
     pub fn new(kind: Kind) -> Self {
-        Builder { kind, prefix: Vec::new(), set: ParamSet::default() }
+        Builder { kind, prefix: Vec::new(), set: ParamSet::default(), bytes: 0, available: available_memory() }
     }
 
     /// Run `f` with `name` pushed onto the prefix.
@@ -83,6 +132,40 @@ impl Builder {
         parts.join(".")
     }
 
+    /// A tensor of `shape` filled by `fill`, allocated fallibly: after a failure (or once one
+    /// happened) an empty placeholder is returned and the bytes the tensor would need are
+    /// counted, so that the caller can say how much the whole network needs.
+    fn alloc(&mut self, shape: &[i64], fill: impl FnOnce(&Tensor) -> Result<(), tch::TchError>) -> Tensor {
+        let bytes = shape.iter().product::<i64>().max(0) as u64 * self.kind.elt_size_in_bytes() as u64;
+        self.bytes += bytes;
+        if COUNT_ONLY.with(|c| c.get()) {
+            return Tensor::empty([0], (self.kind, tch::Device::Cpu));
+        }
+        if self.set.alloc_failure.is_none() && self.bytes > self.available {
+            // Past the machine's available memory the kernel may grant the pages and kill the
+            // process later: stop here with a message instead.
+            let gib = self.available as f64 / (1u64 << 30) as f64;
+            self.set.alloc_failure = Some((format!("more than the {gib:.1} GiB of memory available"), 0));
+        }
+        if self.set.alloc_failure.is_none() {
+            let _g = tch::no_grad_guard();
+            match Tensor::f_empty(shape, (self.kind, tch::Device::Cpu)).and_then(|t| fill(&t).map(|_| t)) {
+                Ok(t) => return t,
+                Err(e) => self.set.alloc_failure = Some((e.to_string(), 0)),
+            }
+        }
+        Tensor::empty([0], (self.kind, tch::Device::Cpu))
+    }
+
+    /// The parameter set, with the total bytes needed recorded in a failure.
+    pub fn finish(mut self) -> ParamSet {
+        if let Some((_, b)) = &mut self.set.alloc_failure {
+            *b = self.bytes;
+        }
+        self.set.bytes = self.bytes;
+        self.set
+    }
+
     fn param(&mut self, name: &str, t: Tensor) -> Tensor {
         let t = t.set_requires_grad(true);
         self.set.names.push(self.full(name));
@@ -96,9 +179,12 @@ impl Builder {
         t
     }
 
-    fn uniform(&self, shape: &[i64], bound: f64) -> Tensor {
-        let _g = tch::no_grad_guard();
-        Tensor::empty(shape, (self.kind, tch::Device::Cpu)).uniform_(-bound, bound)
+    fn uniform(&mut self, shape: &[i64], bound: f64) -> Tensor {
+        self.alloc(shape, |t| t.shallow_clone().f_uniform_(-bound, bound).map(|_| ()))
+    }
+
+    fn filled(&mut self, shape: &[i64], value: f64) -> Tensor {
+        self.alloc(shape, |t| t.shallow_clone().f_fill_(value).map(|_| ()))
     }
 
     /// Conv2d without bias (every conv in the search spaces is bias-free).
@@ -126,14 +212,18 @@ impl Builder {
     /// the new batch).
     pub fn batch_norm_momentum(&mut self, name: &str, c: i64, affine: bool, momentum: f64) -> BatchNorm {
         let (w, b) = if affine {
-            let w = self.param(&format!("{name}.weight"), Tensor::ones([c], (self.kind, tch::Device::Cpu)));
-            let b = self.param(&format!("{name}.bias"), Tensor::zeros([c], (self.kind, tch::Device::Cpu)));
+            let w = self.filled(&[c], 1.0);
+            let w = self.param(&format!("{name}.weight"), w);
+            let b = self.filled(&[c], 0.0);
+            let b = self.param(&format!("{name}.bias"), b);
             (Some(w), Some(b))
         } else {
             (None, None)
         };
-        let rm = self.buffer(&format!("{name}.running_mean"), Tensor::zeros([c], (self.kind, tch::Device::Cpu)));
-        let rv = self.buffer(&format!("{name}.running_var"), Tensor::ones([c], (self.kind, tch::Device::Cpu)));
+        let rm = self.filled(&[c], 0.0);
+        let rm = self.buffer(&format!("{name}.running_mean"), rm);
+        let rv = self.filled(&[c], 1.0);
+        let rv = self.buffer(&format!("{name}.running_var"), rv);
         BatchNorm { w, b, rm, rv, momentum, eps: 1e-5 }
     }
 

@@ -30,22 +30,48 @@ pub trait Supernet {
 
 /// Build the supernet named in the config, initialised from `seed`.
 pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
-    tch::manual_seed(seed as i64);
     let (channels, classes, layers) = (cfg.space.channels as i64, cfg.data.num_classes as i64, cfg.space.layers);
     let spec = SpaceSpec::by_name(&cfg.space.name)
         .ok_or_else(|| Error::config("config", "space.name", format!("unknown search space {:?}", cfg.space.name)))?;
-    let net: Box<dyn Supernet> = match spec.family {
-        Family::Nb201 => Box::new(Nb201Supernet::new(
-            Nb201Config { channels, cells_per_stage: cfg.space.cells_per_stage, num_classes: classes },
-            kind,
-        )),
-        Family::Darts => {
-            Box::new(DartsSupernet::new(DartsConfig { channels, layers, num_classes: classes }, spec, kind))
-        }
-        Family::Nb1Shot1(space) => {
-            Box::new(Nb1Shot1Supernet::new(Nb1Shot1Config { space, channels, layers, num_classes: classes }, kind))
+    let construct = || -> Box<dyn Supernet> {
+        match spec.family {
+            Family::Nb201 => Box::new(Nb201Supernet::new(
+                Nb201Config { channels, cells_per_stage: cfg.space.cells_per_stage, num_classes: classes },
+                kind,
+            )),
+            Family::Darts => {
+                Box::new(DartsSupernet::new(DartsConfig { channels, layers, num_classes: classes }, spec.clone(), kind))
+            }
+            Family::Nb1Shot1(space) => {
+                Box::new(Nb1Shot1Supernet::new(Nb1Shot1Config { space, channels, layers, num_classes: classes }, kind))
+            }
         }
     };
+    let sizes = if matches!(spec.family, Family::Nb201) {
+        format!("space.channels = {channels}, space.cells_per_stage = {}", cfg.space.cells_per_stage)
+    } else {
+        format!("space.channels = {channels}, space.layers = {layers}")
+    };
+    // The weights' size first, allocating nothing: a supernet that cannot be trained here is
+    // refused before any memory is touched (training holds weights, gradients and momentum).
+    let need = layers::count_only(|| construct().params().bytes);
+    let available = layers::available_memory();
+    if need.saturating_mul(3) > available {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        return Err(Error::config(
+            "config",
+            "space.channels",
+            format!(
+                "{sizes}: the weights alone need {:.1} GiB, and training holds about three times that \
+                 (weights, gradients, momentum): more than the {:.1} GiB of memory available",
+                gib(need),
+                gib(available)
+            ),
+        ));
+    }
+    tch::manual_seed(seed as i64);
+    let net = construct();
+    net.params().check_allocated("space.channels", &sizes)?;
     net.params().to_device(crate::device::compute());
     Ok(net)
 }
@@ -99,6 +125,20 @@ impl Projection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counting without allocating gives the bytes the real build allocates: NB201 at the
+    /// benchmark size has 1,686,106 weights (spaces.md) in f32, plus its BatchNorm buffers.
+    #[test]
+    fn counted_bytes_are_the_allocated_bytes() {
+        let cfg = Config::load(None, &["space.channels=16".into(), "space.cells_per_stage=5".into()]).unwrap();
+        let counted = layers::count_only(|| build(&cfg, 1, Kind::Float).unwrap().params().bytes);
+        let net = build(&cfg, 1, Kind::Float).unwrap();
+        let p = net.params();
+        assert_eq!(p.count(), 1_686_106);
+        let real: usize = p.tensors.iter().chain(&p.buffers).map(|t| t.numel() * 4).sum();
+        assert_eq!(counted, real as u64);
+        assert!(counted > 1_686_106 * 4);
+    }
 
     fn nb201(classes: i64) -> Nb201Supernet {
         Nb201Supernet::new(Nb201Config { channels: 16, cells_per_stage: 5, num_classes: classes }, Kind::Float)

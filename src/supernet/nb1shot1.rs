@@ -151,7 +151,7 @@ impl Nb1Shot1Supernet {
             downsample,
             postprocess,
             classifier,
-            params: b.set,
+            params: b.finish(),
         }
     }
 }
