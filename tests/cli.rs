@@ -249,4 +249,20 @@ fn a_supernet_that_does_not_fit_is_refused_in_one_line() {
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(err.contains("the weights alone need 6.4 GiB, which cannot be allocated here"), "{err}");
     assert!(!out.exists());
+    // A step whose activations do not fit (batch 1,024 of 32×32 in one micro-batch, 5 GB):
+    // mid-run, so status 1 and one line naming the settings that size a step.
+    let script = format!(
+        "ulimit -v 5000000; exec {} search --set space.channels=16 --set data.image_size=32 --set \
+         search.batch_size=1024 --set search.micro_batch=0 --set data.train_size=4096 --set search.epochs=1 --out {}",
+        common::bin().display(),
+        out.display()
+    );
+    let o = std::process::Command::new("bash").args(["-c", &script]).env("DARTSIF_LOG", "warn").output().unwrap();
+    let err = common::stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("out of memory during the run (an allocation of") && err.contains("search.micro_batch"),
+        "{err}"
+    );
 }
