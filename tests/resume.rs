@@ -190,6 +190,24 @@ fn a_nan_on_any_rank_stops_every_rank() {
     }
 }
 
+/// On two ranks the damaged-checkpoint warning is printed once for the job, not once per rank.
+#[test]
+fn a_damaged_checkpoint_is_reported_once_on_two_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cut = tmp.path().join("cut");
+    let o = search(2, &cut, &["checkpoint.every_steps=2", "fault.action=\"signal\"", "fault.at_step=4"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let newest = checkpoints(&cut).pop().unwrap();
+    let f: PathBuf = cut.join("checkpoints").join(&newest).join("state.safetensors");
+    let mut b = std::fs::read(&f).unwrap();
+    let k = b.len() - 10;
+    b[k] ^= 0x40;
+    std::fs::write(&f, &b).unwrap();
+    let r = resume(2, &cut, "auto", &["fault.action=\"none\""]);
+    assert_ok(&r);
+    assert_eq!(stderr(&r).matches("skipping damaged checkpoint").count(), 1, "{}", stderr(&r));
+}
+
 #[test]
 fn a_conflicting_config_is_refused_on_resume() {
     let tmp = tempfile::tempdir().unwrap();

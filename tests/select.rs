@@ -159,7 +159,19 @@ fn select_outputs_and_bad_input() {
     // A damaged supernet file (empty, truncated): one line, exit 2, no output directory.
     let state = run.join("supernet.safetensors");
     let good = std::fs::read(&state).unwrap();
-    for damaged in [Vec::new(), good[..good.len() / 2].to_vec()] {
+    // A header length of 2^62 (the first 8 bytes, little-endian), and the right names with a
+    // wrong shape (one tensor of another size, written by libtorch).
+    let mut huge = good.clone();
+    huge[..8].copy_from_slice(&(1u64 << 62).to_le_bytes());
+    let reshaped = {
+        let mut named = tch::Tensor::read_safetensors(&state).unwrap();
+        let k = named.iter().position(|(n, t)| n != "arch_parameters" && t.dim() == 4).unwrap();
+        named[k].1 = tch::Tensor::zeros([1, 1, 1, 1], (tch::Kind::Float, tch::Device::Cpu));
+        let p = tmp.path().join("reshaped.safetensors");
+        tch::Tensor::write_safetensors(&named, &p).unwrap();
+        std::fs::read(&p).unwrap()
+    };
+    for damaged in [Vec::new(), good[..good.len() / 2].to_vec(), huge, reshaped] {
         std::fs::write(&state, &damaged).unwrap();
         for criterion in ["magnitude", "darts-pt"] {
             let bad = tmp.path().join("bad-state");

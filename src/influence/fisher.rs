@@ -64,7 +64,22 @@ impl ShardedGrads {
         let (lo, hi) = coord_range(p, r, w);
         let kind = own.first().map(|(_, g)| g.kind()).unwrap_or(Kind::Float);
         let kind = Self::agree_kind(comm, kind)?;
-        let g = Tensor::zeros([n as i64, (hi - lo) as i64], (kind, crate::device::compute()));
+        // N samples of this rank's coordinate slice: sized by select.n (and the model), so an
+        // allocation that fails is a message naming it, not a panic.
+        let bytes = (n * (hi - lo) * kind.elt_size_in_bytes()) as u64;
+        let fits = bytes <= crate::supernet::layers::available_memory();
+        let g = fits
+            .then(|| Tensor::f_zeros([n as i64, (hi - lo) as i64], (kind, crate::device::compute())).ok())
+            .flatten()
+            .ok_or_else(|| {
+                let msg = format!(
+                    "the {n} Fisher samples of {} weights on this rank need {:.1} GiB, which cannot be allocated \
+                     here: lower select.n, or use more ranks (each holds a slice of every sample)",
+                    hi - lo,
+                    bytes as f64 / (1u64 << 30) as f64
+                );
+                crate::comm::fail_alone(comm, Error::config("select", "select.n", msg))
+            })?;
         if w == 1 {
             for (j, gj) in &own {
                 g.get(*j as i64).copy_(gj);
