@@ -32,6 +32,17 @@ fn blame_override(path: Option<&Path>, text: &str, overrides: &[String], e: Erro
     }
 }
 
+/// Configs stored by earlier versions wrote 0 for "all" training and "none" test images.
+fn legacy_counts(table: &mut toml::Table) {
+    if let Some(toml::Value::Table(d)) = table.get_mut("data") {
+        for (key, was) in [("train_size", "all"), ("test_size", "none")] {
+            if d.get(key).and_then(toml::Value::as_integer) == Some(0) {
+                d.insert(key.into(), toml::Value::String(was.into()));
+            }
+        }
+    }
+}
+
 /// A number of images: a positive count, `"all"`, or `"none"` (`data.test_size`). A bare 0 is
 /// refused: it meant "all" for one key and "none" for the other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -748,6 +759,10 @@ impl Config {
                 None => Error::config(&source, "-", format!("TOML syntax: {msg}")),
             }
         })?;
+        // A run directory's own config.toml (it carries `[run]`) may be from an earlier version.
+        if table.contains_key("run") {
+            legacy_counts(&mut table);
+        }
         // File alone first, so a mistake in the file is reported against the file.
         Self::from_table(&table, &source)?;
         for ov in overrides {
@@ -778,9 +793,10 @@ impl Config {
 
     /// Parse and validate a config from TOML text (a checkpoint's stored config).
     pub fn from_toml_str(text: &str) -> Result<Config> {
-        let table: toml::Table = text
+        let mut table: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| Error::config("stored config", "-", e.message().trim().to_string()))?;
+        legacy_counts(&mut table);
         let cfg = Self::from_table(&table, "stored config")?;
         cfg.validate("stored config")?;
         Ok(cfg)
@@ -1234,6 +1250,17 @@ mod tests {
         assert_eq!((c.data.train_size, c.data.test_size, c.data.image_size), (Count::N(4096), Count::N(1024), 16));
         let c = load_str("[data]\ndataset = \"cifar10\"\nroot = \"/d\"\nimage_size = 16\n", &[]).unwrap();
         assert_eq!(c.data.image_size, 16);
+    }
+
+    /// A run directory's config.toml from an earlier version (0 = all / none) still reads.
+    #[test]
+    fn stored_configs_of_earlier_versions_keep_their_counts() {
+        let text =
+            "[data]\ndataset = \"cifar10\"\nroot = \"/d\"\ntrain_size = 0\ntest_size = 0\n[run]\nworld_size = 1\n";
+        let c = Config::from_toml_str(text).unwrap();
+        assert_eq!((c.data.train_size, c.data.test_size), (Count::All, Count::None));
+        let c = load_str(text, &[]).unwrap();
+        assert_eq!((c.data.train_size, c.data.test_size), (Count::All, Count::None));
     }
 
     /// A count is a number, "all" or "none"; 0 is refused; the written form reads back.

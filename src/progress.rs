@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 /// step, for tests).
 pub fn log_interval() -> Duration {
     let secs = std::env::var("DARTSIF_PROGRESS_SECS").ok().and_then(|v| v.parse::<f64>().ok());
-    Duration::from_secs_f64(secs.filter(|s| s.is_finite() && *s >= 0.0).unwrap_or(30.0))
+    secs.and_then(|s| Duration::try_from_secs_f64(s).ok()).unwrap_or(Duration::from_secs(30))
 }
 
 /// One loop's progress.
@@ -97,7 +97,7 @@ impl Progress {
         let rate = if rate >= 1.0 || rate == 0.0 {
             format!("{rate:.2} {}/s", self.unit)
         } else {
-            format!("{:.1} s per {}", 1.0 / rate, self.unit.trim_end_matches('s'))
+            format!("{:.1} s per {}", 1.0 / rate, singular(self.unit))
         };
         format!("{}: {}/{} {} ({pct:.0}%), {rate}, ETA {eta}", self.what, self.done, self.total, self.unit)
     }
@@ -109,6 +109,15 @@ impl Progress {
         if self.report && secs >= self.interval && self.total > 0 {
             tracing::info!("{}: {} {} done in {}", self.what, self.done, self.unit, format_secs(secs.as_secs_f64()));
         }
+    }
+}
+
+/// "batches" → "batch", "candidates" → "candidate".
+fn singular(unit: &str) -> &str {
+    if ["ches", "shes", "sses", "xes"].iter().any(|e| unit.ends_with(e)) {
+        &unit[..unit.len() - 2]
+    } else {
+        unit.strip_suffix('s').unwrap_or(unit)
     }
 }
 
@@ -140,6 +149,11 @@ mod tests {
         p.inc(300);
         // 300 new in 100 s: 3 steps/s, 300 left → 100 s.
         assert_eq!(p.line(), "steps: 700/1000 steps (70%), 3.00 steps/s, ETA 100 s");
+    }
+
+    #[test]
+    fn units_in_the_singular() {
+        assert_eq!((singular("batches"), singular("candidates"), singular("units")), ("batch", "candidate", "unit"));
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl Trainer<'_> {
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let mut tally = Tally::default();
         for chunk in indices.chunks(self.micro()).skip(rank).step_by(world) {
-            let (x, y) = make_batch(self.data, chunk, None)?;
+            let (x, y) = make_batch(self.data, chunk, None).map_err(|e| crate::comm::fail_alone(self.comm, e))?;
             let (logits, _) = state.net.forward(&x.to_kind(Kind::Float), BnMode::Eval, 0.0);
             let loss = cross_entropy(&logits, &y).double_value(&[]);
             tally.add(&logits, &y, loss);

@@ -203,7 +203,10 @@ fn a_damaged_checkpoint_is_reported_once_on_two_ranks() {
     let k = b.len() - 10;
     b[k] ^= 0x40;
     std::fs::write(&f, &b).unwrap();
-    let r = resume(2, &cut, "auto", &["fault.action=\"none\""]);
+    let mut cmd = Command::new(repo().join("launch/mpirun"));
+    cmd.args(["-np", "2"]).arg(bin()).args(["search", "--out", &cut.display().to_string(), "--resume", "auto"]);
+    cmd.args(["--set", "fault.action=\"none\""]).env("DARTSIF_LOG", "warn");
+    let r = common::output_within(&mut cmd, 120);
     assert_ok(&r);
     assert_eq!(stderr(&r).matches("skipping damaged checkpoint").count(), 1, "{}", stderr(&r));
 }

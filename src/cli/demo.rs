@@ -72,7 +72,6 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
     let t0 = Instant::now();
     super::run_search(cfg, comm, &args.out, None, Some(stop))?;
     let search_s = t0.elapsed().as_secs_f64();
-    let coord = comm.is_coordinator();
 
     let mut cfg = cfg.clone();
     let source = crate::data::open(&mut cfg)?;
@@ -98,7 +97,7 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
         let sel = select::run(&c, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split, &dir, &res)?;
         let seconds = t.elapsed().as_secs_f64();
         tracing::info!("demo: {label}: {} ({seconds:.1} s)", sel.genotype);
-        if coord {
+        if comm.is_coordinator() {
             if let Err(e) = crate::report::figures::render_dir(&dir) {
                 tracing::warn!("figures of {}: {e}", dir.display());
             }
@@ -123,7 +122,8 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
         None
     };
 
-    if coord {
+    // Written by the coordinator, the outcome shared: a failed write stops every rank.
+    comm::on_coordinator(comm, || {
         let text = comparison(&cfg, net.as_ref(), &scored, fidelity.as_ref(), &args.out, search_s)?;
         crate::checkpoint::write_atomic(&args.out.join("criteria.txt"), text.as_bytes())?;
         if let Some((report, _)) = &fidelity {
@@ -132,8 +132,8 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
         }
         print!("{text}");
         tracing::info!("demo: done in {:.0} s", t0.elapsed().as_secs_f64());
-    }
-    comm.barrier()
+        Ok(())
+    })
 }
 
 /// The comparison: per edge the op each criterion keeps (with its score), each criterion's

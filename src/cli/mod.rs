@@ -399,11 +399,15 @@ fn search_main(args: &SearchArgs) -> i32 {
         Err(e) => {
             // A run stopped by bad input (say an undecodable image met mid-epoch) leaves
             // nothing behind; failures of a valid run keep their logs.
+            // Never a directory that holds a checkpoint or a searched supernet (an error in the
+            // selection after the search, say).
+            let kept = out_has_results(&args.out);
             if comm.is_coordinator()
                 && !existed
                 && args.resume.is_none()
                 && e.exit_code() == 2
                 && !matches!(e, Error::Path { .. })
+                && !kept
             {
                 let _ = std::fs::remove_dir_all(&args.out);
             }
@@ -1260,6 +1264,11 @@ fn select_and_report(
         println!("{}", sel.genotype);
     }
     comm.barrier()
+}
+
+/// Whether a run directory holds results worth keeping: a checkpoint or a searched supernet.
+fn out_has_results(out: &Path) -> bool {
+    out.join("supernet.safetensors").exists() || !crate::checkpoint::store::list(&out.join("checkpoints")).is_empty()
 }
 
 /// After a signal-triggered checkpoint, the coordinator leaves `OUT/STOPPED` (the checkpoint's

@@ -67,7 +67,8 @@ impl ShardedGrads {
         // N samples of this rank's coordinate slice: sized by select.n (and the model), so an
         // allocation that fails is a message naming it, not a panic.
         let bytes = (n * (hi - lo) * kind.elt_size_in_bytes()) as u64;
-        let fits = bytes <= crate::supernet::layers::available_memory();
+        let on_host = crate::device::compute() == tch::Device::Cpu;
+        let fits = !on_host || bytes <= crate::supernet::layers::available_memory();
         let g = fits
             .then(|| Tensor::f_zeros([n as i64, (hi - lo) as i64], (kind, crate::device::compute())).ok())
             .flatten()

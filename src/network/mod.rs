@@ -62,7 +62,7 @@ pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind) -> Result<Box<
             "train.channels",
             format!(
                 "{sizes}: the weights alone need {:.1} GiB, and training holds about three times that: more than \
-                 the {:.1} GiB of memory available",
+                 the machine's {:.1} GiB of memory",
                 gib(need),
                 gib(available)
             ),

@@ -548,7 +548,13 @@ impl Searcher<'_> {
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let m = self.cfg.micro_batch(world);
         let kind = state.alphas[0].kind();
-        shard(batch, rank, world).chunks(m).map(|_| feed.next_batch().map(|(x, y)| (x.to_kind(kind), y))).collect()
+        // This rank's own images: a decoding error is its alone, and ends the job (the others
+        // would wait in the next collective).
+        shard(batch, rank, world)
+            .chunks(m)
+            .map(|_| feed.next_batch().map(|(x, y)| (x.to_kind(kind), y)))
+            .collect::<Result<_>>()
+            .map_err(|e| crate::comm::fail_alone(self.comm, e))
     }
 
     /// The micro-batches as a shard of a global batch of `len` images.
@@ -646,7 +652,7 @@ impl Searcher<'_> {
         let m = self.cfg.micro_batch(world);
         let mut tally = Tally::default();
         for chunk in indices.chunks(m).skip(rank).step_by(world) {
-            let (x, y) = make_batch(self.data, chunk, None)?;
+            let (x, y) = make_batch(self.data, chunk, None).map_err(|e| crate::comm::fail_alone(self.comm, e))?;
             let logits = net.forward(&x.to_kind(w[0].kind()), w, BnMode::BatchStats);
             let loss = cross_entropy(&logits, &y).double_value(&[]);
             tally.add(&logits, &y, loss);

@@ -85,7 +85,7 @@ pub struct Builder {
     pub set: ParamSet,
     /// Bytes of every tensor asked for so far.
     bytes: u64,
-    /// The machine's available memory (MemAvailable), or no limit where unknown.
+    /// The machine's memory (MemTotal), or no limit where unknown.
     available: u64,
 }
 
@@ -102,12 +102,14 @@ pub fn count_only<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// MemAvailable of /proc/meminfo in bytes (u64::MAX where it cannot be read).
+/// The machine's memory (MemTotal of /proc/meminfo) in bytes, u64::MAX where it cannot be read.
+/// The total, not what is free now: every rank of a node reads the same figure and so takes the
+/// same decision (a rank refusing alone would leave the others in a collective).
 pub fn available_memory() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| {
-            let line = t.lines().find(|l| l.starts_with("MemAvailable:"))?;
+            let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(u64::MAX, |kb| kb * 1024)
@@ -145,7 +147,7 @@ impl Builder {
             // Past the machine's available memory the kernel may grant the pages and kill the
             // process later: stop here with a message instead.
             let gib = self.available as f64 / (1u64 << 30) as f64;
-            self.set.alloc_failure = Some((format!("more than the {gib:.1} GiB of memory available"), 0));
+            self.set.alloc_failure = Some((format!("more than the machine's {gib:.1} GiB of memory"), 0));
         }
         if self.set.alloc_failure.is_none() {
             let _g = tch::no_grad_guard();

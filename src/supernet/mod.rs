@@ -63,7 +63,7 @@ pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
             "space.channels",
             format!(
                 "{sizes}: the weights alone need {:.1} GiB, and training holds about three times that \
-                 (weights, gradients, momentum): more than the {:.1} GiB of memory available",
+                 (weights, gradients, momentum): more than the machine's {:.1} GiB of memory",
                 gib(need),
                 gib(available)
             ),

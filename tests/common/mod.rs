@@ -62,7 +62,11 @@ pub fn assert_ok(o: &Output) {
 /// test fails, instead of the suite waiting forever.
 pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
     use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    // Its own process group, so that a hang is ended for the launcher and every rank at once
+    // (ranks left behind would keep the pipes open).
     let mut child = cmd
+        .process_group(0)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -86,9 +90,10 @@ pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
             break s;
         }
         if start.elapsed().as_secs() >= secs {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
             std::thread::sleep(std::time::Duration::from_secs(5));
-            let _ = child.kill();
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = child.wait();
             let err = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).to_string();
             panic!("hung: no exit within {secs} s: {cmd:?}\nstderr:\n{err}");
