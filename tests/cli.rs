@@ -191,28 +191,10 @@ fn the_demo_compares_the_four_criteria() {
             .filter(|r| r["op"] != "none")
             .map(|r| r["score"].as_f64().unwrap())
             .collect();
-        let rho = spearman(&scores, &actual);
+        let rho = common::spearman_by_hand(&scores, &actual);
         assert_eq!(cols[1], format!("{rho:+.2}"), "{c}");
     }
     assert!(table.contains("ranks the ops closest to what removing them does"), "{table}");
-}
-
-/// Spearman's ρ by hand: average ranks (ties share theirs), then Pearson's ρ of the ranks.
-fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    let rank = |v: &[f64]| -> Vec<f64> {
-        v.iter()
-            .map(|x| {
-                v.iter().filter(|y| *y < x).count() as f64 + (v.iter().filter(|y| *y == x).count() as f64 + 1.0) / 2.0
-            })
-            .collect()
-    };
-    let (ra, rb) = (rank(a), rank(b));
-    let n = ra.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
 }
 
 /// A supernet too large for the machine: refused from its size before anything is allocated

@@ -6,21 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-/// A tiny f64-selectable run: NB201 C=1, N=1, 3 classes, 8×8 (1,616 weights).
-fn tiny_run(dir: &Path) {
-    let o = common::search(
-        0,
-        dir,
-        &[
-            "space.channels=1",
-            "data.num_classes=3",
-            "data.train_size=96",
-            "search.batch_size=12",
-            "search.micro_batch=6",
-        ],
-    );
-    common::assert_ok(&o);
-}
+use common::tiny_run;
 
 fn select(np: usize, run: &Path, out: &Path, args: &[&str]) -> std::process::Output {
     let mut cmd = if np == 0 {
@@ -231,7 +217,7 @@ fn fidelity_is_rank_independent_and_writes_its_tables() {
     let scores: Vec<f64> = exact["scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
     let actual: Vec<f64> = da.iter().map(|x| x.as_f64().unwrap()).collect();
     let rho = exact["spearman"].as_f64().unwrap();
-    assert!((rho - spearman_by_hand(&scores, &actual)).abs() < 1e-12, "{rho}");
+    assert!((rho - common::spearman_by_hand(&scores, &actual)).abs() < 1e-12, "{rho}");
     assert!(table.contains("spearman") && table.contains("darts-if/woodbury"));
     let csv = std::fs::read_to_string(out.join("fidelity.csv")).unwrap();
     assert_eq!(csv.lines().next().unwrap(), "criterion,spearman,pearson,edge_agreement,status");
@@ -352,24 +338,4 @@ fn a_nan_term_on_one_of_two_ranks_stops_both_naming_its_candidate() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.matches("error:").count(), 1, "{err}");
     assert!(err.contains("at selection round 1: cell cell, edge 1<-0, op avg_pool_3x3"), "{err}");
-}
-
-/// Spearman's ρ written out: average ranks (ties share theirs), then Pearson's ρ of the ranks.
-fn spearman_by_hand(a: &[f64], b: &[f64]) -> f64 {
-    let rank = |v: &[f64]| -> Vec<f64> {
-        v.iter()
-            .map(|x| {
-                let below = v.iter().filter(|y| *y < x).count() as f64;
-                let equal = v.iter().filter(|y| *y == x).count() as f64;
-                below + (equal + 1.0) / 2.0
-            })
-            .collect()
-    };
-    let (ra, rb) = (rank(a), rank(b));
-    let n = ra.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
-    cov / (va * vb).sqrt()
 }

@@ -54,20 +54,7 @@ pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind) -> Result<Box<
     let sizes = format!("train.channels = {}, train.layers = {}", cfg.channels, cfg.layers);
     // Its size first, allocating nothing (training holds weights, gradients and momentum).
     let need = crate::supernet::layers::count_only(|| construct().map(|n| n.params().bytes))?;
-    let available = crate::supernet::layers::available_memory();
-    if need.saturating_mul(3) > available {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        return Err(Error::config(
-            "config",
-            "train.channels",
-            format!(
-                "{sizes}: the weights alone need {:.1} GiB, and training holds about three times that: more than \
-                 the machine's {:.1} GiB of memory",
-                gib(need),
-                gib(available)
-            ),
-        ));
-    }
+    crate::supernet::layers::check_fits(need, "train.channels", &sizes)?;
     let net = construct()?;
     net.params().check_allocated("train.channels", &sizes)?;
     net.params().to_device(crate::device::compute());

@@ -102,6 +102,27 @@ pub fn count_only<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Refuse a network whose weights (`need` bytes, from [`count_only`]) cannot be trained on this
+/// machine: training holds about three times them (weights, gradients, momentum). `key` and
+/// `sizes` name the settings that size it.
+pub fn check_fits(need: u64, key: &str, sizes: &str) -> crate::error::Result<()> {
+    let available = available_memory();
+    if need.saturating_mul(3) <= available {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    Err(crate::error::Error::config(
+        "config",
+        key,
+        format!(
+            "{sizes}: the weights alone need {:.1} GiB, and training holds about three times that \
+             (weights, gradients, momentum): more than the machine's {:.1} GiB of memory",
+            gib(need),
+            gib(available)
+        ),
+    ))
+}
+
 /// The machine's memory (MemTotal of /proc/meminfo) in bytes, u64::MAX where it cannot be read.
 /// The total, not what is free now: every rank of a node reads the same figure and so takes the
 /// same decision (a rank refusing alone would leave the others in a collective).

@@ -55,20 +55,7 @@ pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
     // The weights' size first, allocating nothing: a supernet that cannot be trained here is
     // refused before any memory is touched (training holds weights, gradients and momentum).
     let need = layers::count_only(|| construct().params().bytes);
-    let available = layers::available_memory();
-    if need.saturating_mul(3) > available {
-        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        return Err(Error::config(
-            "config",
-            "space.channels",
-            format!(
-                "{sizes}: the weights alone need {:.1} GiB, and training holds about three times that \
-                 (weights, gradients, momentum): more than the machine's {:.1} GiB of memory",
-                gib(need),
-                gib(available)
-            ),
-        ));
-    }
+    layers::check_fits(need, "space.channels", &sizes)?;
     tch::manual_seed(seed as i64);
     let net = construct();
     net.params().check_allocated("space.channels", &sizes)?;

@@ -102,3 +102,39 @@ pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
     };
     Output { status, stdout: out_t.join().unwrap_or_default(), stderr: err_t.join().unwrap_or_default() }
 }
+
+/// Spearman's ρ written out: average ranks (ties share theirs), then Pearson's ρ of the ranks.
+pub fn spearman_by_hand(a: &[f64], b: &[f64]) -> f64 {
+    let rank = |v: &[f64]| -> Vec<f64> {
+        v.iter()
+            .map(|x| {
+                let below = v.iter().filter(|y| *y < x).count() as f64;
+                let equal = v.iter().filter(|y| *y == x).count() as f64;
+                below + (equal + 1.0) / 2.0
+            })
+            .collect()
+    };
+    let (ra, rb) = (rank(a), rank(b));
+    let n = ra.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+/// A tiny f64-selectable run: NB201 C=1, N=1, 3 classes, 8×8 (1,616 weights), on one rank.
+pub fn tiny_run(dir: &Path) {
+    let o = search(
+        0,
+        dir,
+        &[
+            "space.channels=1",
+            "data.num_classes=3",
+            "data.train_size=96",
+            "search.batch_size=12",
+            "search.micro_batch=6",
+        ],
+    );
+    assert_ok(&o);
+}
