@@ -198,7 +198,9 @@ fn the_demo_compares_the_four_criteria() {
 }
 
 /// A supernet too large for the machine: refused from its size before anything is allocated
-/// (the weights of NB201 at C = 4096, N = 5 are 411 GiB), and, under an address-space limit
+/// (the weights of NB201 at C = 4096, N = 5 are 411 GiB: the convolutions scale with C², so
+/// about (4096/16)² × 1,686,106 weights at C = 16 (spaces.md) × 4 bytes = 411.6 GiB; the stem and
+/// classifier grow less, and the builder counts 411.3), and, under an address-space limit
 /// that lets the estimate pass, the failed allocation is one line too — no panic, exit 2, no
 /// run directory left behind.
 #[test]
@@ -219,7 +221,8 @@ fn a_supernet_that_does_not_fit_is_refused_in_one_line() {
         "{err}"
     );
     assert!(!out.exists());
-    // 3.6 GiB of weights under a 3 GB address-space limit: the size check (3 × weights against
+    // 3.6 GiB of weights ((384/16)² × 1,686,106 × 4 bytes ≈ 3.62 GiB, as above) under a 3 GB
+    // address-space limit: the size check (3 × weights against
     // the machine's memory) passes, libtorch's allocation fails.
     let script = format!(
         "ulimit -v 3000000; exec {} search --set space.channels=384 --set space.cells_per_stage=5 --out {}",
