@@ -132,19 +132,7 @@ fn scope_demo_data(table: &mut toml::Table, overrides: &[String]) {
     }
 }
 
-/// Which collective backend to use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CommKind {
-    /// MPI when started by an MPI launcher (mpirun, srun with PMI/PMIx), else local.
-    Auto,
-    /// A single process.
-    Local,
-    /// MPI (rsmpi).
-    Mpi,
-    /// MPI, with NCCL for CUDA tensors (feature `cuda`).
-    Nccl,
-}
+pub use crate::comm::CommKind;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]

@@ -47,3 +47,8 @@ pub fn choose(pref: &str, local_rank: usize, local_size: usize) -> Result<Device
 pub fn host(t: &tch::Tensor) -> tch::Tensor {
     t.to_device(Device::Cpu)
 }
+
+/// A detached, contiguous host copy (or handle, on the CPU) of `t`, for a state file.
+pub fn on_host(t: &tch::Tensor) -> tch::Tensor {
+    host(&t.detach()).contiguous()
+}

@@ -6,22 +6,27 @@
 //! [`network`] and [`train`] (the selected architecture from scratch), [`checkpoint`],
 //! [`report`], [`cli`].
 
+pub mod app;
 pub mod checkpoint;
-pub mod cli;
 pub mod comm;
 pub mod config;
+pub mod control;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod experiment;
+pub mod fsutil;
 pub mod influence;
+pub mod loss;
 pub mod network;
+pub mod optim;
 pub mod progress;
 pub mod report;
 pub mod rng;
 pub mod search;
 pub mod select;
 pub mod space;
+pub mod stats;
 pub mod supernet;
 pub mod train;
 

@@ -6,16 +6,21 @@
 //! after every epoch. Global batches are sharded contiguously over ranks as in the search; the
 //! BatchNorm running buffers follow rank 0 (as DDP's broadcast buffers).
 
-use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use crate::checkpoint::{
+    check_same, on_host, pinned, read_json, store, stored_config, write_json, Stored, META, STATE,
+};
 use crate::comm::Collective;
 use crate::config::Config;
 use crate::data::{epoch_order, global_batch, make_batch, shard, AugKey, Dataset, Stream};
 use crate::error::{Error, Result};
+use crate::loss::{cross_entropy, Tally};
 use crate::network::Network;
-use crate::search::optim::{clip_grad_norm, cosine_lr, Sgd};
-use crate::search::{cross_entropy, Tally};
+use crate::optim::{clip_grad_norm, cosine_lr, Sgd};
 use crate::supernet::BnMode;
 
 /// Training indices of a from-scratch run: both search halves, never test images (NB201's
@@ -89,7 +94,7 @@ impl Trainer<'_> {
     /// The coordinator checkpoints `state`; every rank learns the outcome.
     fn checkpoint(&self, state: &TrainState) -> Result<Option<std::path::PathBuf>> {
         let Some(root) = &self.checkpoints else { return Ok(None) };
-        let meta = crate::checkpoint::TrainMeta {
+        let meta = TrainMeta {
             kind: "train".into(),
             epoch: state.epoch,
             step: state.step,
@@ -99,10 +104,8 @@ impl Trainer<'_> {
             genotype: self.genotype.clone(),
             config: self.cfg.to_toml(),
         };
-        crate::checkpoint::commit_on_coordinator(self.comm, || {
-            crate::checkpoint::save_train(root, state, &meta, self.cfg.checkpoint.keep)
-        })
-        .map(Some)
+        crate::checkpoint::commit_on_coordinator(self.comm, || save_train(root, state, &meta, self.cfg.checkpoint.keep))
+            .map(Some)
     }
 
     /// Train epoch `state.epoch` from step `state.step`; returns its record (test metrics when
@@ -131,7 +134,7 @@ impl Trainer<'_> {
             let poison = f.phase == "train"
                 && f.at_step == epoch * steps + step
                 && f.rank == rank
-                && crate::search::inject(&f.action, self.stop);
+                && crate::control::inject(&f.action, self.stop);
             let batch = global_batch(&order, step, t.batch_size);
             let mine = shard(&batch, rank, world);
             let scale = m as f64 / batch.len() as f64;
@@ -169,7 +172,7 @@ impl Trainer<'_> {
                 *p += s;
             }
             state.step = step + 1;
-            let stop = crate::search::agree_stop(self.comm, self.stop)?;
+            let stop = crate::control::agree_stop(self.comm, self.stop)?;
             let every = cfg.checkpoint.every_steps;
             let due = every > 0 && (epoch * steps + step + 1) % every == 0 && step + 1 < steps;
             if stop || due {
@@ -219,4 +222,82 @@ impl Trainer<'_> {
         self.comm.all_reduce_sum_f64(&mut t)?;
         Ok(Tally::from_array(t))
     }
+}
+
+/// Progress of `train`: the position (epoch, steps done in it, the epoch's partial sums) and
+/// what fixes the computation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainMeta {
+    pub kind: String,
+    pub epoch: usize,
+    pub step: usize,
+    pub global_step: usize,
+    pub train: [f64; 3],
+    pub world_size: usize,
+    pub genotype: String,
+    /// The resolved config (TOML).
+    pub config: String,
+}
+
+/// Write a training checkpoint: the network's weights and buffers (model.py's names), SGD's
+/// momentum, and `meta`.
+pub fn save_train(root: &Path, state: &TrainState, meta: &TrainMeta, keep: usize) -> Result<PathBuf> {
+    let mut named: Vec<(String, Tensor)> =
+        state.net.params().named().into_iter().map(|(n, t)| (n, on_host(&t))).collect();
+    for (name, m) in state.net.params().names.iter().zip(&state.opt.momentum_buffers) {
+        if let Some(m) = m {
+            named.push((format!("optim.sgd.momentum.{name}"), on_host(m)));
+        }
+    }
+    store::commit(root, meta.global_step as u64, keep, |dir| {
+        Tensor::write_safetensors(&named, dir.join(STATE))?;
+        write_json(dir, META, meta)
+    })
+}
+
+/// Load a verified training checkpoint into `state`, refusing one of another genotype, seed,
+/// data or protocol; returns its metadata.
+pub fn load_train(dir: &Path, state: &mut TrainState, cfg: &Config, genotype: &str, world: usize) -> Result<TrainMeta> {
+    store::verify(dir)?;
+    let meta: TrainMeta = read_json(dir, META, "a training checkpoint")?;
+    if meta.genotype != genotype {
+        return Err(Error::config(
+            "--resume",
+            "genotype",
+            format!("differs from the checkpoint's ({})", dir.display()),
+        ));
+    }
+    let old = stored_config(&meta.config, &dir.join(META))?;
+    let settings = |c: &Config, w: usize| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = pinned(c, 1)
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("search.") && !k.starts_with("space.") && *k != "world size")
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        if let toml::Value::Table(t) = toml::Value::try_from(&c.train).expect("train config serialises") {
+            v.extend(
+                t.into_iter().filter(|(k, _)| k != "weights").map(|(k, val)| (format!("train.{k}"), val.to_string())),
+            );
+        }
+        if c.train.micro_batch == 0 {
+            v.push(("world size".into(), w.to_string()));
+        }
+        v
+    };
+    check_same(settings(&old, meta.world_size), settings(cfg, world), dir, "resume with the same setting")?;
+    let stored = Stored::read(&dir.join(STATE))?;
+    let _g = tch::no_grad_guard();
+    for (name, mut t) in state.net.params().named() {
+        t.copy_(&stored.get(&name, &t)?);
+    }
+    let names = state.net.params().names.clone();
+    let params: Vec<Tensor> = state.net.params().tensors.iter().map(|t| t.shallow_clone()).collect();
+    for ((name, p), slot) in names.iter().zip(&params).zip(state.opt.momentum_buffers.iter_mut()) {
+        let key = format!("optim.sgd.momentum.{name}");
+        *slot = if stored.tensors.contains_key(&key) { Some(stored.get(&key, p)?) } else { None };
+    }
+    state.epoch = meta.epoch;
+    state.step = meta.step;
+    state.partial = meta.train;
+    Ok(meta)
 }

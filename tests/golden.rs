@@ -167,7 +167,13 @@ fn same(name: &str, got: &str, want: &str, exact: bool) -> Result<(), String> {
                     })
                     .collect::<String>()
             };
-            return Err(format!("{name}: differs at token {k}: got {:?}, want {:?}\n  got …{}…\n want …{}…", a, b, at(&g), at(&w)));
+            return Err(format!(
+                "{name}: differs at token {k}: got {:?}, want {:?}\n  got …{}…\n want …{}…",
+                a,
+                b,
+                at(&g),
+                at(&w)
+            ));
         }
     }
     if g.len() != w.len() {

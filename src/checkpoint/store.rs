@@ -9,27 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-
-/// CRC-32 (IEEE 802.3, reflected, as zlib's `crc32`).
-pub fn crc32(bytes: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-            *e = c;
-        }
-        t
-    });
-    let mut c = !0u32;
-    for &b in bytes {
-        c = table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8);
-    }
-    !c
-}
+use crate::fsutil::{crc32_file, fsync_dir, write_atomic};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FileEntry {
@@ -52,13 +32,6 @@ pub fn name_of(step: u64) -> String {
     format!("step-{step:09}")
 }
 
-fn fsync_dir(dir: &Path) {
-    // Persist the rename (best effort: not every filesystem supports it).
-    if let Ok(f) = std::fs::File::open(dir) {
-        let _ = f.sync_all();
-    }
-}
-
 /// Write the files produced by `fill` (given the temporary directory) as checkpoint `step`
 /// under `root`, then keep only the newest `keep` checkpoints.
 pub fn commit(root: &Path, step: u64, keep: usize, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
@@ -78,13 +51,13 @@ pub fn commit(root: &Path, step: u64, keep: usize, fill: impl FnOnce(&Path) -> R
     names.sort();
     for name in names {
         let p = tmp.join(&name);
-        let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
         std::fs::File::open(&p).and_then(|f| f.sync_all()).map_err(|e| Error::io(&p, e))?;
-        files.push(FileEntry { name, bytes: bytes.len() as u64, crc32: format!("{:08x}", crc32(&bytes)) });
+        let (bytes, crc) = crc32_file(&p).map_err(|e| Error::io(&p, e))?;
+        files.push(FileEntry { name, bytes, crc32: format!("{crc:08x}") });
     }
     let manifest = Manifest { format: FORMAT.into(), step, files };
     let mpath = tmp.join("MANIFEST.json");
-    super::write_atomic(&mpath, serde_json::to_string_pretty(&manifest).expect("json").as_bytes())?;
+    write_atomic(&mpath, serde_json::to_string_pretty(&manifest).expect("json").as_bytes())?;
     fsync_dir(&tmp);
     let dest = root.join(name_of(step));
     if dest.exists() {
@@ -149,11 +122,11 @@ pub fn verify(dir: &Path) -> Result<Manifest> {
             return Err(bad(format!("MANIFEST.json names {:?}, which is not a plain file name", f.name)));
         }
         let p = dir.join(&f.name);
-        let bytes = std::fs::read(&p).map_err(|e| bad(format!("{}: unreadable ({e})", f.name)))?;
-        if bytes.len() as u64 != f.bytes {
-            return Err(bad(format!("{}: {} bytes, the manifest says {}", f.name, bytes.len(), f.bytes)));
+        let (bytes, crc) = crc32_file(&p).map_err(|e| bad(format!("{}: unreadable ({e})", f.name)))?;
+        if bytes != f.bytes {
+            return Err(bad(format!("{}: {bytes} bytes, the manifest says {}", f.name, f.bytes)));
         }
-        let c = format!("{:08x}", crc32(&bytes));
+        let c = format!("{crc:08x}");
         if c != f.crc32 {
             return Err(bad(format!("{}: checksum {c} does not match the manifest's {}", f.name, f.crc32)));
         }
@@ -208,13 +181,6 @@ mod tests {
         std::fs::create_dir_all(&dead).unwrap();
         assert!(newest_valid(&root).0.is_some());
         assert!(!dead.exists());
-    }
-
-    #[test]
-    fn crc32_of_the_standard_check_string() {
-        // The CRC-32 catalogue's check value for "123456789".
-        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
-        assert_eq!(crc32(b""), 0);
     }
 
     #[test]

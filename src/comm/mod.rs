@@ -18,8 +18,8 @@ pub use local::LocalCollective;
 
 use tch::{Kind, Tensor};
 
-use crate::config::CommKind;
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 
 /// Collective operations over the ranks of one job.
 pub trait Collective {
@@ -254,11 +254,33 @@ pub fn launched_by_mpi() -> bool {
         .any(|v| std::env::var_os(v).is_some())
 }
 
-/// Start the collective backend chosen by the config and fix this rank's compute device
+/// Which collective backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommKind {
+    /// MPI when started by an MPI launcher (mpirun, srun with PMI/PMIx), else local.
+    Auto,
+    /// A single process.
+    Local,
+    /// MPI (rsmpi).
+    Mpi,
+    /// MPI, with NCCL for CUDA tensors (feature `cuda`).
+    Nccl,
+}
+
+/// Rank from the launcher's environment, before MPI is initialised (for printing errors once).
+pub fn launcher_rank() -> usize {
+    ["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Start the collective backend `kind` (the config's `comm`) and fix this rank's compute device
+/// (`device`: the config's `device`)
 /// ([`crate::device`]): MPI under a launcher (NCCL for CUDA tensors with `comm = "nccl"`, or
 /// with `auto` on GPUs when the `cuda` feature is built and NCCL loads), else one process.
-pub fn init(cfg: &crate::config::Config) -> Result<Box<dyn Collective>> {
-    let kind = cfg.comm;
+pub fn init(kind: CommKind, device: &str) -> Result<Box<dyn Collective>> {
     let use_mpi = match kind {
         CommKind::Local => false,
         CommKind::Mpi | CommKind::Nccl => true,
@@ -270,7 +292,7 @@ pub fn init(cfg: &crate::config::Config) -> Result<Box<dyn Collective>> {
             let c = mpi::MpiCollective::init()?;
             check_slurm_step(c.size())?;
             let (local_rank, local_size) = c.local_rank_size();
-            let device = crate::device::choose(&cfg.device, local_rank, local_size)?;
+            let device = crate::device::choose(device, local_rank, local_size)?;
             crate::device::set(device);
             let want_nccl = match kind {
                 CommKind::Nccl => true,
@@ -306,7 +328,7 @@ pub fn init(cfg: &crate::config::Config) -> Result<Box<dyn Collective>> {
         }
     }
     check_slurm_step(1)?;
-    crate::device::set(crate::device::choose(&cfg.device, 0, 1)?);
+    crate::device::set(crate::device::choose(device, 0, 1)?);
     if kind == CommKind::Nccl {
         return Err(Error::config("config", "comm", "\"nccl\" needs an MPI launch (mpirun or srun --mpi=pmix)"));
     }

@@ -11,16 +11,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::stats::{kendall_tau, mean_std, pm, population_std};
 use super::{product, seed_runs, Sweep};
-use crate::checkpoint::write_atomic;
 use crate::comm::{Collective, Groups};
 use crate::config::{Config, SelectConfig};
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 use crate::influence::{Context, Timings};
-use crate::report::plot::{Figure, Series};
 use crate::select::{self, Selection};
 use crate::space::SpaceSpec;
+use crate::stats::{kendall_tau, mean_std, pm, population_std};
 
 /// One combination.
 #[derive(Debug, Clone)]
@@ -221,9 +220,9 @@ pub fn run(
     );
     for (k, &u) in todo.iter().enumerate().filter(|(k, _)| groups.runs(*k)) {
         if fault.phase == "experiment" && fault.at_step == k && fault.rank == world.rank() {
-            crate::search::inject(&fault.action, stop);
+            crate::control::inject(&fault.action, stop);
         }
-        if crate::search::agree_stop(groups.comm.as_ref(), stop)? {
+        if crate::control::agree_stop(groups.comm.as_ref(), stop)? {
             stopped = true;
             break;
         }
@@ -310,7 +309,7 @@ fn run_unit(comm: &dyn Collective, group: usize, list: &[&Combo], out: &Path) ->
             scores: o.table.scores.iter().flatten().flatten().copied().collect(),
             mixing: mixing.iter().flatten().flatten().copied().collect(),
             agree_alpha: agreement(&spec, &o.table.scores, &mixing),
-            tau_alpha: super::stats::mean_row_tau(&o.table.scores, &mixing),
+            tau_alpha: crate::stats::mean_row_tau(&o.table.scores, &mixing),
             benchmark,
             shared,
             seconds_amortized: seconds,
@@ -327,7 +326,7 @@ fn run_unit(comm: &dyn Collective, group: usize, list: &[&Combo], out: &Path) ->
                 timing: json!({"seconds_amortized": seconds, "ranks": comm.size(), "shared": shared}),
                 mixing: mixing.clone(),
             };
-            select::write_outputs(&c.cfg, &spec, &sel, &dir)?;
+            crate::report::write_selection(&c.cfg, &spec, &sel, &dir)?;
             let labels: serde_json::Map<String, serde_json::Value> =
                 c.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             write_atomic(&dir.join("combo.json"), serde_json::to_string_pretty(&labels).expect("json").as_bytes())?;
@@ -501,72 +500,4 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
     write_atomic(&out.join("ablation.csv"), csv.as_bytes())?;
     write_atomic(&out.join("ablation-summary.csv"), scsv.as_bytes())?;
     Ok(doc)
-}
-
-/// Figures of an `ablation.json`: for each numeric swept key with several values, the metric
-/// (a benchmark's first test column when every row has it, else `tau_ref`) against that key,
-/// one line per setting of the other non-seed keys, mean ± std over seeds.
-pub fn figures(doc: &serde_json::Value, out: &Path) -> Result<Vec<PathBuf>> {
-    let sweeps: Vec<(String, Vec<String>)> = doc["sweeps"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| {
-                    let vals = s["values"].as_array()?.iter().filter_map(|v| v.as_str().map(String::from)).collect();
-                    Some((s["key"].as_str()?.to_string(), vals))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let summary = doc["summary"].as_array().cloned().unwrap_or_default();
-    let bench = summary.first().and_then(|s| {
-        let cols: Vec<String> =
-            s["metrics"].as_object()?.keys().filter_map(|k| k.strip_prefix("bench:").map(String::from)).collect();
-        let c = crate::report::benchmark::preferred_column(&cols, doc["dataset"].as_str().unwrap_or(""))?;
-        Some(format!("bench:{c}"))
-    });
-    let metric = bench
-        .filter(|b| summary.iter().all(|s| s["metrics"][b.as_str()]["mean"].is_number()))
-        .unwrap_or_else(|| "tau_ref".to_string());
-    let mut written = Vec::new();
-    for (key, values) in &sweeps {
-        if key == "seed" || values.len() < 2 || values.iter().any(|v| v.parse::<f64>().is_err()) {
-            continue;
-        }
-        let mut series: Vec<Series> = Vec::new();
-        for s in &summary {
-            let labels = s["labels"].as_object().cloned().unwrap_or_default();
-            let Some(x) = labels.get(key).and_then(|v| v.as_str()).and_then(|v| v.parse::<f64>().ok()) else {
-                continue;
-            };
-            let name: Vec<String> = labels
-                .iter()
-                .filter(|(k, _)| *k != key)
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect();
-            let name = if name.is_empty() { metric.clone() } else { name.join(" ") };
-            let m = &s["metrics"][metric.as_str()];
-            // One seed: no spread to draw.
-            let Some(y) = m["mean"].as_f64() else { continue };
-            let e = m["std"].as_f64().unwrap_or(0.0);
-            match series.iter_mut().find(|q| q.label == name) {
-                Some(q) => q.points.push((x, y, e)),
-                None => series.push(Series { label: name, points: vec![(x, y, e)] }),
-            }
-        }
-        let xs: Vec<f64> = values.iter().filter_map(|v| v.parse().ok()).collect();
-        let log_x = xs.iter().all(|&x| x > 0.0)
-            && xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max) / xs.iter().cloned().fold(f64::INFINITY, f64::min)
-                >= 100.0;
-        let fig = Figure::Lines {
-            title: format!("{metric} vs {key} (mean ± std over seeds)"),
-            x_label: key.clone(),
-            y_label: metric.clone(),
-            log_x,
-            connect: true,
-            series,
-        };
-        written.extend(fig.save(&out.join(format!("ablation-{}", key.replace('.', "_"))))?);
-    }
-    Ok(written)
 }

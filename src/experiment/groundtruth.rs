@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::stats::kendall_tau;
-use crate::checkpoint::write_atomic;
 use crate::comm::{Collective, Groups};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 use crate::space::{nb201_edge, Genotype, Nb201Genotype, NB201_OPS};
+use crate::stats::kendall_tau;
 
 /// Which NB201 cells to enumerate.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,10 +200,10 @@ pub fn run(
     );
     for (k, &i) in todo.iter().enumerate().filter(|(k, _)| groups.runs(*k)) {
         if fault.phase == "experiment" && fault.at_step == k && fault.rank == world.rank() {
-            crate::search::inject(&fault.action, stop);
+            crate::control::inject(&fault.action, stop);
         }
         // SIGTERM/SIGUSR1: stop between architectures (finished ones are on disk).
-        if crate::search::agree_stop(groups.comm.as_ref(), stop)? {
+        if crate::control::agree_stop(groups.comm.as_ref(), stop)? {
             stopped = true;
             break;
         }
@@ -279,7 +279,7 @@ fn train_one(
     comm.broadcast_tensors(0, &net.params().tensors)?;
     let weights = net.params().count();
     let n = net.params().tensors.len();
-    let opt = crate::search::optim::Sgd::new(t.weights.clone(), n);
+    let opt = crate::optim::Sgd::new(t.weights.clone(), n);
     let mut state = crate::train::TrainState { net, opt, epoch: 0, step: 0, partial: [0.0; 3] };
     let trainer = crate::train::Trainer {
         cfg,

@@ -5,7 +5,6 @@
 
 pub mod ablation;
 pub mod groundtruth;
-pub mod stats;
 pub mod tracking;
 
 use std::path::{Path, PathBuf};

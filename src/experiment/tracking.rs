@@ -28,7 +28,7 @@ pub fn epoch_checkpoints(run: &Path, every: usize) -> Result<Vec<(usize, PathBuf
     let root = run.join("checkpoints");
     let mut out = Vec::new();
     for dir in crate::checkpoint::store::list(&root) {
-        let meta = crate::checkpoint::read_meta(&dir)?;
+        let meta = crate::search::checkpoint::read_meta(&dir)?;
         if meta.kind == "search" && meta.step == 0 && meta.epoch > 0 && meta.epoch % every.max(1) == 0 {
             out.push((meta.epoch - 1, dir));
         }
@@ -63,7 +63,7 @@ pub fn run(
         let comm = groups.comm.as_ref();
         let scored = (|| -> Result<Vec<Tracked>> {
             let mut state = SearchState::new(&cfg, comm, kind)?;
-            crate::checkpoint::load_search(dir, &mut state)?;
+            crate::search::checkpoint::load_search(dir, &mut state)?;
             let timings = Timings::default();
             let ctx = Context::new(
                 &cfg,

@@ -18,8 +18,8 @@ use crate::comm::{broadcast_value, Collective};
 use crate::config::Config;
 use crate::data::{Dataset, Stream};
 use crate::error::{Error, Result};
-use crate::search::table_of;
-use crate::select::ScoreTable;
+use crate::space::ScoreTable;
+use crate::supernet::table_of;
 use crate::supernet::{BnMode, Supernet};
 
 /// Everything a criterion needs.
@@ -226,7 +226,7 @@ impl Context<'_> {
             let poison = f.phase == "select"
                 && f.at_step == round
                 && f.rank == rank
-                && crate::search::inject(&f.action, res.stop);
+                && crate::control::inject(&f.action, res.stop);
             let i = todo.get(round * world + rank).copied();
             let w = i.map(|i| remove_op(&w0, cands[i]));
             let (lc, g) = match (&w, influence) {
@@ -334,14 +334,14 @@ impl Context<'_> {
     /// The coordinator writes a selection progress checkpoint; all ranks learn the outcome.
     fn save_progress(&self, dir: &std::path::Path, keep: usize, records: Vec<(usize, f64, f64)>) -> Result<String> {
         let saved = crate::checkpoint::commit_on_coordinator(self.comm, || {
-            let meta = crate::checkpoint::SelectMeta {
+            let meta = super::saved::SelectMeta {
                 kind: "select".into(),
                 criterion: self.cfg.select.criterion.clone(),
                 records,
                 world_size: self.comm.size(),
                 config: self.cfg.to_toml(),
             };
-            crate::checkpoint::save_select(dir, &meta, keep)
+            super::saved::save_select(dir, &meta, keep)
         })?;
         Ok(saved.display().to_string())
     }

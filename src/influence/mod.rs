@@ -7,6 +7,7 @@ pub mod fisher;
 pub mod flat;
 pub mod ihvp;
 pub mod probe;
+pub mod saved;
 
 pub use criteria::{Context, Outcome, Resumable};
 pub use probe::{EvalSet, Leaf, Probe, Timings};

@@ -24,7 +24,7 @@ use super::flat::{defined_or_zeros, flatten, graph_dot, split_like};
 use crate::comm::Collective;
 use crate::data::{epoch_order, make_batch, Dataset, Stream};
 use crate::error::{Error, Result};
-use crate::search::cross_entropy;
+use crate::loss::cross_entropy;
 use crate::supernet::{BnMode, Supernet};
 
 /// Wall-clock time spent per kind of work.

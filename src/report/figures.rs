@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::plot::{Figure, Heatmap, Series};
 use crate::error::{Error, Result};
-use crate::experiment::stats::kendall_tau;
+use crate::stats::kendall_tau;
 
 fn read_json(path: &Path) -> Result<Value> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.to_path_buf(), e))?;
@@ -44,7 +44,7 @@ pub fn render_dir(dir: &Path) -> Result<Vec<PathBuf>> {
         out.extend(scores_figures(dir)?);
     }
     if dir.join("ablation.json").is_file() {
-        out.extend(crate::experiment::ablation::figures(&read_json(&dir.join("ablation.json"))?, dir)?);
+        out.extend(ablation_figures(&read_json(&dir.join("ablation.json"))?, dir)?);
     }
     if dir.join("tracking.jsonl").is_file() {
         out.extend(tracking_figure(dir)?);
@@ -255,4 +255,72 @@ fn groundtruth_figures(dir: &Path) -> Result<Vec<PathBuf>> {
         out.extend(fig.save(&dir.join(format!("groundtruth-{k}")))?);
     }
     Ok(out)
+}
+
+/// Figures of an `ablation.json`: for each numeric swept key with several values, the metric
+/// (a benchmark's first test column when every row has it, else `tau_ref`) against that key,
+/// one line per setting of the other non-seed keys, mean ± std over seeds.
+pub fn ablation_figures(doc: &serde_json::Value, out: &Path) -> Result<Vec<PathBuf>> {
+    let sweeps: Vec<(String, Vec<String>)> = doc["sweeps"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| {
+                    let vals = s["values"].as_array()?.iter().filter_map(|v| v.as_str().map(String::from)).collect();
+                    Some((s["key"].as_str()?.to_string(), vals))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let summary = doc["summary"].as_array().cloned().unwrap_or_default();
+    let bench = summary.first().and_then(|s| {
+        let cols: Vec<String> =
+            s["metrics"].as_object()?.keys().filter_map(|k| k.strip_prefix("bench:").map(String::from)).collect();
+        let c = super::benchmark::preferred_column(&cols, doc["dataset"].as_str().unwrap_or(""))?;
+        Some(format!("bench:{c}"))
+    });
+    let metric = bench
+        .filter(|b| summary.iter().all(|s| s["metrics"][b.as_str()]["mean"].is_number()))
+        .unwrap_or_else(|| "tau_ref".to_string());
+    let mut written = Vec::new();
+    for (key, values) in &sweeps {
+        if key == "seed" || values.len() < 2 || values.iter().any(|v| v.parse::<f64>().is_err()) {
+            continue;
+        }
+        let mut series: Vec<Series> = Vec::new();
+        for s in &summary {
+            let labels = s["labels"].as_object().cloned().unwrap_or_default();
+            let Some(x) = labels.get(key).and_then(|v| v.as_str()).and_then(|v| v.parse::<f64>().ok()) else {
+                continue;
+            };
+            let name: Vec<String> = labels
+                .iter()
+                .filter(|(k, _)| *k != key)
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
+            let name = if name.is_empty() { metric.clone() } else { name.join(" ") };
+            let m = &s["metrics"][metric.as_str()];
+            // One seed: no spread to draw.
+            let Some(y) = m["mean"].as_f64() else { continue };
+            let e = m["std"].as_f64().unwrap_or(0.0);
+            match series.iter_mut().find(|q| q.label == name) {
+                Some(q) => q.points.push((x, y, e)),
+                None => series.push(Series { label: name, points: vec![(x, y, e)] }),
+            }
+        }
+        let xs: Vec<f64> = values.iter().filter_map(|v| v.parse().ok()).collect();
+        let log_x = xs.iter().all(|&x| x > 0.0)
+            && xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max) / xs.iter().cloned().fold(f64::INFINITY, f64::min)
+                >= 100.0;
+        let fig = Figure::Lines {
+            title: format!("{metric} vs {key} (mean ± std over seeds)"),
+            x_label: key.clone(),
+            y_label: metric.clone(),
+            log_x,
+            connect: true,
+            series,
+        };
+        written.extend(fig.save(&out.join(format!("ablation-{}", key.replace('.', "_"))))?);
+    }
+    Ok(written)
 }

@@ -11,11 +11,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::checkpoint::write_atomic;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::search::{EpochStats, StepStats, Tally};
-use crate::select::ScoreTable;
+use crate::fsutil::write_atomic;
+use crate::loss::Tally;
+use crate::search::{EpochStats, StepStats};
+use crate::space::ScoreTable;
 use crate::space::{Genotype, SpaceSpec};
 
 /// Versions and layout of a run, recorded in `config.toml` under `[run]` and in `report.json`.
@@ -157,6 +158,60 @@ pub fn write_config(dir: &Path, cfg: &Config, run: &RunInfo) -> Result<()> {
 /// `genotype.txt`: the genotype in its space's native text form, one line.
 pub fn write_genotype(dir: &Path, g: &Genotype) -> Result<()> {
     write_atomic(&dir.join("genotype.txt"), format!("{g}\n").as_bytes())
+}
+
+/// `scores.json`, `scores.csv` and `genotype.txt` of a selection.
+pub fn write_selection(cfg: &Config, spec: &SpaceSpec, sel: &crate::select::Selection, out: &Path) -> Result<()> {
+    let t = &sel.table;
+    let mut rows = Vec::new();
+    let mut csv = String::from("cell,edge,op,score");
+    for name in &t.term_names {
+        csv.push(',');
+        csv.push_str(name);
+    }
+    csv.push('\n');
+    let num = |x: f64| if x.is_finite() { format!("{x:e}") } else { String::new() };
+    for (c, cell) in spec.cells.iter().enumerate() {
+        for (e, edge) in cell.edges.iter().enumerate() {
+            for (o, op) in cell.ops.iter().enumerate() {
+                let score = t.scores[c][e][o];
+                let terms: Vec<f64> = t.terms.get(c).map(|x| x[e][o].clone()).unwrap_or_default();
+                let mut named = serde_json::Map::new();
+                for (n, v) in t.term_names.iter().zip(&terms) {
+                    named.insert(n.clone(), json!(v.is_finite().then_some(*v)));
+                }
+                rows.push(json!({
+                    "cell": cell.name, "edge": edge, "op": op,
+                    "score": score.is_finite().then_some(score),
+                    "terms": named,
+                }));
+                csv.push_str(&format!("{},{},{},{}", cell.name, edge, op, num(score)));
+                for v in &terms {
+                    csv.push(',');
+                    csv.push_str(&num(*v));
+                }
+                csv.push('\n');
+            }
+        }
+    }
+    let s = &cfg.select;
+    let doc = json!({
+        "criterion": t.criterion,
+        "ihvp": s.ihvp,
+        "settings": s,
+        "eval_batches": s.n,
+        "eval_batch_size": cfg.select_batch(),
+        "genotype": sel.genotype.to_string(),
+        "benchmark": benchmark::entry(s.benchmark_table.as_deref(), &sel.genotype.to_string())?,
+        "scores": rows,
+        "mixing": sel.mixing,
+        "diagnostics": sel.diagnostics,
+        "timing": sel.timing,
+    });
+    write_atomic(&out.join("scores.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
+    write_atomic(&out.join("scores.csv"), csv.as_bytes())?;
+    write_genotype(out, &sel.genotype)?;
+    Ok(())
 }
 
 /// `report.json`: per edge α, softmax(α), the chosen op, and the run's summary.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::checkpoint::write_atomic;
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
 
 const FONT: &str = "sans-serif";
 static DEJAVU: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");

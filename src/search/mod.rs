@@ -6,7 +6,7 @@
 //! over ranks in one flat all-reduce, and every rank applies the same update, so θ and α stay
 //! identical on all ranks (checked at every epoch end).
 
-pub mod optim;
+pub mod checkpoint;
 
 use serde::Serialize;
 use tch::{Kind, Tensor};
@@ -18,14 +18,11 @@ use crate::error::{Error, Result};
 use crate::supernet::{BnMode, Projection, Supernet};
 
 mod unrolled;
-use optim::{clip_grad_norm, cosine_lr, Adam, Sgd};
+use crate::control::{agree_step, inject};
+use crate::loss::{cross_entropy, Tally};
+use crate::optim::{clip_grad_norm, cosine_lr, Adam, Sgd};
+use crate::supernet::table_of;
 pub use unrolled::MixedProduct;
-
-/// Mean cross-entropy, computed in the logits' precision (tch's `cross_entropy_for_logits`
-/// computes in f32 even for f64 logits).
-pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
-    logits.log_softmax(-1, logits.kind()).nll_loss(labels)
-}
 
 /// The searchable state: supernet weights θ, architecture α, both optimisers, and the position.
 pub struct SearchState {
@@ -91,6 +88,11 @@ impl SearchState {
     }
 
     /// softmax(α) per cell type (computed in f64), as nested vectors `[cell][edge][op]`.
+    /// The genotype vanilla DARTS would select from the current α.
+    pub fn magnitude_genotype(&self) -> crate::space::Genotype {
+        crate::space::magnitude_genotype(self.net.spec(), self.softmax_table())
+    }
+
     pub fn softmax_table(&self) -> Vec<Vec<Vec<f64>>> {
         self.net
             .spec()
@@ -123,44 +125,6 @@ impl SearchState {
                 (n, v)
             })
             .collect()
-    }
-}
-
-/// A 2-D tensor as rows of f64.
-pub fn table_of(t: &Tensor) -> Vec<Vec<f64>> {
-    let t = crate::device::host(&t.to_kind(Kind::Double)).contiguous();
-    let (r, c) = (t.size()[0] as usize, t.size()[1] as usize);
-    let v: Vec<f64> = Vec::try_from(&t.reshape([-1])).expect("double tensor");
-    (0..r).map(|i| v[i * c..(i + 1) * c].to_vec()).collect()
-}
-
-/// Loss and accuracy summed over a (global) set of samples.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct Tally {
-    pub loss_sum: f64,
-    pub correct: f64,
-    pub count: f64,
-}
-
-impl Tally {
-    pub fn loss(&self) -> f64 {
-        self.loss_sum / self.count.max(1.0)
-    }
-    pub fn acc(&self) -> f64 {
-        self.correct / self.count.max(1.0)
-    }
-    pub(crate) fn add(&mut self, logits: &Tensor, labels: &Tensor, mean_loss: f64) {
-        let n = labels.size()[0] as f64;
-        self.loss_sum += mean_loss * n;
-        self.correct +=
-            logits.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
-        self.count += n;
-    }
-    pub fn as_array(&self) -> [f64; 3] {
-        [self.loss_sum, self.correct, self.count]
-    }
-    pub fn from_array(a: [f64; 3]) -> Self {
-        Tally { loss_sum: a[0], correct: a[1], count: a[2] }
     }
 }
 
@@ -257,61 +221,6 @@ impl<'a> Feed<'a> {
         };
         Ok(batch.tensors())
     }
-}
-
-/// Carry out a fault-injection action on this process (`[fault]`, for tests): `kill` (SIGKILL
-/// to itself), `signal` (SIGTERM to itself, waiting until `stop` is raised), `nan` (returns true:
-/// the caller poisons a value), `none`.
-pub(crate) fn inject(action: &str, stop: Option<&std::sync::atomic::AtomicBool>) -> bool {
-    let pid = std::process::id();
-    match action {
-        "kill" => {
-            tracing::warn!("fault injection: SIGKILL to process {pid}");
-            let _ = std::process::Command::new("sh").args(["-c", &format!("kill -KILL {pid}")]).status();
-            std::thread::sleep(std::time::Duration::from_secs(60)); // not reached
-            false
-        }
-        "signal" => {
-            tracing::warn!("fault injection: SIGTERM to process {pid}");
-            let _ = std::process::Command::new("sh").args(["-c", &format!("kill -TERM {pid}")]).status();
-            // Let the handler run before the next boundary reads the flag.
-            for _ in 0..100 {
-                if stop.is_none_or(|s| s.load(std::sync::atomic::Ordering::SeqCst)) {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            false
-        }
-        "nan" => true,
-        _ => false,
-    }
-}
-
-/// Whether any rank raised `stop`, agreed by all ranks (one small all-reduce).
-pub(crate) fn agree_stop(comm: &dyn Collective, stop: Option<&std::sync::atomic::AtomicBool>) -> Result<bool> {
-    let local = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
-    if comm.size() == 1 {
-        return Ok(local);
-    }
-    let mut v = [local as u8 as f64];
-    comm.all_reduce_sum_f64(&mut v)?;
-    Ok(v[0] > 0.0)
-}
-
-/// The step boundary's agreement, one small all-reduce: whether any rank raised `stop`, and
-/// on how many ranks each of the `bad` checks failed.
-pub(crate) fn agree_step<const N: usize>(
-    comm: &dyn Collective,
-    stop: Option<&std::sync::atomic::AtomicBool>,
-    bad: [bool; N],
-) -> Result<(bool, [usize; N])> {
-    let local = stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::SeqCst));
-    let mut v: Vec<f64> = std::iter::once(local).chain(bad).map(|b| b as u8 as f64).collect();
-    if comm.size() > 1 {
-        comm.all_reduce_sum_f64(&mut v)?;
-    }
-    Ok((v[0] > 0.0, std::array::from_fn(|k| v[k + 1] as usize)))
 }
 
 /// The bi-level search loop.
@@ -480,7 +389,7 @@ impl Searcher<'_> {
             let train_seconds = t0.elapsed().as_secs_f64();
             let val = self.evaluate(state, &self.split.arch)?;
             state.epoch += 1;
-            let genotype = crate::select::magnitude_genotype(state).to_string();
+            let genotype = state.magnitude_genotype().to_string();
             let stats = EpochStats {
                 epoch,
                 lr,
@@ -513,7 +422,7 @@ impl Searcher<'_> {
         let Some(root) = &self.checkpoints else { return Ok(None) };
         let steps = self.cfg.steps_per_epoch(self.split.weights.len());
         let p = progress.unwrap_or(EpochProgress { step: 0, train: [0.0; 3], arch: [0.0; 3], seconds: 0.0 });
-        let meta = crate::checkpoint::SearchMeta {
+        let meta = checkpoint::SearchMeta {
             kind: "search".into(),
             epoch,
             step: p.step,
@@ -527,7 +436,7 @@ impl Searcher<'_> {
             projection: state.projection.clone(),
         };
         crate::checkpoint::commit_on_coordinator(self.comm, || {
-            crate::checkpoint::save_search(root, state, &meta, self.cfg.checkpoint.keep)
+            checkpoint::save_search(root, state, &meta, self.cfg.checkpoint.keep)
         })
         .map(Some)
     }

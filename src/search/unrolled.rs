@@ -16,10 +16,10 @@
 
 use tch::{Kind, Tensor};
 
-use super::{cross_entropy, Tally};
 use crate::comm::Collective;
 use crate::config::SgdConfig;
 use crate::error::Result;
+use crate::loss::{cross_entropy, Tally};
 use crate::supernet::{BnMode, Projection, Supernet};
 
 /// This rank's micro-batches of one global batch, each loss scaled by its share of the batch.

@@ -15,9 +15,9 @@ use crate::data::{epoch_order, global_batch, make_batch, Dataset, SearchSplit, S
 use crate::error::{Error, Result};
 use crate::influence::criteria::{candidates, remove_op, Candidate};
 use crate::influence::{Context, EvalSet, Timings};
-use crate::search::cross_entropy;
-use crate::search::optim::Sgd;
-use crate::select::ScoreTable;
+use crate::loss::cross_entropy;
+use crate::optim::Sgd;
+use crate::space::ScoreTable;
 use crate::supernet::{BnMode, Supernet};
 
 /// Fine-tuning used to measure the actual ΔL.
@@ -168,7 +168,7 @@ fn fine_tuned_loss(
             });
         }
         let grads = grads.expect("a batch");
-        crate::search::optim::clip_grad_norm(&grads, cfg.search.weights.grad_clip);
+        crate::optim::clip_grad_norm(&grads, cfg.search.weights.grad_clip);
         sgd.step(params, &grads, ft.lr);
     }
     let _g = tch::no_grad_guard();

@@ -7,17 +7,15 @@ pub mod progressive;
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tch::Tensor;
 
-use crate::checkpoint::write_atomic;
 use crate::comm::{broadcast_value, Collective};
 use crate::config::Config;
 use crate::data::{Dataset, SearchSplit};
 use crate::error::{Error, Result};
 use crate::influence::{Context, Resumable, Timings};
-use crate::search::SearchState;
+pub use crate::space::ScoreTable;
 use crate::space::{derive_genotype, Genotype, SpaceSpec};
 use crate::supernet::Supernet;
 
@@ -42,7 +40,7 @@ pub fn load_searched(cfg: &Config, run: &Path) -> Result<(Box<dyn Supernet>, Vec
     let net = crate::supernet::build(cfg, cfg.seed, kind)?;
     let alphas: Vec<Tensor> =
         net.spec().alpha_shapes().iter().map(|s| Tensor::zeros(s, (kind, crate::device::compute()))).collect();
-    crate::checkpoint::load_supernet(net.as_ref(), &alphas, &run.join("supernet.safetensors"))?;
+    crate::supernet::state::load_supernet(net.as_ref(), &alphas, &run.join("supernet.safetensors"))?;
     Ok((net, alphas))
 }
 
@@ -53,36 +51,6 @@ pub fn selection_kind(cfg: &Config) -> tch::Kind {
     } else {
         tch::Kind::Float
     }
-}
-
-/// Scores of one criterion: `scores[cell][edge][op]`, higher = keep. Candidates a criterion
-/// does not score (removing `none`) hold −∞. `terms[cell][edge][op][t]` are the parts of the
-/// score named in `term_names` (e.g. DARTS-IF's loss change and quadratic term).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ScoreTable {
-    pub criterion: String,
-    pub scores: Vec<Vec<Vec<f64>>>,
-    #[serde(default)]
-    pub term_names: Vec<String>,
-    #[serde(default)]
-    pub terms: Vec<Vec<Vec<Vec<f64>>>>,
-}
-
-impl ScoreTable {
-    pub fn plain(criterion: &str, scores: Vec<Vec<Vec<f64>>>) -> Self {
-        ScoreTable { criterion: criterion.into(), scores, term_names: Vec::new(), terms: Vec::new() }
-    }
-}
-
-/// Vanilla DARTS: the score of an op is its mixing weight softmax(α) (DARTS ranks a node's
-/// incoming edges by it; within an edge it ranks as α does).
-pub fn magnitude_scores(state: &SearchState) -> ScoreTable {
-    ScoreTable::plain("magnitude", state.softmax_table())
-}
-
-/// The genotype vanilla DARTS would select from the current α.
-pub fn magnitude_genotype(state: &SearchState) -> Genotype {
-    derive_genotype(state.net.spec(), &magnitude_scores(state).scores)
 }
 
 /// The coordinator derives the genotype from its scores and broadcasts it.
@@ -106,12 +74,12 @@ pub struct Selection {
 pub fn mixing_table(spec: &SpaceSpec, alphas: &[Tensor]) -> Vec<Vec<Vec<f64>>> {
     spec.table_weights(&alphas.iter().map(|a| a.detach().to_kind(tch::Kind::Double)).collect::<Vec<_>>())
         .iter()
-        .map(crate::search::table_of)
+        .map(crate::supernet::table_of)
         .collect()
 }
 
-/// Score every op with the configured criterion, derive the genotype on the coordinator, and
-/// (rank 0) write `scores.json`, `scores.csv` and `genotype.txt` into `out`.
+/// Score every op with the configured criterion and derive the genotype on the coordinator
+/// (every rank returns it); [`crate::report::write_selection`] writes the outputs.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     cfg: &Config,
@@ -120,7 +88,6 @@ pub fn run(
     alphas: &[Tensor],
     data: &dyn Dataset,
     split: &SearchSplit,
-    out: &Path,
     res: &Resumable,
 ) -> Result<Selection> {
     let timings = Timings::default();
@@ -149,11 +116,7 @@ pub fn run(
         "peak_rss_mb_per_rank": rss,
     });
     let mixing = mixing_table(net.spec(), alphas);
-    let sel = Selection { table: outcome.table, genotype, diagnostics: outcome.diagnostics, timing, mixing };
-    if comm.is_coordinator() {
-        write_outputs(cfg, net.spec(), &sel, out)?;
-    }
-    Ok(sel)
+    Ok(Selection { table: outcome.table, genotype, diagnostics: outcome.diagnostics, timing, mixing })
 }
 
 /// Peak resident memory (VmHWM) of every rank in MB, gathered on the coordinator (empty
@@ -169,58 +132,4 @@ fn peak_rss_per_rank(comm: &dyn Collective) -> Result<Vec<f64>> {
     tracing::info!("peak resident memory of this rank: {mine:.0} MB");
     let all = comm.gather_bytes(0, &mine.to_le_bytes())?;
     Ok(all.iter().filter_map(|b| Some(f64::from_le_bytes(b.as_slice().try_into().ok()?))).collect())
-}
-
-/// `scores.json`, `scores.csv` and `genotype.txt` of a selection.
-pub fn write_outputs(cfg: &Config, spec: &SpaceSpec, sel: &Selection, out: &Path) -> Result<()> {
-    let t = &sel.table;
-    let mut rows = Vec::new();
-    let mut csv = String::from("cell,edge,op,score");
-    for name in &t.term_names {
-        csv.push(',');
-        csv.push_str(name);
-    }
-    csv.push('\n');
-    let num = |x: f64| if x.is_finite() { format!("{x:e}") } else { String::new() };
-    for (c, cell) in spec.cells.iter().enumerate() {
-        for (e, edge) in cell.edges.iter().enumerate() {
-            for (o, op) in cell.ops.iter().enumerate() {
-                let score = t.scores[c][e][o];
-                let terms: Vec<f64> = t.terms.get(c).map(|x| x[e][o].clone()).unwrap_or_default();
-                let mut named = serde_json::Map::new();
-                for (n, v) in t.term_names.iter().zip(&terms) {
-                    named.insert(n.clone(), json!(v.is_finite().then_some(*v)));
-                }
-                rows.push(json!({
-                    "cell": cell.name, "edge": edge, "op": op,
-                    "score": score.is_finite().then_some(score),
-                    "terms": named,
-                }));
-                csv.push_str(&format!("{},{},{},{}", cell.name, edge, op, num(score)));
-                for v in &terms {
-                    csv.push(',');
-                    csv.push_str(&num(*v));
-                }
-                csv.push('\n');
-            }
-        }
-    }
-    let s = &cfg.select;
-    let doc = json!({
-        "criterion": t.criterion,
-        "ihvp": s.ihvp,
-        "settings": s,
-        "eval_batches": s.n,
-        "eval_batch_size": cfg.select_batch(),
-        "genotype": sel.genotype.to_string(),
-        "benchmark": crate::report::benchmark::entry(s.benchmark_table.as_deref(), &sel.genotype.to_string())?,
-        "scores": rows,
-        "mixing": sel.mixing,
-        "diagnostics": sel.diagnostics,
-        "timing": sel.timing,
-    });
-    write_atomic(&out.join("scores.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
-    write_atomic(&out.join("scores.csv"), csv.as_bytes())?;
-    crate::report::write_genotype(out, &sel.genotype)?;
-    Ok(())
 }

@@ -146,7 +146,7 @@ pub fn run(
     }
     let w = state.weights(&state.alphas.iter().map(|a| a.detach().to_kind(Kind::Double)).collect::<Vec<_>>());
     let n = state.net.spec().cells.len();
-    Ok(ScoreTable::plain("darts-pt", w[..n].iter().map(crate::search::table_of).collect()))
+    Ok(ScoreTable::plain("darts-pt", w[..n].iter().map(crate::supernet::table_of).collect()))
 }
 
 /// The current forward weights, detached.

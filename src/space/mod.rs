@@ -5,9 +5,12 @@ mod darts;
 mod nb1shot1;
 mod nb201;
 
+pub mod scores;
+
 pub use darts::{darts_edges, DartsGenotype, DARTS_OPS};
 pub use nb1shot1::{Nb1Shot1Genotype, Nb1Shot1Layout, NB1SHOT1_OPS};
 pub use nb201::{nb201_edge, Nb201Genotype, NB201_OPS};
+pub use scores::{magnitude_genotype, magnitude_scores, ScoreTable};
 
 use serde::{Deserialize, Serialize};
 use tch::Tensor;

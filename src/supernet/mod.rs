@@ -5,6 +5,7 @@ pub(crate) mod darts;
 pub mod layers;
 pub(crate) mod nb1shot1;
 pub(crate) mod nb201;
+pub mod state;
 
 pub use darts::{DartsConfig, DartsSupernet};
 pub use layers::{BnMode, ParamSet};
@@ -107,6 +108,14 @@ impl Projection {
         }
         w
     }
+}
+
+/// A 2-D tensor as rows of f64.
+pub fn table_of(t: &Tensor) -> Vec<Vec<f64>> {
+    let t = crate::device::host(&t.to_kind(Kind::Double)).contiguous();
+    let (r, c) = (t.size()[0] as usize, t.size()[1] as usize);
+    let v: Vec<f64> = Vec::try_from(&t.reshape([-1])).expect("double tensor");
+    (0..r).map(|i| v[i * c..(i + 1) * c].to_vec()).collect()
 }
 
 #[cfg(test)]

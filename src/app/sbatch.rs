@@ -259,7 +259,7 @@ pub fn write(spec: &SlurmSpec, header: &str, path: &Path) -> Result<PathBuf> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    crate::checkpoint::write_atomic(path, render(spec, header).as_bytes())?;
+    crate::fsutil::write_atomic(path, render(spec, header).as_bytes())?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).map_err(|e| Error::io(path, e))?;
     Ok(path.to_path_buf())

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::{fail_once, init_logging, init_threads, prepare_out_dir, report_error};
-use crate::checkpoint::write_atomic;
 use crate::comm::{self, Collective, Groups};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::experiment::{ablation, groundtruth, stats, Sweep};
+use crate::experiment::{ablation, groundtruth, Sweep};
+use crate::fsutil::write_atomic;
+use crate::stats;
 
 #[derive(Debug, clap::Args)]
 pub struct AblateArgs {
@@ -142,7 +143,7 @@ pub fn ablate_main(a: &AblateArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(&combos[0].cfg) {
+    let comm = match comm::init(combos[0].cfg.comm, &combos[0].cfg.device) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
@@ -230,7 +231,7 @@ pub fn groundtruth_main(a: &GroundtruthArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(&cfg) {
+    let comm = match comm::init(cfg.comm, &cfg.device) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
@@ -308,7 +309,7 @@ pub fn track_main(a: &TrackArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(&cfg) {
+    let comm = match comm::init(cfg.comm, &cfg.device) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };

@@ -45,7 +45,7 @@ pub fn demo_main(args: &DemoArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return super::fail_once(&e),
     };
-    let comm = match comm::init(&cfg) {
+    let comm = match comm::init(cfg.comm, &cfg.device) {
         Ok(c) => c,
         Err(e) => return super::fail_once(&e),
     };
@@ -70,7 +70,7 @@ struct Scored {
 
 fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::atomic::AtomicBool) -> Result<()> {
     let t0 = Instant::now();
-    super::run_search(cfg, comm, &args.out, None, Some(stop))?;
+    super::search::run_search(cfg, comm, &args.out, None, Some(stop))?;
     let search_s = t0.elapsed().as_secs_f64();
 
     let mut cfg = cfg.clone();
@@ -94,7 +94,8 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
         );
         let t = Instant::now();
         let res = Resumable { stop: Some(stop), ..Default::default() };
-        let sel = select::run(&c, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split, &dir, &res)?;
+        let sel = select::run(&c, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split, &res)?;
+        crate::comm::on_coordinator(comm, || crate::report::write_selection(&c, net.spec(), &sel, &dir))?;
         let seconds = t.elapsed().as_secs_f64();
         tracing::info!("demo: {label}: {} ({seconds:.1} s)", sel.genotype);
         if comm.is_coordinator() {
@@ -125,10 +126,10 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
     // Written by the coordinator, the outcome shared: a failed write stops every rank.
     comm::on_coordinator(comm, || {
         let text = comparison(&cfg, net.as_ref(), &scored, fidelity.as_ref(), &args.out, search_s)?;
-        crate::checkpoint::write_atomic(&args.out.join("criteria.txt"), text.as_bytes())?;
+        crate::fsutil::write_atomic(&args.out.join("criteria.txt"), text.as_bytes())?;
         if let Some((report, _)) = &fidelity {
             let json = serde_json::to_string_pretty(report).expect("json");
-            crate::checkpoint::write_atomic(&args.out.join("fidelity.json"), json.as_bytes())?;
+            crate::fsutil::write_atomic(&args.out.join("fidelity.json"), json.as_bytes())?;
         }
         print!("{text}");
         tracing::info!("demo: done in {:.0} s", t0.elapsed().as_secs_f64());

@@ -1,0 +1,219 @@
+//! The application: one module per command (the clap argument types with it), the run
+//! directory's lifecycle with its single error path, and the runtime set-up of a rank
+//! (threads, logging, signals). The binary (`src/main.rs`) parses the command line and calls
+//! the command's `*_main`, which returns the process's exit status.
+
+pub mod demo;
+pub mod experiment;
+pub mod sbatch;
+pub mod search;
+pub mod select;
+pub mod slurm;
+pub mod train;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use crate::comm::{self, Collective};
+use crate::config::Config;
+use crate::data;
+use crate::error::{Error, Result};
+
+/// SIGTERM / SIGUSR1 (Slurm's warning before preemption or time-out) raise the returned flag;
+/// a search or selection stops at its next step or round boundary after a checkpoint, with exit
+/// status 3.
+pub fn watch_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
+        if let Err(e) = signal_hook::flag::register(sig, std::sync::Arc::clone(&stop)) {
+            eprintln!("warning: cannot watch signal {sig}: {e}");
+        }
+    }
+    stop
+}
+
+/// What `search` and `select` do first: open the data (bad data stops the run before anything
+/// is written; the config gets the data's classes and image size), then prepare the output
+/// directory or find the checkpoint to resume, then threads and logging.
+pub fn open_run(
+    cfg: &Config,
+    comm: &dyn Collective,
+    out: &Path,
+    resume: Option<&str>,
+) -> Result<(Config, data::Source, Option<PathBuf>)> {
+    let mut cfg = cfg.clone();
+    let source = data::open(&mut cfg)?;
+    if let Some(p) = &cfg.select.benchmark_table {
+        // A bad table stops the run now, not after the search.
+        crate::report::benchmark::BenchmarkTable::load(p)?;
+    }
+    let from = start_or_resume(comm, out, resume)?;
+    init_threads(&cfg);
+    init_logging(comm, out);
+    Ok((cfg, source, from))
+}
+
+/// A fresh run directory, or (with `--resume`) the checkpoint to continue from, chosen by rank
+/// 0 and shared; damaged newer checkpoints are logged once logging is up (by the caller).
+pub fn start_or_resume(comm: &dyn Collective, out: &Path, resume: Option<&str>) -> Result<Option<PathBuf>> {
+    let Some(how) = resume else {
+        prepare_out_dir(comm, out)?;
+        return Ok(None);
+    };
+    if comm.is_coordinator() {
+        // The marker of the stop being resumed from (see `mark_stopped`).
+        let _ = std::fs::remove_file(out.join("STOPPED"));
+    }
+    let mine: Option<std::result::Result<Chosen, (String, String)>> = comm.is_coordinator().then(|| {
+        choose_checkpoint(out, how).map_err(|e| match e {
+            Error::Path { path, msg } => (path.display().to_string(), msg),
+            other => (out.display().to_string(), other.to_string()),
+        })
+    });
+    let (dir, skipped) =
+        comm::broadcast_value(comm, 0, mine.as_ref())?.map_err(|(path, msg)| Error::Path { path: path.into(), msg })?;
+    std::fs::create_dir_all(out.join("logs")).map_err(|e| Error::io(out.join("logs"), e))?;
+    init_logging(comm, out);
+    if comm.is_coordinator() {
+        // Once for the job (every rank got the same list), not once per rank.
+        skipped.iter().for_each(|w| tracing::warn!("{w}"));
+    }
+    if dir.is_none() {
+        tracing::info!("--resume {how}: no checkpoint yet, starting from the beginning");
+    }
+    Ok(dir.map(PathBuf::from))
+}
+
+/// Whether a run directory holds results worth keeping: a checkpoint or a searched supernet.
+pub fn out_has_results(out: &Path) -> bool {
+    out.join("supernet.safetensors").exists() || !crate::checkpoint::store::list(&out.join("checkpoints")).is_empty()
+}
+
+/// After a signal-triggered checkpoint, the coordinator leaves `OUT/STOPPED` (the checkpoint's
+/// path): the Slurm script requeues on it even when srun reports a signal rather than status 3.
+pub fn mark_stopped(comm: &dyn Collective, out: &Path, e: &Error) {
+    if let Error::Stopped { checkpoint, .. } = e {
+        if comm.is_coordinator() {
+            let _ = std::fs::write(out.join("STOPPED"), format!("{checkpoint}\n"));
+        }
+    }
+}
+
+pub fn fail_once(e: &Error) -> i32 {
+    if comm::launcher_rank() == 0 {
+        eprintln!("error: {e}");
+    }
+    e.exit_code()
+}
+
+/// Errors that every rank reached together are printed by rank 0; the status is the error's.
+pub fn report_error(comm: &dyn Collective, e: &Error) -> i32 {
+    if comm.is_coordinator() {
+        eprintln!("error: {e}");
+    }
+    e.exit_code()
+}
+
+/// Rank 0 prepares the run directory; the outcome is shared so all ranks stop together.
+pub fn prepare_out_dir(comm: &dyn Collective, out: &Path) -> Result<()> {
+    let mine: Option<Option<(String, String)>> = comm.is_coordinator().then(|| {
+        create_run_dir(out).err().map(|e| match e {
+            Error::Path { path, msg } => (path.display().to_string(), msg),
+            other => (out.display().to_string(), other.to_string()),
+        })
+    });
+    match comm::broadcast_value(comm, 0, mine.as_ref())? {
+        None => Ok(()),
+        Some((path, msg)) => Err(Error::Path { path: path.into(), msg }),
+    }
+}
+
+/// `--resume auto`: the newest checkpoint under `out/checkpoints` that verifies (none: a fresh
+/// start); `--resume DIR`: that checkpoint, which must verify.
+/// (the checkpoint, warnings about damaged newer ones).
+type Chosen = (Option<String>, Vec<String>);
+
+/// `--resume auto`: the newest checkpoint under `out/checkpoints` that verifies (none: a fresh
+/// start); `--resume DIR`: that checkpoint, which must verify.
+pub fn choose_checkpoint(out: &Path, how: &str) -> Result<Chosen> {
+    if !out.is_dir() {
+        return Err(Error::Path { path: out.to_path_buf(), msg: "no such run directory to resume".into() });
+    }
+    if how == "auto" {
+        let root = out.join("checkpoints");
+        let (found, skipped) = crate::checkpoint::store::newest_valid(&root);
+        if found.is_none() && !skipped.is_empty() {
+            return Err(Error::Path { path: root, msg: format!("no checkpoint here verifies ({})", skipped[0]) });
+        }
+        return Ok((found.map(|p| p.display().to_string()), skipped));
+    }
+    let dir = PathBuf::from(how);
+    crate::checkpoint::store::verify(&dir)?;
+    Ok((Some(dir.display().to_string()), Vec::new()))
+}
+
+pub fn create_run_dir(out: &Path) -> Result<()> {
+    let perr = |msg: String| Error::Path { path: out.to_path_buf(), msg };
+    if out.exists() {
+        if !out.is_dir() {
+            return Err(perr("exists and is not a directory".into()));
+        }
+        let mut entries = std::fs::read_dir(out).map_err(|e| perr(format!("cannot read: {e}")))?;
+        if entries.next().is_some() {
+            return Err(perr("output directory exists and is not empty (choose another --out)".into()));
+        }
+    }
+    std::fs::create_dir_all(out.join("logs")).map_err(|e| perr(format!("cannot create output directory: {e}")))?;
+    // Probe writability now rather than after hours of search.
+    let probe = out.join(".write-test");
+    std::fs::write(&probe, b"").map_err(|e| perr(format!("output directory is not writable: {e}")))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+pub fn init_threads(cfg: &Config) {
+    let n = if cfg.threads > 0 {
+        cfg.threads
+    } else {
+        // One process per core group: divide the cores among the ranks on this node.
+        let local = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE")
+            .or_else(|_| std::env::var("MPI_LOCALNRANKS"))
+            .or_else(|_| std::env::var("SLURM_NTASKS_PER_NODE"))
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1);
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        (cores / local.max(1)).max(1)
+    };
+    tch::set_num_threads(n as i32);
+    // rayon decodes samples; keep it to the same share of cores.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+}
+
+pub fn init_logging(comm: &dyn Collective, out: &Path) {
+    use tracing_subscriber::prelude::*;
+    let rank = comm.rank();
+    // Appending: a resumed run continues its ranks' logs.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(out.join("logs").join(format!("rank-{rank}.log")))
+        .ok();
+    let stderr_level = if rank == 0 { "info" } else { "warn" };
+    // DARTSIF_LOG (EnvFilter syntax) sets the terminal's level; the per-rank files keep `info`.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DARTSIF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(stderr_level));
+    // Colours only on a terminal: a Slurm log or a redirected stderr gets plain text.
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .with_filter(filter);
+    let file_layer = file.map(|f| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::sync::Mutex::new(f))
+            .with_ansi(false)
+            .with_filter(tracing_subscriber::EnvFilter::new("info"))
+    });
+    let _ = tracing_subscriber::registry().with(stderr).with(file_layer).try_init();
+}

@@ -1,0 +1,248 @@
+//! `dartsif-dist train`: an architecture from scratch in a run directory.
+
+use std::path::{Path, PathBuf};
+
+use super::{fail_once, init_logging, init_threads, mark_stopped, report_error, start_or_resume, watch_signals};
+use crate::comm::{self, Collective};
+use crate::config::Config;
+use crate::data;
+use crate::error::{Error, Result};
+use crate::report::{self, RunInfo};
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// The architecture: its text (a DARTS `Genotype(...)` or an NB201 arch string) or a file
+    /// holding it, such as a run's genotype.txt. With --resume: the run's own by default.
+    #[arg(long, value_name = "GENOTYPE|FILE")]
+    pub genotype: Option<String>,
+    /// TOML config (data and `[train]`); without it the embedded demo config is used (with
+    /// --resume: the run's own config.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Continue the training in --out from a checkpoint: `auto` (the newest that verifies) or
+    /// a checkpoint directory.
+    #[arg(long, value_name = "auto|CHECKPOINT")]
+    pub resume: Option<String>,
+    /// Override a config key, e.g. `--set train.epochs=10` (repeatable; values are TOML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run directory to create (must not exist, or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// The genotype of `--genotype`: the text itself, or the file it names.
+pub fn parse_genotype(arg: &str) -> Result<crate::space::Genotype> {
+    use crate::space::{DartsGenotype, Genotype, Nb1Shot1Genotype, Nb201Genotype};
+    let path = Path::new(arg);
+    let (text, source) = if path.is_file() {
+        let t = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        (t, path.display().to_string())
+    } else {
+        (arg.to_string(), "--genotype".to_string())
+    };
+    let text = text.trim();
+    let parsed = if text.starts_with("Genotype(") {
+        text.parse::<DartsGenotype>().map(Genotype::Darts)
+    } else if text.starts_with("ModelSpec(") {
+        text.parse::<Nb1Shot1Genotype>().map(Genotype::Nb1Shot1)
+    } else if text.starts_with('|') {
+        text.parse::<Nb201Genotype>().map(Genotype::Nb201)
+    } else {
+        Err("expected a DARTS Genotype(...), an NB201 arch string |op~0|+..., or a file holding one".into())
+    };
+    parsed.map_err(|msg| Error::config(&source, "genotype", msg))
+}
+
+pub fn train_main(args: &TrainArgs) -> i32 {
+    let own = |file: &str| -> std::result::Result<Option<PathBuf>, Error> {
+        let p = args.out.join(file);
+        if p.is_file() {
+            Ok(Some(p))
+        } else {
+            let msg = format!("not a training run to resume (no {file}; pass --config and --genotype to start it)");
+            Err(Error::Path { path: args.out.clone(), msg })
+        }
+    };
+    let resuming = args.resume.is_some();
+    let config = match (&args.config, resuming) {
+        (None, true) => match own("config.toml") {
+            Ok(p) => p,
+            Err(e) => return fail_once(&e),
+        },
+        (c, _) => c.clone(),
+    };
+    let genotype_arg = match (&args.genotype, resuming) {
+        (Some(g), _) => g.clone(),
+        (None, true) => match own("genotype.txt") {
+            Ok(p) => p.expect("exists").display().to_string(),
+            Err(e) => return fail_once(&e),
+        },
+        (None, false) => {
+            return fail_once(&Error::config("--genotype", "genotype", "required (the architecture to train)"))
+        }
+    };
+    let cfg = match Config::load(config.as_deref(), &args.set) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    let genotype = match parse_genotype(&genotype_arg) {
+        Ok(g) => g,
+        Err(e) => return fail_once(&e),
+    };
+    let comm = match comm::init(cfg.comm, &cfg.device) {
+        Ok(c) => c,
+        Err(e) => return fail_once(&e),
+    };
+    if let Err(e) = cfg.check_fault(comm.size()) {
+        return report_error(comm.as_ref(), &e);
+    }
+    let existed = args.out.exists();
+    let stop = watch_signals();
+    match run_train(&cfg, comm.as_ref(), &genotype, &args.out, args.resume.as_deref(), Some(&stop)) {
+        Ok(()) => 0,
+        Err(e) => {
+            if comm.is_coordinator() && !existed && !resuming && e.exit_code() == 2 && !matches!(e, Error::Path { .. })
+            {
+                let _ = std::fs::remove_dir_all(&args.out);
+            }
+            mark_stopped(comm.as_ref(), &args.out, &e);
+            report_error(comm.as_ref(), &e)
+        }
+    }
+}
+
+/// The `train` command: the genotype's network from scratch on all training images, the test
+/// set after every epoch; `metrics.jsonl`, `model.safetensors`, `report.json`.
+pub fn run_train(
+    cfg: &Config,
+    comm: &dyn Collective,
+    genotype: &crate::space::Genotype,
+    out: &Path,
+    resume: Option<&str>,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    let mut cfg = cfg.clone();
+    let source = data::open(&mut cfg)?;
+    let cfg = &cfg;
+    let (world, t) = (comm.size(), &cfg.train);
+    let micro = if t.micro_batch == 0 { t.batch_size / world } else { t.micro_batch };
+    if t.batch_size % world != 0 || micro == 0 || (t.batch_size / world) % micro != 0 {
+        return Err(Error::config(
+            "config",
+            "train.batch_size",
+            format!(
+                "{} must split into {world} equal shards of whole micro-batches (train.micro_batch = {})",
+                t.batch_size, t.micro_batch
+            ),
+        ));
+    }
+    let train = crate::train::training_indices(&source);
+    if train.len() < t.batch_size {
+        return Err(Error::config(
+            "config",
+            "train.batch_size",
+            format!("{} is larger than the {} training images", t.batch_size, train.len()),
+        ));
+    }
+    // Built (seeded) before the run directory exists: a genotype it cannot build writes nothing.
+    tch::manual_seed(cfg.seed as i64);
+    let net = crate::network::build(
+        genotype,
+        crate::network::NetworkConfig {
+            channels: t.channels as i64,
+            layers: t.layers,
+            num_classes: cfg.data.num_classes as i64,
+            auxiliary: t.auxiliary,
+        },
+        tch::Kind::Float,
+    )?;
+    let from = start_or_resume(comm, out, resume)?;
+    init_threads(cfg);
+    init_logging(comm, out);
+    comm.broadcast_tensors(0, &net.params().tensors)?;
+    let run = RunInfo::collect(cfg, comm.backend(), world);
+    let coord = comm.is_coordinator();
+    if coord && from.is_none() {
+        report::write_config(out, cfg, &run)?;
+        report::write_genotype(out, genotype)?;
+    }
+    tracing::info!("{}", source.summary);
+    tracing::info!(
+        "train: {genotype}: {} weights, {} epochs of {} training images, batch {}, {} ranks",
+        net.params().count(),
+        t.epochs,
+        train.len(),
+        t.batch_size,
+        world
+    );
+    let n = net.params().tensors.len();
+    let opt = crate::optim::Sgd::new(t.weights.clone(), n);
+    let mut state = crate::train::TrainState { net, opt, epoch: 0, step: 0, partial: [0.0; 3] };
+    if let Some(dir) = &from {
+        let meta = crate::train::load_train(dir, &mut state, cfg, &genotype.to_string(), world)?;
+        tracing::info!("resumed from {} (epoch {}, step {})", dir.display(), meta.epoch, meta.step);
+    }
+    let trainer = crate::train::Trainer {
+        cfg,
+        comm,
+        data: source.data.as_ref(),
+        train,
+        test: source.test.clone(),
+        genotype: genotype.to_string(),
+        checkpoints: cfg.checkpoint.enabled.then(|| out.join("checkpoints")),
+        stop,
+    };
+    let path = out.join("metrics.jsonl");
+    let done = state.epoch;
+    let mut metrics = match (coord, &from) {
+        (false, _) => None,
+        (true, None) => Some(report::JsonLines::create(path)?),
+        (true, Some(_)) => {
+            Some(report::JsonLines::resume(path, |v| v["epoch"].as_u64().is_some_and(|e| (e as usize) < done))?)
+        }
+    };
+    let mut last = None;
+    while state.epoch < t.epochs {
+        let e = trainer.epoch(&mut state)?;
+        tracing::info!(
+            "epoch {:>3}  lr {:.5}  drop-path {:.3}  train {:.4}/{:.3}  test {}  {:.1} s",
+            e.epoch,
+            e.lr,
+            e.drop_path,
+            e.train_loss,
+            e.train_acc,
+            e.test_acc.map_or("-".to_string(), |a| format!("{:.4}/{a:.4}", e.test_loss.unwrap_or(f64::NAN))),
+            e.seconds
+        );
+        if let Some(m) = &mut metrics {
+            let mut v = serde_json::to_value(&e).expect("serialisable");
+            v["kind"] = serde_json::json!("epoch");
+            m.line(v)?;
+        }
+        last = Some(e);
+    }
+    if coord {
+        let named = state.net.params().named();
+        let tensors: Vec<(String, tch::Tensor)> =
+            named.into_iter().map(|(k, v)| (k, crate::checkpoint::on_host(&v))).collect();
+        crate::fsutil::write_atomic_with(&out.join("model.safetensors"), |tmp| {
+            Ok(tch::Tensor::write_safetensors(&tensors, tmp)?)
+        })?;
+        let report = serde_json::json!({
+            "genotype": genotype.to_string(),
+            "genotype_json": genotype,
+            "weights": state.net.params().count(),
+            "final_epoch": last,
+            "run": run,
+        });
+        crate::fsutil::write_atomic(
+            &out.join("report.json"),
+            serde_json::to_string_pretty(&report).expect("json").as_bytes(),
+        )?;
+        if let Some(e) = &last {
+            println!("test accuracy {}", e.test_acc.map_or("-".into(), |a| format!("{a:.4}")));
+        }
+    }
+    comm.barrier()
+}

@@ -1,0 +1,41 @@
+//! The loss and its tallies: cross-entropy in the logits' precision, and loss/accuracy sums
+//! over a set of samples.
+
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+/// Mean cross-entropy, computed in the logits' precision (tch's `cross_entropy_for_logits`
+/// computes in f32 even for f64 logits).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    logits.log_softmax(-1, logits.kind()).nll_loss(labels)
+}
+
+/// Loss and accuracy summed over a (global) set of samples.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Tally {
+    pub loss_sum: f64,
+    pub correct: f64,
+    pub count: f64,
+}
+
+impl Tally {
+    pub fn loss(&self) -> f64 {
+        self.loss_sum / self.count.max(1.0)
+    }
+    pub fn acc(&self) -> f64 {
+        self.correct / self.count.max(1.0)
+    }
+    pub(crate) fn add(&mut self, logits: &Tensor, labels: &Tensor, mean_loss: f64) {
+        let n = labels.size()[0] as f64;
+        self.loss_sum += mean_loss * n;
+        self.correct +=
+            logits.argmax(-1, false).eq_tensor(labels).to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+        self.count += n;
+    }
+    pub fn as_array(&self) -> [f64; 3] {
+        [self.loss_sum, self.correct, self.count]
+    }
+    pub fn from_array(a: [f64; 3]) -> Self {
+        Tally { loss_sum: a[0], correct: a[1], count: a[2] }
+    }
+}
