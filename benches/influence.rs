@@ -112,8 +112,8 @@ fn main() {
     for n in im_n.map(|n| vec![n]).unwrap_or(if quick { vec![2] } else { vec![3, 10] }) {
         let mut c = cfg.clone();
         c.select.n = n;
-        c.select.criterion = "darts-im".into();
-        c.select.ihvp = "woodbury".into();
+        c.select.criterion = dartsif::config::Criterion::DartsIm;
+        c.select.ihvp = dartsif::config::Ihvp::Woodbury;
         let t = Timings::default();
         let ctx = Context::new(&c, net.as_ref(), &alphas, &comm, &data, &split, &t);
         let (_, total) = time(|| ctx.run().unwrap());

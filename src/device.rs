@@ -7,7 +7,19 @@ use std::sync::OnceLock;
 
 use tch::Device;
 
+use crate::choice::choice;
 use crate::error::{Error, Result};
+
+choice! {
+    /// The config's `device`.
+    pub enum DeviceChoice {
+        /// This rank's GPU when libtorch sees one, else the CPU.
+        Auto = "auto",
+        Cpu = "cpu",
+        /// One rank per GPU: the GPU of the rank's node-local index.
+        Cuda = "cuda",
+    }
+}
 
 static DEVICE: OnceLock<Device> = OnceLock::new();
 
@@ -23,12 +35,12 @@ pub fn set(d: Device) {
 
 /// The device `device = "auto" | "cpu" | "cuda"` names for a rank with node-local index
 /// `local_rank` among `local_size` ranks on its node.
-pub fn choose(pref: &str, local_rank: usize, local_size: usize) -> Result<Device> {
+pub fn choose(pref: DeviceChoice, local_rank: usize, local_size: usize) -> Result<Device> {
     let cuda = tch::Cuda::is_available();
     let gpus = if cuda { tch::Cuda::device_count().max(0) as usize } else { 0 };
     match (pref, cuda) {
-        ("cpu", _) | ("auto", false) => Ok(Device::Cpu),
-        ("cuda", false) => Err(Error::config(
+        (DeviceChoice::Cpu, _) | (DeviceChoice::Auto, false) => Ok(Device::Cpu),
+        (DeviceChoice::Cuda, false) => Err(Error::config(
             "config",
             "device",
             "\"cuda\", but libtorch sees no GPU (a CPU libtorch, or no device visible): point LIBTORCH at a CUDA \

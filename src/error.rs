@@ -64,6 +64,12 @@ impl Error {
         Error::Data { path: path.into(), msg: msg.into() }
     }
 
+    /// A run stopped by a signal at `at`, after writing the checkpoint `dir` (if any).
+    pub(crate) fn stopped(at: String, dir: Option<&std::path::Path>) -> Self {
+        let checkpoint = dir.map(|d| d.display().to_string()).unwrap_or_else(|| "none (checkpoints are off)".into());
+        Error::Stopped { at, checkpoint }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
         Error::Io { path: path.into(), err }
     }

@@ -47,6 +47,26 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// A CSV table: the header, then the rows (each as long as the header), quoted as RFC 4180
+/// asks (a field with a comma, a quote or a line break), written through the `csv` crate.
+pub fn csv_text<S: AsRef<str>>(header: &[S], rows: &[Vec<String>]) -> String {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    w.write_record(header.iter().map(|h| h.as_ref())).expect("a CSV record in memory");
+    for r in rows {
+        w.write_record(r).expect("a CSV record in memory");
+    }
+    String::from_utf8(w.into_inner().expect("an in-memory CSV")).expect("UTF-8 fields")
+}
+
+/// A number as a CSV cell: empty when it is not finite.
+pub fn csv_num(x: f64, fmt: impl Fn(f64) -> String) -> String {
+    if x.is_finite() {
+        fmt(x)
+    } else {
+        String::new()
+    }
+}
+
 /// Size and CRC-32 (IEEE 802.3, as zlib's `crc32`) of a file, read in blocks.
 pub fn crc32_file(path: &Path) -> std::io::Result<(u64, u32)> {
     let mut f = std::fs::File::open(path)?;
@@ -67,6 +87,15 @@ pub fn crc32_file(path: &Path) -> std::io::Result<(u64, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_quotes_what_needs_it() {
+        let rows = vec![vec!["Genotype(normal=[('a', 0)])".to_string(), "|a~0|".into(), "say \"x\"".into()]];
+        assert_eq!(
+            csv_text(&["g", "arch", "note"], &rows),
+            "g,arch,note\n\"Genotype(normal=[('a', 0)])\",|a~0|,\"say \"\"x\"\"\"\n"
+        );
+    }
 
     #[test]
     fn crc32_of_the_standard_check_string() {

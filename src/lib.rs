@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod checkpoint;
+pub mod choice;
 pub mod comm;
 pub mod config;
 pub mod control;

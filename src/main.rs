@@ -144,7 +144,7 @@ fn info() -> i32 {
 }
 
 fn check_comm() -> i32 {
-    let comm = match comm::init(Config::default().comm, &Config::default().device) {
+    let comm = match comm::init(Config::default().comm, Config::default().device) {
         Ok(c) => c,
         Err(e) => return app::fail_once(&e),
     };

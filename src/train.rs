@@ -131,10 +131,10 @@ impl Trainer<'_> {
                 crate::rng::SplitMix64::keyed(&[cfg.seed, 0x7452, epoch as u64, step as u64, rank as u64]).next_u64();
             tch::manual_seed((key >> 1) as i64);
             let f = &cfg.fault;
-            let poison = f.phase == "train"
+            let poison = f.phase == crate::config::FaultPhase::Train
                 && f.at_step == epoch * steps + step
                 && f.rank == rank
-                && crate::control::inject(&f.action, self.stop);
+                && crate::control::inject(f.action, self.stop);
             let batch = global_batch(&order, step, t.batch_size);
             let mine = shard(&batch, rank, world);
             let scale = m as f64 / batch.len() as f64;
@@ -178,12 +178,7 @@ impl Trainer<'_> {
             if stop || due {
                 let dir = self.checkpoint(state)?;
                 if stop {
-                    return Err(Error::Stopped {
-                        at: format!("epoch {epoch}, step {}", step + 1),
-                        checkpoint: dir
-                            .map(|d| d.display().to_string())
-                            .unwrap_or_else(|| "none (checkpoints are off)".into()),
-                    });
+                    return Err(Error::stopped(format!("epoch {epoch}, step {}", step + 1), dir.as_deref()));
                 }
             }
         }

@@ -358,17 +358,10 @@ fn groundtruth_trains_every_architecture_once_and_reports_tau() {
     ];
     let o = run(2, &args);
     common::assert_ok(&o);
-    let csv = std::fs::read_to_string(out.join("groundtruth.csv")).unwrap();
-    let rows: Vec<Vec<String>> = csv
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let (head, rest) = l.split_once(",\"").unwrap();
-            let (arch, tail) = rest.split_once("\",").unwrap();
-            let mut v = vec![head.to_string(), arch.to_string()];
-            v.extend(tail.split(',').map(String::from));
-            v
-        })
+    let rows: Vec<Vec<String>> = csv::Reader::from_path(out.join("groundtruth.csv"))
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
         .collect();
     // 3 ops on 3 edges: 27 cells, each trained exactly once, by both rank groups.
     assert_eq!(rows.len(), 27);

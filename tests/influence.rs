@@ -184,8 +184,8 @@ fn fisher_inverses_agree_with_the_dense_inverse() {
     let v = Tensor::randn([probe.n_params() as i64], (Kind::Double, tch::Device::Cpu));
     let solve = |ihvp: &str| {
         let mut c = s.cfg.select.clone();
-        c.ihvp = ihvp.into();
-        c.exact_matrix = "fisher".into();
+        c.ihvp = ihvp.parse().unwrap();
+        c.exact_matrix = dartsif::config::ExactMatrix::Fisher;
         let solver = Solver::build(&c, &probe, None).unwrap();
         let x = solver.solve(&probe, &v).unwrap().0;
         let q = solver.quad_own(&probe, Some(&v)).unwrap().unwrap();
@@ -220,13 +220,13 @@ fn neumann_and_cg_reach_the_damped_inverse_and_neumann_detects_divergence(s: &Se
     let mut c = s.cfg.select.clone();
     c.damping = damping;
     // γ = 1/λmax(A): the contraction factor is ≤ 1 − 1/3 per term, so 80 terms leave (2/3)^80 ≈ 1e-14.
-    c.ihvp = "neumann".into();
+    c.ihvp = dartsif::config::Ihvp::Neumann;
     c.gamma = 1.0 / amax;
     c.k = 80;
     let x = Solver::build(&c, probe, None).unwrap().solve(probe, &v).unwrap().0;
     assert!(rel(&x, &exact) < 1e-6, "neumann: {:e}", rel(&x, &exact));
 
-    c.ihvp = "cg".into();
+    c.ihvp = dartsif::config::Ihvp::Cg;
     c.cg_tol = 1e-10;
     let (x, info) = Solver::build(&c, probe, None).unwrap().solve(probe, &v).unwrap();
     assert!(rel(&x, &exact) < 1e-6, "cg: {:e}", rel(&x, &exact));
@@ -234,7 +234,7 @@ fn neumann_and_cg_reach_the_damped_inverse_and_neumann_detects_divergence(s: &Se
 
     // γ = 3/λmax(A) ≥ 2/λmax: the top eigen-component grows by |1 − 3| = 2 per term, so within
     // 12 terms it dominates (2^12 = 4096) whatever v's share of it.
-    c.ihvp = "neumann".into();
+    c.ihvp = dartsif::config::Ihvp::Neumann;
     c.gamma = 3.0 / amax;
     c.k = 12;
     let err = Solver::build(&c, probe, None).unwrap().solve(probe, &v).unwrap_err().to_string();

@@ -138,9 +138,9 @@ fn invalid_inputs_are_refused_with_one_line() {
         search_case(&["search.micro_batch=64"], "search.micro_batch: 64 exceeds search.batch_size 32"),
         search_case(
             &["search.order=\"random\""],
-            "search.order: must be \"alpha-first\" or \"weights-first\" (got \"random\")",
+            "search.order: unknown value \"random\" (known: \"alpha-first\", \"weights-first\")",
         ),
-        search_case(&["search.strategy=\"gdas\""], "search.strategy: unknown strategy \"gdas\""),
+        search_case(&["search.strategy=\"gdas\""], "search.strategy: unknown value \"gdas\""),
         search_case(&["search.arch.beta2=1.5"], "search.arch.beta2: must be in [0, 1) (got 1.5)"),
         search_case(&["select.criterion=\"best\""], "select.criterion: unknown value \"best\""),
         search_case(&["select.ihvp=\"lissa\""], "select.ihvp: unknown value \"lissa\""),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::comm::{self, Collective};
-use crate::config::Config;
+use crate::config::{Config, Criterion};
 use crate::error::Result;
 use crate::influence::criteria::candidates;
 use crate::influence::Resumable;
@@ -36,8 +36,12 @@ pub struct DemoArgs {
 const DEMO_SELECT: &[&str] = &["select.n=8", "select.ihvp=\"woodbury\""];
 
 /// The criteria compared: (label, select.criterion).
-const CRITERIA: &[(&str, &str)] =
-    &[("magnitude", "magnitude"), ("drop", "drop"), ("darts-if", "darts-if"), ("darts-im", "darts-im")];
+const CRITERIA: &[(&str, Criterion)] = &[
+    ("magnitude", Criterion::Magnitude),
+    ("drop", Criterion::Drop),
+    ("darts-if", Criterion::DartsIf),
+    ("darts-im", Criterion::DartsIm),
+];
 
 pub fn demo_main(args: &DemoArgs) -> i32 {
     let sets: Vec<String> = DEMO_SELECT.iter().map(|s| s.to_string()).chain(args.set.iter().cloned()).collect();
@@ -45,21 +49,12 @@ pub fn demo_main(args: &DemoArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return super::fail_once(&e),
     };
-    let comm = match comm::init(cfg.comm, &cfg.device) {
+    let comm = match super::start(&cfg, Config::check_world) {
         Ok(c) => c,
-        Err(e) => return super::fail_once(&e),
+        Err(status) => return status,
     };
-    if let Err(e) = cfg.check_world(comm.size()) {
-        return super::report_error(comm.as_ref(), &e);
-    }
     let stop = super::watch_signals();
-    match run(&cfg, comm.as_ref(), args, &stop) {
-        Ok(()) => 0,
-        Err(e) => {
-            super::mark_stopped(comm.as_ref(), &args.out, &e);
-            super::report_error(comm.as_ref(), &e)
-        }
-    }
+    super::finish(comm.as_ref(), &args.out, false, run(&cfg, comm.as_ref(), args, &stop), |_| false)
 }
 
 struct Scored {
@@ -79,10 +74,10 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
     let mut scored = Vec::new();
     for &(label, criterion) in CRITERIA {
         let mut c = cfg.clone();
-        c.select.criterion = criterion.into();
+        c.select.criterion = criterion;
         let dir = args.out.join("select").join(label);
         super::prepare_out_dir(comm, &dir)?;
-        let solver = if matches!(criterion, "darts-if" | "darts-im") {
+        let solver = if matches!(criterion, Criterion::DartsIf | Criterion::DartsIm) {
             format!(", ihvp {}", c.select.ihvp)
         } else {
             String::new()

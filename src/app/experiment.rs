@@ -143,9 +143,9 @@ pub fn ablate_main(a: &AblateArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(combos[0].cfg.comm, &combos[0].cfg.device) {
+    let comm = match super::start(&combos[0].cfg, |_, _| Ok(())) {
         Ok(c) => c,
-        Err(e) => return fail_once(&e),
+        Err(status) => return status,
     };
     let existed = a.job.out.exists();
     let resume = a.resume.is_some();
@@ -231,9 +231,9 @@ pub fn groundtruth_main(a: &GroundtruthArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(cfg.comm, &cfg.device) {
+    let comm = match super::start(&cfg, |_, _| Ok(())) {
         Ok(c) => c,
-        Err(e) => return fail_once(&e),
+        Err(status) => return status,
     };
     let existed = a.out.exists();
     let resume = a.resume.is_some();
@@ -293,7 +293,7 @@ pub fn track_main(a: &TrackArgs) -> i32 {
             return Err(Error::Path { path: a.run.clone(), msg: "not a run directory (no config.toml)".into() });
         }
         let cfg = Config::load(Some(&own), &a.job.set)?;
-        if cfg.select.criterion == "darts-pt" {
+        if cfg.select.criterion == crate::config::Criterion::DartsPt {
             return Err(Error::config(
                 "track",
                 "select.criterion",
@@ -309,9 +309,9 @@ pub fn track_main(a: &TrackArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(cfg.comm, &cfg.device) {
+    let comm = match super::start(&cfg, |_, _| Ok(())) {
         Ok(c) => c,
-        Err(e) => return fail_once(&e),
+        Err(status) => return status,
     };
     let existed = a.job.out.exists();
     let run = || -> Result<()> {
@@ -460,18 +460,17 @@ fn seeds_table(out: &Path, seeds: &[u64], file: &str) -> Result<()> {
         rows.push((s, criterion, v["genotype"].as_str().unwrap_or("").to_string(), m));
     }
     let get = |m: &[(String, f64)], k: &str| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, x)| *x);
-    let mut csv = format!("seed,criterion,genotype,{}\n", names.join(","));
+    let num = |x: f64| crate::fsutil::csv_num(x, |x| x.to_string());
+    let header: Vec<String> =
+        ["seed", "criterion", "genotype"].map(String::from).into_iter().chain(names.iter().cloned()).collect();
+    let mut table: Vec<Vec<String>> = Vec::new();
     for (s, c, g, m) in &rows {
-        let cells: Vec<String> = names
-            .iter()
-            .map(|k| get(m, k))
-            .map(|x| if x.is_finite() { x.to_string() } else { String::new() })
-            .collect();
-        csv.push_str(&format!("{s},{c},\"{g}\",{}\n", cells.join(",")));
+        let mut row = vec![s.to_string(), c.clone(), g.clone()];
+        row.extend(names.iter().map(|k| num(get(m, k))));
+        table.push(row);
     }
     let mut summary = serde_json::Map::new();
     let (mut texts, mut mrow, mut srow, mut prow) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let num = |x: f64| if x.is_finite() { x.to_string() } else { String::new() };
     for k in &names {
         let xs: Vec<f64> = rows.iter().map(|(_, _, _, m)| get(m, k)).collect();
         let (mean, std) = stats::mean_std(&xs);
@@ -488,14 +487,16 @@ fn seeds_table(out: &Path, seeds: &[u64], file: &str) -> Result<()> {
     }
     // Numeric rows (a spreadsheet reads them): the sample std (blank for one seed) and the
     // population std the seed paper's tables report.
-    csv.push_str(&format!("mean,,,{}\nstd,,,{}\npstd,,,{}\n", mrow.join(","), srow.join(","), prow.join(",")));
+    for (label, cells) in [("mean", mrow), ("std", srow), ("pstd", prow)] {
+        table.push([label.to_string(), String::new(), String::new()].into_iter().chain(cells).collect());
+    }
     let means = texts;
     let doc = json!({
         "seeds": rows.iter().map(|(s, c, g, m)| json!({"seed": s, "criterion": c, "genotype": g, "metrics": m.iter().map(|(k, x)| (k.clone(), json!(x))).collect::<serde_json::Map<_, _>>()})).collect::<Vec<_>>(),
         "summary": summary,
     });
     write_atomic(&out.join("seeds.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
-    write_atomic(&out.join("seeds.csv"), csv.as_bytes())?;
+    write_atomic(&out.join("seeds.csv"), crate::fsutil::csv_text(&header, &table).as_bytes())?;
     for (k, t) in names.iter().zip(&means) {
         println!("{k}: {t} over {} seeds", rows.len());
     }

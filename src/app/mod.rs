@@ -99,6 +99,37 @@ pub fn mark_stopped(comm: &dyn Collective, out: &Path, e: &Error) {
     }
 }
 
+/// The start of every command that runs on ranks: the collectives for `cfg`, then `check`
+/// (a check that needs the world size). The error is the process's exit status, its message
+/// printed once.
+pub fn start(
+    cfg: &Config,
+    check: impl FnOnce(&Config, usize) -> Result<()>,
+) -> std::result::Result<Box<dyn Collective>, i32> {
+    let comm = comm::init(cfg.comm, cfg.device).map_err(|e| fail_once(&e))?;
+    check(cfg, comm.size()).map_err(|e| report_error(comm.as_ref(), &e))?;
+    Ok(comm)
+}
+
+/// The end of every command that writes a run directory: status 0, or the error printed once
+/// with its status, a `STOPPED` marker for a stopped run, and the directory removed when this
+/// command `created` it and `removable` says the failure left nothing worth keeping.
+pub fn finish(
+    comm: &dyn Collective,
+    out: &Path,
+    created: bool,
+    outcome: Result<()>,
+    removable: impl FnOnce(&Error) -> bool,
+) -> i32 {
+    let Err(e) = outcome else { return 0 };
+    if comm.is_coordinator() && created && removable(&e) {
+        let _ = std::fs::remove_dir_all(out);
+    }
+    mark_stopped(comm, out, &e);
+    report_error(comm, &e)
+}
+
+/// An error before the collectives exist: every rank has it, rank 0 prints it.
 pub fn fail_once(e: &Error) -> i32 {
     if comm::launcher_rank() == 0 {
         eprintln!("error: {e}");

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use super::experiment;
 use super::select::{run_progressive, select_and_report};
 use super::{
-    fail_once, init_logging, mark_stopped, open_run, out_has_results, prepare_out_dir, report_error, start_or_resume,
-    watch_signals,
+    fail_once, finish, init_logging, open_run, out_has_results, prepare_out_dir, start_or_resume, watch_signals,
 };
 use crate::comm::{self, Collective};
 use crate::config::Config;
@@ -65,36 +64,20 @@ pub fn search_main(args: &SearchArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(cfg.comm, &cfg.device) {
+    let comm = match super::start(&cfg, Config::check_world) {
         Ok(c) => c,
-        Err(e) => return fail_once(&e),
+        Err(status) => return status,
     };
-    if let Err(e) = cfg.check_world(comm.size()) {
-        return report_error(comm.as_ref(), &e);
-    }
     let existed = args.out.exists();
     let stop = watch_signals();
-    match run_search(&cfg, comm.as_ref(), &args.out, args.resume.as_deref(), Some(&stop)) {
-        Ok(()) => 0,
-        Err(e) => {
-            // A run stopped by bad input (say an undecodable image met mid-epoch) leaves
-            // nothing behind; failures of a valid run keep their logs.
-            // Never a directory that holds a checkpoint or a searched supernet (an error in the
-            // selection after the search, say).
-            let kept = out_has_results(&args.out);
-            if comm.is_coordinator()
-                && !existed
-                && args.resume.is_none()
-                && e.exit_code() == 2
-                && !matches!(e, Error::Path { .. })
-                && !kept
-            {
-                let _ = std::fs::remove_dir_all(&args.out);
-            }
-            mark_stopped(comm.as_ref(), &args.out, &e);
-            report_error(comm.as_ref(), &e)
-        }
-    }
+    let outcome = run_search(&cfg, comm.as_ref(), &args.out, args.resume.as_deref(), Some(&stop));
+    // A run stopped by bad input (say an undecodable image met mid-epoch) leaves nothing
+    // behind; failures of a valid run keep their logs. Never a directory that holds a
+    // checkpoint or a searched supernet (an error in the selection after the search, say).
+    let kept = out_has_results(&args.out);
+    finish(comm.as_ref(), &args.out, !existed && args.resume.is_none(), outcome, |e| {
+        e.exit_code() == 2 && !matches!(e, Error::Path { .. }) && !kept
+    })
 }
 
 /// `search --seeds`: one search per seed in rank groups.
@@ -133,9 +116,9 @@ pub fn search_seeds_main(args: &SearchArgs, list: &str) -> i32 {
         Ok(p) => p,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(cfgs[0].comm, &cfgs[0].device) {
+    let comm = match super::start(&cfgs[0], |_, _| Ok(())) {
         Ok(c) => c,
-        Err(e) => return fail_once(&e),
+        Err(status) => return status,
     };
     let existed = args.out.exists();
     let stop = watch_signals();
@@ -170,24 +153,12 @@ pub fn search_seeds_main(args: &SearchArgs, list: &str) -> i32 {
             run_search(cfg, g, dir, resume, Some(&stop))
         })
     };
-    match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            // Bad input removes what this command created, unless a seed finished.
-            let any_done = seeds.iter().any(|s| args.out.join(format!("seed-{s}/report.json")).is_file());
-            if comm.is_coordinator()
-                && !existed
-                && args.resume.is_none()
-                && e.exit_code() == 2
-                && !matches!(e, Error::Path { .. })
-                && !any_done
-            {
-                let _ = std::fs::remove_dir_all(&args.out);
-            }
-            mark_stopped(comm.as_ref(), &args.out, &e);
-            report_error(comm.as_ref(), &e)
-        }
-    }
+    let outcome = run();
+    // Bad input removes what this command created, unless a seed finished.
+    let any_done = seeds.iter().any(|s| args.out.join(format!("seed-{s}/report.json")).is_file());
+    finish(comm.as_ref(), &args.out, !existed && args.resume.is_none(), outcome, |e| {
+        e.exit_code() == 2 && !matches!(e, Error::Path { .. }) && !any_done
+    })
 }
 
 pub(crate) struct Progress<'a> {
@@ -460,7 +431,7 @@ pub fn run_search(
             prepare_out_dir(comm, dir).map(|_| None)
         }
     };
-    if cfg.select.after_search && cfg.select.criterion == "darts-pt" {
+    if cfg.select.after_search && cfg.select.criterion == crate::config::Criterion::DartsPt {
         let dir = out.join("select");
         let from = select_dir(&dir)?;
         run_progressive(cfg, comm, &source, out, &dir, from, stop)?;

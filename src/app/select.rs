@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::experiment;
 use super::search::Progress;
-use super::{
-    fail_once, init_logging, init_threads, mark_stopped, open_run, prepare_out_dir, report_error, watch_signals,
-};
+use super::{fail_once, finish, init_logging, init_threads, open_run, prepare_out_dir, report_error, watch_signals};
 use crate::comm::{self, Collective};
 use crate::config::Config;
 use crate::data::{self, Dataset};
@@ -134,9 +132,9 @@ pub fn select_seeds_main(args: &SelectArgs, runs: Vec<(Option<u64>, PathBuf)>) -
             "resume the selections of a multi-seed run one seed at a time (--run DIR/seed-S --out OUT/seed-S)",
         ));
     }
-    let comm = match comm::init(runs[0].2.comm, &runs[0].2.device) {
+    let comm = match super::start(&runs[0].2, |_, _| Ok(())) {
         Ok(c) => c,
-        Err(e) => return fail_once(&e),
+        Err(status) => return status,
     };
     let existed = args.out.exists();
     let stop = watch_signals();
@@ -155,16 +153,7 @@ pub fn select_seeds_main(args: &SelectArgs, runs: Vec<(Option<u64>, PathBuf)>) -
         }
         comm.barrier()
     };
-    match run() {
-        Ok(()) => 0,
-        Err(e) => {
-            if comm.is_coordinator() && !existed && !matches!(e, Error::Path { .. } | Error::Stopped { .. }) {
-                let _ = std::fs::remove_dir_all(&args.out);
-            }
-            mark_stopped(comm.as_ref(), &args.out, &e);
-            report_error(comm.as_ref(), &e)
-        }
-    }
+    finish(comm.as_ref(), &args.out, !existed, run(), |e| !matches!(e, Error::Path { .. } | Error::Stopped { .. }))
 }
 
 pub fn select_main(args: &SelectArgs) -> i32 {
@@ -179,32 +168,19 @@ pub fn select_main(args: &SelectArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(cfg.comm, &cfg.device) {
+    let comm = match super::start(&cfg, Config::check_fault) {
         Ok(c) => c,
-        Err(e) => return fail_once(&e),
+        Err(status) => return status,
     };
-    if let Err(e) = cfg.check_fault(comm.size()) {
-        return report_error(comm.as_ref(), &e);
-    }
     let existed = args.out.exists();
     let stop = watch_signals();
-    match run_select(&cfg, comm.as_ref(), &args.run, &args.out, args.resume.as_deref(), Some(&stop)) {
-        Ok(()) => 0,
-        Err(e) => {
-            // A failed selection leaves nothing behind (it is cheap to rerun), unless it holds
-            // progress checkpoints to resume from.
-            let progress = !crate::checkpoint::store::list(&args.out.join("checkpoints")).is_empty();
-            if comm.is_coordinator()
-                && !existed
-                && !progress
-                && !matches!(e, Error::Path { .. } | Error::Stopped { .. })
-            {
-                let _ = std::fs::remove_dir_all(&args.out);
-            }
-            mark_stopped(comm.as_ref(), &args.out, &e);
-            report_error(comm.as_ref(), &e)
-        }
-    }
+    let outcome = run_select(&cfg, comm.as_ref(), &args.run, &args.out, args.resume.as_deref(), Some(&stop));
+    // A failed selection leaves nothing behind (it is cheap to rerun), unless it holds
+    // progress checkpoints to resume from.
+    let progress = !crate::checkpoint::store::list(&args.out.join("checkpoints")).is_empty();
+    finish(comm.as_ref(), &args.out, !existed, outcome, |e| {
+        !progress && !matches!(e, Error::Path { .. } | Error::Stopped { .. })
+    })
 }
 
 pub fn load_run(run: &Path, overrides: &[String]) -> Result<Config> {
@@ -230,9 +206,9 @@ pub fn fidelity_main(args: &FidelityArgs) -> i32 {
         let msg = format!("unknown criterion {bad:?} (one of: {})", known.join(", "));
         return fail_once(&Error::config("--criteria", "criteria", msg));
     }
-    let comm = match comm::init(cfg.comm, &cfg.device) {
+    let comm = match super::start(&cfg, |_, _| Ok(())) {
         Ok(c) => c,
-        Err(e) => return fail_once(&e),
+        Err(status) => return status,
     };
     let ft = select::fidelity::FineTune { steps: args.steps, lr: args.lr.unwrap_or(cfg.search.weights.lr / 10.0) };
     let run = || -> Result<()> {
@@ -285,7 +261,7 @@ pub fn run_select(
     let (net, alphas) = load_supernet(cfg, run)?;
     let (cfg, source, from) = open_run(cfg, comm, out, resume)?;
     let cfg = &cfg;
-    if cfg.select.criterion == "darts-pt" {
+    if cfg.select.criterion == crate::config::Criterion::DartsPt {
         drop((net, alphas));
         return run_progressive(cfg, comm, &source, run, out, from, stop);
     }
@@ -408,7 +384,7 @@ pub fn select_and_report(
 ) -> Result<()> {
     let s = &cfg.select;
     // The IHVP solver only where the criterion uses one.
-    let solver = if matches!(s.criterion.as_str(), "darts-if" | "darts-im") {
+    let solver = if matches!(s.criterion, crate::config::Criterion::DartsIf | crate::config::Criterion::DartsIm) {
         format!(", ihvp {}", s.ihvp)
     } else {
         String::new()

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{fail_once, init_logging, init_threads, mark_stopped, report_error, start_or_resume, watch_signals};
-use crate::comm::{self, Collective};
+use super::{fail_once, finish, init_logging, init_threads, start_or_resume, watch_signals};
+use crate::comm::Collective;
 use crate::config::Config;
 use crate::data;
 use crate::error::{Error, Result};
@@ -90,26 +90,16 @@ pub fn train_main(args: &TrainArgs) -> i32 {
         Ok(g) => g,
         Err(e) => return fail_once(&e),
     };
-    let comm = match comm::init(cfg.comm, &cfg.device) {
+    let comm = match super::start(&cfg, Config::check_fault) {
         Ok(c) => c,
-        Err(e) => return fail_once(&e),
+        Err(status) => return status,
     };
-    if let Err(e) = cfg.check_fault(comm.size()) {
-        return report_error(comm.as_ref(), &e);
-    }
     let existed = args.out.exists();
     let stop = watch_signals();
-    match run_train(&cfg, comm.as_ref(), &genotype, &args.out, args.resume.as_deref(), Some(&stop)) {
-        Ok(()) => 0,
-        Err(e) => {
-            if comm.is_coordinator() && !existed && !resuming && e.exit_code() == 2 && !matches!(e, Error::Path { .. })
-            {
-                let _ = std::fs::remove_dir_all(&args.out);
-            }
-            mark_stopped(comm.as_ref(), &args.out, &e);
-            report_error(comm.as_ref(), &e)
-        }
-    }
+    let outcome = run_train(&cfg, comm.as_ref(), &genotype, &args.out, args.resume.as_deref(), Some(&stop));
+    finish(comm.as_ref(), &args.out, !existed && !resuming, outcome, |e| {
+        e.exit_code() == 2 && !matches!(e, Error::Path { .. })
+    })
 }
 
 /// The `train` command: the genotype's network from scratch on all training images, the test

@@ -21,6 +21,12 @@ impl Collective for LocalCollective {
     fn all_reduce_sum_f64(&self, _buf: &mut [f64]) -> Result<()> {
         Ok(())
     }
+    fn all_reduce_max_f64(&self, _buf: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
+    fn all_reduce_min_f64(&self, _buf: &mut [f64]) -> Result<()> {
+        Ok(())
+    }
     fn broadcast_bytes(&self, _root: usize, _bytes: &mut Vec<u8>) -> Result<()> {
         Ok(())
     }

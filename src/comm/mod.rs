@@ -33,6 +33,10 @@ pub trait Collective {
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
     /// Element-wise sum over ranks, in place.
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()>;
+    /// Elementwise maximum over ranks, in place.
+    fn all_reduce_max_f64(&self, buf: &mut [f64]) -> Result<()>;
+    /// Elementwise minimum over ranks, in place.
+    fn all_reduce_min_f64(&self, buf: &mut [f64]) -> Result<()>;
     /// Replace `bytes` on every rank with `root`'s bytes.
     fn broadcast_bytes(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()>;
     /// Gather every rank's bytes on `root` (in rank order); other ranks get an empty list.
@@ -58,6 +62,16 @@ pub trait Collective {
     /// True on the coordinator (rank 0).
     fn is_coordinator(&self) -> bool {
         self.rank() == 0
+    }
+
+    /// Whether `flag` holds on any rank (a maximum, not a sum of flags).
+    fn any(&self, flag: bool) -> Result<bool> {
+        if self.size() == 1 {
+            return Ok(flag);
+        }
+        let mut v = [flag as u8 as f64];
+        self.all_reduce_max_f64(&mut v)?;
+        Ok(v[0] > 0.0)
     }
 
     /// Element-wise mean over ranks, in place.
@@ -213,6 +227,17 @@ pub fn self_check(comm: &dyn Collective) -> Result<()> {
     if c.iter().any(|&x| x as f64 != mean) {
         return fail("all-reduce mean f32", format!("{c:?}"), format!("{mean}"));
     }
+    // Max and min of (r + 1, −(r + 1)): (n, −1) and (1, −n); `any` of "rank is the last".
+    let mut mx = vec![(r + 1) as f64, -((r + 1) as f64)];
+    comm.all_reduce_max_f64(&mut mx)?;
+    let mut mn = vec![(r + 1) as f64, -((r + 1) as f64)];
+    comm.all_reduce_min_f64(&mut mn)?;
+    if mx != [n as f64, -1.0] || mn != [1.0, -(n as f64)] {
+        return fail("all-reduce max/min f64", format!("{mx:?}, {mn:?}"), format!("[{n}, -1], [1, -{n}]"));
+    }
+    if !comm.any(r + 1 == n)? || comm.any(r > n)? {
+        return fail("any", "a wrong flag".into(), format!("true for rank {} of {n}, false for none", n - 1));
+    }
     // On the compute device: with NCCL this exercises the device path.
     let dev = crate::device::compute();
     let m = [Tensor::full([2], (r + 1) as f64, (Kind::Float, dev))];
@@ -280,7 +305,7 @@ pub fn launcher_rank() -> usize {
 /// (`device`: the config's `device`)
 /// ([`crate::device`]): MPI under a launcher (NCCL for CUDA tensors with `comm = "nccl"`, or
 /// with `auto` on GPUs when the `cuda` feature is built and NCCL loads), else one process.
-pub fn init(kind: CommKind, device: &str) -> Result<Box<dyn Collective>> {
+pub fn init(kind: CommKind, device: crate::device::DeviceChoice) -> Result<Box<dyn Collective>> {
     let use_mpi = match kind {
         CommKind::Local => false,
         CommKind::Mpi | CommKind::Nccl => true,
@@ -420,7 +445,7 @@ impl Groups {
         stop: impl FnOnce() -> Error,
     ) -> Result<()> {
         let mut flags = [failure.is_some() as u8 as f64, stopped as u8 as f64];
-        world.all_reduce_sum_f64(&mut flags)?;
+        world.all_reduce_max_f64(&mut flags)?;
         let msgs = self.gather(world, &failure.iter().cloned().collect::<Vec<_>>())?;
         if flags[0] > 0.0 {
             let msg = failure.or_else(|| msgs.into_iter().next());

@@ -77,6 +77,16 @@ impl Collective for MpiCollective {
         self.reducing.set(self.reducing.get() + t.elapsed().as_secs_f64());
         Ok(())
     }
+    fn all_reduce_max_f64(&self, buf: &mut [f64]) -> Result<()> {
+        let send = buf.to_vec();
+        self.world.all_reduce_into(&send[..], buf, mpi::collective::SystemOperation::max());
+        Ok(())
+    }
+    fn all_reduce_min_f64(&self, buf: &mut [f64]) -> Result<()> {
+        let send = buf.to_vec();
+        self.world.all_reduce_into(&send[..], buf, mpi::collective::SystemOperation::min());
+        Ok(())
+    }
     fn reduce_seconds(&self) -> f64 {
         self.reducing.get()
     }

@@ -132,6 +132,12 @@ impl Collective for NcclCollective {
     fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
         self.mpi.all_reduce_sum_f64(buf)
     }
+    fn all_reduce_max_f64(&self, buf: &mut [f64]) -> Result<()> {
+        self.mpi.all_reduce_max_f64(buf)
+    }
+    fn all_reduce_min_f64(&self, buf: &mut [f64]) -> Result<()> {
+        self.mpi.all_reduce_min_f64(buf)
+    }
     fn broadcast_bytes(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()> {
         self.mpi.broadcast_bytes(root, bytes)
     }

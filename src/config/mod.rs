@@ -11,7 +11,12 @@ use std::path::PathBuf;
 /// The embedded default: a small synthetic search that finishes in minutes on two cores.
 pub const DEMO_TOML: &str = include_str!("../../configs/demo.toml");
 
+mod choices;
 mod load;
+
+pub use crate::control::FaultAction;
+pub use crate::device::DeviceChoice;
+pub use choices::*;
 
 pub use crate::comm::CommKind;
 
@@ -96,7 +101,7 @@ pub struct Config {
     /// `auto` (this rank's GPU when libtorch sees one, else the CPU), `cpu` or `cuda` (one rank
     /// per GPU, the GPU of the rank's node-local index).
     #[serde(default = "d_device")]
-    pub device: String,
+    pub device: DeviceChoice,
     /// Intra-op threads of libtorch per rank; 0 = libtorch's default.
     #[serde(default)]
     pub threads: usize,
@@ -149,16 +154,16 @@ pub struct DataConfig {
     /// Dataset: `synthetic` (built in, deterministic from the seed), `cifar10`, `cifar100`,
     /// `imagenet16-120`, `imagenet16` (all 1000 classes) or `imagenet` (ILSVRC folders).
     #[serde(default = "d_dataset")]
-    pub dataset: String,
+    pub dataset: DatasetKind,
     /// Directory of the dataset files (real datasets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
     /// CIFAR file format: `auto`, `binary` (`*.bin`) or `python` (pickled batches).
     #[serde(default = "d_format")]
-    pub format: String,
+    pub format: CifarFormat,
     /// Normalisation constants: `nb201` (AutoDL's) or `darts` (DARTS/darts-pt's).
     #[serde(default = "d_normalize")]
-    pub normalize: String,
+    pub normalize: Normalize,
     /// Number of classes (0 = from the data; synthetic: 10). Real datasets must agree.
     #[serde(default)]
     pub num_classes: usize,
@@ -176,7 +181,7 @@ pub struct DataConfig {
     pub test_size: Count,
     /// `halves` (DARTS) or `file` (NAS-Bench-201's split files).
     #[serde(default = "d_split")]
-    pub split: String,
+    pub split: SplitKind,
     /// The split file (`cifar-split.txt`, `cifar100-test-split.txt`, …) for `split = "file"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_file: Option<PathBuf>,
@@ -220,7 +225,7 @@ pub struct SearchConfig {
     /// gradient through one unrolled θ step, its mixed term by DARTS's finite difference) or
     /// `darts-2nd-exact` (the same with the mixed term by double backward).
     #[serde(default = "d_strategy")]
-    pub strategy: String,
+    pub strategy: Strategy,
     /// α is updated from this epoch on (PC-DARTS: 15); before it only θ trains.
     #[serde(default)]
     pub arch_start_epoch: usize,
@@ -236,7 +241,7 @@ pub struct SearchConfig {
     pub micro_batch: usize,
     /// `alpha-first` (DARTS, darts-pt) or `weights-first` (NB201's AutoDL scripts).
     #[serde(default = "d_order")]
-    pub order: String,
+    pub order: StepOrder,
     /// Steps per epoch; 0 = one pass over the θ half (drop-last).
     #[serde(default)]
     pub steps_per_epoch: usize,
@@ -289,10 +294,10 @@ pub struct SelectConfig {
     /// `magnitude`, `drop`, `darts-if`, `darts-im`, or `darts-pt` (progressive decisions with
     /// fine-tuning, DARTS-PT; its rule is `pt_rule`).
     #[serde(default = "d_criterion")]
-    pub criterion: String,
+    pub criterion: Criterion,
     /// IHVP solver: `identity`, `neumann`, `sherman-morrison`, `woodbury`, `cg` or `exact`.
     #[serde(default = "d_ihvp")]
-    pub ihvp: String,
+    pub ihvp: Ihvp,
     /// Number of fixed evaluation batches N (drawn from the validation half, no augmentation).
     #[serde(default = "d_n")]
     pub n: usize,
@@ -318,20 +323,20 @@ pub struct SelectConfig {
     pub cg_max_iter: usize,
     /// What `exact` forms densely: `fisher` (ηI + GGᵀ/N) or `hessian` (H + λI).
     #[serde(default = "d_exact_matrix")]
-    pub exact_matrix: String,
+    pub exact_matrix: ExactMatrix,
     /// `exact` refuses models with more weights than this (a dense P×P matrix in f64).
     #[serde(default = "d_exact_max")]
     pub exact_max_params: usize,
     /// DARTS-IM sign: `paper` (I_M = −BᵀH⁻¹B1, argmax) or `negated`.
     #[serde(default = "d_im_sign")]
-    pub im_sign: String,
+    pub im_sign: ImSign,
     /// Fisher samples: per-batch gradients (`batch`, as the paper) or per-sample (`sample`,
     /// needs `bn = "running"`).
     #[serde(default = "d_fisher_samples")]
-    pub fisher_samples: String,
+    pub fisher_samples: FisherSamples,
     /// BatchNorm during selection: `batch` statistics (buffers untouched) or `running`.
     #[serde(default = "d_bn")]
-    pub bn: String,
+    pub bn: BnStats,
     /// Reproduce the authors' DARTS-IM computation: raw-logit leaf, central finite differences
     /// of radius 1e-2/‖v‖, per-batch chains (neumann, identity), freshly drawn batches per pass
     /// (sherman-morrison, woodbury).
@@ -350,11 +355,11 @@ pub struct SelectConfig {
     /// (the θ half, as the bi-level influence argument has it; paper.md §10 A4). DARTS-IF's
     /// loss changes stay on the validation batches.
     #[serde(default = "d_hess_data")]
-    pub hess_data: String,
+    pub hess_data: HessData,
     /// Arithmetic of the selection: `f32` (as trained) or `f64` (the supernet is converted;
     /// exact to ~1e-12 on small models).
     #[serde(default = "d_precision")]
-    pub precision: String,
+    pub precision: Precision,
     /// Run the selection right after `search`, into the run directory's `select/`.
     #[serde(default)]
     pub after_search: bool,
@@ -373,7 +378,7 @@ pub struct SelectConfig {
     /// `darts-pt`: the per-edge decision rule: `accuracy` (DARTS-PT: keep the op whose masking
     /// lowers validation accuracy most), `loss`, `darts-if` or `darts-im`.
     #[serde(default = "d_pt_rule")]
-    pub pt_rule: String,
+    pub pt_rule: PtRule,
     /// `darts-pt`: tuning epochs between decisions (DARTS-PT: 5).
     #[serde(default = "d_pt_interval")]
     pub pt_interval: usize,
@@ -383,7 +388,7 @@ pub struct SelectConfig {
     /// `darts-pt`: `constant` (DARTS-PT's NB201 version), `cosine` to the search's lr_min (its
     /// DARTS version), or `auto` (constant for NB201, cosine otherwise).
     #[serde(default = "d_pt_schedule")]
-    pub pt_schedule: String,
+    pub pt_schedule: PtSchedule,
 }
 
 /// `dartsif-dist train`: DARTS's evaluation protocol by default (quark0/darts `train.py`).
@@ -451,7 +456,7 @@ pub struct CheckpointConfig {
 pub struct FaultConfig {
     /// `none`, `kill` (SIGKILL itself), `signal` (SIGTERM itself) or `nan` (a NaN loss).
     #[serde(default = "d_fault")]
-    pub action: String,
+    pub action: FaultAction,
     /// The rank that acts.
     #[serde(default)]
     pub rank: usize,
@@ -460,7 +465,7 @@ pub struct FaultConfig {
     /// the `at_step`-th work unit of `ablate` or architecture of `groundtruth`, counted over
     /// all groups).
     #[serde(default = "d_fault_phase")]
-    pub phase: String,
+    pub phase: FaultPhase,
     /// The global search step or selection round (0-based) at which it acts.
     #[serde(default)]
     pub at_step: usize,
@@ -469,17 +474,17 @@ pub struct FaultConfig {
 fn d_keep() -> usize {
     3
 }
-fn d_fault_phase() -> String {
-    "search".into()
+fn d_fault_phase() -> FaultPhase {
+    FaultPhase::Search
 }
-fn d_fault() -> String {
-    "none".into()
+fn d_fault() -> FaultAction {
+    FaultAction::None
 }
 fn d_seed() -> u64 {
     2
 }
-fn d_device() -> String {
-    "auto".into()
+fn d_device() -> DeviceChoice {
+    DeviceChoice::Auto
 }
 fn d_comm() -> CommKind {
     CommKind::Auto
@@ -493,17 +498,17 @@ fn d_channels() -> usize {
 fn d_cells() -> usize {
     5
 }
-fn d_dataset() -> String {
-    "synthetic".into()
+fn d_dataset() -> DatasetKind {
+    DatasetKind::Synthetic
 }
-fn d_format() -> String {
-    "auto".into()
+fn d_format() -> CifarFormat {
+    CifarFormat::Auto
 }
-fn d_normalize() -> String {
-    "nb201".into()
+fn d_normalize() -> Normalize {
+    Normalize::Nb201
 }
-fn d_split() -> String {
-    "halves".into()
+fn d_split() -> SplitKind {
+    SplitKind::Halves
 }
 fn d_weights_split() -> String {
     "train".into()
@@ -526,8 +531,8 @@ fn d_none() -> Count {
 fn d_noise() -> f64 {
     3.0
 }
-fn d_strategy() -> String {
-    "darts-1st".into()
+fn d_strategy() -> Strategy {
+    Strategy::Darts1st
 }
 fn d_epochs() -> usize {
     50
@@ -535,8 +540,8 @@ fn d_epochs() -> usize {
 fn d_batch() -> usize {
     64
 }
-fn d_order() -> String {
-    "alpha-first".into()
+fn d_order() -> StepOrder {
+    StepOrder::AlphaFirst
 }
 fn d_lr() -> f64 {
     0.025
@@ -568,11 +573,11 @@ fn d_awd() -> f64 {
 fn d_init_std() -> f64 {
     1e-3
 }
-fn d_criterion() -> String {
-    "darts-im".into()
+fn d_criterion() -> Criterion {
+    Criterion::DartsIm
 }
-fn d_ihvp() -> String {
-    "woodbury".into()
+fn d_ihvp() -> Ihvp {
+    Ihvp::Woodbury
 }
 fn d_n() -> usize {
     30
@@ -592,35 +597,35 @@ fn d_cg_tol() -> f64 {
 fn d_cg_iters() -> usize {
     100
 }
-fn d_exact_matrix() -> String {
-    "fisher".into()
+fn d_exact_matrix() -> ExactMatrix {
+    ExactMatrix::Fisher
 }
 fn d_exact_max() -> usize {
     20_000
 }
-fn d_im_sign() -> String {
-    "paper".into()
+fn d_im_sign() -> ImSign {
+    ImSign::Paper
 }
-fn d_fisher_samples() -> String {
-    "batch".into()
+fn d_fisher_samples() -> FisherSamples {
+    FisherSamples::Batch
 }
-fn d_hess_data() -> String {
-    "val".into()
+fn d_hess_data() -> HessData {
+    HessData::Val
 }
-fn d_pt_rule() -> String {
-    "accuracy".into()
+fn d_pt_rule() -> PtRule {
+    PtRule::Accuracy
 }
 fn d_pt_interval() -> usize {
     5
 }
-fn d_pt_schedule() -> String {
-    "auto".into()
+fn d_pt_schedule() -> PtSchedule {
+    PtSchedule::Auto
 }
-fn d_precision() -> String {
-    "f32".into()
+fn d_precision() -> Precision {
+    Precision::F32
 }
-fn d_bn() -> String {
-    "batch".into()
+fn d_bn() -> BnStats {
+    BnStats::Batch
 }
 fn d_log_every() -> usize {
     10

@@ -24,50 +24,50 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
     // Messages name the data and the key: "cifar10 at /data/cifar: data.test_size: …".
     let origin = match &d.root {
         Some(r) => format!("{} at {}", d.dataset, r.display()),
-        None => d.dataset.clone(),
+        None => d.dataset.to_string(),
     };
     let bad = |key: &str, msg: String| Error::config(&origin, format!("data.{key}"), msg);
     let root = || -> Result<&Path> {
         d.root.as_deref().ok_or_else(|| bad("root", format!("required for dataset {:?}", d.dataset)))
     };
-    let normalize = |nb201: Normalize, darts: Normalize| if d.normalize == "darts" { darts } else { nb201 };
-    let data: Box<dyn Dataset + Send> = match d.dataset.as_str() {
-        "synthetic" => {
+    let normalize =
+        |nb201: Normalize, darts: Normalize| if d.normalize == crate::config::Normalize::Darts { darts } else { nb201 };
+    let data: Box<dyn Dataset + Send> = match d.dataset {
+        crate::config::DatasetKind::Synthetic => {
             // Resolved to numbers by the config (all = 50,000 + 10,000).
             let n = d.train_size.of(50_000) + d.test_size.of(10_000);
             Box::new(Synthetic::new(cfg.seed, n, d.num_classes, d.image_size, d.noise))
         }
-        "cifar10" | "cifar100" => {
-            let (kind, norm) = if d.dataset == "cifar10" {
+        crate::config::DatasetKind::Cifar10 | crate::config::DatasetKind::Cifar100 => {
+            let (kind, norm) = if d.dataset == crate::config::DatasetKind::Cifar10 {
                 (Cifar::Ten, normalize(Normalize::NB201_CIFAR10, Normalize::DARTS_CIFAR10))
             } else {
                 (Cifar::Hundred, normalize(Normalize::NB201_CIFAR100, Normalize::DARTS_CIFAR100))
             };
-            let format = match d.format.as_str() {
-                "binary" => Some(CifarFormat::Binary),
-                "python" => Some(CifarFormat::Python),
-                _ => None,
+            let format = match d.format {
+                crate::config::CifarFormat::Binary => Some(CifarFormat::Binary),
+                crate::config::CifarFormat::Python => Some(CifarFormat::Python),
+                crate::config::CifarFormat::Auto => None,
             };
             let mut ds = kind.open(root()?, format, norm)?;
             ds.transform.cutout = d.cutout;
             Box::new(ds)
         }
-        "imagenet16-120" | "imagenet16" => {
-            let classes = if d.dataset == "imagenet16" { 1000 } else { 120 };
+        crate::config::DatasetKind::ImageNet16_120 | crate::config::DatasetKind::ImageNet16 => {
+            let classes = if d.dataset == crate::config::DatasetKind::ImageNet16 { 1000 } else { 120 };
             let mut ds = open_imagenet16(root()?, classes)?;
             ds.transform.cutout = d.cutout;
             Box::new(ds)
         }
-        "imagenet" => {
+        crate::config::DatasetKind::ImageNet => {
             let size = if d.image_size == 0 { 224 } else { d.image_size };
             let subset = Subset { classes: d.subset_classes, fraction: d.subset_fraction, seed: cfg.seed };
             Box::new(ImageFolder::open(root()?, size, subset, d.skip_bad_images)?)
         }
-        other => return Err(bad("dataset", format!("unknown dataset {other:?}"))),
     };
     // The training set comes first in every dataset, then the test set (synthetic: the first
     // train_size samples train, the next test_size test).
-    let synthetic = cfg.data.dataset == "synthetic";
+    let synthetic = cfg.data.dataset == crate::config::DatasetKind::Synthetic;
     let (all_train, n_all) =
         if synthetic { (cfg.data.train_size.of(50_000), data.len()) } else { (data.train_len(), data.len()) };
     let n_test_all = n_all - all_train;
@@ -75,7 +75,7 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
         n if n <= all_train => n,
         n => return Err(bad("train_size", format!("{n} exceeds the {all_train} training images"))),
     };
-    if cfg.data.split == "file" && n_train != all_train {
+    if cfg.data.split == crate::config::SplitKind::File && n_train != all_train {
         return Err(bad("train_size", "must be \"all\" with data.split = \"file\"".into()));
     }
 
@@ -89,8 +89,8 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
     cfg.data.num_classes = classes;
     cfg.data.image_size = h;
 
-    let split = match cfg.data.split.as_str() {
-        "file" => {
+    let split = match cfg.data.split {
+        crate::config::SplitKind::File => {
             let file = cfg
                 .data
                 .split_file
@@ -115,7 +115,7 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
             };
             SearchSplit { weights: take(&cfg.data.weights_split)?, arch: take(&cfg.data.arch_split)? }
         }
-        _ => SearchSplit::halves(n_train),
+        crate::config::SplitKind::Halves => SearchSplit::halves(n_train),
     };
     let n_test = cfg.data.test_size.of(n_test_all);
     if n_test > n_test_all {

@@ -100,7 +100,7 @@ pub fn plan(run: &Path, sweeps: &[Sweep], sets: &[String]) -> Result<Vec<Combo>>
                 }
                 other => other,
             })?;
-            if cfg.select.criterion == "darts-pt" {
+            if cfg.select.criterion == crate::config::Criterion::DartsPt {
                 return Err(Error::config(
                     "ablate",
                     "select.criterion",
@@ -124,7 +124,10 @@ pub fn settled_config(cfg: &Config) -> String {
 /// A config with the solver settings of DARTS-IM blanked: combinations with equal keys share.
 fn share_key(c: &Combo) -> Option<String> {
     let s = &c.cfg.select;
-    if s.criterion != "darts-im" || s.faithful || s.fisher_samples != "batch" {
+    if s.criterion != crate::config::Criterion::DartsIm
+        || s.faithful
+        || s.fisher_samples != crate::config::FisherSamples::Batch
+    {
         return None;
     }
     let mut cfg = c.cfg.clone();
@@ -219,8 +222,8 @@ pub fn run(
         true,
     );
     for (k, &u) in todo.iter().enumerate().filter(|(k, _)| groups.runs(*k)) {
-        if fault.phase == "experiment" && fault.at_step == k && fault.rank == world.rank() {
-            crate::control::inject(&fault.action, stop);
+        if fault.phase == crate::config::FaultPhase::Experiment && fault.at_step == k && fault.rank == world.rank() {
+            crate::control::inject(fault.action, stop);
         }
         if crate::control::agree_stop(groups.comm.as_ref(), stop)? {
             stopped = true;
@@ -237,11 +240,10 @@ pub fn run(
             }
             Ok(records)
         });
-        let mut bad = [outcome.is_err() as u8 as f64];
-        groups.comm.all_reduce_sum_f64(&mut bad)?;
+        let bad = groups.comm.any(outcome.is_err())?;
         progress.inc(1);
         match outcome {
-            Ok(records) if bad[0] == 0.0 => mine.extend(records),
+            Ok(records) if !bad => mine.extend(records),
             Ok(_) => {
                 failure = Some(format!("work unit {k} (combinations {members:?}) failed on its coordinator"));
                 break;
@@ -409,21 +411,21 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
     let keys: Vec<String> =
         combos.first().map(|c| c.labels.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
     let num = |x: Option<f64>| x.filter(|v| v.is_finite()).map_or(String::new(), |v| format!("{v}"));
-    let mut csv =
-        format!("index,{},criterion,genotype,magnitude_genotype,shared,{}\n", keys.join(","), metric_names.join(","));
+    let header: Vec<String> = ["index".to_string()]
+        .into_iter()
+        .chain(keys.iter().cloned())
+        .chain(["criterion", "genotype", "magnitude_genotype", "shared"].map(String::from))
+        .chain(metric_names.iter().cloned())
+        .collect();
+    let mut csv_rows = Vec::new();
     let mut json_rows = Vec::new();
     for (r, c, m) in &rows {
         let get = |k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
-        csv.push_str(&format!(
-            "{},{},{},\"{}\",\"{}\",{},{}\n",
-            r.index,
-            keys.iter().map(|k| label(c, k).unwrap_or_default()).collect::<Vec<_>>().join(","),
-            r.criterion,
-            r.genotype,
-            r.magnitude_genotype,
-            r.shared,
-            metric_names.iter().map(|k| num(get(k))).collect::<Vec<_>>().join(",")
-        ));
+        let mut row = vec![r.index.to_string()];
+        row.extend(keys.iter().map(|k| label(c, k).unwrap_or_default()));
+        row.extend([r.criterion.clone(), r.genotype.clone(), r.magnitude_genotype.clone(), r.shared.to_string()]);
+        row.extend(metric_names.iter().map(|k| num(get(k))));
+        csv_rows.push(row);
         json_rows.push(json!({
             "index": r.index,
             "labels": c.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
@@ -439,15 +441,18 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
     // Mean ± std over seeds for each setting of the other keys.
     let mut summary = Vec::new();
     let mut done: Vec<Vec<(String, String)>> = Vec::new();
-    let mut scsv = format!(
-        "{},seeds,genotypes,{}\n",
-        keys.iter().filter(|k| *k != "seed").cloned().collect::<Vec<_>>().join(","),
-        metric_names
-            .iter()
-            .flat_map(|k| [format!("{k}_mean"), format!("{k}_std"), format!("{k}_pstd"), format!("{k}_n")])
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let sheader: Vec<String> = keys
+        .iter()
+        .filter(|k| *k != "seed")
+        .cloned()
+        .chain(["seeds", "genotypes"].map(String::from))
+        .chain(
+            metric_names
+                .iter()
+                .flat_map(|k| [format!("{k}_mean"), format!("{k}_std"), format!("{k}_pstd"), format!("{k}_n")]),
+        )
+        .collect();
+    let mut srows = Vec::new();
     for (_, c, _) in &rows {
         let setting = others(c, &["seed"]);
         if done.contains(&setting) {
@@ -476,13 +481,10 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
         }
         let genotypes: Vec<&str> = members.iter().map(|(r, _, _)| r.genotype.as_str()).collect();
         let distinct = genotypes.iter().collect::<std::collections::BTreeSet<_>>().len();
-        scsv.push_str(&format!(
-            "{},{},{},{}\n",
-            setting.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>().join(","),
-            members.len(),
-            distinct,
-            cells.join(",")
-        ));
+        let mut row: Vec<String> = setting.iter().map(|(_, v)| v.clone()).collect();
+        row.extend([members.len().to_string(), distinct.to_string()]);
+        row.extend(cells);
+        srows.push(row);
         summary.push(json!({
             "labels": setting.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "seeds": members.len(),
@@ -491,13 +493,13 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
         }));
     }
     let doc = json!({
-        "dataset": combos.first().map(|c| c.cfg.data.dataset.clone()),
+        "dataset": combos.first().map(|c| c.cfg.data.dataset),
         "sweeps": sweeps.iter().map(|s| json!({"key": s.key, "config_key": s.path, "values": s.values})).collect::<Vec<_>>(),
         "rows": json_rows,
         "summary": summary,
     });
     write_atomic(&out.join("ablation.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
-    write_atomic(&out.join("ablation.csv"), csv.as_bytes())?;
-    write_atomic(&out.join("ablation-summary.csv"), scsv.as_bytes())?;
+    write_atomic(&out.join("ablation.csv"), crate::fsutil::csv_text(&header, &csv_rows).as_bytes())?;
+    write_atomic(&out.join("ablation-summary.csv"), crate::fsutil::csv_text(&sheader, &srows).as_bytes())?;
     Ok(doc)
 }

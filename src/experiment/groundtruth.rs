@@ -199,8 +199,8 @@ pub fn run(
         true,
     );
     for (k, &i) in todo.iter().enumerate().filter(|(k, _)| groups.runs(*k)) {
-        if fault.phase == "experiment" && fault.at_step == k && fault.rank == world.rank() {
-            crate::control::inject(&fault.action, stop);
+        if fault.phase == crate::config::FaultPhase::Experiment && fault.at_step == k && fault.rank == world.rank() {
+            crate::control::inject(fault.action, stop);
         }
         // SIGTERM/SIGUSR1: stop between architectures (finished ones are on disk).
         if crate::control::agree_stop(groups.comm.as_ref(), stop)? {
@@ -227,11 +227,10 @@ pub fn run(
             Ok(t)
         });
         // A coordinator-only write may fail: the group agrees before its next collective.
-        let mut bad = [outcome.is_err() as u8 as f64];
-        groups.comm.all_reduce_sum_f64(&mut bad)?;
+        let bad = groups.comm.any(outcome.is_err())?;
         progress.inc(1);
         match outcome {
-            Ok(t) if bad[0] == 0.0 => mine.push(t),
+            Ok(t) if !bad => mine.push(t),
             Ok(_) => {
                 failure = Some(format!("architecture {i} ({}): failed on its group's coordinator", archs[i]));
                 break;
@@ -311,16 +310,24 @@ fn train_one(
 pub fn write(out: &Path, truths: &[Truth], taus: &[Tau]) -> Result<()> {
     // Accuracies in % as in NAS-Bench-201's table (`launch/nb201-table`); the CSV keeps fractions.
     let mut tsv = String::from("arch\ttest_acc\ttrain_acc\ttest_loss\n");
-    let mut csv = String::from("index,arch,test_acc,test_loss,train_acc,train_loss,weights,seconds,group\n");
+    let header = ["index", "arch", "test_acc", "test_loss", "train_acc", "train_loss", "weights", "seconds", "group"];
+    let mut rows = Vec::new();
     for t in truths {
         tsv.push_str(&format!("{}\t{}\t{}\t{}\n", t.arch, 100.0 * t.test_acc, 100.0 * t.train_acc, t.test_loss));
-        csv.push_str(&format!(
-            "{},\"{}\",{},{},{},{},{},{},{}\n",
-            t.index, t.arch, t.test_acc, t.test_loss, t.train_acc, t.train_loss, t.weights, t.seconds, t.group
-        ));
+        rows.push(vec![
+            t.index.to_string(),
+            t.arch.to_string(),
+            t.test_acc.to_string(),
+            t.test_loss.to_string(),
+            t.train_acc.to_string(),
+            t.train_loss.to_string(),
+            t.weights.to_string(),
+            t.seconds.to_string(),
+            t.group.to_string(),
+        ]);
     }
     write_atomic(&out.join("groundtruth.tsv"), tsv.as_bytes())?;
-    write_atomic(&out.join("groundtruth.csv"), csv.as_bytes())?;
+    write_atomic(&out.join("groundtruth.csv"), crate::fsutil::csv_text(&header, &rows).as_bytes())?;
     let doc = json!({"architectures": truths, "kendall_tau": taus});
     write_atomic(&out.join("groundtruth.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())
 }

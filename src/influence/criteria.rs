@@ -100,7 +100,7 @@ pub fn remove_op(w: &[Tensor], c: Candidate) -> Vec<Tensor> {
 }
 
 fn bn_mode(cfg: &Config) -> BnMode {
-    if cfg.select.bn == "running" {
+    if cfg.select.bn == crate::config::BnStats::Running {
         BnMode::Eval
     } else {
         BnMode::BatchStats
@@ -130,7 +130,7 @@ impl Context<'_> {
     /// With `select.hess_data = "train"`, the N batches of the θ half that H (the Fisher) and B
     /// are taken from (paper.md §10 A4); `None`: the validation batches, as the reference code.
     fn hess_set(&self) -> Result<Option<EvalSet>> {
-        if self.cfg.select.hess_data != "train" {
+        if self.cfg.select.hess_data != crate::config::HessData::Train {
             return Ok(None);
         }
         EvalSet::draw(self.cfg.seed, Stream::EvalBatches, 0, self.train, self.cfg.select.n, self.cfg.select_batch())
@@ -158,8 +158,8 @@ impl Context<'_> {
 
     /// Scores of the configured criterion, with the candidate loop checkpointed as `res` says.
     pub fn run_resumable(&self, res: &Resumable) -> Result<Outcome> {
-        match self.cfg.select.criterion.as_str() {
-            "magnitude" => Ok(Outcome {
+        match self.cfg.select.criterion {
+            crate::config::Criterion::Magnitude => Ok(Outcome {
                 // softmax(α) (PC-DARTS: β̃·softmax(α)): DARTS ranks edges across rows by it.
                 table: ScoreTable::plain(
                     "magnitude",
@@ -176,11 +176,15 @@ impl Context<'_> {
                 ),
                 diagnostics: json!({}),
             }),
-            "drop" => self.removal_scores(false, res),
-            "darts-if" => self.removal_scores(true, res),
-            "darts-im" if self.cfg.select.faithful => self.darts_im_faithful(),
-            "darts-im" => self.darts_im(),
-            other => Err(Error::config("select", "select.criterion", format!("unknown criterion {other:?}"))),
+            crate::config::Criterion::Drop => self.removal_scores(false, res),
+            crate::config::Criterion::DartsIf => self.removal_scores(true, res),
+            crate::config::Criterion::DartsIm if self.cfg.select.faithful => self.darts_im_faithful(),
+            crate::config::Criterion::DartsIm => self.darts_im(),
+            crate::config::Criterion::DartsPt => Err(Error::config(
+                "select",
+                "select.criterion",
+                "darts-pt trains the supernet: it runs as a progressive selection, not as scores",
+            )),
         }
     }
 
@@ -223,10 +227,10 @@ impl Context<'_> {
         );
         for round in 0..rounds {
             let f = &self.cfg.fault;
-            let poison = f.phase == "select"
+            let poison = f.phase == crate::config::FaultPhase::Select
                 && f.at_step == round
                 && f.rank == rank
-                && crate::control::inject(&f.action, res.stop);
+                && crate::control::inject(f.action, res.stop);
             let i = todo.get(round * world + rank).copied();
             let w = i.map(|i| remove_op(&w0, cands[i]));
             let (lc, g) = match (&w, influence) {
@@ -336,7 +340,7 @@ impl Context<'_> {
         let saved = crate::checkpoint::commit_on_coordinator(self.comm, || {
             let meta = super::saved::SelectMeta {
                 kind: "select".into(),
-                criterion: self.cfg.select.criterion.clone(),
+                criterion: self.cfg.select.criterion.to_string(),
                 records,
                 world_size: self.comm.size(),
                 config: self.cfg.to_toml(),
@@ -347,7 +351,7 @@ impl Context<'_> {
     }
 
     fn im_sign(&self) -> f64 {
-        if self.cfg.select.im_sign == "negated" {
+        if self.cfg.select.im_sign == crate::config::ImSign::Negated {
             1.0
         } else {
             -1.0
@@ -358,7 +362,7 @@ impl Context<'_> {
     /// same double-backward pass), z = IHVP(u), I_M = ∓Bᵀz — the one-setting case of
     /// [`Context::darts_im_many`]. Per-sample Fisher samples need their own passes.
     fn darts_im(&self) -> Result<Outcome> {
-        if !(needs_fisher(&self.cfg.select) && self.cfg.select.fisher_samples == "sample") {
+        if !(needs_fisher(&self.cfg.select) && self.cfg.select.fisher_samples == crate::config::FisherSamples::Sample) {
             return Ok(self.darts_im_many(std::slice::from_ref(&self.cfg.select))?.remove(0));
         }
         // B and H from the same N batches: validation, or the θ half's (hess_data = "train").
@@ -385,7 +389,7 @@ impl Context<'_> {
     /// result equals a separate run with that setting up to floating-point rounding.
     pub fn darts_im_many(&self, settings: &[crate::config::SelectConfig]) -> Result<Vec<Outcome>> {
         let n_max = settings.iter().map(|s| s.n).max().unwrap_or(0);
-        let pool = if self.cfg.select.hess_data == "train" { self.train } else { self.val };
+        let pool = if self.cfg.select.hess_data == crate::config::HessData::Train { self.train } else { self.val };
         let eval = EvalSet::draw(self.cfg.seed, Stream::EvalBatches, 0, pool, n_max, self.cfg.select_batch())?;
         let probe = self.probe(&eval, Leaf::Mixing)?;
         let mut ns: Vec<usize> = settings.iter().map(|s| s.n).collect();
@@ -393,7 +397,7 @@ impl Context<'_> {
         ns.dedup();
         let fisher = settings.iter().any(needs_fisher);
         let (samples, us) = probe.batch_grads_and_mixed_ones_prefixes(&ns, fisher)?;
-        let woodbury = settings.iter().any(|s| s.ihvp == "woodbury");
+        let woodbury = settings.iter().any(|s| s.ihvp == crate::config::Ihvp::Woodbury);
         let shared = if fisher {
             Some(super::ihvp::SharedFisher::new(&self.cfg.select, &probe, samples, woodbury)?)
         } else {
@@ -418,7 +422,7 @@ impl Context<'_> {
             .zip(bt)
             .zip(infos)
             .map(|((s, b), (nu, nz, info))| {
-                let sign = if s.im_sign == "negated" { 1.0 } else { -1.0 };
+                let sign = if s.im_sign == crate::config::ImSign::Negated { 1.0 } else { -1.0 };
                 Outcome {
                     table: self.leaf_table("darts-im", &probe, &(b * sign)),
                     diagnostics: json!({"norm_B1_mixing": nu, "norm_ihvp": nz, "solve": info, "shared": settings.len() > 1}),
@@ -469,17 +473,17 @@ impl Context<'_> {
             (gp - gm) / (2.0 * r)
         };
         let n = sel.n as f64;
-        let (im, norm_b1_raw, info) = match sel.ihvp.as_str() {
-            "neumann" | "identity" => {
+        let (im, norm_b1_raw, info) = match sel.ihvp {
+            crate::config::Ihvp::Neumann | crate::config::Ihvp::Identity => {
                 // Per-batch chains on the fixed batches, averaged (data-parallel over batches).
                 let probe = self.probe(&eval, Leaf::Raw)?;
                 let mut s_sum = ones.zeros_like();
-                let mut u_sum = Tensor::zeros([probe.n_params() as i64], (probe.kind(), crate::device::compute()));
+                let mut u_sum = Tensor::zeros([probe.n_params() as i64], (probe.kind(), probe.device()));
                 for j in probe.own_batches().collect::<Vec<_>>() {
                     let u = fd_b1(&probe, j, &probe, j);
                     u_sum += &u;
                     // The authors' Neumann returns Σ_{k≤K} (I − γH_j)^k u (V_0 = u, no γ factor).
-                    let z = if sel.ihvp == "neumann" {
+                    let z = if sel.ihvp == crate::config::Ihvp::Neumann {
                         let mut term = u.copy();
                         let mut acc = u.copy();
                         for _ in 0..sel.k {
@@ -496,13 +500,13 @@ impl Context<'_> {
                 Timings::add(&self.timings.comm, || self.comm.all_reduce_sum_tensors(&both))?;
                 (&both[0] / n * self.im_sign(), norm(&(&both[1] / n)), SolveInfo::default())
             }
-            "sherman-morrison" | "woodbury" => {
+            crate::config::Ihvp::ShermanMorrison | crate::config::Ihvp::Woodbury => {
                 // Fresh draws: + pass, − pass, Fisher, Bᵀ + pass, Bᵀ − pass.
                 let sets: Vec<EvalSet> =
                     (1..=5).map(|d| self.eval_set(Stream::FaithfulDraw, d)).collect::<Result<_>>()?;
                 let probes: Vec<Probe> = sets.iter().map(|e| self.probe(e, Leaf::Raw)).collect::<Result<_>>()?;
                 let own: Vec<usize> = probes[0].own_batches().collect();
-                let mut u = Tensor::zeros([probes[0].n_params() as i64], (probes[0].kind(), crate::device::compute()));
+                let mut u = Tensor::zeros([probes[0].n_params() as i64], (probes[0].kind(), probes[0].device()));
                 for &j in &own {
                     u += fd_b1(&probes[0], j, &probes[1], j);
                 }

@@ -35,7 +35,7 @@ pub fn all_gather_coords(comm: &dyn Collective, local: &Tensor, p: usize, timing
     if comm.size() == 1 {
         return Ok(local.shallow_clone());
     }
-    let full = Tensor::zeros([p as i64], (local.kind(), crate::device::compute()));
+    let full = Tensor::zeros([p as i64], (local.kind(), local.device()));
     full.narrow(0, lo as i64, (hi - lo) as i64).copy_(local);
     Timings::add(&timings.comm, || comm.all_reduce_sum_tensors(std::slice::from_ref(&full)))?;
     Ok(full)
@@ -58,6 +58,7 @@ impl ShardedGrads {
         own: Vec<(usize, Tensor)>,
         n: usize,
         p: usize,
+        device: tch::Device,
         timings: &Timings,
     ) -> Result<Self> {
         let (w, r) = (comm.size(), comm.rank());
@@ -67,12 +68,10 @@ impl ShardedGrads {
         // N samples of this rank's coordinate slice: sized by select.n (and the model), so an
         // allocation that fails is a message naming it, not a panic.
         let bytes = (n * (hi - lo) * kind.elt_size_in_bytes()) as u64;
-        let on_host = crate::device::compute() == tch::Device::Cpu;
+        let on_host = device == tch::Device::Cpu;
         let fits = !on_host || bytes <= crate::supernet::layers::available_memory();
-        let g = fits
-            .then(|| Tensor::f_zeros([n as i64, (hi - lo) as i64], (kind, crate::device::compute())).ok())
-            .flatten()
-            .ok_or_else(|| {
+        let g = fits.then(|| Tensor::f_zeros([n as i64, (hi - lo) as i64], (kind, device)).ok()).flatten().ok_or_else(
+            || {
                 let msg = format!(
                     "the {n} Fisher samples of {} weights on this rank need {:.1} GiB, which cannot be allocated \
                      here: lower select.n, or use more ranks (each holds a slice of every sample)",
@@ -80,7 +79,8 @@ impl ShardedGrads {
                     bytes as f64 / (1u64 << 30) as f64
                 );
                 crate::comm::fail_alone(comm, Error::config("select", "select.n", msg))
-            })?;
+            },
+        )?;
         if w == 1 {
             for (j, gj) in &own {
                 g.get(*j as i64).copy_(gj);
@@ -122,9 +122,7 @@ impl ShardedGrads {
     }
 
     fn agree_kind(comm: &dyn Collective, kind: Kind) -> Result<Kind> {
-        let mut code = [if kind == Kind::Double { 1.0 } else { 0.0 }];
-        comm.all_reduce_sum_f64(&mut code)?;
-        Ok(if code[0] > 0.0 { Kind::Double } else { Kind::Float })
+        Ok(if comm.any(kind == Kind::Double)? { Kind::Double } else { Kind::Float })
     }
 
     /// The first `n` samples (shared storage): the Fisher of a selection with N = n.
@@ -144,7 +142,7 @@ impl ShardedGrads {
     fn partial_gt(&self, v_local: &Tensor) -> Tensor {
         let v = if v_local.dim() == 1 { v_local.unsqueeze(0) } else { v_local.shallow_clone() };
         let v = v.to_kind(self.g.kind());
-        let mut out = Tensor::zeros([self.n as i64, v.size()[0]], (Kind::Double, crate::device::compute()));
+        let mut out = Tensor::zeros([self.n as i64, v.size()[0]], (Kind::Double, self.g.device()));
         self.for_chunks(|c, len| {
             out += self.g.narrow(1, c, len).matmul(&v.narrow(1, c, len).tr()).to_kind(Kind::Double)
         });
@@ -157,7 +155,7 @@ impl ShardedGrads {
 
     /// `G y` restricted to this rank's rows, for y of shape [N] (f64 result).
     fn partial_g(&self, y: &Tensor) -> Tensor {
-        let out = Tensor::zeros([(self.hi - self.lo) as i64], (Kind::Double, crate::device::compute()));
+        let out = Tensor::zeros([(self.hi - self.lo) as i64], (Kind::Double, self.g.device()));
         let y = y.to_kind(self.g.kind());
         self.for_chunks(|c, len| out.narrow(0, c, len).copy_(&self.g.narrow(1, c, len).tr().mv(&y)));
         out
@@ -184,7 +182,7 @@ impl ShardedGrads {
         let blocks = (n / 64).clamp(1, 8);
         let bounds: Vec<i64> = (0..=blocks).map(|b| n * b / blocks).collect();
         let k = Timings::add(&timings.linalg, || {
-            let k = Tensor::zeros([n, n], (Kind::Double, crate::device::compute()));
+            let k = Tensor::zeros([n, n], (Kind::Double, self.g.device()));
             self.for_chunks(|c, len| {
                 let gc = self.g.narrow(1, c, len).to_kind(Kind::Double);
                 for bi in 0..blocks as usize {
@@ -230,7 +228,8 @@ impl Woodbury {
     /// the largest N's Gram, whose entries are the same dot products).
     pub fn from_gram(grads: ShardedGrads, k: Tensor, eta: f64, timings: &Timings) -> Result<Self> {
         let n = grads.n as i64;
-        let a = k + Tensor::eye(n, (Kind::Double, crate::device::compute())) * (grads.n as f64 * eta);
+        let eye = Tensor::eye(n, (Kind::Double, k.device()));
+        let a = k + eye * (grads.n as f64 * eta);
         let chol = Timings::add(&timings.linalg, || a.f_linalg_cholesky(false))
             .map_err(|e| Error::Invalid(format!("Woodbury: NηI + GᵀG is not positive definite ({e})")))?;
         Ok(Woodbury { grads, eta, chol })

@@ -52,8 +52,8 @@ pub struct Solver {
 
 /// Whether a solver needs the Fisher's gradient samples.
 pub fn needs_fisher(cfg: &SelectConfig) -> bool {
-    matches!(cfg.ihvp.as_str(), "woodbury" | "sherman-morrison")
-        || (cfg.ihvp == "exact" && cfg.exact_matrix == "fisher")
+    matches!(cfg.ihvp, crate::config::Ihvp::Woodbury | crate::config::Ihvp::ShermanMorrison)
+        || (cfg.ihvp == crate::config::Ihvp::Exact && cfg.exact_matrix == crate::config::ExactMatrix::Fisher)
 }
 
 impl Solver {
@@ -80,16 +80,18 @@ impl Solver {
     ) -> Result<Self> {
         let t = probe.timings;
         let p = probe.n_params();
-        let kind = match cfg.ihvp.as_str() {
-            "identity" => Method::Identity,
-            "neumann" => Method::Neumann { gamma: cfg.gamma, k: cfg.k, damping: cfg.damping },
-            "cg" => Method::Cg { damping: cfg.damping, tol: cfg.cg_tol, max_iter: cfg.cg_max_iter },
-            "woodbury" => Method::Woodbury(match gram {
+        let kind = match cfg.ihvp {
+            crate::config::Ihvp::Identity => Method::Identity,
+            crate::config::Ihvp::Neumann => Method::Neumann { gamma: cfg.gamma, k: cfg.k, damping: cfg.damping },
+            crate::config::Ihvp::Cg => Method::Cg { damping: cfg.damping, tol: cfg.cg_tol, max_iter: cfg.cg_max_iter },
+            crate::config::Ihvp::Woodbury => Method::Woodbury(match gram {
                 Some(k) => Woodbury::from_gram(fisher()?, k, cfg.eta, t)?,
                 None => Woodbury::new(probe.comm, fisher()?, cfg.eta, t)?,
             }),
-            "sherman-morrison" => Method::ShermanMorrison(ShermanMorrison::new(probe.comm, fisher()?, cfg.eta, t)?),
-            "exact" => {
+            crate::config::Ihvp::ShermanMorrison => {
+                Method::ShermanMorrison(ShermanMorrison::new(probe.comm, fisher()?, cfg.eta, t)?)
+            }
+            crate::config::Ihvp::Exact => {
                 if p > cfg.exact_max_params {
                     return Err(Error::config(
                         "select",
@@ -100,7 +102,7 @@ impl Solver {
                         ),
                     ));
                 }
-                let m = if cfg.exact_matrix == "fisher" {
+                let m = if cfg.exact_matrix == crate::config::ExactMatrix::Fisher {
                     dense_fisher(probe, fisher()?, cfg.eta)?
                 } else {
                     dense_hessian(probe, cfg.damping)?
@@ -108,9 +110,8 @@ impl Solver {
                 let (lu, piv) = Timings::add(&t.linalg, || Tensor::linalg_lu_factor(&m, true));
                 Method::Dense(lu, piv)
             }
-            other => return Err(Error::config("select", "select.ihvp", format!("unknown solver {other:?}"))),
         };
-        Ok(Solver { kind, name: cfg.ihvp.clone() })
+        Ok(Solver { kind, name: cfg.ihvp.to_string() })
     }
 
     /// H⁻¹v for a full-length v that is the same on every rank (collective).
@@ -167,7 +168,7 @@ impl Solver {
                     .map(|&s| {
                         let vals: Vec<f64> =
                             recv[s].chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-                        Tensor::from_slice(&vals).to_device(crate::device::compute())
+                        Tensor::from_slice(&vals).to_device(probe.device())
                     })
                     .collect();
                 let q = w.quad_local_slices(comm, &Tensor::stack(&rows, 0), t)?;
@@ -186,7 +187,7 @@ impl Solver {
                     if bytes.is_empty() {
                         continue;
                     }
-                    let v = from_f64_bytes(&bytes).to_kind(probe.kind());
+                    let v = from_f64_bytes(&bytes).to_device(probe.device()).to_kind(probe.kind());
                     let (x, _) = self.solve(probe, &v)?;
                     if s == comm.rank() {
                         own = Some(dot(&v, &x));
@@ -203,7 +204,7 @@ impl Solver {
 fn fisher_samples(cfg: &SelectConfig, probe: &Probe, samples: Option<Vec<(usize, Tensor)>>) -> Result<ShardedGrads> {
     let (own, n) = match samples {
         Some(s) => (s, probe.n_batches()),
-        None if cfg.fisher_samples == "sample" => {
+        None if cfg.fisher_samples == crate::config::FisherSamples::Sample => {
             let s = probe.sample_grads()?;
             let m = probe.batch_size();
             (s, probe.n_batches() * m)
@@ -216,7 +217,7 @@ fn fisher_samples(cfg: &SelectConfig, probe: &Probe, samples: Option<Vec<(usize,
     } else {
         own.into_iter().map(|(j, g)| (j, g * cfg.fisher_scale.sqrt())).collect()
     };
-    ShardedGrads::exchange(probe.comm, own, n, probe.n_params(), probe.timings)
+    ShardedGrads::exchange(probe.comm, own, n, probe.n_params(), probe.device(), probe.timings)
 }
 
 /// Fisher samples of the largest N and their Gram, shared by the solvers of an N-ablation.
@@ -249,7 +250,7 @@ fn to_f64_bytes(v: &Tensor) -> Vec<u8> {
 
 fn from_f64_bytes(b: &[u8]) -> Tensor {
     let vals: Vec<f64> = b.chunks(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes"))).collect();
-    Tensor::from_slice(&vals).to_device(crate::device::compute())
+    Tensor::from_slice(&vals)
 }
 
 /// (H + λI)u through the probe.
@@ -341,7 +342,7 @@ fn cg(probe: &Probe, v: &Tensor, damping: f64, tol: f64, max_iter: usize) -> Res
 pub fn dense_hessian(probe: &Probe, damping: f64) -> Result<Tensor> {
     let h = probe.dense_hessian()?;
     let p = h.size()[0];
-    Ok((&h + h.tr()) / 2.0 + Tensor::eye(p, (Kind::Double, crate::device::compute())) * damping)
+    Ok((&h + h.tr()) / 2.0 + Tensor::eye(p, (Kind::Double, h.device())) * damping)
 }
 
 /// ηI + (1/N) GGᵀ formed densely (f64) from the sharded samples.
@@ -354,6 +355,6 @@ fn dense_fisher(probe: &Probe, grads: ShardedGrads, eta: f64) -> Result<Tensor> 
     let g = Tensor::stack(&rows, 0);
     let p = grads.p as i64;
     Ok(Timings::add(&probe.timings.linalg, || {
-        g.tr().matmul(&g) / grads.n as f64 + Tensor::eye(p, (Kind::Double, crate::device::compute())) * eta
+        g.tr().matmul(&g) / grads.n as f64 + Tensor::eye(p, (Kind::Double, g.device())) * eta
     }))
 }

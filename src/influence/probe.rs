@@ -203,6 +203,11 @@ impl<'a> Probe<'a> {
         self.params[0].kind()
     }
 
+    /// The device of θ, where every quantity of the probe lives.
+    pub fn device(&self) -> tch::Device {
+        self.params[0].device()
+    }
+
     /// Batches this rank computes in shared (data-parallel) primitives: j ≡ rank (mod W).
     pub fn own_batches(&self) -> impl Iterator<Item = usize> + '_ {
         (self.comm.rank()..self.batches.len()).step_by(self.comm.size())
@@ -257,7 +262,7 @@ impl<'a> Probe<'a> {
         let w = w.unwrap_or(&base);
         let (loss, g) = Timings::add(&self.timings.autograd, || {
             let mut loss = 0.0;
-            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
+            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), self.device()));
             for j in self.own_batches() {
                 let l = self.batch_loss(j, w);
                 loss += l.double_value(&[]);
@@ -274,7 +279,7 @@ impl<'a> Probe<'a> {
     pub fn grad_theta_local(&self, w: &[Tensor]) -> (f64, Tensor) {
         Timings::add(&self.timings.autograd, || {
             let mut loss = 0.0;
-            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
+            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), self.device()));
             for j in 0..self.n_batches() {
                 let l = self.batch_loss(j, w);
                 loss += l.double_value(&[]);
@@ -357,7 +362,7 @@ impl<'a> Probe<'a> {
     pub fn dense_hessian(&self) -> Result<Tensor> {
         let p = self.n_params() as i64;
         let h = Timings::add(&self.timings.autograd, || {
-            let h = Tensor::zeros([p, p], (Kind::Double, crate::device::compute()));
+            let h = Tensor::zeros([p, p], (Kind::Double, self.device()));
             for j in self.own_batches() {
                 let g = flatten(&self.theta_derivatives(j));
                 for i in 0..p {
@@ -368,7 +373,7 @@ impl<'a> Probe<'a> {
                             &self.params,
                         ))
                     } else {
-                        Tensor::zeros([p], (self.kind(), crate::device::compute()))
+                        Tensor::zeros([p], (self.kind(), self.device()))
                     };
                     let mut hr = h.get(i);
                     hr += row.to_kind(Kind::Double);
@@ -392,7 +397,7 @@ impl<'a> Probe<'a> {
     pub fn mixed(&self, v: &Tensor) -> Result<Tensor> {
         let vs = split_like(v, &self.leaf);
         let out = Timings::add(&self.timings.autograd, || {
-            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
+            let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), self.device()));
             for j in self.own_batches() {
                 let (_, gw) = self.first_derivatives(j);
                 acc += self.second(&graph_dot(&gw, &vs), &self.params);
@@ -454,7 +459,7 @@ impl<'a> Probe<'a> {
         keep_grads: bool,
     ) -> Result<(Samples, Vec<Tensor>)> {
         let ones: Vec<Tensor> = self.leaf.iter().map(|t| t.ones_like()).collect();
-        let zeros = || Tensor::zeros([self.n_params() as i64], (self.kind(), crate::device::compute()));
+        let zeros = || Tensor::zeros([self.n_params() as i64], (self.kind(), self.device()));
         let (grads, sums) = Timings::add(&self.timings.autograd, || {
             let mut grads = Vec::new();
             let mut sums: Vec<Tensor> = ns.iter().map(|_| zeros()).collect();

@@ -164,13 +164,10 @@ pub fn write_genotype(dir: &Path, g: &Genotype) -> Result<()> {
 pub fn write_selection(cfg: &Config, spec: &SpaceSpec, sel: &crate::select::Selection, out: &Path) -> Result<()> {
     let t = &sel.table;
     let mut rows = Vec::new();
-    let mut csv = String::from("cell,edge,op,score");
-    for name in &t.term_names {
-        csv.push(',');
-        csv.push_str(name);
-    }
-    csv.push('\n');
-    let num = |x: f64| if x.is_finite() { format!("{x:e}") } else { String::new() };
+    let header: Vec<&str> =
+        ["cell", "edge", "op", "score"].into_iter().chain(t.term_names.iter().map(String::as_str)).collect();
+    let mut cells = Vec::new();
+    let num = |x: f64| crate::fsutil::csv_num(x, |x| format!("{x:e}"));
     for (c, cell) in spec.cells.iter().enumerate() {
         for (e, edge) in cell.edges.iter().enumerate() {
             for (o, op) in cell.ops.iter().enumerate() {
@@ -185,12 +182,9 @@ pub fn write_selection(cfg: &Config, spec: &SpaceSpec, sel: &crate::select::Sele
                     "score": score.is_finite().then_some(score),
                     "terms": named,
                 }));
-                csv.push_str(&format!("{},{},{},{}", cell.name, edge, op, num(score)));
-                for v in &terms {
-                    csv.push(',');
-                    csv.push_str(&num(*v));
-                }
-                csv.push('\n');
+                let mut row = vec![cell.name.clone(), edge.clone(), op.clone(), num(score)];
+                row.extend(terms.iter().map(|&v| num(v)));
+                cells.push(row);
             }
         }
     }
@@ -209,7 +203,7 @@ pub fn write_selection(cfg: &Config, spec: &SpaceSpec, sel: &crate::select::Sele
         "timing": sel.timing,
     });
     write_atomic(&out.join("scores.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
-    write_atomic(&out.join("scores.csv"), csv.as_bytes())?;
+    write_atomic(&out.join("scores.csv"), crate::fsutil::csv_text(&header, &cells).as_bytes())?;
     write_genotype(out, &sel.genotype)?;
     Ok(())
 }

@@ -250,8 +250,8 @@ impl Searcher<'_> {
         let cfg = self.cfg;
         let steps = cfg.steps_per_epoch(self.split.weights.len());
         let b = cfg.search.batch_size;
-        let alpha_first = cfg.search.order == "alpha-first";
-        let second_order = cfg.search.strategy != "darts-1st";
+        let alpha_first = cfg.search.order == crate::config::StepOrder::AlphaFirst;
+        let second_order = cfg.search.strategy != crate::config::Strategy::Darts1st;
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let m = cfg.micro_batch(world);
         {
@@ -372,12 +372,7 @@ impl Searcher<'_> {
                         };
                         let dir = self.checkpoint(state, epoch, Some(progress))?;
                         if stop {
-                            return Err(Error::Stopped {
-                                at: format!("epoch {epoch}, step {}", step + 1),
-                                checkpoint: dir
-                                    .map(|d| d.display().to_string())
-                                    .unwrap_or_else(|| "none (checkpoints are off)".into()),
-                            });
+                            return Err(Error::stopped(format!("epoch {epoch}, step {}", step + 1), dir.as_deref()));
                         }
                     }
                 }
@@ -445,10 +440,10 @@ impl Searcher<'_> {
     /// Returns whether this step's loss must be poisoned with NaN.
     fn inject_fault(&self, global_step: usize) -> bool {
         let f = &self.cfg.fault;
-        if f.phase != "search" || f.at_step != global_step || f.rank != self.comm.rank() {
+        if f.phase != crate::config::FaultPhase::Search || f.at_step != global_step || f.rank != self.comm.rank() {
             return false;
         }
-        inject(&f.action, self.stop)
+        inject(f.action, self.stop)
     }
 
     /// This rank's micro-batches of the global batch `batch`, in the order the feed yields them,
@@ -500,9 +495,11 @@ impl Searcher<'_> {
         lr: f64,
     ) -> Result<Tally> {
         let vmicro = self.take(state, val, feed)?;
-        let how = match self.cfg.search.strategy.as_str() {
-            "darts-2nd-exact" => unrolled::MixedProduct::Exact,
-            _ => unrolled::MixedProduct::FiniteDifference { r: 0.01 },
+        let how = match self.cfg.search.strategy {
+            crate::config::Strategy::Darts2ndExact => unrolled::MixedProduct::Exact,
+            crate::config::Strategy::Darts1st | crate::config::Strategy::Darts2nd => {
+                unrolled::MixedProduct::FiniteDifference { r: 0.01 }
+            }
         };
         let (grads, tally) = unrolled::arch_grad(
             state.net.as_ref(),

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tch::Tensor;
 
 use crate::comm::{broadcast_value, Collective};
-use crate::config::Config;
+use crate::config::{Config, Criterion, Ihvp, ImSign};
 use crate::data::{epoch_order, global_batch, make_batch, Dataset, SearchSplit, Stream};
 use crate::error::{Error, Result};
 use crate::influence::criteria::{candidates, remove_op, Candidate};
@@ -185,21 +185,21 @@ fn fine_tuned_loss(
 /// signs (configured solver).
 fn criteria_configs(cfg: &Config) -> Vec<(String, Config)> {
     let mut out = Vec::new();
-    let with = |criterion: &str, ihvp: &str, sign: &str| {
+    let with = |criterion: Criterion, ihvp: Ihvp, sign: ImSign| {
         let mut c = cfg.clone();
-        c.select.criterion = criterion.into();
-        c.select.ihvp = ihvp.into();
-        c.select.im_sign = sign.into();
+        c.select.criterion = criterion;
+        c.select.ihvp = ihvp;
+        c.select.im_sign = sign;
         c.select.faithful = false;
         c
     };
-    out.push(("magnitude".to_string(), with("magnitude", &cfg.select.ihvp, "paper")));
-    out.push(("drop".to_string(), with("drop", &cfg.select.ihvp, "paper")));
-    for ihvp in ["identity", "neumann", "sherman-morrison", "woodbury", "cg", "exact"] {
-        out.push((format!("darts-if/{ihvp}"), with("darts-if", ihvp, "paper")));
+    out.push(("magnitude".to_string(), with(Criterion::Magnitude, cfg.select.ihvp, ImSign::Paper)));
+    out.push(("drop".to_string(), with(Criterion::Drop, cfg.select.ihvp, ImSign::Paper)));
+    for &ihvp in Ihvp::ALL {
+        out.push((format!("darts-if/{ihvp}"), with(Criterion::DartsIf, ihvp, ImSign::Paper)));
     }
-    for sign in ["paper", "negated"] {
-        out.push((format!("darts-im/{}/{sign}", cfg.select.ihvp), with("darts-im", &cfg.select.ihvp, sign)));
+    for &sign in ImSign::ALL {
+        out.push((format!("darts-im/{}/{sign}", cfg.select.ihvp), with(Criterion::DartsIm, cfg.select.ihvp, sign)));
     }
     out
 }
@@ -302,7 +302,7 @@ pub fn run(
     let (baseline, actual) = actual_delta_loss(cfg, comm, net, alphas, data, split, ft)?;
     let mut criteria = Vec::new();
     for (label, c) in criteria_configs(cfg).into_iter().filter(|(l, _)| only.is_empty() || only.contains(l)) {
-        if c.select.ihvp == "cg" && c.select.damping == 0.0 {
+        if c.select.ihvp == crate::config::Ihvp::Cg && c.select.damping == 0.0 {
             // CG needs H + λI positive definite; an undamped supernet Hessian is indefinite, and
             // CG may then run to its iteration limit for every candidate before noticing.
             criteria.push(skipped(label, "skipped: cg needs select.damping > 0 (the Hessian is indefinite)".into()));
@@ -353,37 +353,32 @@ impl FidelityReport {
     /// The summary table as CSV.
     pub fn summary_csv(&self) -> String {
         let f = |x: Option<f64>| x.map(|v| format!("{v:.4}")).unwrap_or_default();
-        let mut s = String::from("criterion,spearman,pearson,edge_agreement,status\n");
-        for a in &self.criteria {
-            s.push_str(&format!(
-                "{},{},{},{},{}\n",
-                a.label,
-                f(a.spearman),
-                f(a.pearson),
-                f(a.edge_agreement),
-                a.status.replace(',', ";")
-            ));
-        }
-        s
+        let rows: Vec<Vec<String>> = self
+            .criteria
+            .iter()
+            .map(|a| vec![a.label.clone(), f(a.spearman), f(a.pearson), f(a.edge_agreement), a.status.clone()])
+            .collect();
+        crate::fsutil::csv_text(&["criterion", "spearman", "pearson", "edge_agreement", "status"], &rows)
     }
 
     /// Per-candidate table: actual ΔL and every criterion's score.
     pub fn candidates_csv(&self) -> String {
-        let mut s = String::from("cell,edge,op,actual_delta_loss");
         let ok: Vec<&Agreement> = self.criteria.iter().filter(|a| !a.scores.is_empty()).collect();
-        for a in &ok {
-            s.push(',');
-            s.push_str(&a.label);
-        }
-        s.push('\n');
-        for (i, (c, e, o)) in self.candidates.iter().enumerate() {
-            s.push_str(&format!("{c},{e},{o},{:e}", self.actual_delta_loss[i]));
-            for a in &ok {
-                s.push_str(&format!(",{:e}", a.scores[i]));
-            }
-            s.push('\n');
-        }
-        s
+        let header: Vec<&str> = ["cell", "edge", "op", "actual_delta_loss"]
+            .into_iter()
+            .chain(ok.iter().map(|a| a.label.as_str()))
+            .collect();
+        let rows: Vec<Vec<String>> = self
+            .candidates
+            .iter()
+            .enumerate()
+            .map(|(i, (c, e, o))| {
+                let mut row = vec![c.clone(), e.clone(), o.clone(), format!("{:e}", self.actual_delta_loss[i])];
+                row.extend(ok.iter().map(|a| format!("{:e}", a.scores[i])));
+                row
+            })
+            .collect();
+        crate::fsutil::csv_text(&header, &rows)
     }
 
     /// A fixed-width table for the terminal.

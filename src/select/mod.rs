@@ -46,7 +46,7 @@ pub fn load_searched(cfg: &Config, run: &Path) -> Result<(Box<dyn Supernet>, Vec
 
 /// The selection's precision (`select.precision`).
 pub fn selection_kind(cfg: &Config) -> tch::Kind {
-    if cfg.select.precision == "f64" {
+    if cfg.select.precision == crate::config::Precision::F64 {
         tch::Kind::Double
     } else {
         tch::Kind::Float

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tch::{Kind, Tensor};
 
 use crate::comm::{broadcast_value, Collective};
-use crate::config::Config;
+use crate::config::{Config, Criterion, PtRule};
 use crate::error::{Error, Result};
 use crate::influence::{Context, Timings};
 use crate::search::{Observer, SearchState, Searcher};
@@ -81,11 +81,12 @@ pub fn tune_config(cfg: &Config, spec: &SpaceSpec) -> Result<Config> {
     let s = &cfg.select;
     t.search.epochs = s.pt_interval * (events - 1) + 1;
     t.search.arch_start_epoch = 0;
-    t.search.strategy = "darts-1st".into(); // DARTS-PT tunes with first-order α steps (§5.2)
+    t.search.strategy = crate::config::Strategy::Darts1st; // DARTS-PT tunes with first-order α steps (§5.2)
     let lr = if s.pt_lr > 0.0 { s.pt_lr } else { cfg.search.weights.lr / 10.0 };
-    let cosine = match s.pt_schedule.as_str() {
-        "auto" => spec.family != Family::Nb201,
-        other => other == "cosine",
+    let cosine = match s.pt_schedule {
+        crate::config::PtSchedule::Auto => spec.family != Family::Nb201,
+        crate::config::PtSchedule::Constant => false,
+        crate::config::PtSchedule::Cosine => true,
     };
     t.search.weights.lr = lr;
     t.search.weights.lr_min = if cosine { cfg.search.weights.lr_min.min(lr) } else { lr };
@@ -161,9 +162,9 @@ fn validate(searcher: &Searcher, state: &SearchState, w: &[Tensor]) -> Result<(f
 }
 
 /// The influence scores of the configured rule on the current projected supernet.
-fn influence(searcher: &Searcher, state: &SearchState) -> Result<Vec<Vec<Vec<f64>>>> {
+fn influence(searcher: &Searcher, state: &SearchState, criterion: Criterion) -> Result<Vec<Vec<Vec<f64>>>> {
     let mut cfg = searcher.cfg.clone();
-    cfg.select.criterion = cfg.select.pt_rule.clone();
+    cfg.select.criterion = criterion;
     let timings = Timings::default();
     let ctx = Context {
         cfg: &cfg,
@@ -186,13 +187,21 @@ fn agree<T: serde::Serialize + serde::de::DeserializeOwned>(comm: &dyn Collectiv
 
 fn decide(searcher: &Searcher, state: &mut SearchState, d: Decision) -> Result<Value> {
     let spec = state.net.spec().clone();
-    let rule = searcher.cfg.select.pt_rule.as_str();
+    let rule = searcher.cfg.select.pt_rule;
     match d {
         Decision::Op { table, row } => {
             let t = &spec.cells[table];
             let none = t.none_index();
             let ops: Vec<usize> = (0..t.ops.len()).filter(|&o| Some(o) != none).collect();
-            let (chosen, candidates) = if rule == "accuracy" || rule == "loss" {
+            let (chosen, candidates) = if let Some(criterion) = rule.criterion() {
+                let scores = influence(searcher, state, criterion)?;
+                let s = &scores[table][row];
+                let best = ops.iter().copied().fold(None::<usize>, |b, o| match b {
+                    Some(x) if s[x] >= s[o] => b,
+                    _ => Some(o),
+                });
+                (best.expect("an op"), ops.iter().map(|&o| json!({"op": t.ops[o], "score": s[o]})).collect())
+            } else {
                 let w = current(state);
                 let mut trials = Vec::new();
                 for &o in &ops {
@@ -202,7 +211,7 @@ fn decide(searcher: &Searcher, state: &mut SearchState, d: Decision) -> Result<V
                     trials.push((o, validate(searcher, state, &masked)?));
                 }
                 // accuracy: the op whose removal hurts accuracy most (lowest); loss: highest loss.
-                let key = |(l, a): (f64, f64)| if rule == "accuracy" { -a } else { l };
+                let key = |(l, a): (f64, f64)| if rule == PtRule::Accuracy { -a } else { l };
                 let best = trials.iter().fold(None::<(usize, f64)>, |b, &(o, r)| match b {
                     Some((_, v)) if v >= key(r) => b,
                     _ => Some((o, key(r))),
@@ -212,14 +221,6 @@ fn decide(searcher: &Searcher, state: &mut SearchState, d: Decision) -> Result<V
                     .map(|&(o, (l, a))| json!({"op": t.ops[o], "masked_loss": l, "masked_acc": a}))
                     .collect();
                 (best.expect("an op").0, cands)
-            } else {
-                let scores = influence(searcher, state)?;
-                let s = &scores[table][row];
-                let best = ops.iter().copied().fold(None::<usize>, |b, o| match b {
-                    Some(x) if s[x] >= s[o] => b,
-                    _ => Some(o),
-                });
-                (best.expect("an op"), ops.iter().map(|&o| json!({"op": t.ops[o], "score": s[o]})).collect())
             };
             let chosen = agree(searcher.comm, chosen)?;
             let mut one_hot = vec![0.0; t.ops.len()];
@@ -236,68 +237,71 @@ fn decide(searcher: &Searcher, state: &mut SearchState, d: Decision) -> Result<V
             let mut remaining: Vec<usize> = (start..start + node + 2).collect();
             let mut rounds = Vec::new();
             let mut removed = Vec::new();
-            if rule == "accuracy" || rule == "loss" {
-                while remaining.len() > 2 {
-                    let w = current(state);
-                    let mut trials = Vec::new();
-                    for &e in &remaining {
-                        let cut = modified(&w, table, |c| {
-                            let _ = c.get(e as i64).fill_(0.0);
+            match rule.criterion() {
+                None => {
+                    while remaining.len() > 2 {
+                        let w = current(state);
+                        let mut trials = Vec::new();
+                        for &e in &remaining {
+                            let cut = modified(&w, table, |c| {
+                                let _ = c.get(e as i64).fill_(0.0);
+                            });
+                            trials.push((e, validate(searcher, state, &cut)?));
+                        }
+                        // Remove the edge whose removal leaves the best accuracy (lowest loss).
+                        let key = |(l, a): (f64, f64)| if rule == PtRule::Accuracy { a } else { -l };
+                        let worst = trials.iter().fold(None::<(usize, f64)>, |b, &(e, r)| match b {
+                            Some((_, v)) if v >= key(r) => b,
+                            _ => Some((e, key(r))),
                         });
-                        trials.push((e, validate(searcher, state, &cut)?));
-                    }
-                    // Remove the edge whose removal leaves the best accuracy (lowest loss).
-                    let key = |(l, a): (f64, f64)| if rule == "accuracy" { a } else { -l };
-                    let worst = trials.iter().fold(None::<(usize, f64)>, |b, &(e, r)| match b {
-                        Some((_, v)) if v >= key(r) => b,
-                        _ => Some((e, key(r))),
-                    });
-                    let e = agree(searcher.comm, worst.expect("an edge").0)?;
-                    rounds.push(
-                        trials
-                            .iter()
-                            .map(|&(e, (l, a))| json!({"edge": t.edges[e], "cut_loss": l, "cut_acc": a}))
-                            .collect::<Vec<_>>(),
-                    );
-                    state.projection.set(table, e, vec![0.0; t.ops.len()]);
-                    remaining.retain(|&x| x != e);
-                    removed.push(t.edges[e].clone());
-                }
-            } else {
-                let scores = influence(searcher, state)?;
-                let none = t.none_index();
-                let chosen = |e: usize| -> Option<usize> {
-                    state
-                        .projection
-                        .fixed
-                        .iter()
-                        .find(|f| (f.0, f.1) == (table, e))
-                        .and_then(|f| f.2.iter().position(|&v| v == 1.0))
-                };
-                // An edge's strength is the score of its decided op (every edge is decided by the
-                // time of the topology events); an undecided one counts its best non-none op.
-                let strength = |e: usize| -> f64 {
-                    match chosen(e) {
-                        Some(o) => scores[table][e][o],
-                        None => scores[table][e]
-                            .iter()
-                            .enumerate()
-                            .filter(|(o, _)| Some(*o) != none)
-                            .map(|(_, v)| *v)
-                            .fold(f64::NEG_INFINITY, f64::max),
-                    }
-                };
-                let mut order = remaining.clone();
-                order.sort_by(|&a, &b| strength(b).total_cmp(&strength(a))); // stable: earlier edge on ties
-                rounds.push(order.iter().map(|&e| json!({"edge": t.edges[e], "strength": strength(e)})).collect());
-                let keep: Vec<usize> = agree(searcher.comm, order[..2].to_vec())?;
-                for &e in &remaining {
-                    if !keep.contains(&e) {
+                        let e = agree(searcher.comm, worst.expect("an edge").0)?;
+                        rounds.push(
+                            trials
+                                .iter()
+                                .map(|&(e, (l, a))| json!({"edge": t.edges[e], "cut_loss": l, "cut_acc": a}))
+                                .collect::<Vec<_>>(),
+                        );
                         state.projection.set(table, e, vec![0.0; t.ops.len()]);
+                        remaining.retain(|&x| x != e);
                         removed.push(t.edges[e].clone());
                     }
                 }
-                remaining = keep;
+                Some(criterion) => {
+                    let scores = influence(searcher, state, criterion)?;
+                    let none = t.none_index();
+                    let chosen = |e: usize| -> Option<usize> {
+                        state
+                            .projection
+                            .fixed
+                            .iter()
+                            .find(|f| (f.0, f.1) == (table, e))
+                            .and_then(|f| f.2.iter().position(|&v| v == 1.0))
+                    };
+                    // An edge's strength is the score of its decided op (every edge is decided by the
+                    // time of the topology events); an undecided one counts its best non-none op.
+                    let strength = |e: usize| -> f64 {
+                        match chosen(e) {
+                            Some(o) => scores[table][e][o],
+                            None => scores[table][e]
+                                .iter()
+                                .enumerate()
+                                .filter(|(o, _)| Some(*o) != none)
+                                .map(|(_, v)| *v)
+                                .fold(f64::NEG_INFINITY, f64::max),
+                        }
+                    };
+                    let mut order = remaining.clone();
+                    order.sort_by(|&a, &b| strength(b).total_cmp(&strength(a))); // stable: earlier edge on ties
+                    rounds.push(order.iter().map(|&e| json!({"edge": t.edges[e], "strength": strength(e)})).collect());
+                    let keep: Vec<usize> = agree(searcher.comm, order[..2].to_vec())?;
+                    for &e in &remaining {
+                        if !keep.contains(&e) {
+                            state.projection.set(table, e, vec![0.0; t.ops.len()]);
+                            removed.push(t.edges[e].clone());
+                        }
+                    }
+                    remaining = keep;
+                }
             }
             Ok(json!({
                 "kind": "inputs", "rule": rule, "cell": t.name, "node": node + 2, "rounds": rounds,

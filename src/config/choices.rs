@@ -1,0 +1,142 @@
+//! The closed sets of values of the config, as enums (read and written by name).
+
+use crate::choice::choice;
+
+choice! {
+    /// A dataset (`data.dataset`).
+    pub enum DatasetKind {
+        /// Built in, deterministic from the seed.
+        Synthetic = "synthetic",
+        Cifar10 = "cifar10",
+        Cifar100 = "cifar100",
+        /// NAS-Bench-201's 120-class ImageNet 16×16.
+        ImageNet16_120 = "imagenet16-120",
+        /// ImageNet 16×16, all 1000 classes.
+        ImageNet16 = "imagenet16",
+        /// ILSVRC folders.
+        ImageNet = "imagenet",
+    }
+}
+
+choice! {
+    /// CIFAR file format (`data.format`).
+    pub enum CifarFormat { Auto = "auto", Binary = "binary", Python = "python" }
+}
+
+choice! {
+    /// Normalisation constants (`data.normalize`): AutoDL's or DARTS/darts-pt's.
+    pub enum Normalize { Nb201 = "nb201", Darts = "darts" }
+}
+
+choice! {
+    /// How the training images split into θ and α halves (`data.split`).
+    pub enum SplitKind {
+        /// DARTS: the first half trains θ, the second α.
+        Halves = "halves",
+        /// NAS-Bench-201's split files.
+        File = "file",
+    }
+}
+
+choice! {
+    /// The search strategy (`search.strategy`).
+    pub enum Strategy {
+        /// First-order DARTS.
+        Darts1st = "darts-1st",
+        /// Second order: the α gradient through one unrolled θ step, its mixed term by DARTS's
+        /// finite difference.
+        Darts2nd = "darts-2nd",
+        /// Second order with the mixed term by double backward.
+        Darts2ndExact = "darts-2nd-exact",
+    }
+}
+
+choice! {
+    /// Which of the two updates of a search step comes first (`search.order`).
+    pub enum StepOrder {
+        /// DARTS, darts-pt.
+        AlphaFirst = "alpha-first",
+        /// NB201's AutoDL scripts.
+        WeightsFirst = "weights-first",
+    }
+}
+
+choice! {
+    /// The selection criterion (`select.criterion`).
+    pub enum Criterion {
+        Magnitude = "magnitude",
+        Drop = "drop",
+        DartsIf = "darts-if",
+        DartsIm = "darts-im",
+        /// Progressive decisions with fine-tuning (DARTS-PT; its rule is `select.pt_rule`).
+        DartsPt = "darts-pt",
+    }
+}
+
+choice! {
+    /// The IHVP solver (`select.ihvp`).
+    pub enum Ihvp {
+        Identity = "identity",
+        Neumann = "neumann",
+        ShermanMorrison = "sherman-morrison",
+        Woodbury = "woodbury",
+        Cg = "cg",
+        Exact = "exact",
+    }
+}
+
+choice! {
+    /// What the `exact` solver forms densely (`select.exact_matrix`): ηI + GGᵀ/N or H + λI.
+    pub enum ExactMatrix { Fisher = "fisher", Hessian = "hessian" }
+}
+
+choice! {
+    /// DARTS-IM's sign (`select.im_sign`): the paper's I_M = −BᵀH⁻¹B1 (argmax) or negated.
+    pub enum ImSign { Paper = "paper", Negated = "negated" }
+}
+
+choice! {
+    /// The Fisher's samples (`select.fisher_samples`): per-batch or per-sample gradients.
+    pub enum FisherSamples { Batch = "batch", Sample = "sample" }
+}
+
+choice! {
+    /// BatchNorm during a selection (`select.bn`): batch statistics or the running buffers.
+    pub enum BnStats { Batch = "batch", Running = "running" }
+}
+
+choice! {
+    /// Where H and B come from (`select.hess_data`): the α half or the θ half.
+    pub enum HessData { Val = "val", Train = "train" }
+}
+
+choice! {
+    /// The arithmetic of a selection (`select.precision`).
+    pub enum Precision { F32 = "f32", F64 = "f64" }
+}
+
+choice! {
+    /// DARTS-PT's per-edge decision rule (`select.pt_rule`).
+    pub enum PtRule { Accuracy = "accuracy", Loss = "loss", DartsIf = "darts-if", DartsIm = "darts-im" }
+}
+
+impl PtRule {
+    /// The influence criterion the rule scores with; `None` for the masking rules.
+    pub fn criterion(self) -> Option<Criterion> {
+        match self {
+            PtRule::DartsIf => Some(Criterion::DartsIf),
+            PtRule::DartsIm => Some(Criterion::DartsIm),
+            PtRule::Accuracy | PtRule::Loss => None,
+        }
+    }
+}
+
+choice! {
+    /// DARTS-PT's tuning schedule (`select.pt_schedule`).
+    pub enum PtSchedule { Auto = "auto", Constant = "constant", Cosine = "cosine" }
+}
+
+choice! {
+    /// Where a fault acts (`fault.phase`).
+    pub enum FaultPhase { Search = "search", Select = "select", Train = "train", Experiment = "experiment" }
+}
