@@ -23,7 +23,22 @@ fn libtorch_version(lib: &Path) -> Option<String> {
     None
 }
 
+/// The version of tch in Cargo.lock (one source for `info` and the run reports).
+fn tch_version() -> Option<String> {
+    let lock =
+        std::fs::read_to_string(Path::new(&std::env::var("CARGO_MANIFEST_DIR").ok()?).join("Cargo.lock")).ok()?;
+    let mut lines = lock.lines();
+    while let Some(l) = lines.next() {
+        if l.trim() == "name = \"tch\"" {
+            return lines.next()?.trim().strip_prefix("version = \"")?.strip_suffix('"').map(String::from);
+        }
+    }
+    None
+}
+
 fn main() {
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    println!("cargo:rustc-env=DARTSIF_TCH_VERSION={}", tch_version().unwrap_or_else(|| "unknown".into()));
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         let version = libtorch_version(Path::new(&lib)).unwrap_or_else(|| "unknown".into());

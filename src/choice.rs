@@ -6,7 +6,7 @@
 macro_rules! choice {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name {
             $($(#[$vmeta])* $variant),+
         }
@@ -20,6 +20,13 @@ macro_rules! choice {
                 match self {
                     $($name::$variant => $text),+
                 }
+            }
+        }
+
+        /// As its name in quotes (`"darts-if"`), as the string it replaces printed.
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{:?}", self.as_str())
             }
         }
 
@@ -75,6 +82,7 @@ mod tests {
     fn names_round_trip_and_unknown_names_are_refused_in_one_line() {
         assert_eq!("dark-blue".parse::<Colour>(), Ok(Colour::DarkBlue));
         assert_eq!(Colour::Red.to_string(), "red");
+        assert_eq!(format!("{:?}", Colour::DarkBlue), "\"dark-blue\"");
         assert_eq!(serde_json::to_string(&Colour::DarkBlue).unwrap(), "\"dark-blue\"");
         assert_eq!(serde_json::from_str::<Colour>("\"red\"").unwrap(), Colour::Red);
         let e = serde_json::from_str::<Colour>("\"green\"").unwrap_err().to_string();

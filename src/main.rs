@@ -137,7 +137,7 @@ fn usage_error(e: clap::Error) -> i32 {
 
 fn info() -> i32 {
     println!("dartsif-dist {}", env!("CARGO_PKG_VERSION"));
-    println!("tch 0.24.0, libtorch {}", env!("DARTSIF_LIBTORCH_VERSION"));
+    println!("tch {}, libtorch {}", env!("DARTSIF_TCH_VERSION"), env!("DARTSIF_LIBTORCH_VERSION"));
     println!("MPI library: {}", comm::mpi_library_version().unwrap_or_else(|| "none (built without `mpi`)".into()));
     println!("CUDA available: {}", tch::Cuda::is_available());
     0

@@ -180,6 +180,12 @@ fn select_outputs_and_bad_input() {
     std::fs::write(&state, &good).unwrap();
 }
 
+/// Every criterion of `inspect fidelity` but DARTS-IF by CG on the Gauss–Newton matrix (24 CG
+/// solves: minutes in a debug build; its products are checked in tests/influence.rs).
+const CRITERIA: &str = "magnitude,drop,darts-if/identity,darts-if/neumann,darts-if/sherman-morrison,darts-if/woodbury,\
+darts-if/cg,darts-if/exact,darts-im/woodbury/paper,darts-im/woodbury/negated,darts-if/exact-ggn,darts-im/cg-ggn/paper,\
+darts-im/cg-ggn/negated";
+
 #[test]
 fn fidelity_is_rank_independent_and_writes_its_tables() {
     let tmp = tempfile::tempdir().unwrap();
@@ -192,7 +198,17 @@ fn fidelity_is_rank_independent_and_writes_its_tables() {
             .arg(common::bin())
             .args(["inspect", "fidelity", "--run"])
             .arg(&run)
-            .args(["--steps", "3", "--set", "select.n=2", "--set", "select.batch_size=8", "--out"])
+            .args([
+                "--steps",
+                "3",
+                "--set",
+                "select.n=2",
+                "--set",
+                "select.batch_size=8",
+                "--criteria",
+                CRITERIA,
+                "--out",
+            ])
             .arg(&out)
             .env("DARTSIF_LOG", "warn")
             .output()
@@ -213,8 +229,14 @@ fn fidelity_is_rank_independent_and_writes_its_tables() {
         assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-6, "{x} vs {y}");
     }
     let names: Vec<&str> = a["criteria"].as_array().unwrap().iter().map(|c| c["label"].as_str().unwrap()).collect();
-    assert_eq!(names.len(), 10);
+    assert_eq!(names, CRITERIA.split(',').collect::<Vec<_>>());
     assert!(names.contains(&"darts-im/woodbury/negated") && names.contains(&"darts-if/sherman-morrison"));
+    // The Gauss–Newton criteria (damped by the mean-eigenvalue rule, undamped CG being refused
+    // only on the indefinite Hessian) are scored.
+    for label in ["darts-if/exact-ggn", "darts-im/cg-ggn/paper"] {
+        let c = a["criteria"].as_array().unwrap().iter().find(|c| c["label"] == label).unwrap();
+        assert_eq!(c["status"], "ok", "{label}");
+    }
     // The exact solver fits this model (P = 1,616) and is evaluated; undamped CG is skipped.
     let exact = a["criteria"].as_array().unwrap().iter().find(|c| c["label"] == "darts-if/exact").unwrap();
     assert_eq!(exact["status"], "ok");
@@ -230,6 +252,42 @@ fn fidelity_is_rank_independent_and_writes_its_tables() {
     let csv = std::fs::read_to_string(out.join("fidelity.csv")).unwrap();
     assert_eq!(csv.lines().next().unwrap(), "criterion,spearman,pearson,edge_agreement,status");
     assert_eq!(std::fs::read_to_string(out.join("candidates.csv")).unwrap().lines().count(), 25);
+
+    // --actual reuses the measured ΔL: the same rows for the criteria asked for, no fine-tuning.
+    let fidelity_json = out.join("fidelity.json");
+    let reuse = |extra: &[&str], dir: &str| {
+        let o = Command::new(common::bin())
+            .args(["inspect", "fidelity", "--run"])
+            .arg(&run)
+            .args(["--set", "select.n=2", "--set", "select.batch_size=8", "--actual"])
+            .arg(&fidelity_json)
+            .args(extra)
+            .arg("--out")
+            .arg(tmp.path().join(dir))
+            .env("DARTSIF_LOG", "info")
+            .output()
+            .unwrap();
+        (o, tmp.path().join(dir))
+    };
+    let (o, again) = reuse(&["--steps", "3", "--criteria", "drop,darts-if/exact"], "again");
+    common::assert_ok(&o);
+    let log = std::fs::read_to_string(again.join("logs/rank-0.log")).unwrap();
+    assert!(!log.contains("fidelity: fine-tuning"), "no fine-tuning when the ΔL is reused");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(again.join("fidelity.json")).unwrap()).unwrap();
+    assert_eq!(v["actual_delta_loss"], a["actual_delta_loss"]);
+    for row in v["criteria"].as_array().unwrap() {
+        let before = a["criteria"].as_array().unwrap().iter().find(|c| c["label"] == row["label"]).unwrap();
+        assert_eq!(row, before, "{}", row["label"]);
+    }
+    assert_eq!(v["criteria"].as_array().unwrap().len(), 2);
+    // Another fine-tuning than the file's is refused, naming the file, before anything is written.
+    let (o, bad) = reuse(&["--steps", "5"], "bad");
+    assert_eq!(o.status.code(), Some(2));
+    let err = common::stderr(&o);
+    assert!(err.contains("fidelity.json") && err.contains("measured with 3 steps"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!bad.exists());
 }
 
 /// A DARTS-IF selection stopped by SIGTERM midway resumes from its progress checkpoint and

@@ -152,7 +152,7 @@ pub fn ablate_main(a: &AblateArgs) -> i32 {
     let stop = super::watch_signals();
     let run = || -> Result<()> {
         open_out(comm.as_ref(), &a.job.out, resume, "checkpoints")?;
-        init_threads(&combos[0].cfg);
+        init_threads(&combos[0].cfg, comm.as_ref());
         init_logging(comm.as_ref(), &a.job.out);
         let records = ablation::run(comm.as_ref(), &combos, a.job.ranks_per_job, &a.job.out, resume, Some(&stop))?;
         comm::on_coordinator(comm.as_ref(), || {
@@ -240,7 +240,7 @@ pub fn groundtruth_main(a: &GroundtruthArgs) -> i32 {
     let stop = super::watch_signals();
     let run = || -> Result<()> {
         open_out(comm.as_ref(), &a.out, resume, "archs")?;
-        init_threads(&cfg);
+        init_threads(&cfg, comm.as_ref());
         init_logging(comm.as_ref(), &a.out);
         comm::on_coordinator(comm.as_ref(), || {
             write_atomic(&a.out.join("config.toml"), crate::experiment::ablation::settled_config(&cfg).as_bytes())
@@ -316,7 +316,7 @@ pub fn track_main(a: &TrackArgs) -> i32 {
     let existed = a.job.out.exists();
     let run = || -> Result<()> {
         prepare_out_dir(comm.as_ref(), &a.job.out)?;
-        init_threads(&cfg);
+        init_threads(&cfg, comm.as_ref());
         init_logging(comm.as_ref(), &a.job.out);
         let tracked = crate::experiment::tracking::run(comm.as_ref(), &cfg, &list, a.job.ranks_per_job)?;
         comm::on_coordinator(comm.as_ref(), || {
@@ -324,17 +324,7 @@ pub fn track_main(a: &TrackArgs) -> i32 {
             // genotypes over epochs.
             let mut lines = String::new();
             for t in &tracked {
-                let mut v = json!({
-                    "epoch": t.epoch,
-                    "criterion": t.criterion,
-                    "genotype": t.genotype,
-                    "genotype_json": serde_json::from_str::<Value>(&t.genotype_json).expect("written as JSON"),
-                    "benchmark": crate::report::benchmark::entry(cfg.select.benchmark_table.as_deref(), &t.genotype)?,
-                });
-                if let Some(n) = t.n {
-                    v["n"] = json!(n);
-                }
-                lines.push_str(&v.to_string());
+                lines.push_str(&t.line(cfg.select.benchmark_table.as_deref())?.to_string());
                 lines.push('\n');
             }
             write_atomic(&a.job.out.join("tracking.jsonl"), lines.as_bytes())?;

@@ -48,7 +48,7 @@ pub fn open_run(
         crate::report::benchmark::BenchmarkTable::load(p)?;
     }
     let from = start_or_resume(comm, out, resume)?;
-    init_threads(&cfg);
+    init_threads(&cfg, comm);
     init_logging(comm, out);
     Ok((cfg, source, from))
 }
@@ -202,19 +202,13 @@ pub fn create_run_dir(out: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn init_threads(cfg: &Config) {
+pub fn init_threads(cfg: &Config, comm: &dyn Collective) {
     let n = if cfg.threads > 0 {
         cfg.threads
     } else {
         // One process per core group: divide the cores among the ranks on this node.
-        let local = std::env::var("OMPI_COMM_WORLD_LOCAL_SIZE")
-            .or_else(|_| std::env::var("MPI_LOCALNRANKS"))
-            .or_else(|_| std::env::var("SLURM_NTASKS_PER_NODE"))
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(1);
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        (cores / local.max(1)).max(1)
+        (cores / comm.ranks_on_node().max(1)).max(1)
     };
     tch::set_num_threads(n as i32);
     // rayon decodes samples; keep it to the same share of cores.

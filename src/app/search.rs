@@ -186,51 +186,12 @@ impl Tracker<'_> {
         if (epoch + 1) % self.cfg.select.track_every != 0 {
             return Ok(());
         }
-        let timings = crate::influence::Timings::default();
-        let ctx = crate::influence::Context::new(
-            self.cfg,
-            state.net.as_ref(),
-            &state.alphas,
-            self.comm,
-            self.data,
-            self.split,
-            &timings,
-        );
-        // One N (select.n), or every N of select.track_n with the DARTS-IM work shared.
-        let (ns, outcomes) = if self.cfg.select.track_n.is_empty() {
-            (vec![None], vec![ctx.run()?])
-        } else {
-            let settings: Vec<crate::config::SelectConfig> = self
-                .cfg
-                .select
-                .track_n
-                .iter()
-                .map(|&n| crate::config::SelectConfig { n, ..self.cfg.select.clone() })
-                .collect();
-            (self.cfg.select.track_n.iter().map(|&n| Some(n)).collect(), ctx.darts_im_many(&settings)?)
-        };
-        // Every collective first (the genotypes), then the coordinator's lines, whose outcome
-        // all ranks share.
-        let genotypes = outcomes
-            .iter()
-            .map(|o| select::coordinate(self.comm, state.net.spec(), &o.table))
-            .collect::<Result<Vec<_>>>()?;
+        let tracked = crate::experiment::tracking::score(self.cfg, self.comm, state, self.data, self.split, epoch)?;
         let (cfg, lines) = (self.cfg, &mut self.lines);
         comm::on_coordinator(self.comm, || {
-            for ((n, outcome), g) in ns.into_iter().zip(&outcomes).zip(&genotypes) {
-                tracing::info!("tracking: after epoch {epoch}, {} selects {g}", outcome.table.criterion);
-                if let Some(l) = lines.as_mut() {
-                    let mut v = serde_json::json!({
-                        "epoch": epoch,
-                        "criterion": outcome.table.criterion,
-                        "genotype": g.to_string(),
-                        "genotype_json": g,
-                        "benchmark": crate::report::benchmark::entry(cfg.select.benchmark_table.as_deref(), &g.to_string())?,
-                    });
-                    if let Some(n) = n {
-                        v["n"] = serde_json::json!(n);
-                    }
-                    l.line(v)?;
+            if let Some(l) = lines.as_mut() {
+                for t in &tracked {
+                    l.line(t.line(cfg.select.benchmark_table.as_deref())?)?;
                 }
             }
             Ok(())

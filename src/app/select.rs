@@ -27,10 +27,15 @@ pub struct FidelityArgs {
     #[arg(long)]
     pub lr: Option<f64>,
     /// Criteria to score, comma-separated (default: all): magnitude, drop, darts-if/IHVP
-    /// (identity, neumann, sherman-morrison, woodbury, cg, exact), darts-im/IHVP/SIGN (the
-    /// configured select.ihvp; paper or negated), e.g. `--criteria drop,darts-if/woodbury`.
+    /// (identity, neumann, sherman-morrison, woodbury, cg, exact; cg-ggn, exact-ggn: the
+    /// Gauss–Newton curvature), darts-im/IHVP/SIGN (the configured select.ihvp or cg-ggn;
+    /// paper or negated), e.g. `--criteria drop,darts-if/woodbury,darts-if/cg-ggn`.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub criteria: Vec<String>,
+    /// Reuse the actual ΔL measured by an earlier `inspect fidelity` of the same run (its
+    /// fidelity.json; same --steps and --lr) instead of measuring it again.
+    #[arg(long, value_name = "FILE")]
+    pub actual: Option<PathBuf>,
     /// Override any config key, e.g. `--set select.ihvp="neumann"` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
@@ -214,11 +219,31 @@ pub fn fidelity_main(args: &FidelityArgs) -> i32 {
     let run = || -> Result<()> {
         let mut cfg = cfg.clone();
         let source = data::open(&mut cfg)?;
-        // Inputs first: nothing is written before the supernet file has been read.
+        // Inputs first: nothing is written before the supernet file (and a measured ΔL to
+        // reuse) have been read.
         let (net, alphas) = load_supernet(&cfg, &args.run)?;
+        let measured = match &args.actual {
+            Some(p) => {
+                Some(select::fidelity::Measured::read(p, &select::fidelity::candidate_labels(net.as_ref()), &ft)?)
+            }
+            None => None,
+        };
         prepare_out_dir(comm.as_ref(), &args.out)?;
-        init_threads(&cfg);
+        init_threads(&cfg, comm.as_ref());
         init_logging(comm.as_ref(), &args.out);
+        // Each step of the report is written as soon as it is known (the ΔL, then every
+        // criterion's row): a stopped or failed run keeps what it measured.
+        let write = |report: &select::fidelity::FidelityReport| {
+            comm::on_coordinator(comm.as_ref(), || {
+                use crate::fsutil::write_atomic;
+                write_atomic(&args.out.join("fidelity.csv"), report.summary_csv().as_bytes())?;
+                write_atomic(&args.out.join("candidates.csv"), report.candidates_csv().as_bytes())?;
+                write_atomic(
+                    &args.out.join("fidelity.json"),
+                    serde_json::to_string_pretty(report).expect("json").as_bytes(),
+                )
+            })
+        };
         let report = select::fidelity::run(
             &cfg,
             comm.as_ref(),
@@ -228,15 +253,10 @@ pub fn fidelity_main(args: &FidelityArgs) -> i32 {
             &source.split,
             &ft,
             &args.criteria,
+            measured,
+            write,
         )?;
         if comm.is_coordinator() {
-            use crate::fsutil::write_atomic;
-            write_atomic(&args.out.join("fidelity.csv"), report.summary_csv().as_bytes())?;
-            write_atomic(&args.out.join("candidates.csv"), report.candidates_csv().as_bytes())?;
-            write_atomic(
-                &args.out.join("fidelity.json"),
-                serde_json::to_string_pretty(&report).expect("json").as_bytes(),
-            )?;
             print!("{}", report.table());
         }
         comm.barrier()

@@ -148,7 +148,7 @@ pub fn run_train(
         tch::Kind::Float,
     )?;
     let from = start_or_resume(comm, out, resume)?;
-    init_threads(cfg);
+    init_threads(cfg, comm);
     init_logging(comm, out);
     comm.broadcast_tensors(0, &net.params().tensors)?;
     let run = RunInfo::collect(cfg, comm.backend(), world);

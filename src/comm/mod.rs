@@ -22,6 +22,11 @@ use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// Collective operations over the ranks of one job.
+///
+/// Errors: the MPI backend runs under MPI's default handler (`MPI_ERRORS_ARE_FATAL`): a failed
+/// MPI call ends the whole job there, so its methods return `Ok` or not at all. The `Result`s
+/// are for NCCL (whose calls report failures) and for checks of the arguments (mixed kinds).
+/// Flags are agreed with [`Collective::any`] (a maximum), never by summing them.
 pub trait Collective {
     /// This process's rank, 0-based.
     fn rank(&self) -> usize;
@@ -57,6 +62,11 @@ pub trait Collective {
     /// Seconds this process has spent in reductions (f32/f64 buffers and tensors) so far.
     fn reduce_seconds(&self) -> f64 {
         0.0
+    }
+
+    /// The ranks of the whole job on this rank's node (they share its cores).
+    fn ranks_on_node(&self) -> usize {
+        1
     }
 
     /// True on the coordinator (rank 0).

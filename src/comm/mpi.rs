@@ -14,6 +14,8 @@ pub struct MpiCollective {
     world: SimpleCommunicator,
     /// Seconds spent in all-reduces.
     reducing: std::cell::Cell<f64>,
+    /// This rank's index among the ranks of its node, and their number (of the world).
+    local: (usize, usize),
     // Declared last: dropped after `world`, finalising MPI (`None` for a split group).
     _universe: Option<Universe>,
 }
@@ -24,7 +26,10 @@ impl MpiCollective {
         let (universe, _level) = mpi::initialize_with_threading(mpi::Threading::Funneled)
             .ok_or_else(|| Error::Comm("MPI was already initialised".into()))?;
         let world = universe.world();
-        Ok(Self { world, reducing: std::cell::Cell::new(0.0), _universe: Some(universe) })
+        // MPI's shared-memory split, once at start-up on every rank (collective).
+        let node = world.split_shared(world.rank());
+        let local = (node.rank() as usize, node.size() as usize);
+        Ok(Self { world, reducing: std::cell::Cell::new(0.0), local, _universe: Some(universe) })
     }
 }
 
@@ -32,8 +37,7 @@ impl MpiCollective {
     /// This rank's index among the ranks on its node, and their number (MPI's shared-memory
     /// split): the GPU it drives.
     pub fn local_rank_size(&self) -> (usize, usize) {
-        let local = self.world.split_shared(self.world.rank());
-        (local.rank() as usize, local.size() as usize)
+        self.local
     }
 
     /// The ranks of one color, ordered by `key` (MPI_Comm_split; collective over this group).
@@ -42,7 +46,7 @@ impl MpiCollective {
             .world
             .split_by_color_with_key(mpi::topology::Color::with_value(color as i32), key as i32)
             .ok_or_else(|| Error::Comm(format!("MPI_Comm_split gave rank {} no group", self.rank())))?;
-        Ok(Self { world: sub, reducing: std::cell::Cell::new(0.0), _universe: None })
+        Ok(Self { world: sub, reducing: std::cell::Cell::new(0.0), local: self.local, _universe: None })
     }
 }
 
@@ -86,6 +90,9 @@ impl Collective for MpiCollective {
         let send = buf.to_vec();
         self.world.all_reduce_into(&send[..], buf, mpi::collective::SystemOperation::min());
         Ok(())
+    }
+    fn ranks_on_node(&self) -> usize {
+        self.local.1
     }
     fn reduce_seconds(&self) -> f64 {
         self.reducing.get()

@@ -126,6 +126,9 @@ impl Collective for NcclCollective {
     fn backend(&self) -> &'static str {
         "nccl"
     }
+    fn ranks_on_node(&self) -> usize {
+        self.mpi.ranks_on_node()
+    }
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
         self.mpi.all_reduce_sum_f32(buf)
     }

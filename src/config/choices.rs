@@ -86,8 +86,34 @@ choice! {
 }
 
 choice! {
-    /// What the `exact` solver forms densely (`select.exact_matrix`): ηI + GGᵀ/N or H + λI.
-    pub enum ExactMatrix { Fisher = "fisher", Hessian = "hessian" }
+    /// What the `exact` solver forms densely (`select.exact_matrix`): ηI + GGᵀ/N (the empirical
+    /// Fisher of the gradient samples), H + λI, or the generalised Gauss–Newton matrix + λI.
+    pub enum ExactMatrix { Fisher = "fisher", Hessian = "hessian", Ggn = "ggn" }
+}
+
+choice! {
+    /// How the damping of a solver is set (`select.damping_rule`).
+    pub enum DampingRule {
+        /// `select.damping` (λ of neumann, cg, exact-hessian/ggn) and `select.eta` (η of the
+        /// Fisher solvers) as given.
+        Fixed = "fixed",
+        /// `select.damping_fraction` × the curvature's mean eigenvalue trace(C)/P (Kronfluence's
+        /// heuristic): for the empirical Fisher ‖G‖²_F/(N·P) from the gradient samples, for the
+        /// Hessian or GGN a Hutchinson estimate with 8 Rademacher probes.
+        MeanEigenvalue = "mean-eigenvalue",
+    }
+}
+
+choice! {
+    /// The curvature whose products the iterative solvers (`neumann`, `cg`) use
+    /// (`select.curvature`).
+    pub enum Curvature {
+        /// The Hessian H of the loss in θ (indefinite away from a minimum).
+        Hessian = "hessian",
+        /// The generalised Gauss–Newton matrix Jᵀ H_z J, for softmax cross-entropy the true
+        /// Fisher: positive semi-definite, right in every direction the logits move.
+        Ggn = "ggn",
+    }
 }
 
 choice! {

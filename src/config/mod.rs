@@ -12,11 +12,13 @@ use std::path::PathBuf;
 pub const DEMO_TOML: &str = include_str!("../../configs/demo.toml");
 
 mod choices;
+mod defaults;
 mod load;
 
 pub use crate::control::FaultAction;
 pub use crate::device::DeviceChoice;
 pub use choices::*;
+use defaults::*;
 
 pub use crate::comm::CommKind;
 
@@ -321,9 +323,21 @@ pub struct SelectConfig {
     pub cg_tol: f64,
     #[serde(default = "d_cg_iters")]
     pub cg_max_iter: usize,
-    /// What `exact` forms densely: `fisher` (ηI + GGᵀ/N) or `hessian` (H + λI).
+    /// What `exact` forms densely: `fisher` (ηI + GGᵀ/N), `hessian` (H + λI) or `ggn`
+    /// (Jᵀ H_z J + λI).
     #[serde(default = "d_exact_matrix")]
     pub exact_matrix: ExactMatrix,
+    /// `fixed` (select.damping, select.eta) or `mean-eigenvalue` (select.damping_fraction ×
+    /// trace(C)/P of the solver's curvature C); the value used is in scores.json.
+    #[serde(default = "d_damping_rule")]
+    pub damping_rule: DampingRule,
+    /// The fraction of the mean eigenvalue under `damping_rule = "mean-eigenvalue"`.
+    #[serde(default = "d_damping_fraction")]
+    pub damping_fraction: f64,
+    /// The curvature of `neumann` and `cg`: `hessian` (H + λI) or `ggn` (the generalised
+    /// Gauss–Newton matrix Jᵀ H_z J + λI, positive semi-definite).
+    #[serde(default = "d_curvature")]
+    pub curvature: Curvature,
     /// `exact` refuses models with more weights than this (a dense P×P matrix in f64).
     #[serde(default = "d_exact_max")]
     pub exact_max_params: usize,
@@ -469,191 +483,6 @@ pub struct FaultConfig {
     /// The global search step or selection round (0-based) at which it acts.
     #[serde(default)]
     pub at_step: usize,
-}
-
-fn d_keep() -> usize {
-    3
-}
-fn d_fault_phase() -> FaultPhase {
-    FaultPhase::Search
-}
-fn d_fault() -> FaultAction {
-    FaultAction::None
-}
-fn d_seed() -> u64 {
-    2
-}
-fn d_device() -> DeviceChoice {
-    DeviceChoice::Auto
-}
-fn d_comm() -> CommKind {
-    CommKind::Auto
-}
-fn d_space() -> String {
-    "nb201".into()
-}
-fn d_channels() -> usize {
-    16
-}
-fn d_cells() -> usize {
-    5
-}
-fn d_dataset() -> DatasetKind {
-    DatasetKind::Synthetic
-}
-fn d_format() -> CifarFormat {
-    CifarFormat::Auto
-}
-fn d_normalize() -> Normalize {
-    Normalize::Nb201
-}
-fn d_split() -> SplitKind {
-    SplitKind::Halves
-}
-fn d_weights_split() -> String {
-    "train".into()
-}
-fn d_arch_split() -> String {
-    "valid".into()
-}
-fn d_one() -> f64 {
-    1.0
-}
-fn d_prefetch() -> usize {
-    2
-}
-fn d_all() -> Count {
-    Count::All
-}
-fn d_none() -> Count {
-    Count::None
-}
-fn d_noise() -> f64 {
-    3.0
-}
-fn d_strategy() -> Strategy {
-    Strategy::Darts1st
-}
-fn d_epochs() -> usize {
-    50
-}
-fn d_batch() -> usize {
-    64
-}
-fn d_order() -> StepOrder {
-    StepOrder::AlphaFirst
-}
-fn d_lr() -> f64 {
-    0.025
-}
-fn d_lr_min() -> f64 {
-    0.001
-}
-fn d_momentum() -> f64 {
-    0.9
-}
-fn d_wd() -> f64 {
-    3e-4
-}
-fn d_clip() -> f64 {
-    5.0
-}
-fn d_alr() -> f64 {
-    3e-4
-}
-fn d_beta1() -> f64 {
-    0.5
-}
-fn d_beta2() -> f64 {
-    0.999
-}
-fn d_awd() -> f64 {
-    1e-3
-}
-fn d_init_std() -> f64 {
-    1e-3
-}
-fn d_criterion() -> Criterion {
-    Criterion::DartsIm
-}
-fn d_ihvp() -> Ihvp {
-    Ihvp::Woodbury
-}
-fn d_n() -> usize {
-    30
-}
-fn d_gamma() -> f64 {
-    1e-3
-}
-fn d_k() -> usize {
-    3
-}
-fn d_eta() -> f64 {
-    5e-4
-}
-fn d_cg_tol() -> f64 {
-    1e-6
-}
-fn d_cg_iters() -> usize {
-    100
-}
-fn d_exact_matrix() -> ExactMatrix {
-    ExactMatrix::Fisher
-}
-fn d_exact_max() -> usize {
-    20_000
-}
-fn d_im_sign() -> ImSign {
-    ImSign::Paper
-}
-fn d_fisher_samples() -> FisherSamples {
-    FisherSamples::Batch
-}
-fn d_hess_data() -> HessData {
-    HessData::Val
-}
-fn d_pt_rule() -> PtRule {
-    PtRule::Accuracy
-}
-fn d_pt_interval() -> usize {
-    5
-}
-fn d_pt_schedule() -> PtSchedule {
-    PtSchedule::Auto
-}
-fn d_precision() -> Precision {
-    Precision::F32
-}
-fn d_bn() -> BnStats {
-    BnStats::Batch
-}
-fn d_log_every() -> usize {
-    10
-}
-fn d_true() -> bool {
-    true
-}
-
-fn d_train_epochs() -> usize {
-    600
-}
-fn d_train_batch() -> usize {
-    96
-}
-fn d_train_channels() -> usize {
-    36
-}
-fn d_train_layers() -> usize {
-    20
-}
-fn d_aux_weight() -> f64 {
-    0.4
-}
-fn d_drop_path() -> f64 {
-    0.2
-}
-fn d_train_sgd() -> SgdConfig {
-    SgdConfig { lr_min: 0.0, ..SgdConfig::default() }
 }
 
 macro_rules! default_from_serde {

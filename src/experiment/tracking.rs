@@ -45,6 +45,58 @@ pub fn epoch_checkpoints(run: &Path, every: usize) -> Result<Vec<(usize, PathBuf
     Ok(out)
 }
 
+/// The configured criterion on the supernet of `state` as it stands after `epoch` (every N of
+/// `select.track_n` at once, the DARTS-IM work shared); the genotypes are agreed by all ranks.
+pub fn score(
+    cfg: &Config,
+    comm: &dyn Collective,
+    state: &SearchState,
+    data: &dyn crate::data::Dataset,
+    split: &crate::data::SearchSplit,
+    epoch: usize,
+) -> Result<Vec<Tracked>> {
+    let timings = Timings::default();
+    let ctx = Context::new(cfg, state.net.as_ref(), &state.alphas, comm, data, split, &timings);
+    let (ns, outcomes) = if cfg.select.track_n.is_empty() {
+        (vec![None], vec![ctx.run()?])
+    } else {
+        let settings: Vec<SelectConfig> =
+            cfg.select.track_n.iter().map(|&n| SelectConfig { n, ..cfg.select.clone() }).collect();
+        (cfg.select.track_n.iter().map(|&n| Some(n)).collect(), ctx.darts_im_many(&settings)?)
+    };
+    ns.into_iter()
+        .zip(outcomes)
+        .map(|(n, o)| {
+            let g = crate::select::coordinate(comm, state.net.spec(), &o.table)?;
+            tracing::info!("tracking: after epoch {epoch}, {} selects {g}", o.table.criterion);
+            Ok(Tracked {
+                epoch,
+                n,
+                criterion: o.table.criterion,
+                genotype: g.to_string(),
+                genotype_json: serde_json::to_string(&g).expect("json"),
+            })
+        })
+        .collect()
+}
+
+impl Tracked {
+    /// The record's line in `tracking.jsonl` (with its benchmark entry when a table is set).
+    pub fn line(&self, benchmark_table: Option<&Path>) -> Result<serde_json::Value> {
+        let mut v = serde_json::json!({
+            "epoch": self.epoch,
+            "criterion": self.criterion,
+            "genotype": self.genotype,
+            "genotype_json": serde_json::from_str::<serde_json::Value>(&self.genotype_json).expect("written as JSON"),
+            "benchmark": crate::report::benchmark::entry(benchmark_table, &self.genotype)?,
+        });
+        if let Some(n) = self.n {
+            v["n"] = serde_json::json!(n);
+        }
+        Ok(v)
+    }
+}
+
 /// Score every checkpoint of `list` with `cfg`'s criterion (every N of `select.track_n` at
 /// once), checkpoints as work units in rank groups; all records on the world's coordinator.
 pub fn run(
@@ -64,37 +116,7 @@ pub fn run(
         let scored = (|| -> Result<Vec<Tracked>> {
             let mut state = SearchState::new(&cfg, comm, kind)?;
             crate::search::checkpoint::load_search(dir, &mut state)?;
-            let timings = Timings::default();
-            let ctx = Context::new(
-                &cfg,
-                state.net.as_ref(),
-                &state.alphas,
-                comm,
-                source.data.as_ref(),
-                &source.split,
-                &timings,
-            );
-            let (ns, outcomes) = if cfg.select.track_n.is_empty() {
-                (vec![None], vec![ctx.run()?])
-            } else {
-                let settings: Vec<SelectConfig> =
-                    cfg.select.track_n.iter().map(|&n| SelectConfig { n, ..cfg.select.clone() }).collect();
-                (cfg.select.track_n.iter().map(|&n| Some(n)).collect(), ctx.darts_im_many(&settings)?)
-            };
-            ns.into_iter()
-                .zip(outcomes)
-                .map(|(n, o)| {
-                    let g = crate::select::coordinate(comm, state.net.spec(), &o.table)?;
-                    tracing::info!("track: after epoch {epoch}, {} selects {g}", o.table.criterion);
-                    Ok(Tracked {
-                        epoch: *epoch,
-                        n,
-                        criterion: o.table.criterion,
-                        genotype: g.to_string(),
-                        genotype_json: serde_json::to_string(&g).expect("json"),
-                    })
-                })
-                .collect()
+            score(&cfg, comm, &state, source.data.as_ref(), &source.split, *epoch)
         })();
         match scored {
             Ok(t) => mine.extend(t),

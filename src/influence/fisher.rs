@@ -136,15 +136,16 @@ impl ShardedGrads {
     }
 
     /// `Gᵀ V` restricted to this rank's rows, for local slices `v` of shape `[hi − lo]` or
-    /// `[m, hi − lo]`: `[N]` or `[N, m]` partial sums in f64. Products run in G's precision per
-    /// column chunk (an f32 G is only accurate to f32 anyway) and chunks are summed in f64;
-    /// reading G once in its own precision keeps this a single memory pass.
+    /// `[m, hi − lo]`: `[N]` or `[N, m]` partial sums, in f64 throughout: each column chunk of G
+    /// is converted to f64 (exactly) before the product, as for the Gram matrix. Woodbury
+    /// subtracts G(·) from v and divides by η, which amplifies any rounding of these products by
+    /// ‖v‖²/(η·‖F⁻¹v‖·‖v‖) — a factor of thousands at η = 5e-4 — so f32 products are not enough.
     fn partial_gt(&self, v_local: &Tensor) -> Tensor {
         let v = if v_local.dim() == 1 { v_local.unsqueeze(0) } else { v_local.shallow_clone() };
-        let v = v.to_kind(self.g.kind());
+        let v = v.to_kind(Kind::Double);
         let mut out = Tensor::zeros([self.n as i64, v.size()[0]], (Kind::Double, self.g.device()));
         self.for_chunks(|c, len| {
-            out += self.g.narrow(1, c, len).matmul(&v.narrow(1, c, len).tr()).to_kind(Kind::Double)
+            out += self.g.narrow(1, c, len).to_kind(Kind::Double).matmul(&v.narrow(1, c, len).tr())
         });
         if v_local.dim() == 1 {
             out.squeeze_dim(1)
@@ -153,11 +154,14 @@ impl ShardedGrads {
         }
     }
 
-    /// `G y` restricted to this rank's rows, for y of shape [N] (f64 result).
+    /// `G y` restricted to this rank's rows, for y of shape [N], in f64 (G's chunks converted as
+    /// in [`Self::partial_gt`]).
     fn partial_g(&self, y: &Tensor) -> Tensor {
         let out = Tensor::zeros([(self.hi - self.lo) as i64], (Kind::Double, self.g.device()));
-        let y = y.to_kind(self.g.kind());
-        self.for_chunks(|c, len| out.narrow(0, c, len).copy_(&self.g.narrow(1, c, len).tr().mv(&y)));
+        let y = y.to_kind(Kind::Double);
+        self.for_chunks(|c, len| {
+            out.narrow(0, c, len).copy_(&self.g.narrow(1, c, len).to_kind(Kind::Double).tr().mv(&y))
+        });
         out
     }
 
@@ -334,5 +338,51 @@ impl ShermanMorrison {
             ((&vl / self.eta) - self.r.tr().mv(&coef)).to_kind(v.kind())
         });
         all_gather_coords(comm, &out_local, self.grads.p, timings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::comm::LocalCollective;
+
+    /// The default path (f32 gradient samples, f32 vectors) against a dense f64 solve of the same
+    /// numbers: F = ηI + GᵀG/N with G and v converted exactly to f64, and F⁻¹v by LU. v is a
+    /// gradient-like vector, almost in the span of the samples (v = Gᵀa + 1e-3·noise), where
+    /// F⁻¹v = (v − G(·))/η cancels almost all of v: the hard case for the solve's numerics.
+    #[test]
+    fn woodbury_in_f32_agrees_with_a_dense_f64_solve() {
+        tch::manual_seed(7);
+        let (n, p, eta) = (8usize, 3000usize, 5e-4);
+        let g = Tensor::randn([n as i64, p as i64], (Kind::Float, tch::Device::Cpu));
+        let a = Tensor::randn([n as i64], (Kind::Float, tch::Device::Cpu));
+        let v = (g.tr().mv(&a) + Tensor::randn([p as i64], (Kind::Float, tch::Device::Cpu)) * 1e-3).contiguous();
+        let t = Timings::default();
+        let own: Vec<(usize, Tensor)> = (0..n).map(|j| (j, g.get(j as i64))).collect();
+        let grads = ShardedGrads::exchange(&LocalCollective, own, n, p, tch::Device::Cpu, &t).unwrap();
+        let w = Woodbury::new(&LocalCollective, grads, eta, &t).unwrap();
+        let x = w.solve(&LocalCollective, &v, &t).unwrap();
+        assert_eq!(x.kind(), Kind::Float);
+        let q = w.quad_local_slices(&LocalCollective, &v.unsqueeze(0), &t).unwrap()[0];
+
+        let (g64, v64) = (g.to_kind(Kind::Double), v.to_kind(Kind::Double));
+        let f = Tensor::eye(p as i64, (Kind::Double, tch::Device::Cpu)) * eta + g64.tr().matmul(&g64) / n as f64;
+        let x_ref = Tensor::linalg_solve(&f, &v64, true);
+        let q_ref = v64.dot(&x_ref).double_value(&[]);
+        let rel = |d: &Tensor, r: &Tensor| d.norm().double_value(&[]) / r.norm().double_value(&[]);
+        let err = rel(&(x.to_kind(Kind::Double) - &x_ref), &x_ref);
+        // The result is rounded to f32 once (6e-8); everything before is f64.
+        assert!(err < 1e-6, "F⁻¹v: relative error {err:e}");
+        // The dense reference itself is good to about cond(F)·1e-16 ≈ 1e-9 (cond ≈ λmax/η ≈ 1e7).
+        assert!(((q - q_ref) / q_ref).abs() < 1e-7, "vᵀF⁻¹v: {q} vs {q_ref}");
+        // What products in f32 (the previous path) give on the same numbers: a relative error
+        // hundreds of times larger, from the cancellation in v − G(·).
+        let c32 = g.mv(&v).to_kind(Kind::Double);
+        let k = g64.matmul(&g64.tr()) + Tensor::eye(n as i64, (Kind::Double, tch::Device::Cpu)) * (n as f64 * eta);
+        let y = Tensor::linalg_solve(&k, &c32, true);
+        let x32 = (&v - g.tr().mv(&y.to_kind(Kind::Float))).to_kind(Kind::Double) / eta;
+        let err32 = rel(&(x32 - &x_ref), &x_ref);
+        eprintln!("F⁻¹v relative error: f64 products {err:e}, f32 products {err32:e}");
+        assert!(err32 > 100.0 * err, "f32 products: {err32:e}, f64: {err:e}");
     }
 }

@@ -14,7 +14,7 @@ use tch::{Kind, Tensor};
 use super::fisher::{all_gather_coords, coord_range, ShardedGrads, ShermanMorrison, Woodbury};
 use super::flat::{dot, norm};
 use super::probe::{Probe, Timings};
-use crate::config::SelectConfig;
+use crate::config::{Curvature, DampingRule, SelectConfig};
 use crate::error::{Error, Result};
 
 /// What a solve reports besides its result.
@@ -24,6 +24,8 @@ pub struct SolveInfo {
     pub iterations: usize,
     /// CG: the relative residual ‖(H+λI)x − v‖/‖v‖ reached.
     pub residual: Option<f64>,
+    /// The damping used (λ, or η of the Fisher solvers), after `select.damping_rule`.
+    pub damping: Option<f64>,
 }
 
 enum Method {
@@ -32,11 +34,13 @@ enum Method {
         gamma: f64,
         k: usize,
         damping: f64,
+        curvature: Curvature,
     },
     Cg {
         damping: f64,
         tol: f64,
         max_iter: usize,
+        curvature: Curvature,
     },
     Woodbury(Woodbury),
     ShermanMorrison(ShermanMorrison),
@@ -48,6 +52,8 @@ enum Method {
 pub struct Solver {
     kind: Method,
     pub name: String,
+    /// The damping used (λ, or η of the Fisher solvers), after `select.damping_rule`.
+    pub damping: f64,
 }
 
 /// Whether a solver needs the Fisher's gradient samples.
@@ -80,16 +86,38 @@ impl Solver {
     ) -> Result<Self> {
         let t = probe.timings;
         let p = probe.n_params();
+        let rule = cfg.damping_rule == DampingRule::MeanEigenvalue;
+        // λ of the curvature-product solvers (their curvature: exact's matrix, else select.curvature).
+        let lambda = |curvature: Curvature| -> Result<f64> {
+            Ok(if rule { cfg.damping_fraction * mean_eigenvalue(probe, curvature)? } else { cfg.damping })
+        };
+        // η of the Fisher solvers.
+        let eta = |grads: &ShardedGrads| -> Result<f64> {
+            Ok(if rule { cfg.damping_fraction * fisher_mean_eigenvalue(probe.comm, grads)? } else { cfg.eta })
+        };
+        let mut damping = 0.0;
         let kind = match cfg.ihvp {
             crate::config::Ihvp::Identity => Method::Identity,
-            crate::config::Ihvp::Neumann => Method::Neumann { gamma: cfg.gamma, k: cfg.k, damping: cfg.damping },
-            crate::config::Ihvp::Cg => Method::Cg { damping: cfg.damping, tol: cfg.cg_tol, max_iter: cfg.cg_max_iter },
-            crate::config::Ihvp::Woodbury => Method::Woodbury(match gram {
-                Some(k) => Woodbury::from_gram(fisher()?, k, cfg.eta, t)?,
-                None => Woodbury::new(probe.comm, fisher()?, cfg.eta, t)?,
-            }),
+            crate::config::Ihvp::Neumann => {
+                damping = lambda(cfg.curvature)?;
+                Method::Neumann { gamma: cfg.gamma, k: cfg.k, damping, curvature: cfg.curvature }
+            }
+            crate::config::Ihvp::Cg => {
+                damping = lambda(cfg.curvature)?;
+                Method::Cg { damping, tol: cfg.cg_tol, max_iter: cfg.cg_max_iter, curvature: cfg.curvature }
+            }
+            crate::config::Ihvp::Woodbury => {
+                let grads = fisher()?;
+                damping = eta(&grads)?;
+                Method::Woodbury(match gram {
+                    Some(k) => Woodbury::from_gram(grads, k, damping, t)?,
+                    None => Woodbury::new(probe.comm, grads, damping, t)?,
+                })
+            }
             crate::config::Ihvp::ShermanMorrison => {
-                Method::ShermanMorrison(ShermanMorrison::new(probe.comm, fisher()?, cfg.eta, t)?)
+                let grads = fisher()?;
+                damping = eta(&grads)?;
+                Method::ShermanMorrison(ShermanMorrison::new(probe.comm, grads, damping, t)?)
             }
             crate::config::Ihvp::Exact => {
                 if p > cfg.exact_max_params {
@@ -102,20 +130,36 @@ impl Solver {
                         ),
                     ));
                 }
-                let m = if cfg.exact_matrix == crate::config::ExactMatrix::Fisher {
-                    dense_fisher(probe, fisher()?, cfg.eta)?
-                } else {
-                    dense_hessian(probe, cfg.damping)?
+                let m = match cfg.exact_matrix {
+                    crate::config::ExactMatrix::Fisher => {
+                        let grads = fisher()?;
+                        damping = eta(&grads)?;
+                        dense_fisher(probe, grads, damping)?
+                    }
+                    crate::config::ExactMatrix::Hessian => {
+                        damping = lambda(Curvature::Hessian)?;
+                        dense_hessian(probe, damping)?
+                    }
+                    crate::config::ExactMatrix::Ggn => {
+                        damping = lambda(Curvature::Ggn)?;
+                        dense_ggn(probe, damping)?
+                    }
                 };
                 let (lu, piv) = Timings::add(&t.linalg, || Tensor::linalg_lu_factor(&m, true));
                 Method::Dense(lu, piv)
             }
         };
-        Ok(Solver { kind, name: cfg.ihvp.to_string() })
+        Ok(Solver { kind, name: cfg.ihvp.to_string(), damping })
     }
 
     /// H⁻¹v for a full-length v that is the same on every rank (collective).
     pub fn solve(&self, probe: &Probe, v: &Tensor) -> Result<(Tensor, SolveInfo)> {
+        let (x, mut info) = self.solve_inner(probe, v)?;
+        info.damping = (!matches!(self.kind, Method::Identity)).then_some(self.damping);
+        Ok((x, info))
+    }
+
+    fn solve_inner(&self, probe: &Probe, v: &Tensor) -> Result<(Tensor, SolveInfo)> {
         let t = probe.timings;
         match &self.kind {
             Method::Identity => Ok((v.shallow_clone(), SolveInfo::default())),
@@ -125,8 +169,8 @@ impl Solver {
                 let x = Timings::add(&t.linalg, || lu_solve(lu, piv, &v.to_kind(Kind::Double)).to_kind(v.kind()));
                 Ok((x, SolveInfo::default()))
             }
-            Method::Neumann { gamma, k, damping } => neumann(probe, v, *gamma, *k, *damping),
-            Method::Cg { damping, tol, max_iter } => cg(probe, v, *damping, *tol, *max_iter),
+            Method::Neumann { gamma, k, damping, curvature } => neumann(probe, v, *gamma, *k, *damping, *curvature),
+            Method::Cg { damping, tol, max_iter, curvature } => cg(probe, v, *damping, *tol, *max_iter, *curvature),
         }
     }
 
@@ -253,24 +297,34 @@ fn from_f64_bytes(b: &[u8]) -> Tensor {
     Tensor::from_slice(&vals)
 }
 
-/// (H + λI)u through the probe.
-fn damped_hvp(probe: &Probe, u: &Tensor, damping: f64) -> Result<Tensor> {
-    let h = probe.hvp(u)?;
+/// (C + λI)u through the probe, C the Hessian or the GGN.
+fn damped_hvp(probe: &Probe, u: &Tensor, damping: f64, curvature: Curvature) -> Result<Tensor> {
+    let h = match curvature {
+        Curvature::Hessian => probe.hvp(u)?,
+        Curvature::Ggn => probe.ggn_vp(u)?,
+    };
     Ok(if damping != 0.0 { h + u * damping } else { h })
 }
 
 /// Lemma 1: V_0 = γv, V_k = (I − γA)V_{k−1}, H⁻¹v ≈ Σ_{k≤K} V_k with A = H + λI. Stops when a
 /// term grows past 1.5× the first (γ ≥ 2/λmax, or strong negative curvature), suggesting γ.
-fn neumann(probe: &Probe, v: &Tensor, gamma: f64, k: usize, damping: f64) -> Result<(Tensor, SolveInfo)> {
+fn neumann(
+    probe: &Probe,
+    v: &Tensor,
+    gamma: f64,
+    k: usize,
+    damping: f64,
+    curvature: Curvature,
+) -> Result<(Tensor, SolveInfo)> {
     let mut term = v * gamma;
     let mut acc = term.copy();
     let first = norm(&term);
     for step in 1..=k {
-        let a = damped_hvp(probe, &term, damping)?;
+        let a = damped_hvp(probe, &term, damping, curvature)?;
         term = &term - a * gamma;
         let nk = norm(&term);
         if !nk.is_finite() || nk > 1.5 * first {
-            let lam = power_iteration(probe, v, damping, 20)?;
+            let lam = power_iteration(probe, v, damping, curvature, 20)?;
             return Err(Error::config(
                 "select",
                 "select.gamma",
@@ -286,15 +340,15 @@ fn neumann(probe: &Probe, v: &Tensor, gamma: f64, k: usize, damping: f64) -> Res
         }
         acc += &term;
     }
-    Ok((acc, SolveInfo { iterations: k, residual: None }))
+    Ok((acc, SolveInfo { iterations: k, residual: None, damping: None }))
 }
 
 /// Largest |eigenvalue| of H + λI by power iteration from `start`.
-pub fn power_iteration(probe: &Probe, start: &Tensor, damping: f64, iters: usize) -> Result<f64> {
+pub fn power_iteration(probe: &Probe, start: &Tensor, damping: f64, curvature: Curvature, iters: usize) -> Result<f64> {
     let mut x = start / norm(start).max(1e-300);
     let mut lam = 0.0;
     for _ in 0..iters {
-        let y = damped_hvp(probe, &x, damping)?;
+        let y = damped_hvp(probe, &x, damping, curvature)?;
         lam = norm(&y);
         if lam == 0.0 || !lam.is_finite() {
             break;
@@ -304,19 +358,26 @@ pub fn power_iteration(probe: &Probe, start: &Tensor, damping: f64, iters: usize
     Ok(lam)
 }
 
-/// Conjugate gradients on (H + λI)x = v.
-fn cg(probe: &Probe, v: &Tensor, damping: f64, tol: f64, max_iter: usize) -> Result<(Tensor, SolveInfo)> {
+/// Conjugate gradients on (C + λI)x = v, C the Hessian or the GGN.
+fn cg(
+    probe: &Probe,
+    v: &Tensor,
+    damping: f64,
+    tol: f64,
+    max_iter: usize,
+    curvature: Curvature,
+) -> Result<(Tensor, SolveInfo)> {
     let vn = norm(v);
     let mut x = v.zeros_like();
     if vn == 0.0 {
-        return Ok((x, SolveInfo { iterations: 0, residual: Some(0.0) }));
+        return Ok((x, SolveInfo { iterations: 0, residual: Some(0.0), damping: None }));
     }
     let mut r = v.copy();
     let mut p = r.copy();
     let mut rs = dot(&r, &r);
     let mut iters = 0;
     while iters < max_iter && rs.sqrt() / vn > tol {
-        let ap = damped_hvp(probe, &p, damping)?;
+        let ap = damped_hvp(probe, &p, damping, curvature)?;
         let pap = dot(&p, &ap);
         if pap <= 0.0 || !pap.is_finite() {
             return Err(Error::config(
@@ -334,8 +395,38 @@ fn cg(probe: &Probe, v: &Tensor, damping: f64, tol: f64, max_iter: usize) -> Res
         iters += 1;
     }
     // The recursive residual drifts from the true one in floating point: report the true one.
-    let true_r = norm(&(damped_hvp(probe, &x, damping)? - v)) / vn;
-    Ok((x, SolveInfo { iterations: iters, residual: Some(true_r) }))
+    let true_r = norm(&(damped_hvp(probe, &x, damping, curvature)? - v)) / vn;
+    Ok((x, SolveInfo { iterations: iters, residual: Some(true_r), damping: None }))
+}
+
+/// trace(C)/P of the Hessian or GGN by Hutchinson's estimator: the mean of uᵀCu over 8
+/// Rademacher vectors u, drawn from a fixed key (the same on every rank: each product is
+/// collective).
+pub fn mean_eigenvalue(probe: &Probe, curvature: Curvature) -> Result<f64> {
+    let p = probe.n_params();
+    let mut rng = crate::rng::SplitMix64::keyed(&[0x4875_7463_6869_6e73, p as u64]);
+    let probes = 8;
+    let mut sum = 0.0;
+    for _ in 0..probes {
+        let signs: Vec<f64> = (0..p).map(|_| if rng.next_u64() & 1 == 0 { 1.0 } else { -1.0 }).collect();
+        let u = Tensor::from_slice(&signs).to_kind(probe.kind()).to_device(probe.device());
+        sum += dot(&u, &damped_hvp(probe, &u, 0.0, curvature)?);
+    }
+    Ok(sum / (probes * p) as f64)
+}
+
+/// trace(GGᵀ/N)/P = ‖G‖²_F/(N·P), the empirical Fisher's mean eigenvalue, from the samples.
+pub fn fisher_mean_eigenvalue(comm: &dyn crate::comm::Collective, grads: &ShardedGrads) -> Result<f64> {
+    let mut s = [grads.g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])];
+    comm.all_reduce_sum_f64(&mut s)?;
+    Ok(s[0] / (grads.n * grads.p) as f64)
+}
+
+/// Jᵀ H_z J + λI formed densely (symmetrised), f64.
+pub fn dense_ggn(probe: &Probe, damping: f64) -> Result<Tensor> {
+    let g = probe.dense_ggn()?;
+    let p = g.size()[0];
+    Ok((&g + g.tr()) / 2.0 + Tensor::eye(p, (Kind::Double, g.device())) * damping)
 }
 
 /// H + λI formed densely (symmetrised), f64.

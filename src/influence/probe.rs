@@ -357,6 +357,83 @@ impl<'a> Probe<'a> {
         self.mean_over_batches(h)
     }
 
+    /// The logits of batch j at the probe's leaf, with the graph to θ (for Jacobian products).
+    pub fn logits(&self, j: usize) -> Tensor {
+        let (x, _) = self.batch(j);
+        self.net.forward(x, &self.weights_of(&self.leaf), self.bn)
+    }
+
+    /// G u with G the generalised Gauss–Newton matrix Jᵀ H_z J (mean over the N batches): J the
+    /// Jacobian of batch j's logits z in θ, H_z the Hessian of the mean cross-entropy in z,
+    /// block-diagonal over the m samples, (diag pᵢ − pᵢpᵢᵀ)/m with pᵢ = softmax(zᵢ). For softmax
+    /// cross-entropy G is the true Fisher: positive semi-definite, and curvature in every
+    /// direction the logits move. Three passes per batch: J u by the double-backward trick
+    /// (the gradient of ⟨Jᵀr, u⟩ in a dummy r), H_z (J u) in closed form, Jᵀ(·) by one backward.
+    pub fn ggn_vp(&self, u: &Tensor) -> Result<Tensor> {
+        let us = split_like(u, &self.params);
+        let g = Timings::add(&self.timings.autograd, || {
+            let mut acc = u.zeros_like();
+            for j in self.own_batches() {
+                acc += self.ggn_vp_on(j, &us);
+            }
+            acc
+        });
+        self.mean_over_batches(g)
+    }
+
+    /// The GGN formed densely (P×P, f64, mean over the N batches) from the logits' Jacobian:
+    /// per batch, m·C backward passes (one per logit) and Jᵀ H_z J. For small models.
+    pub fn dense_ggn(&self) -> Result<Tensor> {
+        let p = self.n_params() as i64;
+        let g = Timings::add(&self.timings.autograd, || {
+            let acc = Tensor::zeros([p, p], (Kind::Double, self.device()));
+            for j in self.own_batches() {
+                let z = self.logits(j);
+                let (m, c) = (z.size()[0], z.size()[1]);
+                let mut rows = Vec::with_capacity((m * c) as usize);
+                for i in 0..m {
+                    for k in 0..c {
+                        let zik = z.get(i).get(k);
+                        rows.push(
+                            flatten(&defined_or_zeros(
+                                Tensor::run_backward(&[&zik], &self.params, true, false),
+                                &self.params,
+                            ))
+                            .to_kind(Kind::Double),
+                        );
+                    }
+                }
+                let jac = Tensor::stack(&rows, 0);
+                let prob = z.detach().to_kind(Kind::Double).softmax(-1, Kind::Double);
+                // H_z J row block by row block: (diag pᵢ − pᵢpᵢᵀ)/m times sample i's C rows.
+                let jb = jac.view([m, c, p]);
+                let pj = (prob.unsqueeze(-1) * &jb).sum_dim_intlist(1, true, Kind::Double);
+                let hj = (prob.unsqueeze(-1) * (&jb - pj)).view([m * c, p]) / m as f64;
+                let mut a = acc.shallow_clone();
+                a += jac.tr().matmul(&hj);
+            }
+            acc
+        });
+        self.mean_over_batches(g)
+    }
+
+    fn ggn_vp_on(&self, j: usize, us: &[Tensor]) -> Tensor {
+        let z = self.logits(j);
+        let m = z.size()[0] as f64;
+        let r = z.zeros_like().set_requires_grad(true);
+        let jt_r =
+            defined_or_zeros(Tensor::run_backward(&[(&z * &r).sum(z.kind())], &self.params, true, true), &self.params);
+        let dot = graph_dot(&jt_r, us);
+        let ju = if dot.requires_grad() {
+            Tensor::run_backward(&[&dot], &[&r], true, false).pop().expect("one input")
+        } else {
+            return flatten(&self.params).zeros_like();
+        };
+        let p = z.detach().softmax(-1, z.kind());
+        let hju = (&p * &ju - &p * (&p * &ju).sum_dim_intlist(-1, true, z.kind())) / m;
+        self.second(&(&z * hju.detach()).sum(z.kind()), &self.params)
+    }
+
     /// The dense Hessian H (P×P, f64, mean over the N batches): per batch, one first-derivative
     /// graph and P double-backward passes of its entries (row i = ∇θ ∂L/∂θ_i). For small models.
     pub fn dense_hessian(&self) -> Result<Tensor> {

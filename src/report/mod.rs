@@ -37,7 +37,7 @@ impl RunInfo {
     pub fn collect(cfg: &Config, backend: &str, world: usize) -> Self {
         RunInfo {
             dartsif_dist: env!("CARGO_PKG_VERSION").into(),
-            tch: "0.24.0".into(),
+            tch: env!("DARTSIF_TCH_VERSION").into(),
             libtorch: env!("DARTSIF_LIBTORCH_VERSION").into(),
             mpi_library: crate::comm::mpi_library_version().unwrap_or_else(|| "none".into()),
             comm_backend: backend.into(),

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tch::Tensor;
 
 use crate::comm::{broadcast_value, Collective};
-use crate::config::{Config, Criterion, Ihvp, ImSign};
+use crate::config::{Config, Criterion, Curvature, DampingRule, ExactMatrix, Ihvp, ImSign};
 use crate::data::{epoch_order, global_batch, make_batch, Dataset, SearchSplit, Stream};
 use crate::error::{Error, Result};
 use crate::influence::criteria::{candidates, remove_op, Candidate};
@@ -21,7 +21,7 @@ use crate::space::ScoreTable;
 use crate::supernet::{BnMode, Supernet};
 
 /// Fine-tuning used to measure the actual ΔL.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct FineTune {
     pub steps: usize,
     pub lr: f64,
@@ -39,6 +39,42 @@ pub struct Agreement {
     pub status: String,
     /// Score per candidate (same order as `FidelityReport::candidates`).
     pub scores: Vec<f64>,
+}
+
+/// The measured part of a fidelity report, read back by `--actual FILE` (a `fidelity.json`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Measured {
+    pub fine_tune: FineTune,
+    pub baseline_loss: f64,
+    pub candidates: Vec<(String, String, String)>,
+    pub actual_delta_loss: Vec<f64>,
+}
+
+impl Measured {
+    /// A previous report's measurement, which must be of the same candidates and fine-tuning.
+    pub fn read(path: &std::path::Path, labels: &[(String, String, String)], ft: &FineTune) -> Result<Measured> {
+        let bad = |msg: String| Error::Path { path: path.to_path_buf(), msg };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+        let m: Measured =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not a fidelity.json with a measured ΔL ({e})")))?;
+        if m.candidates != labels {
+            return Err(bad(format!(
+                "its {} candidates are not this supernet's {} (another space or run?)",
+                m.candidates.len(),
+                labels.len()
+            )));
+        }
+        if m.fine_tune != *ft {
+            return Err(bad(format!(
+                "measured with {} steps at lr {}, not the {} steps at lr {} asked for (--steps, --lr)",
+                m.fine_tune.steps, m.fine_tune.lr, ft.steps, ft.lr
+            )));
+        }
+        if m.actual_delta_loss.len() != labels.len() || m.actual_delta_loss.iter().any(|x| !x.is_finite()) {
+            return Err(bad("its actual ΔL is incomplete or not finite".into()));
+        }
+        Ok(m)
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -201,6 +237,22 @@ fn criteria_configs(cfg: &Config) -> Vec<(String, Config)> {
     for &sign in ImSign::ALL {
         out.push((format!("darts-im/{}/{sign}", cfg.select.ihvp), with(Criterion::DartsIm, cfg.select.ihvp, sign)));
     }
+    // The generalised Gauss–Newton curvature (the true Fisher: right in every direction the
+    // logits move), by CG and, for small models, densely. It is singular (rank ≤ samples ×
+    // classes), so without a damping of the user's it is damped by the mean-eigenvalue rule.
+    let ggn = |mut c: Config| {
+        c.select.curvature = Curvature::Ggn;
+        c.select.exact_matrix = ExactMatrix::Ggn;
+        if c.select.damping_rule == DampingRule::Fixed && c.select.damping == 0.0 {
+            c.select.damping_rule = DampingRule::MeanEigenvalue;
+        }
+        c
+    };
+    out.push(("darts-if/cg-ggn".to_string(), ggn(with(Criterion::DartsIf, Ihvp::Cg, ImSign::Paper))));
+    out.push(("darts-if/exact-ggn".to_string(), ggn(with(Criterion::DartsIf, Ihvp::Exact, ImSign::Paper))));
+    for &sign in ImSign::ALL {
+        out.push((format!("darts-im/cg-ggn/{sign}"), ggn(with(Criterion::DartsIm, Ihvp::Cg, sign))));
+    }
     out
 }
 
@@ -284,8 +336,15 @@ pub fn criterion_labels(cfg: &Config) -> Vec<String> {
     criteria_configs(cfg).into_iter().map(|(l, _)| l).collect()
 }
 
-/// Measure the actual ΔL of every candidate and compare the criteria with it: those labelled in
-/// `only` ([`criterion_labels`]), or all of them when `only` is empty.
+/// The (cell, edge, op) labels of the candidates of `net`, in [`candidates`] order.
+pub fn candidate_labels(net: &dyn Supernet) -> Vec<(String, String, String)> {
+    report(net.spec(), &candidates(net), &FineTune { steps: 0, lr: 0.0 }, 0.0, Vec::new(), Vec::new()).candidates
+}
+
+/// Measure the actual ΔL of every candidate (or take `measured`, a previous run's) and compare
+/// the criteria with it: those labelled in `only` ([`criterion_labels`]), or all of them when
+/// `only` is empty. `emit` sees the report as it grows — once the ΔL is known, then after each
+/// criterion — on every rank, so a stopped run keeps what it had.
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     cfg: &Config,
@@ -296,13 +355,24 @@ pub fn run(
     split: &SearchSplit,
     ft: &FineTune,
     only: &[String],
+    measured: Option<Measured>,
+    mut emit: impl FnMut(&FidelityReport) -> Result<()>,
 ) -> Result<FidelityReport> {
     let spec = net.spec().clone();
     let cands = candidates(net);
-    let (baseline, actual) = actual_delta_loss(cfg, comm, net, alphas, data, split, ft)?;
+    let (baseline, actual) = match measured {
+        Some(m) => (m.baseline_loss, m.actual_delta_loss),
+        None => actual_delta_loss(cfg, comm, net, alphas, data, split, ft)?,
+    };
+    emit(&report(&spec, &cands, ft, baseline, actual.clone(), Vec::new()))?;
     let mut criteria = Vec::new();
     for (label, c) in criteria_configs(cfg).into_iter().filter(|(l, _)| only.is_empty() || only.contains(l)) {
-        if c.select.ihvp == crate::config::Ihvp::Cg && c.select.damping == 0.0 {
+        let s = &c.select;
+        if s.ihvp == Ihvp::Cg
+            && s.curvature == Curvature::Hessian
+            && s.damping_rule == DampingRule::Fixed
+            && s.damping == 0.0
+        {
             // CG needs H + λI positive definite; an undamped supernet Hessian is indefinite, and
             // CG may then run to its iteration limit for every candidate before noticing.
             criteria.push(skipped(label, "skipped: cg needs select.damping > 0 (the Hessian is indefinite)".into()));
@@ -320,6 +390,7 @@ pub fn run(
             Err(e @ Error::Config { .. }) => skipped(label, format!("skipped: {e}")),
             Err(e) => return Err(e),
         });
+        emit(&report(&spec, &cands, ft, baseline, actual.clone(), criteria.clone()))?;
     }
     Ok(report(&spec, &cands, ft, baseline, actual, criteria))
 }
