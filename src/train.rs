@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use crate::checkpoint::{
-    check_same, on_host, pinned, read_json, store, stored_config, write_json, Stored, META, STATE,
-};
+use crate::checkpoint::{check_same, pinned, read_json, store, stored_config, write_json, Stored, META, STATE};
 use crate::comm::Collective;
 use crate::config::Config;
 use crate::data::{epoch_order, global_batch, make_batch, shard, AugKey, Dataset, Stream};
+use crate::device::on_host;
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, Tally};
 use crate::network::Network;

@@ -201,6 +201,14 @@ fn fisher_inverses_agree_with_the_dense_inverse() {
         assert!(rel(&x, &exact) < 1e-9, "{name}: {:e}", rel(&x, &exact));
         assert!((q - q_exact).abs() / q_exact.abs() < 1e-9, "{name} quadratic form {q} vs {q_exact}");
     }
+    // damping_rule = "mean-eigenvalue": η = 0.1 × trace(GGᵀ/N)/P = 0.1 × ‖G‖²_F/(3·P), from the
+    // same samples (N = 3), reported by the solve.
+    let mut c = s.cfg.select.clone();
+    c.damping_rule = dartsif::config::DampingRule::MeanEigenvalue;
+    let want = 0.1 * g.square().sum(Kind::Double).double_value(&[]) / (3 * probe.n_params()) as f64;
+    let solver = Solver::build(&c, &probe, None).unwrap();
+    assert!((solver.damping - want).abs() <= 1e-12 * want, "η {} vs {want}", solver.damping);
+    assert_eq!(solver.solve(&probe, &v).unwrap().1.damping, Some(solver.damping));
 }
 
 /// Neumann and CG against the dense damped inverse (called with the dense H built once).
@@ -369,8 +377,18 @@ fn ggn_products_equal_the_dense_gauss_newton_matrix() {
     // Positive semi-definite (the Hessian of this batch is not: see the damping of the Neumann
     // test), with a nullspace: rank ≤ m·(C − 1) = 8 of 1,616 directions.
     let eig = g.linalg_eigvalsh("L");
-    assert!(eig.min().double_value(&[]) > -1e-12 * eig.max().double_value(&[]), "G is PSD");
+    let top = eig.max().double_value(&[]);
+    assert!(eig.min().double_value(&[]) > -1e-12 * top, "G is PSD");
+    // Each sample's H_z has the null vector 1 (softmax is shift-invariant): rank ≤ 4 × (3 − 1).
+    let rank = eig.gt(1e-10 * top).sum(Kind::Int64).int64_value(&[]);
+    assert!((1..=8).contains(&rank), "rank of G: {rank}");
     assert!(u.dot(&gu).double_value(&[]) >= 0.0);
+
+    // The mean-eigenvalue rule's Hutchinson estimate of trace(G)/P (8 Rademacher probes) against
+    // the dense trace: unbiased, its spread a few tens of percent for a matrix of rank ≤ 8.
+    let est = dartsif::influence::ihvp::mean_eigenvalue(&probe, dartsif::config::Curvature::Ggn).unwrap();
+    let exact_mean = g.trace().double_value(&[]) / p as f64;
+    assert!(est > 0.0 && (est / exact_mean - 1.0).abs() < 0.5, "Hutchinson {est:e} vs trace/P {exact_mean:e}");
 
     let damping = 1e-3;
     let a = &g + Tensor::eye(p, (Kind::Double, tch::Device::Cpu)) * damping;

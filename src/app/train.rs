@@ -215,7 +215,7 @@ pub fn run_train(
     if coord {
         let named = state.net.params().named();
         let tensors: Vec<(String, tch::Tensor)> =
-            named.into_iter().map(|(k, v)| (k, crate::checkpoint::on_host(&v))).collect();
+            named.into_iter().map(|(k, v)| (k, crate::device::on_host(&v))).collect();
         crate::fsutil::write_atomic_with(&out.join("model.safetensors"), |tmp| {
             Ok(tch::Tensor::write_safetensors(&tensors, tmp)?)
         })?;

@@ -33,8 +33,6 @@ pub fn commit_on_coordinator(
     }
 }
 
-pub use crate::device::on_host;
-
 /// A checkpoint's JSON metadata file `name` as `T`; `what` names the kind of checkpoint in the
 /// error ("a search checkpoint").
 pub fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, name: &str, what: &str) -> Result<T> {

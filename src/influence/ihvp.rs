@@ -415,9 +415,13 @@ pub fn mean_eigenvalue(probe: &Probe, curvature: Curvature) -> Result<f64> {
     Ok(sum / (probes * p) as f64)
 }
 
-/// trace(GGᵀ/N)/P = ‖G‖²_F/(N·P), the empirical Fisher's mean eigenvalue, from the samples.
+/// trace(GGᵀ/N)/P = ‖G‖²_F/(N·P), the empirical Fisher's mean eigenvalue, from the samples
+/// (one sample's slice at a time in f64: no f64 copy of the whole store).
 pub fn fisher_mean_eigenvalue(comm: &dyn crate::comm::Collective, grads: &ShardedGrads) -> Result<f64> {
-    let mut s = [grads.g.to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[])];
+    let local: f64 = (0..grads.n as i64)
+        .map(|j| grads.g.get(j).to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]))
+        .sum();
+    let mut s = [local];
     comm.all_reduce_sum_f64(&mut s)?;
     Ok(s[0] / (grads.n * grads.p) as f64)
 }

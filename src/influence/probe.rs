@@ -386,7 +386,7 @@ impl<'a> Probe<'a> {
     pub fn dense_ggn(&self) -> Result<Tensor> {
         let p = self.n_params() as i64;
         let g = Timings::add(&self.timings.autograd, || {
-            let acc = Tensor::zeros([p, p], (Kind::Double, self.device()));
+            let mut acc = Tensor::zeros([p, p], (Kind::Double, self.device()));
             for j in self.own_batches() {
                 let z = self.logits(j);
                 let (m, c) = (z.size()[0], z.size()[1]);
@@ -409,8 +409,7 @@ impl<'a> Probe<'a> {
                 let jb = jac.view([m, c, p]);
                 let pj = (prob.unsqueeze(-1) * &jb).sum_dim_intlist(1, true, Kind::Double);
                 let hj = (prob.unsqueeze(-1) * (&jb - pj)).view([m * c, p]) / m as f64;
-                let mut a = acc.shallow_clone();
-                a += jac.tr().matmul(&hj);
+                acc += jac.tr().matmul(&hj);
             }
             acc
         });

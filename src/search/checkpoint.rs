@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::SearchState;
-use crate::checkpoint::{check_same, on_host, pinned, store, stored_config, write_json, Stored, META, STATE};
+use crate::checkpoint::{check_same, pinned, store, stored_config, write_json, Stored, META, STATE};
 use crate::config::Config;
+use crate::device::on_host;
 use crate::error::Result;
 use crate::supernet::state::live_tensors;
 

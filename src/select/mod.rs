@@ -15,8 +15,7 @@ use crate::config::Config;
 use crate::data::{Dataset, SearchSplit};
 use crate::error::{Error, Result};
 use crate::influence::{Context, Resumable, Timings};
-pub use crate::space::ScoreTable;
-use crate::space::{derive_genotype, Genotype, SpaceSpec};
+use crate::space::{derive_genotype, Genotype, ScoreTable, SpaceSpec};
 use crate::supernet::Supernet;
 
 /// A search run's config (`DIR/config.toml` with `overrides`), after checking that the run

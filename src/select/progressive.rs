@@ -30,7 +30,7 @@ use crate::influence::{Context, Timings};
 use crate::search::{Observer, SearchState, Searcher};
 use crate::space::{Family, SpaceSpec};
 
-use super::ScoreTable;
+use crate::space::ScoreTable;
 
 /// One decision: an edge's op, or (DARTS) a node's two inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
