@@ -18,10 +18,16 @@ impl Sgd {
         Sgd { cfg, momentum_buffers: (0..n_params).map(|_| None).collect() }
     }
 
+    /// One step; a weight whose gradient is undefined (not in this step's graph, as the ops a
+    /// single path skips) is left alone, its momentum included, as `torch.optim.SGD` skips a
+    /// parameter whose `.grad` is None.
     pub fn step(&mut self, params: &[Tensor], grads: &[Tensor], lr: f64) {
         let _g = tch::no_grad_guard();
         let c = &self.cfg;
         for ((p, g), buf) in params.iter().zip(grads).zip(self.momentum_buffers.iter_mut()) {
+            if !g.defined() {
+                continue;
+            }
             let mut d = if c.weight_decay != 0.0 { g + p * c.weight_decay } else { g.shallow_clone() };
             if c.momentum != 0.0 {
                 let b = match buf.take() {
@@ -84,6 +90,7 @@ impl Adam {
 /// max_norm / (norm + 1e-6), applied when below one). Returns the norm before clipping.
 pub fn clip_grad_norm(grads: &[Tensor], max_norm: f64) -> f64 {
     let _g = tch::no_grad_guard();
+    let grads: Vec<&Tensor> = grads.iter().filter(|g| g.defined()).collect();
     let total: f64 = grads.iter().map(|g| g.square().sum(tch::Kind::Double).double_value(&[])).sum::<f64>().sqrt();
     let coef = max_norm / (total + 1e-6);
     if max_norm > 0.0 && coef < 1.0 {

@@ -133,6 +133,22 @@ fn invalid_inputs_are_refused_with_one_line() {
         search_case(&["data.dataset=\"mnist\""], "data.dataset: unknown value \"mnist\""),
         search_case(&["data.subset_fraction=0.0"], "data.subset_fraction: must be in (0, 1] (got 0)"),
         search_case(&["search.epochs=0"], "search.epochs: must be at least 1 (got 0)"),
+        search_case(
+            &["search.strategy=\"setn\"", "space.name=\"darts\"", "space.layers=3"],
+            "search.strategy: setn is not available on the \"darts\" space",
+        ),
+        search_case(
+            &["search.strategy=\"gdas\"", "search.tau_max=0.01"],
+            "search.tau_max: must be finite and at least",
+        ),
+        search_case(
+            &["search.strategy=\"random-nas\"", "search.candidates=0"],
+            "search.candidates: must be in 1..=100000",
+        ),
+        search_case(
+            &["search.strategy=\"random\"", "select.after_search=true"],
+            "select.after_search: the random baseline trains no supernet to select on",
+        ),
         search_case(&["search.batch_size=0"], "search.batch_size: must be at least 1 (got 0)"),
         search_case(&["search.batch_size=512"], "search.batch_size: 512 is larger than each half of the search split"),
         search_case(&["search.micro_batch=64"], "search.micro_batch: 64 exceeds search.batch_size 32"),

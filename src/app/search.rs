@@ -16,8 +16,10 @@ use crate::error::{Error, Result};
 use crate::influence::Resumable;
 use crate::loss::Tally;
 use crate::report::{self, Metrics, RunInfo};
-use crate::search::{EpochStats, Observer, SearchState, Searcher, StepStats};
+use crate::search::sampling::{self, Mix};
+use crate::search::{Candidate, EpochStats, Observer, SearchState, Searcher, StepStats};
 use crate::select;
+use crate::space::ScoreTable;
 
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
@@ -217,9 +219,10 @@ impl Observer for Progress<'_> {
     fn epoch(&mut self, e: &EpochStats, state: &SearchState) -> Result<()> {
         self.bar.suspend(|| {
             tracing::info!(
-                "epoch {:>3}  lr {:.5}  train {:.4}/{:.3}  val {:.4}/{:.3}  H(α) {:.4}  {:.0} img/s  all-reduce {:.2} s  {}",
+                "epoch {:>3}  lr {:.5}{}  train {:.4}/{:.3}  val {:.4}/{:.3}  H(α) {:.4}  {:.0} img/s  all-reduce {:.2} s  {}",
                 e.epoch,
                 e.lr,
+                e.tau.map_or(String::new(), |t| format!("  τ {t:.3}")),
                 e.train_loss,
                 e.train_acc,
                 e.val_loss,
@@ -269,6 +272,9 @@ pub fn run_search(
         report::write_config(out, cfg, &run)?;
     }
 
+    if cfg.search.strategy == crate::config::Strategy::Random {
+        return random_baseline(cfg, comm, out, &run);
+    }
     tracing::info!("{}", source.summary);
     let data = source.data.as_ref();
     let mut state = SearchState::new(cfg, comm, tch::Kind::Float)?;
@@ -352,8 +358,36 @@ pub fn run_search(
             data.skipped()
         );
     }
+    // The final architecture, and the forward the held-out test runs: the supernet with
+    // softmax(α) (DARTS, SNAS) or the chosen architecture's single path (GDAS, SETN,
+    // random-nas).
+    let spec = state.net.spec().clone();
+    let strategy = cfg.search.strategy;
+    let (table, genotype, final_mix) = if strategy.picks_candidates() {
+        let (cands, best) = searcher.pick_candidate(&state)?;
+        let path = cands[best].path.clone();
+        let genotype = sampling::path_genotype(&spec, &path);
+        tracing::info!(
+            "{strategy}: the best of {} candidates on validation batches: {genotype} (accuracy {:.4})",
+            cands.len(),
+            cands[best].val_acc
+        );
+        if coord {
+            write_candidates(out, &cands, best)?;
+        }
+        let criterion = format!("{strategy}: best of {} by validation accuracy", cands.len());
+        (ScoreTable::plain(&criterion, sampling::path_table(&spec, &path)), genotype, Mix::Single(path))
+    } else {
+        let table = crate::space::magnitude_scores(state.softmax_table());
+        let genotype = select::coordinate(comm, &spec, &table)?;
+        let mix = match strategy {
+            crate::config::Strategy::Gdas => Mix::Single(sampling::genotype_path(&spec, &genotype)),
+            _ => Mix::Soft,
+        };
+        (table, genotype, mix)
+    };
     let test: Option<Tally> = if !source.test.is_empty() {
-        let t = searcher.evaluate(&state, &source.test)?;
+        let t = searcher.evaluate_mix(&state, &final_mix, &source.test)?;
         tracing::info!("held-out test: loss {:.4}, accuracy {:.4} on {} images", t.loss(), t.acc(), t.count);
         if let Some(m) = &mut progress.metrics {
             m.test(&t)?;
@@ -363,8 +397,6 @@ pub fn run_search(
         None
     };
 
-    let table = crate::space::magnitude_scores(state.softmax_table());
-    let genotype = select::coordinate(comm, state.net.spec(), &table)?;
     tracing::info!("selected genotype (criterion {}): {genotype}", table.criterion);
     if coord {
         report::write_genotype(out, &genotype)?;
@@ -424,4 +456,52 @@ pub fn run_search(
         }
     }
     Ok(())
+}
+
+/// `candidates.csv`: SETN's or random-nas's scored architectures in scoring order.
+fn write_candidates(out: &Path, cands: &[Candidate], best: usize) -> Result<()> {
+    let rows: Vec<Vec<String>> = cands
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            vec![
+                i.to_string(),
+                c.genotype.clone(),
+                c.log_prob.map_or(String::new(), |v| format!("{v:.6}")),
+                crate::fsutil::csv_num(c.val_loss, |v| format!("{v:.6}")),
+                format!("{:.6}", c.val_acc),
+                (i == best).to_string(),
+            ]
+        })
+        .collect();
+    let text = crate::fsutil::csv_text(&["index", "genotype", "log_prob", "val_loss", "val_acc", "chosen"], &rows);
+    crate::fsutil::write_atomic(&out.join("candidates.csv"), text.as_bytes())
+}
+
+/// The random baseline: one architecture drawn uniformly from (seed), nothing trained; its
+/// benchmark accuracies looked up when `select.benchmark_table` is set.
+fn random_baseline(cfg: &Config, comm: &dyn Collective, out: &Path, run: &RunInfo) -> Result<()> {
+    let spec = crate::space::SpaceSpec::by_name(&cfg.space.name)
+        .ok_or_else(|| Error::config("config", "space.name", format!("unknown search space {:?}", cfg.space.name)))?;
+    let path = sampling::random_architecture(&spec, cfg.seed);
+    let genotype = sampling::path_genotype(&spec, &path);
+    let table = sampling::path_table(&spec, &path);
+    tracing::info!("random baseline (seed {}): {genotype}", cfg.seed);
+    if comm.is_coordinator() {
+        report::write_genotype(out, &genotype)?;
+        report::write_report(
+            out,
+            &spec,
+            &genotype,
+            &ScoreTable::plain("random", table.clone()),
+            &table,
+            &table,
+            None,
+            None,
+            run,
+            crate::report::benchmark::entry(cfg.select.benchmark_table.as_deref(), &genotype.to_string())?,
+        )?;
+        println!("{genotype}");
+    }
+    comm.barrier()
 }

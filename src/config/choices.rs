@@ -48,6 +48,49 @@ choice! {
         Darts2nd = "darts-2nd",
         /// Second order with the mixed term by double backward.
         Darts2ndExact = "darts-2nd-exact",
+        /// GDAS (Dong & Yang 2019): one op per edge drawn by Gumbel-max from α at temperature
+        /// τ, only that op computed, straight-through gradient to α; genotype = argmax α.
+        Gdas = "gdas",
+        /// SNAS (Xie et al. 2019): every op mixed with Gumbel-softmax (concrete) weights at
+        /// temperature τ; genotype = argmax α.
+        Snas = "snas",
+        /// SETN (Dong & Yang 2019): θ on uniformly drawn single paths, α as first-order DARTS;
+        /// the genotype is the best on validation batches of the `search.candidates` most
+        /// probable architectures under softmax(α).
+        Setn = "setn",
+        /// Random search with weight sharing (Li & Talwalkar 2019): θ on uniformly drawn
+        /// single paths, no α; the best of `search.candidates` random architectures on
+        /// validation batches.
+        RandomNas = "random-nas",
+        /// The random baseline: one uniformly drawn architecture per seed, nothing trained.
+        Random = "random",
+    }
+}
+
+impl Strategy {
+    /// Whether α is trained (by gradient).
+    pub fn trains_alpha(self) -> bool {
+        !matches!(self, Strategy::RandomNas | Strategy::Random)
+    }
+
+    /// Second-order DARTS (the α gradient through an unrolled θ step).
+    pub fn second_order(self) -> bool {
+        matches!(self, Strategy::Darts2nd | Strategy::Darts2ndExact)
+    }
+
+    /// Whether the θ steps compute one op per edge (a sampled path).
+    pub fn single_path(self) -> bool {
+        matches!(self, Strategy::Gdas | Strategy::Setn | Strategy::RandomNas)
+    }
+
+    /// Whether the genotype is the best of sampled candidates on validation batches.
+    pub fn picks_candidates(self) -> bool {
+        matches!(self, Strategy::Setn | Strategy::RandomNas)
+    }
+
+    /// Whether a temperature τ is annealed (`search.tau_max` → `search.tau_min`).
+    pub fn has_temperature(self) -> bool {
+        matches!(self, Strategy::Gdas | Strategy::Snas)
     }
 }
 

@@ -65,6 +65,15 @@ pub(super) fn d_noise() -> f64 {
 pub(super) fn d_strategy() -> Strategy {
     Strategy::Darts1st
 }
+pub(super) fn d_tau_max() -> f64 {
+    10.0
+}
+pub(super) fn d_tau_min() -> f64 {
+    0.1
+}
+pub(super) fn d_candidates() -> usize {
+    100
+}
 pub(super) fn d_epochs() -> usize {
     50
 }

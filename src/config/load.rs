@@ -209,6 +209,7 @@ impl Config {
         if w.nesterov && w.momentum == 0.0 {
             return bad("search.weights.nesterov", "needs search.weights.momentum > 0".into());
         }
+        self.validate_strategy(source)?;
         let a = &self.search.arch;
         positive(source, "search.arch.lr", a.lr)?;
         unit_interval(source, "search.arch.beta1", a.beta1)?;
@@ -219,6 +220,49 @@ impl Config {
             return bad("output.log_every", "must be at least 1 (got 0)".into());
         }
         self.select.validate(source)
+    }
+
+    /// The search strategies' own settings and the spaces they are defined on.
+    fn validate_strategy(&self, source: &str) -> Result<()> {
+        use crate::config::Strategy;
+        let bad = |key: &str, msg: String| Err(Error::config(source, key, msg));
+        let st = self.search.strategy;
+        if st.has_temperature() {
+            positive(source, "search.tau_min", self.search.tau_min)?;
+            if !(self.search.tau_max >= self.search.tau_min && self.search.tau_max.is_finite()) {
+                return bad(
+                    "search.tau_max",
+                    format!(
+                        "must be finite and at least search.tau_min {} (got {})",
+                        self.search.tau_min, self.search.tau_max
+                    ),
+                );
+            }
+        }
+        if st.picks_candidates() && !(1..=100_000).contains(&self.search.candidates) {
+            return bad("search.candidates", format!("must be in 1..=100000 (got {})", self.search.candidates));
+        }
+        let space = self.space.name.as_str();
+        let on = match st {
+            Strategy::Darts1st | Strategy::Darts2nd | Strategy::Darts2ndExact => true,
+            // One op per edge through the space's own tables: NB201 and DARTS (not PC-DARTS's
+            // partial channels, not 1Shot1's input weights).
+            Strategy::Gdas | Strategy::Snas | Strategy::RandomNas | Strategy::Random => {
+                matches!(space, "nb201" | "darts" | "darts-s5")
+            }
+            // SETN's candidates are the most probable architectures: enumerated on NB201.
+            Strategy::Setn => space == "nb201",
+        };
+        if !on {
+            return bad("search.strategy", format!("{st} is not available on the {space:?} space"));
+        }
+        if st == Strategy::Random && self.select.after_search {
+            return bad(
+                "select.after_search",
+                "the random baseline trains no supernet to select on: set select.after_search = false".into(),
+            );
+        }
+        Ok(())
     }
 
     /// Images per evaluation batch of the selection.

@@ -224,8 +224,9 @@ pub struct DataConfig {
 #[serde(deny_unknown_fields)]
 pub struct SearchConfig {
     /// Search strategy: `darts-1st` (first-order DARTS), `darts-2nd` (second order: the α
-    /// gradient through one unrolled θ step, its mixed term by DARTS's finite difference) or
-    /// `darts-2nd-exact` (the same with the mixed term by double backward).
+    /// gradient through one unrolled θ step, its mixed term by DARTS's finite difference),
+    /// `darts-2nd-exact` (the same with the mixed term by double backward), `gdas`, `snas`,
+    /// `setn`, `random-nas` or `random` (see [`Strategy`]).
     #[serde(default = "d_strategy")]
     pub strategy: Strategy,
     /// α is updated from this epoch on (PC-DARTS: 15); before it only θ trains.
@@ -247,6 +248,17 @@ pub struct SearchConfig {
     /// Steps per epoch; 0 = one pass over the θ half (drop-last).
     #[serde(default)]
     pub steps_per_epoch: usize,
+    /// GDAS and SNAS: the Gumbel temperature of epoch e is
+    /// `tau_max − (tau_max − tau_min) · e / (epochs − 1)` (GDAS's linear schedule, AutoDL
+    /// `search-cell.py`: 10 → 0.1).
+    #[serde(default = "d_tau_max")]
+    pub tau_max: f64,
+    #[serde(default = "d_tau_min")]
+    pub tau_min: f64,
+    /// SETN and random-nas: architectures scored on validation batches at the end of the
+    /// search (one batch each; AutoDL's `select_num` 100).
+    #[serde(default = "d_candidates")]
+    pub candidates: usize,
     #[serde(default)]
     pub weights: SgdConfig,
     #[serde(default)]

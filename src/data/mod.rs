@@ -119,6 +119,8 @@ pub enum Stream {
     Subset = 7,
     /// Data order of `train` (final training from scratch).
     TrainOrder = 8,
+    /// Validation batches scoring SETN's and random-nas's candidate architectures.
+    Candidates = 9,
 }
 
 /// The order of `indices` in `epoch`, a pure function of (seed, stream, epoch).

@@ -7,15 +7,21 @@
 //! identical on all ranks (checked at every epoch end).
 
 pub mod checkpoint;
+pub mod sampling;
 
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
 use crate::comm::Collective;
 use crate::config::Config;
+use crate::config::Strategy;
 use crate::data::{epoch_order, global_batch, make_batch, shard, AugKey, Dataset, HostBatch, SearchSplit, Stream};
 use crate::error::{Error, Result};
-use crate::supernet::{BnMode, Projection, Supernet};
+use crate::supernet::{BnMode, Path, Projection, Supernet};
+use sampling::{Mix, Phase};
+
+/// SNAS clips the α gradient's norm at 10 (SNAS-Series `train_search.py`).
+const SNAS_ARCH_CLIP: f64 = 10.0;
 
 mod unrolled;
 use crate::control::{agree_step, inject};
@@ -156,6 +162,9 @@ pub struct EpochStats {
     pub val_acc: f64,
     /// Mean entropy of softmax(α) over edges, in nats (log(#ops) is uniform).
     pub alpha_entropy: f64,
+    /// The epoch's Gumbel temperature (GDAS, SNAS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tau: Option<f64>,
     /// Search images (θ and α batches) per second over all ranks.
     pub images_per_s: f64,
     pub seconds: f64,
@@ -251,7 +260,8 @@ impl Searcher<'_> {
         let steps = cfg.steps_per_epoch(self.split.weights.len());
         let b = cfg.search.batch_size;
         let alpha_first = cfg.search.order == crate::config::StepOrder::AlphaFirst;
-        let second_order = cfg.search.strategy != crate::config::Strategy::Darts1st;
+        let strategy = cfg.search.strategy;
+        let second_order = strategy.second_order();
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let m = cfg.micro_batch(world);
         {
@@ -267,10 +277,12 @@ impl Searcher<'_> {
             let batches: Vec<(Vec<usize>, Vec<usize>)> =
                 (0..steps).map(|step| (global_batch(&w_order, step, b), global_batch(&a_order, step, b))).collect();
             // This rank's micro-batches of the epoch, in the order the steps consume them.
-            let arch_on = epoch >= cfg.search.arch_start_epoch;
+            let arch_on = epoch >= cfg.search.arch_start_epoch && strategy.trains_alpha();
+            // SNAS is single-level: θ and α step together on the θ batch.
+            let joint = arch_on && strategy == Strategy::Snas;
             let loads: Vec<Vec<usize>> = batches[first.min(steps)..]
                 .iter()
-                .flat_map(|(wb, ab)| match (arch_on, alpha_first && !second_order) {
+                .flat_map(|(wb, ab)| match (arch_on && !joint, alpha_first && !second_order) {
                     (false, _) => vec![wb],
                     (true, true) => vec![ab, wb],
                     // Second order reads the θ batch first: the α step unrolls on it.
@@ -288,31 +300,42 @@ impl Searcher<'_> {
                 for (step, (wb, ab)) in batches.iter().enumerate().skip(first) {
                     let global_step = epoch * steps + step;
                     let poison = self.inject_fault(global_step);
-                    let (t, a, gn) = if !arch_on {
-                        // α frozen (before search.arch_start_epoch): θ steps only.
+                    // The step's draws (Gumbel noise, paths): keyed by the global step, so equal
+                    // on every rank and after a resume.
+                    let (spec, like) = (state.net.spec().clone(), state.alphas[0].shallow_clone());
+                    let wmix = sampling::step_mix(cfg, &spec, Phase::Weights, epoch, global_step, &like);
+                    let amix = || sampling::step_mix(cfg, &spec, Phase::Arch, epoch, global_step, &like);
+                    let (t, a, gn) = if joint {
                         let micro = self.take(state, wb, &mut feed)?;
-                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr)?;
+                        let (t, gn) = self.joint_step(state, &micro, wb.len(), lr, &wmix)?;
+                        (t, Tally::default(), gn)
+                    } else if !arch_on {
+                        // α frozen (before search.arch_start_epoch) or untrained: θ steps only.
+                        let micro = self.take(state, wb, &mut feed)?;
+                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr, &wmix)?;
                         (t, Tally::default(), gn)
                     } else if second_order {
                         let micro = self.take(state, wb, &mut feed)?;
                         if alpha_first {
                             let a = self.arch_step_unrolled(state, &micro, wb.len(), ab, &mut feed, lr)?;
-                            let (t, gn) = self.weight_step(state, &micro, wb.len(), lr)?;
+                            let (t, gn) = self.weight_step(state, &micro, wb.len(), lr, &wmix)?;
                             (t, a, gn)
                         } else {
-                            let (t, gn) = self.weight_step(state, &micro, wb.len(), lr)?;
+                            let (t, gn) = self.weight_step(state, &micro, wb.len(), lr, &wmix)?;
                             let a = self.arch_step_unrolled(state, &micro, wb.len(), ab, &mut feed, lr)?;
                             (t, a, gn)
                         }
                     } else if alpha_first {
-                        let a = self.arch_step(state, ab, &mut feed)?;
+                        let amix = amix();
+                        let a = self.arch_step(state, ab, &mut feed, &amix)?;
                         let micro = self.take(state, wb, &mut feed)?;
-                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr)?;
+                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr, &wmix)?;
                         (t, a, gn)
                     } else {
                         let micro = self.take(state, wb, &mut feed)?;
-                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr)?;
-                        let a = self.arch_step(state, ab, &mut feed)?;
+                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr, &wmix)?;
+                        let amix = amix();
+                        let a = self.arch_step(state, ab, &mut feed, &amix)?;
                         (t, a, gn)
                     };
                     let t = if poison { Tally { loss_sum: f64::NAN, ..t } } else { t };
@@ -382,7 +405,7 @@ impl Searcher<'_> {
             self.comm.broadcast_tensors(0, &state.net.params().buffers)?;
             self.check_in_sync(state)?;
             let train_seconds = t0.elapsed().as_secs_f64();
-            let val = self.evaluate(state, &self.split.arch)?;
+            let val = self.evaluate_mix(state, &self.eval_mix(state, epoch), &self.split.arch)?;
             state.epoch += 1;
             let genotype = state.magnitude_genotype().to_string();
             let stats = EpochStats {
@@ -395,6 +418,7 @@ impl Searcher<'_> {
                 val_loss: val.loss(),
                 val_acc: val.acc(),
                 alpha_entropy: alpha_entropy(&state.softmax_table()),
+                tau: strategy.has_temperature().then(|| sampling::tau(cfg, epoch)),
                 images_per_s: (2 * steps * b) as f64 / train_seconds,
                 seconds: t0.elapsed().as_secs_f64(),
                 reduce_s: self.comm.reduce_seconds() - reduce0,
@@ -467,13 +491,14 @@ impl Searcher<'_> {
     }
 
     /// One first-order α step on the validation batch.
-    fn arch_step(&self, state: &mut SearchState, batch: &[usize], feed: &mut Feed) -> Result<Tally> {
+    fn arch_step(&self, state: &mut SearchState, batch: &[usize], feed: &mut Feed, mix: &Mix) -> Result<Tally> {
         let micro = self.take(state, batch, feed)?;
         let shard = self.shard_of(&micro, batch.len());
         let (grads, tally) = unrolled::grads(
             state.net.as_ref(),
             &state.projection,
             &state.alphas,
+            mix,
             self.comm,
             &shard,
             &state.alphas,
@@ -497,9 +522,7 @@ impl Searcher<'_> {
         let vmicro = self.take(state, val, feed)?;
         let how = match self.cfg.search.strategy {
             crate::config::Strategy::Darts2ndExact => unrolled::MixedProduct::Exact,
-            crate::config::Strategy::Darts1st | crate::config::Strategy::Darts2nd => {
-                unrolled::MixedProduct::FiniteDifference { r: 0.01 }
-            }
+            _ => unrolled::MixedProduct::FiniteDifference { r: 0.01 },
         };
         let (grads, tally) = unrolled::arch_grad(
             state.net.as_ref(),
@@ -524,6 +547,7 @@ impl Searcher<'_> {
         micro: &[(Tensor, Tensor)],
         len: usize,
         lr: f64,
+        mix: &Mix,
     ) -> Result<(Tally, f64)> {
         let params = &state.net.params().tensors;
         let shard = self.shard_of(micro, len);
@@ -531,6 +555,7 @@ impl Searcher<'_> {
             state.net.as_ref(),
             &state.projection,
             &state.alphas,
+            mix,
             self.comm,
             &shard,
             params,
@@ -541,25 +566,88 @@ impl Searcher<'_> {
         Ok((tally, norm))
     }
 
+    /// SNAS's single-level step: one backward on the θ batch gives the gradients of θ and α;
+    /// θ's norm clipped at `search.weights.grad_clip`, α's at 10 (SNAS-Series
+    /// `train_search.py`), then the SGD and Adam steps.
+    fn joint_step(
+        &self,
+        state: &mut SearchState,
+        micro: &[(Tensor, Tensor)],
+        len: usize,
+        lr: f64,
+        mix: &Mix,
+    ) -> Result<(Tally, f64)> {
+        let params = &state.net.params().tensors;
+        let wrt: Vec<Tensor> = params.iter().chain(&state.alphas).map(Tensor::shallow_clone).collect();
+        let shard = self.shard_of(micro, len);
+        let (mut grads, tally) = unrolled::grads(
+            state.net.as_ref(),
+            &state.projection,
+            &state.alphas,
+            mix,
+            self.comm,
+            &shard,
+            &wrt,
+            BnMode::Train,
+        )?;
+        let arch = grads.split_off(params.len());
+        let norm = clip_grad_norm(&grads, self.cfg.search.weights.grad_clip);
+        clip_grad_norm(&arch, SNAS_ARCH_CLIP);
+        state.weight_opt.step(params, &grads, lr);
+        state.arch_opt.step(&state.alphas, &arch);
+        Ok((tally, norm))
+    }
+
+    /// The forward's mixing of the epoch-end validation and of the held-out test: softmax(α)
+    /// for DARTS and SNAS; for GDAS and SETN the single path of the argmax genotype (what
+    /// they derive); for random-nas a uniformly drawn path of the epoch.
+    pub fn eval_mix(&self, state: &SearchState, epoch: usize) -> Mix {
+        let spec = state.net.spec();
+        match self.cfg.search.strategy {
+            Strategy::Gdas | Strategy::Setn => Mix::Single(sampling::genotype_path(spec, &state.magnitude_genotype())),
+            Strategy::RandomNas | Strategy::Random => Mix::Single(sampling::uniform_path(
+                spec,
+                &mut crate::rng::SplitMix64::keyed(&[self.cfg.seed, sampling::EVAL_PATH, epoch as u64]),
+            )),
+            _ => Mix::Soft,
+        }
+    }
+
     /// Loss and accuracy over `indices` with batch statistics per micro-batch. Micro-batches
     /// are dealt to ranks round-robin, so the result does not depend on the number of ranks
     /// (when `search.micro_batch` is set).
     pub fn evaluate(&self, state: &SearchState, indices: &[usize]) -> Result<Tally> {
+        self.evaluate_mix(state, &Mix::Soft, indices)
+    }
+
+    /// [`Self::evaluate`] with the forward's mixing `mix`.
+    pub fn evaluate_mix(&self, state: &SearchState, mix: &Mix, indices: &[usize]) -> Result<Tally> {
         let _g = tch::no_grad_guard();
-        let w = state.weights(&state.alphas.iter().map(|a| a.detach()).collect::<Vec<_>>());
-        self.evaluate_with(state.net.as_ref(), &w, indices)
+        let alphas: Vec<Tensor> = state.alphas.iter().map(|a| a.detach()).collect();
+        let (w, path) = mix.weights(state.net.as_ref(), &state.projection, &alphas);
+        self.evaluate_with(state.net.as_ref(), &w, path.as_ref(), indices)
     }
 
     /// Loss and accuracy over `indices` with the given forward weights (batch statistics per
     /// micro-batch, micro-batches dealt to ranks round-robin).
-    pub fn evaluate_with(&self, net: &dyn Supernet, w: &[Tensor], indices: &[usize]) -> Result<Tally> {
+    pub fn evaluate_with(
+        &self,
+        net: &dyn Supernet,
+        w: &[Tensor],
+        path: Option<&Path>,
+        indices: &[usize],
+    ) -> Result<Tally> {
         let _g = tch::no_grad_guard();
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let m = self.cfg.micro_batch(world);
         let mut tally = Tally::default();
         for chunk in indices.chunks(m).skip(rank).step_by(world) {
             let (x, y) = make_batch(self.data, chunk, None).map_err(|e| crate::comm::fail_alone(self.comm, e))?;
-            let logits = net.forward(&x.to_kind(w[0].kind()), w, BnMode::BatchStats);
+            let x = x.to_kind(w[0].kind());
+            let logits = match path {
+                Some(p) => net.forward_path(&x, w, p, BnMode::BatchStats),
+                None => net.forward(&x, w, BnMode::BatchStats),
+            };
             let loss = cross_entropy(&logits, &y).double_value(&[]);
             tally.add(&logits, &y, loss);
         }
@@ -595,6 +683,72 @@ impl Searcher<'_> {
             Some(msg) => Err(Error::Comm(msg)),
             None => Ok(()),
         }
+    }
+}
+
+/// One architecture scored at the end of a SETN or random-nas search.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub genotype: String,
+    /// Σ log softmax(α) over edges (SETN's ranking).
+    pub log_prob: Option<f64>,
+    pub val_loss: f64,
+    pub val_acc: f64,
+    #[serde(skip)]
+    pub path: Path,
+}
+
+impl Searcher<'_> {
+    /// SETN's and random-nas's final choice: `search.candidates` architectures — SETN's most
+    /// probable under softmax(α), random-nas's drawn uniformly — each scored with the shared
+    /// weights on one validation batch (batch i of a fixed order of the α half, wrapping), the
+    /// most accurate kept (the first on ties: for SETN the more probable). AutoDL
+    /// `search-cell.py` `get_best_arch`. Returns the candidates in scoring order and the index
+    /// of the chosen one.
+    pub fn pick_candidate(&self, state: &SearchState) -> Result<(Vec<Candidate>, usize)> {
+        let cfg = self.cfg;
+        let spec = state.net.spec();
+        let k = cfg.search.candidates;
+        let mut cands: Vec<Candidate> = match cfg.search.strategy {
+            Strategy::Setn => sampling::most_probable(&state.softmax_table()[0], k)
+                .into_iter()
+                .map(|(arch, lp)| {
+                    let path: Path = vec![arch.into_iter().map(Some).collect()];
+                    let genotype = sampling::path_genotype(spec, &path).to_string();
+                    Candidate { genotype, log_prob: Some(lp), val_loss: 0.0, val_acc: 0.0, path }
+                })
+                .collect(),
+            _ => sampling::random_candidates(spec, cfg.seed, k)
+                .into_iter()
+                .map(|path| {
+                    let genotype = sampling::path_genotype(spec, &path).to_string();
+                    Candidate { genotype, log_prob: None, val_loss: 0.0, val_acc: 0.0, path }
+                })
+                .collect(),
+        };
+        let b = cfg.search.batch_size.min(self.split.arch.len()).max(1);
+        let order = epoch_order(cfg.seed, Stream::Candidates, 0, &self.split.arch);
+        let batches = (order.len() / b).max(1);
+        let mut progress = crate::progress::Progress::new(
+            format!("{} candidates", cfg.search.strategy),
+            "architectures",
+            cands.len() as u64,
+            self.comm.is_coordinator(),
+            false,
+        );
+        let alphas: Vec<Tensor> = state.alphas.iter().map(|a| a.detach()).collect();
+        for (i, c) in cands.iter_mut().enumerate() {
+            let batch = global_batch(&order, i % batches, b);
+            let (w, path) = Mix::Single(c.path.clone()).weights(state.net.as_ref(), &state.projection, &alphas);
+            let t = self.evaluate_with(state.net.as_ref(), &w, path.as_ref(), &batch)?;
+            (c.val_loss, c.val_acc) = (t.loss(), t.acc());
+            if let Some(line) = progress.tick(1) {
+                tracing::info!("{line}");
+            }
+        }
+        let best =
+            cands.iter().enumerate().fold(0, |best, (i, c)| if c.val_acc > cands[best].val_acc { i } else { best });
+        Ok((cands, best))
     }
 }
 

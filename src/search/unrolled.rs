@@ -16,6 +16,7 @@
 
 use tch::{Kind, Tensor};
 
+use super::sampling::Mix;
 use crate::comm::Collective;
 use crate::config::SgdConfig;
 use crate::error::Result;
@@ -39,10 +40,12 @@ pub enum MixedProduct {
 
 /// Σ over micro-batches of ∇ (scale · loss) with respect to `wrt`, summed over ranks, and the
 /// summed tally.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn grads(
     net: &dyn Supernet,
     proj: &Projection,
     alphas: &[Tensor],
+    mix: &Mix,
     comm: &dyn Collective,
     shard: &Shard,
     wrt: &[Tensor],
@@ -51,20 +54,36 @@ pub(crate) fn grads(
     let mut acc: Option<Vec<Tensor>> = None;
     let mut tally = Tally::default();
     for (x, y) in shard.micro {
-        let logits = net.forward(x, &proj.apply(net.spec().mixing(alphas)), bn);
+        let logits = match mix.weights(net, proj, alphas) {
+            (w, Some(path)) => net.forward_path(x, &w, &path, bn),
+            (w, None) => net.forward(x, &w, bn),
+        };
         let loss = cross_entropy(&logits, y);
         tally.add(&logits, y, loss.double_value(&[]));
         let g = Tensor::run_backward(&[loss * shard.scale], wrt, false, false);
         acc = Some(match acc {
             None => g,
-            Some(a) => a.iter().zip(&g).map(|(a, b)| a + b).collect(),
+            Some(a) => a.iter().zip(&g).map(|(a, b)| add_defined(a, b)).collect(),
         });
     }
     let g = acc.expect("a shard has at least one micro-batch");
-    comm.all_reduce_sum_tensors(&g)?;
+    // A single-path forward leaves the weights of the ops it skipped without a gradient
+    // (undefined, as PyTorch's None): the same tensors on every rank, since every rank computes
+    // the same path.
+    let defined: Vec<Tensor> = g.iter().filter(|t| t.defined()).map(Tensor::shallow_clone).collect();
+    comm.all_reduce_sum_tensors(&defined)?;
     let mut t = tally.as_array();
     comm.all_reduce_sum_f64(&mut t)?;
     Ok((g, Tally::from_array(t)))
+}
+
+/// `a + b` where an undefined gradient counts as absent.
+fn add_defined(a: &Tensor, b: &Tensor) -> Tensor {
+    match (a.defined(), b.defined()) {
+        (true, true) => a + b,
+        (true, false) => a.shallow_clone(),
+        _ => b.shallow_clone(),
+    }
 }
 
 /// ∇α (∇θ L · v) summed over micro-batches and ranks: the exact mixed product.
@@ -121,7 +140,7 @@ pub(crate) fn arch_grad(
     let params: Vec<Tensor> = net.params().tensors.iter().map(|t| t.shallow_clone()).collect();
     let theta: Vec<Tensor> = params.iter().map(|t| t.detach().copy()).collect();
     // θ' = θ − η(μ·buf + g + wd·θ)
-    let (g, _) = grads(net, proj, alphas, comm, train, &params, BnMode::BatchStats)?;
+    let (g, _) = grads(net, proj, alphas, &Mix::Soft, comm, train, &params, BnMode::BatchStats)?;
     let unrolled: Vec<Tensor> = theta
         .iter()
         .zip(&g)
@@ -136,7 +155,7 @@ pub(crate) fn arch_grad(
         .collect();
     set_params(net, &unrolled);
     let wrt: Vec<Tensor> = alphas.iter().chain(&params).map(|t| t.shallow_clone()).collect();
-    let out = grads(net, proj, alphas, comm, val, &wrt, BnMode::BatchStats);
+    let out = grads(net, proj, alphas, &Mix::Soft, comm, val, &wrt, BnMode::BatchStats);
     let (dv, tally) = match out {
         Ok(v) => v,
         Err(e) => {
@@ -161,7 +180,7 @@ pub(crate) fn arch_grad(
             let at = |sign: f64| -> Result<Vec<Tensor>> {
                 let moved: Vec<Tensor> = theta.iter().zip(v).map(|(t, v)| t + v * (sign * r)).collect();
                 set_params(net, &moved);
-                Ok(grads(net, proj, alphas, comm, train, alphas, BnMode::BatchStats)?.0)
+                Ok(grads(net, proj, alphas, &Mix::Soft, comm, train, alphas, BnMode::BatchStats)?.0)
             };
             let plus = at(1.0);
             let minus = plus.as_ref().ok().map(|_| at(-1.0));
@@ -229,7 +248,7 @@ mod tests {
         let exact = run(MixedProduct::Exact);
         // How far the second-order gradient is from the first-order one (∇α L_val at θ): the
         // scale of what is tested, which must not be negligible.
-        let first_order = grads(&net, &none, &alphas, &comm, &v, &alphas, BnMode::BatchStats).unwrap().0;
+        let first_order = grads(&net, &none, &alphas, &Mix::Soft, &comm, &v, &alphas, BnMode::BatchStats).unwrap().0;
         let effect = diff(&exact, &first_order);
         assert!(effect > 1e-2, "the second-order terms must matter in this test: {effect}");
         for r in [1e-5, 1e-6] {

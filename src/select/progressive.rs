@@ -157,7 +157,7 @@ fn current(state: &SearchState) -> Vec<Tensor> {
 
 /// Validation loss and accuracy of `w` on the whole α split.
 fn validate(searcher: &Searcher, state: &SearchState, w: &[Tensor]) -> Result<(f64, f64)> {
-    let t = searcher.evaluate_with(state.net.as_ref(), w, &searcher.split.arch)?;
+    let t = searcher.evaluate_with(state.net.as_ref(), w, None, &searcher.split.arch)?;
     Ok((t.loss(), t.acc()))
 }
 

@@ -15,7 +15,7 @@
 use tch::Tensor;
 
 use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
-use super::Supernet;
+use super::{left_out, EdgeOps, Path, Supernet};
 use crate::space::{Mixing, SpaceSpec};
 
 /// Size of a DARTS supernet.
@@ -234,27 +234,49 @@ impl SearchCell {
 
     /// `w`: this cell type's 14×ops mixing weights; `beta`: PC-DARTS's β̃ (14), the weight of
     /// each edge's bypassed channels.
-    fn forward(&self, s0: &Tensor, s1: &Tensor, w: &Tensor, beta: Option<&Tensor>, bn: BnMode) -> Tensor {
+    /// `path`: the one op per edge to compute (all when none; PC-DARTS never passes one).
+    fn forward(
+        &self,
+        s0: &Tensor,
+        s1: &Tensor,
+        w: &Tensor,
+        beta: Option<&Tensor>,
+        path: Option<&[Option<usize>]>,
+        bn: BnMode,
+    ) -> Tensor {
         let mut states = self.pre.forward(s0, s1, bn);
         let mut offset = 0;
         for _ in 0..STEPS {
             let mut node: Option<Tensor> = None;
+            let mut scalars: Option<Tensor> = None;
+            let add = |acc: &mut Option<Tensor>, term: Tensor| {
+                *acc = Some(match acc.take() {
+                    None => term,
+                    Some(a) => a + term,
+                })
+            };
             for (j, h) in states.iter().enumerate() {
                 let e = offset + j;
                 let row = w.get(e as i64);
+                let how = EdgeOps::of(path, e);
+                if let EdgeOps::One(c) = how {
+                    if let Some(s) = left_out(&row, self.edges[e].len(), c) {
+                        add(&mut scalars, s);
+                    }
+                }
                 let c = h.size()[1];
                 let part = if self.partial > 1 { h.narrow(1, 0, c / self.partial) } else { h.shallow_clone() };
                 let mut mixed: Option<Tensor> = None;
                 for (o, op) in self.edges[e].iter().enumerate() {
+                    if how == EdgeOps::Off || matches!(how, EdgeOps::One(c) if c != o) {
+                        continue;
+                    }
                     if let Some(out) = op.forward(&part, bn) {
-                        let term = out * row.get(o as i64);
-                        mixed = Some(match mixed {
-                            None => term,
-                            Some(a) => a + term,
-                        });
+                        add(&mut mixed, out * row.get(o as i64));
                     }
                 }
-                let mut out = mixed.expect("every edge has ops besides none");
+                // A path may leave an edge with nothing computed (off, or `none` drawn).
+                let Some(mut out) = mixed else { continue };
                 if self.partial > 1 {
                     let k = self.partial;
                     let mut rest = h.narrow(1, c / k, c - c / k);
@@ -271,13 +293,20 @@ impl SearchCell {
                         .contiguous()
                         .view([s[0], s[1], s[2], s[3]]);
                 }
-                node = Some(match node {
-                    None => out,
-                    Some(a) => a + out,
-                });
+                add(&mut node, out);
             }
             offset += states.len();
-            states.push(node.expect("a node has inputs"));
+            // A node with nothing computed (every input `none` or off) is zero, at the cell's
+            // output resolution (a reduction cell halves it: ⌈h/2⌉ for its 3×3, stride-2 ops).
+            let node = node.unwrap_or_else(|| {
+                let s = states[1].size();
+                let (h, wd) = if self.reduction { ((s[2] + 1) / 2, (s[3] + 1) / 2) } else { (s[2], s[3]) };
+                Tensor::zeros([s[0], s[1], h, wd], (states[1].kind(), states[1].device()))
+            });
+            states.push(match scalars {
+                Some(sc) => node + sc,
+                None => node,
+            });
         }
         Tensor::cat(&states[2..], 1)
     }
@@ -338,11 +367,23 @@ impl Supernet for DartsSupernet {
     /// `weights`: `[normal (14×ops), reduce (14×ops)]`, then for PC-DARTS `[β̃ normal (14),
     /// β̃ reduce (14)]`.
     fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor {
+        self.run(x, weights, None, bn)
+    }
+
+    fn forward_path(&self, x: &Tensor, weights: &[Tensor], path: &Path, bn: BnMode) -> Tensor {
+        self.run(x, weights, Some(path), bn)
+    }
+}
+
+impl DartsSupernet {
+    fn run(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor {
         let s = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
         let (mut s0, mut s1) = (s.shallow_clone(), s);
         for cell in &self.cells {
-            let w = &weights[cell.reduction as usize];
-            let out = cell.forward(&s0, &s1, w, weights.get(2 + cell.reduction as usize), bn);
+            let t = cell.reduction as usize;
+            let w = &weights[t];
+            let p = path.map(|p| p[t].as_slice());
+            let out = cell.forward(&s0, &s1, w, weights.get(2 + t), p, bn);
             (s0, s1) = (s1, out);
         }
         let h = s1.adaptive_avg_pool2d([1, 1]).flatten(1, -1);

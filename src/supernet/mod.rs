@@ -27,6 +27,61 @@ pub trait Supernet {
     /// Logits for images `x`, mixing ops with `weights` (one `[edges, ops]` table per cell type,
     /// rows summing to one for softmax mixing; any values are allowed, e.g. an op zeroed).
     fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor;
+    /// Logits computing only the op `path[t][e]` on edge e of table t (an edge whose entry is
+    /// none is off), scaled by its weight; every other op of a computed edge adds its weight
+    /// as a scalar (GDAS's straight-through: value zero, gradient to the mixing weights) when
+    /// the weights require gradient. The default mixes every op with the weights masked to the
+    /// path (the same values, none of the savings).
+    fn forward_path(&self, x: &Tensor, weights: &[Tensor], path: &Path, bn: BnMode) -> Tensor {
+        let masked: Vec<Tensor> = weights
+            .iter()
+            .enumerate()
+            .map(|(t, w)| match path.get(t) {
+                Some(rows) if w.dim() == 2 => {
+                    let c = w.size()[1] as usize;
+                    let mut m = vec![0.0; rows.len() * c];
+                    for (e, o) in rows.iter().enumerate() {
+                        if let Some(o) = o {
+                            m[e * c + o] = 1.0;
+                        }
+                    }
+                    let m = Tensor::from_slice(&m).view([rows.len() as i64, c as i64]);
+                    w * m.to_kind(w.kind()).to_device(w.device())
+                }
+                _ => w.shallow_clone(),
+            })
+            .collect();
+        self.forward(x, &masked, bn)
+    }
+}
+
+/// One op per edge of every architecture table (`path[table][edge]`; none: the edge is off).
+pub type Path = Vec<Vec<Option<usize>>>;
+
+/// How an edge is computed in a path forward: every op (no path), one op, or not at all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum EdgeOps {
+    All,
+    One(usize),
+    Off,
+}
+
+impl EdgeOps {
+    pub(crate) fn of(path: Option<&[Option<usize>]>, edge: usize) -> Self {
+        match path {
+            None => EdgeOps::All,
+            Some(p) => p.get(edge).copied().flatten().map_or(EdgeOps::Off, EdgeOps::One),
+        }
+    }
+}
+
+/// Sum of the weights of the ops a path leaves out on an edge, as GDAS adds them (value zero
+/// for its hard weights; skipped when the weights carry no gradient, as for fixed paths).
+pub(crate) fn left_out(row: &Tensor, ops: usize, chosen: usize) -> Option<Tensor> {
+    if !row.requires_grad() {
+        return None;
+    }
+    (0..ops).filter(|&o| o != chosen).map(|o| row.get(o as i64)).reduce(|a, b| a + b)
 }
 
 /// Build the supernet named in the config, initialised from `seed`.

@@ -10,7 +10,7 @@
 use tch::Tensor;
 
 use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
-use super::Supernet;
+use super::{left_out, EdgeOps, Path, Supernet};
 use crate::space::{nb201_edge, SpaceSpec, NB201_OPS};
 
 /// Configuration of the NB201 supernet.
@@ -72,26 +72,42 @@ impl SearchCell {
         SearchCell { edges }
     }
 
-    /// `w`: the 6×5 mixing weights.
-    fn forward(&self, x: &Tensor, w: &Tensor, bn: BnMode) -> Tensor {
+    /// `w`: the 6×5 mixing weights; `path`: the one op per edge to compute (all when none).
+    fn forward(&self, x: &Tensor, w: &Tensor, path: Option<&[Option<usize>]>, bn: BnMode) -> Tensor {
         let mut nodes: Vec<Tensor> = vec![x.shallow_clone()];
         for i in 1..4 {
             let mut acc: Option<Tensor> = None;
+            let mut scalars: Option<Tensor> = None;
+            let add = |acc: &mut Option<Tensor>, term: Tensor| {
+                *acc = Some(match acc.take() {
+                    None => term,
+                    Some(a) => a + term,
+                })
+            };
             for j in 0..i {
                 let e = i * (i - 1) / 2 + j;
                 let row = w.get(e as i64);
+                let how = EdgeOps::of(path, e);
+                if let EdgeOps::One(c) = how {
+                    if let Some(s) = left_out(&row, self.edges[e].len(), c) {
+                        add(&mut scalars, s);
+                    }
+                }
                 for (o, op) in self.edges[e].iter().enumerate() {
+                    if how == EdgeOps::Off || matches!(how, EdgeOps::One(c) if c != o) {
+                        continue;
+                    }
                     if let Some(out) = op.forward(&nodes[j], bn) {
-                        let term = out * row.get(o as i64);
-                        acc = Some(match acc {
-                            None => term,
-                            Some(a) => a + term,
-                        });
+                        add(&mut acc, out * row.get(o as i64));
                     }
                 }
             }
             // `none` contributes exactly zero; a node fed only by `none` would be all zeros.
-            nodes.push(acc.unwrap_or_else(|| nodes[0].zeros_like()));
+            let node = acc.unwrap_or_else(|| nodes[0].zeros_like());
+            nodes.push(match scalars {
+                Some(s) => node + s,
+                None => node,
+            });
         }
         nodes.pop().expect("four nodes")
     }
@@ -171,11 +187,21 @@ impl Supernet for Nb201Supernet {
     }
 
     fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor {
+        self.run(x, weights, None, bn)
+    }
+
+    fn forward_path(&self, x: &Tensor, weights: &[Tensor], path: &Path, bn: BnMode) -> Tensor {
+        self.run(x, weights, Some(&path[0]), bn)
+    }
+}
+
+impl Nb201Supernet {
+    fn run(&self, x: &Tensor, weights: &[Tensor], path: Option<&[Option<usize>]>, bn: BnMode) -> Tensor {
         let w = &weights[0];
         let mut h = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
         for block in &self.blocks {
             h = match block {
-                Block::Cell(cell) => cell.forward(&h, w, bn),
+                Block::Cell(cell) => cell.forward(&h, w, path, bn),
                 Block::Res(res) => res.forward(&h, bn),
             };
         }

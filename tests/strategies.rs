@@ -1,0 +1,170 @@
+//! The seed paper's baseline strategies (GDAS, SNAS, SETN, random-nas, random) on the same
+//! supernet, data and ranks as DARTS: 1 and 2 ranks agree, a run stopped by SIGTERM resumes to
+//! the uninterrupted result bit for bit, and each writes what its method defines (τ per epoch,
+//! the scored candidates, one drawn architecture).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::{assert_ok, bin, stderr};
+use tch::Tensor;
+
+const STRATEGIES: [&str; 4] = ["gdas", "snas", "setn", "random-nas"];
+
+fn strategy(s: &str) -> String {
+    format!("search.strategy=\"{s}\"")
+}
+
+fn load(dir: &Path) -> HashMap<String, Tensor> {
+    Tensor::read_safetensors(dir.join("supernet.safetensors")).unwrap().into_iter().collect()
+}
+
+fn read(dir: &Path, f: &str) -> String {
+    std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(f).display()))
+}
+
+/// `candidates.csv` without its loss column (summed in a different order on 2 ranks).
+fn candidates(dir: &Path) -> Vec<String> {
+    read(dir, "candidates.csv")
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            format!("{},{},{},{}", f[0], f[1], f[4], f[5])
+        })
+        .collect()
+}
+
+#[test]
+fn each_strategy_agrees_on_one_and_two_ranks() {
+    let tmp = tempfile::tempdir().unwrap();
+    for st in STRATEGIES {
+        let sets = [strategy(st), "search.arch.lr=0.05".into(), "seed=11".into(), "search.candidates=6".into()];
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let (d1, d2) = (tmp.path().join(format!("{st}-1")), tmp.path().join(format!("{st}-2")));
+        assert_ok(&common::search(1, &d1, &sets));
+        assert_ok(&common::search(2, &d2, &sets));
+        let (s1, s2) = (load(&d1), load(&d2));
+        assert_eq!(s1.len(), s2.len());
+        // θ and α (BatchNorm running buffers follow rank 0's micro-batches, as in DDP): the
+        // same draws on both ranks, the same global batches in micro-batches of 16; only the
+        // all-reduce's f32 summation order differs.
+        for (name, a) in s1.iter().filter(|(n, _)| !n.contains("running_")) {
+            let b = &s2[name];
+            let d = (a - b).abs().max().double_value(&[]) / a.abs().max().double_value(&[]).max(1e-12);
+            // Adam divides each α entry's step by its own gradient's size, so the f32 rounding
+            // of small entries shows more in α (1e-5 seen for SNAS); a missing all-reduce would
+            // leave each rank's half-batch gradient, off by O(1).
+            let tol = if name == "arch_parameters" { 1e-3 } else { 1e-5 };
+            assert!(d < tol, "{st}: {name} differs between 1 and 2 ranks by {d:e}");
+        }
+        assert_eq!(read(&d1, "genotype.txt"), read(&d2, "genotype.txt"), "{st}");
+        let alpha = &s1["arch_parameters"];
+        match st {
+            // No α training: α keeps its 1e-3·randn initialisation.
+            "random-nas" => assert!(alpha.abs().max().double_value(&[]) < 0.01, "{st}: α moved"),
+            // 8 Adam steps of lr 0.05 move α entries by O(0.1).
+            _ => assert!(alpha.abs().max().double_value(&[]) > 0.05, "{st}: α did not move"),
+        }
+        if st == "setn" || st == "random-nas" {
+            let (c1, c2) = (candidates(&d1), candidates(&d2));
+            assert_eq!(c1, c2, "{st}: candidates differ");
+            assert_eq!(c1.len(), 7, "{st}: header and 6 candidates");
+            // The chosen one is the most accurate (the first on ties) and is the genotype.
+            let rows: Vec<Vec<String>> =
+                read(&d1, "candidates.csv").lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+            let best = rows.iter().map(|r| r[4].parse::<f64>().unwrap()).fold(f64::MIN, f64::max);
+            let chosen: Vec<&Vec<String>> = rows.iter().filter(|r| r[5] == "true").collect();
+            assert_eq!(chosen.len(), 1);
+            assert_eq!(chosen[0][4].parse::<f64>().unwrap(), best);
+            assert_eq!(read(&d1, "genotype.txt").trim(), chosen[0][1]);
+            let first_best = rows.iter().position(|r| r[4].parse::<f64>().unwrap() == best).unwrap();
+            assert_eq!(chosen[0][0], first_best.to_string());
+            if st == "setn" {
+                // SETN's candidates come in decreasing log-probability.
+                let lp: Vec<f64> = rows.iter().map(|r| r[2].parse().unwrap()).collect();
+                assert!(lp.windows(2).all(|w| w[0] >= w[1]), "{lp:?}");
+            }
+        }
+        // GDAS and SNAS log their temperature per epoch (10 → 0.1 over 2 epochs for GDAS).
+        let taus: Vec<f64> = read(&d1, "metrics.jsonl")
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["kind"] == "epoch")
+            .filter_map(|v| v["tau"].as_f64())
+            .collect();
+        match st {
+            "gdas" => assert_eq!(taus, [10.0, 0.1]),
+            // SNAS: 0.1 + 9.9·(1 − (e + 1)/2): 5.05, then the floor 0.1.
+            "snas" => assert_eq!(taus, [5.05, 0.1]),
+            _ => assert!(taus.is_empty(), "{st}: {taus:?}"),
+        }
+    }
+}
+
+#[test]
+fn each_strategy_resumes_bit_identically_after_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    for st in STRATEGIES {
+        let s = strategy(st);
+        let (full, cut) = (tmp.path().join(format!("{st}-full")), tmp.path().join(format!("{st}-cut")));
+        assert_ok(&common::search(0, &full, &[&s, "search.candidates=6"]));
+        // SIGTERM during global step 5 (epoch 1): checkpoint after step 6, exit 3.
+        let o = common::search(0, &cut, &[&s, "search.candidates=6", "fault.action=\"signal\"", "fault.at_step=5"]);
+        assert_eq!(o.status.code(), Some(3), "{st}: {}", stderr(&o));
+        let r = Command::new(bin())
+            .args(["search", "--out", &cut.display().to_string(), "--resume", "auto"])
+            .env("DARTSIF_LOG", "warn")
+            .output()
+            .unwrap();
+        assert_ok(&r);
+        let (a, b) = (load(&full), load(&cut));
+        for (name, x) in &a {
+            assert!(x.equal(&b[name]), "{st}: {name} differs after the resume");
+        }
+        assert_eq!(read(&full, "genotype.txt"), read(&cut, "genotype.txt"), "{st}");
+        assert_eq!(read(&full, "alphas.jsonl"), read(&cut, "alphas.jsonl"), "{st}");
+        if st == "setn" || st == "random-nas" {
+            assert_eq!(read(&full, "candidates.csv"), read(&cut, "candidates.csv"), "{st}");
+        }
+    }
+}
+
+/// The random baseline: one architecture per seed, nothing trained, its benchmark row looked
+/// up; the same seed draws the same architecture.
+#[test]
+fn the_random_baseline_draws_one_architecture_per_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A benchmark table of every NB201 architecture, CIFAR-10 test accuracy = its index / 1000
+    // (the enumeration with the last edge fastest, as `launch/nb201-table` writes it).
+    let ops = dartsif::space::NB201_OPS;
+    let mut text = String::from("arch\tcifar10_test\n");
+    for i in 0..15_625usize {
+        let d: Vec<&str> = (0..6).map(|k| ops[i / 5usize.pow(5 - k) % 5]).collect();
+        let arch = format!("|{}~0|+|{}~0|{}~1|+|{}~0|{}~1|{}~2|", d[0], d[1], d[2], d[3], d[4], d[5]);
+        text.push_str(&format!("{arch}\t{}\n", i as f64 / 1000.0));
+    }
+    let table = tmp.path().join("bench.tsv");
+    std::fs::write(&table, &text).unwrap();
+    let index_of = |g: &str| text.lines().skip(1).position(|l| l.split('\t').next() == Some(g)).unwrap();
+    let mut genotypes = Vec::new();
+    for seed in [1, 2, 1] {
+        let dir = tmp.path().join(format!("r{seed}-{}", genotypes.len()));
+        let set = format!("select.benchmark_table=\"{}\"", table.display());
+        let o = common::search(0, &dir, &[&strategy("random"), &format!("seed={seed}"), &set]);
+        assert_ok(&o);
+        assert!(!dir.join("supernet.safetensors").exists(), "the random baseline trains no supernet");
+        let g = read(&dir, "genotype.txt").trim().to_string();
+        assert_eq!(common::stdout(&o).trim(), g);
+        let report: serde_json::Value = serde_json::from_str(&read(&dir, "report.json")).unwrap();
+        assert_eq!(report["criterion"], "random");
+        assert_eq!(report["genotype"], g.as_str());
+        let acc = report["benchmark"]["accuracy"]["cifar10_test"].as_f64().unwrap();
+        assert_eq!(acc, index_of(&g) as f64 / 1000.0);
+        genotypes.push(g);
+    }
+    assert_eq!(genotypes[0], genotypes[2]);
+    assert_ne!(genotypes[0], genotypes[1]);
+}
