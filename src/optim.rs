@@ -46,10 +46,11 @@ impl Sgd {
     }
 }
 
-/// `torch.optim.Adam` with coupled L2 weight decay (not AdamW), eps 1e-8.
+/// `torch.optim.Adam` with coupled L2 weight decay (not AdamW), eps 1e-8 unless set.
 #[derive(Debug)]
 pub struct Adam {
     pub cfg: AdamConfig,
+    pub eps: f64,
     pub step: u64,
     pub exp_avg: Vec<Tensor>,
     pub exp_avg_sq: Vec<Tensor>,
@@ -62,6 +63,7 @@ impl Adam {
         let _g = tch::no_grad_guard();
         Adam {
             cfg,
+            eps: Self::EPS,
             step: 0,
             exp_avg: params.iter().map(|p| p.zeros_like()).collect(),
             exp_avg_sq: params.iter().map(|p| p.zeros_like()).collect(),
@@ -79,7 +81,7 @@ impl Adam {
             let g = if c.weight_decay != 0.0 { g + p * c.weight_decay } else { g.shallow_clone() };
             let _ = m.g_mul_scalar_(c.beta1).g_add_(&(&g * (1.0 - c.beta1)));
             let _ = v.g_mul_scalar_(c.beta2).g_add_(&(&g * &g * (1.0 - c.beta2)));
-            let denom = v.sqrt() / bc2.sqrt() + Self::EPS;
+            let denom = v.sqrt() / bc2.sqrt() + self.eps;
             let mut p = p.shallow_clone();
             let _ = p.g_sub_(&(m.shallow_clone() / denom * (c.lr / bc1)));
         }

@@ -12,7 +12,10 @@ use std::process::Command;
 use common::{assert_ok, bin, stderr};
 use tch::Tensor;
 
-const STRATEGIES: [&str; 4] = ["gdas", "snas", "setn", "random-nas"];
+const STRATEGIES: [&str; 5] = ["gdas", "snas", "setn", "random-nas", "enas"];
+
+/// ENAS's controller trains on 2 updates of 3 draws per epoch here (50 × 20 by default).
+const SMALL_CONTROLLER: [&str; 2] = ["search.enas.controller_steps=2", "search.enas.aggregate=3"];
 
 fn strategy(s: &str) -> String {
     format!("search.strategy=\"{s}\"")
@@ -42,7 +45,7 @@ fn each_strategy_agrees_on_one_and_two_ranks() {
     let tmp = tempfile::tempdir().unwrap();
     for st in STRATEGIES {
         let sets = [strategy(st), "search.arch.lr=0.05".into(), "seed=11".into(), "search.candidates=6".into()];
-        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        let sets: Vec<&str> = sets.iter().map(String::as_str).chain(SMALL_CONTROLLER).collect();
         let (d1, d2) = (tmp.path().join(format!("{st}-1")), tmp.path().join(format!("{st}-2")));
         assert_ok(&common::search(1, &d1, &sets));
         assert_ok(&common::search(2, &d2, &sets));
@@ -64,11 +67,11 @@ fn each_strategy_agrees_on_one_and_two_ranks() {
         let alpha = &s1["arch_parameters"];
         match st {
             // No α training: α keeps its 1e-3·randn initialisation.
-            "random-nas" => assert!(alpha.abs().max().double_value(&[]) < 0.01, "{st}: α moved"),
+            "random-nas" | "enas" => assert!(alpha.abs().max().double_value(&[]) < 0.01, "{st}: α moved"),
             // 8 Adam steps of lr 0.05 move α entries by O(0.1).
             _ => assert!(alpha.abs().max().double_value(&[]) > 0.05, "{st}: α did not move"),
         }
-        if st == "setn" || st == "random-nas" {
+        if st != "gdas" && st != "snas" {
             let (c1, c2) = (candidates(&d1), candidates(&d2));
             assert_eq!(c1, c2, "{st}: candidates differ");
             assert_eq!(c1.len(), 7, "{st}: header and 6 candidates");
@@ -95,6 +98,24 @@ fn each_strategy_agrees_on_one_and_two_ranks() {
             .filter(|v| v["kind"] == "epoch")
             .filter_map(|v| v["tau"].as_f64())
             .collect();
+        if st == "enas" {
+            // The controller trained after each epoch: its statistics per epoch, and it moved
+            // (its weights differ between 1 and 2 ranks by no more than rounding: checked
+            // through the identical candidates above).
+            let ctl: Vec<serde_json::Value> = read(&d1, "metrics.jsonl")
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["kind"] == "epoch")
+                .map(|v| v["controller"].clone())
+                .collect();
+            assert_eq!(ctl.len(), 2);
+            for c in &ctl {
+                assert_eq!(c["draws"], 6);
+                let h = c["entropy"].as_f64().unwrap();
+                // Six steps of five ops: entropy at most 6·ln 5 = 9.657.
+                assert!(h > 0.0 && h <= 6.0 * 5f64.ln() + 1e-6, "{h}");
+            }
+        }
         match st {
             "gdas" => assert_eq!(taus, [10.0, 0.1]),
             // SNAS: 0.1 + 9.9·(1 − (e + 1)/2): 5.05, then the floor 0.1.
@@ -110,9 +131,12 @@ fn each_strategy_resumes_bit_identically_after_sigterm() {
     for st in STRATEGIES {
         let s = strategy(st);
         let (full, cut) = (tmp.path().join(format!("{st}-full")), tmp.path().join(format!("{st}-cut")));
-        assert_ok(&common::search(0, &full, &[&s, "search.candidates=6"]));
-        // SIGTERM during global step 5 (epoch 1): checkpoint after step 6, exit 3.
-        let o = common::search(0, &cut, &[&s, "search.candidates=6", "fault.action=\"signal\"", "fault.at_step=5"]);
+        let base: Vec<&str> = [s.as_str(), "search.candidates=6"].into_iter().chain(SMALL_CONTROLLER).collect();
+        assert_ok(&common::search(0, &full, &base));
+        // SIGTERM during global step 5 (epoch 1): checkpoint after step 6, exit 3. (ENAS: the
+        // controller trained after epoch 0 is in the checkpoint.)
+        let cut_sets: Vec<&str> = base.iter().copied().chain(["fault.action=\"signal\"", "fault.at_step=5"]).collect();
+        let o = common::search(0, &cut, &cut_sets);
         assert_eq!(o.status.code(), Some(3), "{st}: {}", stderr(&o));
         let r = Command::new(bin())
             .args(["search", "--out", &cut.display().to_string(), "--resume", "auto"])
@@ -126,7 +150,7 @@ fn each_strategy_resumes_bit_identically_after_sigterm() {
         }
         assert_eq!(read(&full, "genotype.txt"), read(&cut, "genotype.txt"), "{st}");
         assert_eq!(read(&full, "alphas.jsonl"), read(&cut, "alphas.jsonl"), "{st}");
-        if st == "setn" || st == "random-nas" {
+        if st != "gdas" && st != "snas" {
             assert_eq!(read(&full, "candidates.csv"), read(&cut, "candidates.csv"), "{st}");
         }
     }

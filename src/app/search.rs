@@ -231,7 +231,18 @@ impl Observer for Progress<'_> {
                 e.images_per_s,
                 e.reduce_s,
                 e.genotype
-            )
+            );
+            if let Some(c) = &e.controller {
+                tracing::info!(
+                    "epoch {:>3}  controller: {} draws, accuracy {:.4}, reward {:.4}, entropy {:.3}, baseline {:.4}",
+                    e.epoch,
+                    c.draws,
+                    c.accuracy,
+                    c.reward,
+                    c.entropy,
+                    c.baseline
+                );
+            }
         });
         if let Some(m) = &mut self.metrics {
             m.epoch(e)?;

@@ -62,6 +62,10 @@ choice! {
         /// single paths, no α; the best of `search.candidates` random architectures on
         /// validation batches.
         RandomNas = "random-nas",
+        /// ENAS (Pham et al. 2018, NB201's protocol): θ on single paths drawn by an LSTM
+        /// controller, the controller trained by REINFORCE on validation accuracy after each
+        /// epoch; the best of `search.candidates` controller samples on validation batches.
+        Enas = "enas",
         /// The random baseline: one uniformly drawn architecture per seed, nothing trained.
         Random = "random",
     }
@@ -70,7 +74,7 @@ choice! {
 impl Strategy {
     /// Whether α is trained (by gradient).
     pub fn trains_alpha(self) -> bool {
-        !matches!(self, Strategy::RandomNas | Strategy::Random)
+        !matches!(self, Strategy::RandomNas | Strategy::Enas | Strategy::Random)
     }
 
     /// Second-order DARTS (the α gradient through an unrolled θ step).
@@ -80,12 +84,12 @@ impl Strategy {
 
     /// Whether the θ steps compute one op per edge (a sampled path).
     pub fn single_path(self) -> bool {
-        matches!(self, Strategy::Gdas | Strategy::Setn | Strategy::RandomNas)
+        matches!(self, Strategy::Gdas | Strategy::Setn | Strategy::RandomNas | Strategy::Enas)
     }
 
     /// Whether the genotype is the best of sampled candidates on validation batches.
     pub fn picks_candidates(self) -> bool {
-        matches!(self, Strategy::Setn | Strategy::RandomNas)
+        matches!(self, Strategy::Setn | Strategy::RandomNas | Strategy::Enas)
     }
 
     /// Whether a temperature τ is annealed (`search.tau_max` → `search.tau_min`).

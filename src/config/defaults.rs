@@ -65,6 +65,33 @@ pub(super) fn d_noise() -> f64 {
 pub(super) fn d_strategy() -> Strategy {
     Strategy::Darts1st
 }
+pub(super) fn d_enas_steps() -> usize {
+    50
+}
+pub(super) fn d_enas_aggregate() -> usize {
+    20
+}
+pub(super) fn d_enas_lr() -> f64 {
+    1e-3
+}
+pub(super) fn d_enas_eps() -> f64 {
+    1e-3
+}
+pub(super) fn d_enas_entropy() -> f64 {
+    1e-4
+}
+pub(super) fn d_enas_decay() -> f64 {
+    0.99
+}
+pub(super) fn d_enas_tanh() -> f64 {
+    2.5
+}
+pub(super) fn d_enas_temperature() -> f64 {
+    5.0
+}
+pub(super) fn d_enas_hidden() -> usize {
+    32
+}
 pub(super) fn d_tau_max() -> f64 {
     10.0
 }

@@ -242,6 +242,27 @@ impl Config {
         if st.picks_candidates() && !(1..=100_000).contains(&self.search.candidates) {
             return bad("search.candidates", format!("must be in 1..=100000 (got {})", self.search.candidates));
         }
+        if st == Strategy::Enas {
+            let e = &self.search.enas;
+            let at_least_one = |key: &str, v: usize| -> Result<()> {
+                if v == 0 {
+                    return bad(key, "must be at least 1 (got 0)".into());
+                }
+                Ok(())
+            };
+            at_least_one("search.enas.controller_steps", e.controller_steps)?;
+            at_least_one("search.enas.aggregate", e.aggregate)?;
+            at_least_one("search.enas.hidden", e.hidden)?;
+            positive(source, "search.enas.lr", e.lr)?;
+            positive(source, "search.enas.eps", e.eps)?;
+            positive(source, "search.enas.temperature", e.temperature)?;
+            positive(source, "search.enas.tanh_constant", e.tanh_constant)?;
+            unit_interval(source, "search.enas.beta1", e.beta1)?;
+            unit_interval(source, "search.enas.beta2", e.beta2)?;
+            unit_interval(source, "search.enas.baseline_decay", e.baseline_decay)?;
+            non_negative(source, "search.enas.entropy_weight", e.entropy_weight)?;
+            non_negative(source, "search.enas.grad_clip", e.grad_clip)?;
+        }
         let space = self.space.name.as_str();
         let on = match st {
             Strategy::Darts1st | Strategy::Darts2nd | Strategy::Darts2ndExact => true,
@@ -250,8 +271,9 @@ impl Config {
             Strategy::Gdas | Strategy::Snas | Strategy::RandomNas | Strategy::Random => {
                 matches!(space, "nb201" | "darts" | "darts-s5")
             }
-            // SETN's candidates are the most probable architectures: enumerated on NB201.
-            Strategy::Setn => space == "nb201",
+            // SETN's candidates are the most probable architectures: enumerated on NB201;
+            // ENAS's controller emits NB201's six ops.
+            Strategy::Setn | Strategy::Enas => space == "nb201",
         };
         if !on {
             return bad("search.strategy", format!("{st} is not available on the {space:?} space"));

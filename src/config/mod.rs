@@ -263,6 +263,47 @@ pub struct SearchConfig {
     pub weights: SgdConfig,
     #[serde(default)]
     pub arch: AdamConfig,
+    #[serde(default)]
+    pub enas: EnasConfig,
+}
+
+/// ENAS's controller and its REINFORCE training (`search.enas`; defaults: AutoDL's NB201
+/// `search-cell.py` and `search_model_enas_utils.py`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EnasConfig {
+    /// Controller updates after each epoch (`train_steps` 50).
+    #[serde(default = "d_enas_steps")]
+    pub controller_steps: usize,
+    /// Samples per update, each scored on one validation batch (`num_aggregate` 20).
+    #[serde(default = "d_enas_aggregate")]
+    pub aggregate: usize,
+    /// Adam: lr 1e-3, eps 1e-3, betas (0.5, 0.999).
+    #[serde(default = "d_enas_lr")]
+    pub lr: f64,
+    #[serde(default = "d_enas_eps")]
+    pub eps: f64,
+    #[serde(default = "d_beta1")]
+    pub beta1: f64,
+    #[serde(default = "d_beta2")]
+    pub beta2: f64,
+    /// The reward is accuracy + entropy_weight · entropy (1e-4).
+    #[serde(default = "d_enas_entropy")]
+    pub entropy_weight: f64,
+    /// The baseline moves toward each reward by (1 − decay) (0.99).
+    #[serde(default = "d_enas_decay")]
+    pub baseline_decay: f64,
+    /// The controller's gradient norm is clipped at this (5).
+    #[serde(default = "d_clip")]
+    pub grad_clip: f64,
+    /// Logits are `tanh_constant · tanh(z / temperature)` (2.5, 5).
+    #[serde(default = "d_enas_tanh")]
+    pub tanh_constant: f64,
+    #[serde(default = "d_enas_temperature")]
+    pub temperature: f64,
+    /// LSTM size (32, two layers).
+    #[serde(default = "d_enas_hidden")]
+    pub hidden: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -508,6 +549,7 @@ macro_rules! default_from_serde {
 }
 default_from_serde!(
     Config,
+    EnasConfig,
     TrainConfig,
     SpaceConfig,
     DataConfig,

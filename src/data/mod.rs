@@ -121,6 +121,8 @@ pub enum Stream {
     TrainOrder = 8,
     /// Validation batches scoring SETN's and random-nas's candidate architectures.
     Candidates = 9,
+    /// Validation batches scoring ENAS's controller draws, keyed by epoch.
+    Controller = 10,
 }
 
 /// The order of `indices` in `epoch`, a pure function of (seed, stream, epoch).

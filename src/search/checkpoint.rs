@@ -50,6 +50,16 @@ pub struct SearchMeta {
     /// Rows fixed by progressive selection (`darts-pt`); empty in a search.
     #[serde(default)]
     pub projection: crate::supernet::Projection,
+    /// ENAS: the controller's Adam step count and REINFORCE baseline (its weights and moments
+    /// are tensors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerMeta>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ControllerMeta {
+    pub adam_step: u64,
+    pub baseline: Option<f64>,
 }
 
 /// θ, buffers, α and both optimisers' tensors, by name (sharing storage with the state).
@@ -66,6 +76,13 @@ fn search_tensors(state: &SearchState) -> Vec<(String, Tensor)> {
     {
         named.push((format!("optim.adam.exp_avg.{name}"), m.shallow_clone()));
         named.push((format!("optim.adam.exp_avg_sq.{name}"), v.shallow_clone()));
+    }
+    if let Some(c) = &state.controller {
+        for (i, name) in c.names.iter().enumerate() {
+            named.push((format!("controller.{name}"), c.params[i].shallow_clone()));
+            named.push((format!("optim.controller.exp_avg.{name}"), c.opt.exp_avg[i].shallow_clone()));
+            named.push((format!("optim.controller.exp_avg_sq.{name}"), c.opt.exp_avg_sq[i].shallow_clone()));
+        }
     }
     named
 }
@@ -107,6 +124,17 @@ pub fn load_search(dir: &Path, state: &mut SearchState) -> Result<SearchMeta> {
         state.arch_opt.exp_avg_sq[i] = get(&format!("optim.adam.exp_avg_sq.{name}"), &like)?;
     }
     state.arch_opt.step = meta.adam_step;
+    if let (Some(c), Some(m)) = (state.controller.as_mut(), meta.controller.as_ref()) {
+        let _g = tch::no_grad_guard();
+        for (i, name) in c.names.clone().iter().enumerate() {
+            let mut p = c.params[i].shallow_clone();
+            p.copy_(&get(&format!("controller.{name}"), &p)?);
+            c.opt.exp_avg[i] = get(&format!("optim.controller.exp_avg.{name}"), &c.opt.exp_avg[i])?;
+            c.opt.exp_avg_sq[i] = get(&format!("optim.controller.exp_avg_sq.{name}"), &c.opt.exp_avg_sq[i])?;
+        }
+        c.opt.step = m.adam_step;
+        c.baseline = m.baseline;
+    }
     state.epoch = meta.epoch;
     state.projection = meta.projection.clone();
     Ok(meta)

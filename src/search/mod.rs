@@ -7,6 +7,7 @@
 //! identical on all ranks (checked at every epoch end).
 
 pub mod checkpoint;
+pub mod enas;
 pub mod sampling;
 
 use serde::Serialize;
@@ -43,6 +44,8 @@ pub struct SearchState {
     pub progress: Option<EpochProgress>,
     /// Rows fixed by progressive selection (empty in a search).
     pub projection: Projection,
+    /// ENAS's controller (its optimiser and baseline).
+    pub controller: Option<enas::Controller>,
 }
 
 /// Steps done in the current epoch and the partial sums of its statistics.
@@ -76,6 +79,13 @@ impl SearchState {
         comm.broadcast_tensors(0, &alphas)?;
         let weight_opt = Sgd::new(cfg.search.weights.clone(), net.params().tensors.len());
         let arch_opt = Adam::new(cfg.search.arch.clone(), &alphas);
+        let controller = (cfg.search.strategy == Strategy::Enas).then(|| {
+            let t = &net.spec().cells[0];
+            enas::Controller::new(&cfg.search.enas, t.edges.len(), t.ops.len(), cfg.seed)
+        });
+        if let Some(c) = &controller {
+            comm.broadcast_tensors(0, &c.params)?;
+        }
         Ok(SearchState {
             net,
             alphas,
@@ -84,6 +94,7 @@ impl SearchState {
             epoch: 0,
             progress: None,
             projection: Projection::default(),
+            controller,
         })
     }
 
@@ -165,6 +176,9 @@ pub struct EpochStats {
     /// The epoch's Gumbel temperature (GDAS, SNAS).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tau: Option<f64>,
+    /// ENAS's controller training after the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerStats>,
     /// Search images (θ and α batches) per second over all ranks.
     pub images_per_s: f64,
     pub seconds: f64,
@@ -303,7 +317,15 @@ impl Searcher<'_> {
                     // The step's draws (Gumbel noise, paths): keyed by the global step, so equal
                     // on every rank and after a resume.
                     let (spec, like) = (state.net.spec().clone(), state.alphas[0].shallow_clone());
-                    let wmix = sampling::step_mix(cfg, &spec, Phase::Weights, epoch, global_step, &like);
+                    let wmix = match &state.controller {
+                        // ENAS: the controller's draw of this step.
+                        Some(c) => Mix::Single(vec![c
+                            .sample(&mut crate::rng::SplitMix64::keyed(&[cfg.seed, enas::TRAIN, global_step as u64]))
+                            .into_iter()
+                            .map(Some)
+                            .collect()]),
+                        None => sampling::step_mix(cfg, &spec, Phase::Weights, epoch, global_step, &like),
+                    };
                     let amix = || sampling::step_mix(cfg, &spec, Phase::Arch, epoch, global_step, &like);
                     let (t, a, gn) = if joint {
                         let micro = self.take(state, wb, &mut feed)?;
@@ -405,9 +427,17 @@ impl Searcher<'_> {
             self.comm.broadcast_tensors(0, &state.net.params().buffers)?;
             self.check_in_sync(state)?;
             let train_seconds = t0.elapsed().as_secs_f64();
+            let controller = match state.controller.is_some() {
+                true => Some(self.train_controller(state, epoch)?),
+                false => None,
+            };
             let val = self.evaluate_mix(state, &self.eval_mix(state, epoch), &self.split.arch)?;
             state.epoch += 1;
-            let genotype = state.magnitude_genotype().to_string();
+            let genotype = match &state.controller {
+                Some(c) => sampling::path_genotype(state.net.spec(), &vec![c.greedy().into_iter().map(Some).collect()]),
+                None => state.magnitude_genotype(),
+            }
+            .to_string();
             let stats = EpochStats {
                 epoch,
                 lr,
@@ -419,6 +449,7 @@ impl Searcher<'_> {
                 val_acc: val.acc(),
                 alpha_entropy: alpha_entropy(&state.softmax_table()),
                 tau: strategy.has_temperature().then(|| sampling::tau(cfg, epoch)),
+                controller,
                 images_per_s: (2 * steps * b) as f64 / train_seconds,
                 seconds: t0.elapsed().as_secs_f64(),
                 reduce_s: self.comm.reduce_seconds() - reduce0,
@@ -453,6 +484,10 @@ impl Searcher<'_> {
             world_size: self.comm.size(),
             config: self.cfg.to_toml(),
             projection: state.projection.clone(),
+            controller: state
+                .controller
+                .as_ref()
+                .map(|c| checkpoint::ControllerMeta { adam_step: c.opt.step, baseline: c.baseline }),
         };
         crate::checkpoint::commit_on_coordinator(self.comm, || {
             checkpoint::save_search(root, state, &meta, self.cfg.checkpoint.keep)
@@ -605,6 +640,10 @@ impl Searcher<'_> {
         let spec = state.net.spec();
         match self.cfg.search.strategy {
             Strategy::Gdas | Strategy::Setn => Mix::Single(sampling::genotype_path(spec, &state.magnitude_genotype())),
+            Strategy::Enas => match &state.controller {
+                Some(c) => Mix::Single(vec![c.greedy().into_iter().map(Some).collect()]),
+                None => Mix::Soft,
+            },
             Strategy::RandomNas | Strategy::Random => Mix::Single(sampling::uniform_path(
                 spec,
                 &mut crate::rng::SplitMix64::keyed(&[self.cfg.seed, sampling::EVAL_PATH, epoch as u64]),
@@ -718,6 +757,19 @@ impl Searcher<'_> {
                     Candidate { genotype, log_prob: Some(lp), val_loss: 0.0, val_acc: 0.0, path }
                 })
                 .collect(),
+            Strategy::Enas => {
+                let c =
+                    state.controller.as_ref().ok_or_else(|| Error::Invalid("ENAS without its controller".into()))?;
+                (0..k)
+                    .map(|i| {
+                        let arch =
+                            c.sample(&mut crate::rng::SplitMix64::keyed(&[cfg.seed, sampling::CANDIDATES, i as u64]));
+                        let path: Path = vec![arch.into_iter().map(Some).collect()];
+                        let genotype = sampling::path_genotype(spec, &path).to_string();
+                        Candidate { genotype, log_prob: None, val_loss: 0.0, val_acc: 0.0, path }
+                    })
+                    .collect()
+            }
             _ => sampling::random_candidates(spec, cfg.seed, k)
                 .into_iter()
                 .map(|path| {
@@ -749,6 +801,86 @@ impl Searcher<'_> {
         let best =
             cands.iter().enumerate().fold(0, |best, (i, c)| if c.val_acc > cands[best].val_acc { i } else { best });
         Ok((cands, best))
+    }
+}
+
+/// ENAS's controller training of one epoch.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ControllerStats {
+    /// Means over the epoch's draws.
+    pub accuracy: f64,
+    pub reward: f64,
+    pub entropy: f64,
+    /// The baseline after the last draw.
+    pub baseline: f64,
+    pub draws: usize,
+}
+
+impl Searcher<'_> {
+    /// ENAS after each epoch's θ steps: `controller_steps` updates of `aggregate` draws, each
+    /// scored on one validation batch with the shared weights (all-reduced accuracy; batch i of
+    /// an epoch-keyed order of the α half, wrapping), REINFORCE losses summed, the gradient's
+    /// norm clipped, one Adam step; rank 0's weights then broadcast.
+    fn train_controller(&self, state: &mut SearchState, epoch: usize) -> Result<ControllerStats> {
+        let cfg = self.cfg;
+        let e = &cfg.search.enas;
+        let b = cfg.search.batch_size.min(self.split.arch.len()).max(1);
+        let order = epoch_order(cfg.seed, Stream::Controller, epoch, &self.split.arch);
+        let batches = (order.len() / b).max(1);
+        let total = e.controller_steps * e.aggregate;
+        let mut progress = crate::progress::Progress::new(
+            format!("epoch {epoch}: controller"),
+            "draws",
+            total as u64,
+            self.comm.is_coordinator(),
+            false,
+        );
+        let (mut acc_sum, mut reward_sum, mut entropy_sum) = (0.0, 0.0, 0.0);
+        let _g = tch::no_grad_guard();
+        let alphas: Vec<Tensor> = state.alphas.iter().map(|a| a.detach()).collect();
+        drop(_g);
+        for step in 0..e.controller_steps {
+            let mut grads: Option<Vec<Tensor>> = None;
+            for k in 0..e.aggregate {
+                let i = step * e.aggregate + k;
+                let ctl = state.controller.as_mut().expect("ENAS has a controller");
+                let mut rng =
+                    crate::rng::SplitMix64::keyed(&[cfg.seed, enas::TRAIN, u64::MAX - epoch as u64, i as u64]);
+                let d = ctl.draw(&mut rng, false);
+                let path: Path = vec![d.arch.iter().map(|&o| Some(o)).collect()];
+                let (w, p) = Mix::Single(path).weights(state.net.as_ref(), &state.projection, &alphas);
+                let batch = global_batch(&order, i % batches, b);
+                let acc = self.evaluate_with(state.net.as_ref(), &w, p.as_ref(), &batch)?.acc();
+                let ctl = state.controller.as_mut().expect("ENAS has a controller");
+                let (loss, reward, _) = ctl.reinforce(&d, acc);
+                let g = Tensor::run_backward(&[loss], &ctl.params, false, false);
+                grads = Some(match grads {
+                    None => g,
+                    Some(a) => a.iter().zip(&g).map(|(a, b)| a + b).collect(),
+                });
+                acc_sum += acc;
+                reward_sum += reward;
+                entropy_sum += d.entropy.double_value(&[]);
+                if let Some(line) = progress.tick(1) {
+                    tracing::info!("{line}");
+                }
+            }
+            let ctl = state.controller.as_mut().expect("ENAS has a controller");
+            let g = grads.expect("aggregate ≥ 1");
+            clip_grad_norm(&g, e.grad_clip);
+            let params: Vec<Tensor> = ctl.params.iter().map(Tensor::shallow_clone).collect();
+            ctl.opt.step(&params, &g);
+            self.comm.broadcast_tensors(0, &ctl.params)?;
+        }
+        let ctl = state.controller.as_ref().expect("ENAS has a controller");
+        let n = total as f64;
+        Ok(ControllerStats {
+            accuracy: acc_sum / n,
+            reward: reward_sum / n,
+            entropy: entropy_sum / n,
+            baseline: ctl.baseline.unwrap_or(f64::NAN),
+            draws: total,
+        })
     }
 }
 
