@@ -192,3 +192,74 @@ fn the_random_baseline_draws_one_architecture_per_seed() {
     assert_eq!(genotypes[0], genotypes[2]);
     assert_ne!(genotypes[0], genotypes[1]);
 }
+
+/// `compare`: two methods × two seeds write Table 4's layout (the means are the means of the
+/// seeds' rows), and a resumed `compare` runs only the units whose results are missing.
+#[test]
+fn compare_writes_the_table_and_resumes_only_missing_units() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("cmp");
+    let run = |resume: bool| {
+        let mut cmd = Command::new(bin());
+        cmd.args(["compare", "--methods", "darts-1st+magnitude,gdas", "--seeds", "1,2", "--out"]).arg(&out);
+        for s in common::TINY.iter().chain(&["select.n=2", "select.batch_size=16"]) {
+            cmd.args(["--set", s]);
+        }
+        if resume {
+            cmd.arg("--resume");
+        }
+        common::output_within(cmd.env("DARTSIF_LOG", "info"), 300)
+    };
+    let o = run(false);
+    assert_ok(&o);
+    let csv = read(&out, "compare.csv");
+    let rows: Vec<Vec<String>> = csv.lines().map(|l| l.split(',').map(String::from).collect()).collect();
+    assert_eq!(rows[0][..4], ["method", "seed", "genotype", "derived_val_acc"]);
+    // Per method: two seeds, then mean, std, pstd.
+    assert_eq!(rows.len(), 1 + 2 * 5);
+    for (m, base) in [("darts-1st+magnitude", 1), ("gdas", 6)] {
+        assert_eq!(rows[base][0], m);
+        assert_eq!([rows[base][1].as_str(), rows[base + 1][1].as_str()], ["1", "2"]);
+        assert_eq!(rows[base + 2][1], "mean");
+        for c in 3..rows[0].len() {
+            let (a, b): (f64, f64) = (rows[base][c].parse().unwrap(), rows[base + 1][c].parse().unwrap());
+            let mean: f64 = rows[base + 2][c].parse().unwrap();
+            assert!((mean - (a + b) / 2.0).abs() < 1e-12, "{m} {}: {mean} vs {a}, {b}", rows[0][c]);
+            // Population std of two values: |a − b| / 2.
+            let pstd: f64 = rows[base + 4][c].parse().unwrap();
+            assert!((pstd - (a - b).abs() / 2.0).abs() < 1e-12);
+        }
+        // The method's genotype per seed is its run's.
+        let g = |s: u64| match m {
+            "gdas" => read(&out.join(format!("search/gdas/seed-{s}")), "genotype.txt"),
+            _ => read(&out.join(format!("select/{m}/seed-{s}")), "genotype.txt"),
+        };
+        assert_eq!(rows[base][2], g(1).trim());
+    }
+    let md = read(&out, "compare.md");
+    assert!(md.lines().any(|l| l.starts_with("| gdas | ")), "{md}");
+    assert_eq!(common::stdout(&o), md, "stdout is the table alone");
+    // One search per strategy and seed: the magnitude selection reads darts-1st's supernet.
+    let searches: Vec<String> = std::fs::read_dir(out.join("search"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(searches.len(), 2, "{searches:?}");
+
+    // Remove one search (with what depends on it) and one selection; a resume redoes them only.
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let kept = out.join("search/darts-1st/seed-1/report.json");
+    let before = mtime(&kept);
+    std::fs::remove_dir_all(out.join("search/gdas/seed-2")).unwrap();
+    std::fs::remove_file(out.join("derived/gdas/seed-2.json")).unwrap();
+    std::fs::remove_dir_all(out.join("select/darts-1st+magnitude/seed-1")).unwrap();
+    let r = run(true);
+    assert_ok(&r);
+    let log = stderr(&r);
+    assert!(log.contains("compare: 4 searches, 1 to run"), "{log}");
+    assert!(log.contains("compare: 2 selections, 1 to run"), "{log}");
+    assert!(log.contains("compare: 1 derived architectures to score"), "{log}");
+    assert_eq!(mtime(&kept), before, "a finished search ran again");
+    // The same table: every unit is deterministic from its seed.
+    assert_eq!(read(&out, "compare.csv"), csv);
+}

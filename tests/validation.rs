@@ -145,6 +145,10 @@ fn invalid_inputs_are_refused_with_one_line() {
             &["search.strategy=\"random-nas\"", "search.candidates=0"],
             "search.candidates: must be in 1..=100000",
         ),
+        cmd(
+            &["compare", "--methods", "random+drop", "--out", &path(&t.join("c1"))],
+            "--methods: methods: \"random+drop\": the random baseline trains no supernet to select on",
+        ),
         search_case(
             &["search.strategy=\"random\"", "select.after_search=true"],
             "select.after_search: the random baseline trains no supernet to select on",
@@ -156,7 +160,7 @@ fn invalid_inputs_are_refused_with_one_line() {
             &["search.order=\"random\""],
             "search.order: unknown value \"random\" (known: \"alpha-first\", \"weights-first\")",
         ),
-        search_case(&["search.strategy=\"gdas\""], "search.strategy: unknown value \"gdas\""),
+        search_case(&["search.strategy=\"pc-darts\""], "search.strategy: unknown value \"pc-darts\""),
         search_case(&["search.arch.beta2=1.5"], "search.arch.beta2: must be in [0, 1) (got 1.5)"),
         search_case(&["select.criterion=\"best\""], "select.criterion: unknown value \"best\""),
         search_case(&["select.ihvp=\"lissa\""], "select.ihvp: unknown value \"lissa\""),

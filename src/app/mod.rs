@@ -146,6 +146,21 @@ pub fn report_error(comm: &dyn Collective, e: &Error) -> i32 {
 }
 
 /// Rank 0 prepares the run directory; the outcome is shared so all ranks stop together.
+/// Set by batch commands whose units each print a result (`compare`): their own table is the
+/// output, not one genotype per unit.
+static QUIET_RESULTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A command's result line on stdout (the genotype), unless a batch command prints its own.
+pub(crate) fn print_result(line: &str) {
+    if !QUIET_RESULTS.load(std::sync::atomic::Ordering::Relaxed) {
+        println!("{line}");
+    }
+}
+
+pub(crate) fn quiet_results() {
+    QUIET_RESULTS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub fn prepare_out_dir(comm: &dyn Collective, out: &Path) -> Result<()> {
     let mine: Option<Option<(String, String)>> = comm.is_coordinator().then(|| {
         create_run_dir(out).err().map(|e| match e {

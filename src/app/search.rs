@@ -424,7 +424,7 @@ pub fn run_search(
             crate::report::benchmark::entry(cfg.select.benchmark_table.as_deref(), &genotype.to_string())?,
         )?;
         crate::supernet::state::save_supernet(state.net.as_ref(), &state.alphas, &out.join("supernet.safetensors"))?;
-        println!("{genotype}");
+        super::print_result(&genotype.to_string());
     }
     comm.barrier()?;
     // A resumed search continues its selection too (from its checkpoint where it has one).
@@ -512,7 +512,7 @@ fn random_baseline(cfg: &Config, comm: &dyn Collective, out: &Path, run: &RunInf
             run,
             crate::report::benchmark::entry(cfg.select.benchmark_table.as_deref(), &genotype.to_string())?,
         )?;
-        println!("{genotype}");
+        super::print_result(&genotype.to_string());
     }
     comm.barrier()
 }

@@ -386,7 +386,7 @@ pub fn run_progressive(
             mixing: state.softmax_table(),
         };
         report::write_selection(cfg, state.net.spec(), &sel, out)?;
-        println!("{genotype}");
+        super::print_result(&genotype.to_string());
     }
     comm.barrier()
 }
@@ -426,7 +426,7 @@ pub fn select_and_report(
         if let Err(e) = report::figures::render_dir(out) {
             tracing::warn!("figures of {}: {e} (`dartsif-dist report` retries)", out.display());
         }
-        println!("{}", sel.genotype);
+        super::print_result(&sel.genotype.to_string());
     }
     comm.barrier()
 }

@@ -4,6 +4,7 @@
 //! groups ([`crate::comm::Groups`]).
 
 pub mod ablation;
+pub mod compare;
 pub mod groundtruth;
 pub mod tracking;
 
