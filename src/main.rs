@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use dartsif::app::{self, demo, experiment, search, select, slurm, train};
+use dartsif::app::{self, compare, demo, experiment, search, select, slurm, train};
 use dartsif::comm;
 use dartsif::config::Config;
 
@@ -74,7 +74,7 @@ enum Command {
     Ablate(experiment::AblateArgs),
     /// The seed paper's Table 4 as one job: methods (strategy[+criterion]) × seeds in rank
     /// groups, a shared search per strategy, mean ± std per benchmark column.
-    Compare(experiment::CompareArgs),
+    Compare(compare::CompareArgs),
     /// Train every architecture of a small NAS-Bench-201 cell space from scratch: a benchmark
     /// table of one's own, and the Kendall τ of criteria against it.
     Groundtruth(experiment::GroundtruthArgs),
@@ -112,7 +112,7 @@ fn run() -> i32 {
         Command::Train(args) => train::train_main(&args),
         Command::Slurm(args) => slurm::slurm_main(&args),
         Command::Ablate(args) => experiment::ablate_main(&args),
-        Command::Compare(args) => experiment::compare_main(&args),
+        Command::Compare(args) => compare::compare_main(&args),
         Command::Groundtruth(args) => experiment::groundtruth_main(&args),
         Command::Track(args) => experiment::track_main(&args),
         Command::Report(args) => experiment::report_main(&args),

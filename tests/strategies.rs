@@ -263,3 +263,63 @@ fn compare_writes_the_table_and_resumes_only_missing_units() {
     // The same table: every unit is deterministic from its seed.
     assert_eq!(read(&out, "compare.csv"), csv);
 }
+
+/// The strategies' NB201 presets load and hold the settings the README's Baselines table
+/// gives with their sources (AutoDL-Projects' NB201 scripts; SNAS-Series for SNAS's τ).
+#[test]
+fn the_presets_hold_the_reference_settings() {
+    use dartsif::config::{Config, Strategy};
+    let load = |f: &str| Config::load(Some(&common::repo().join("configs").join(f)), &[]).unwrap();
+    for (file, strategy, epochs, batch) in [
+        ("nb201-gdas-cifar10.toml", Strategy::Gdas, 250, 64),
+        ("nb201-snas-cifar10.toml", Strategy::Snas, 250, 64),
+        ("nb201-setn-cifar10.toml", Strategy::Setn, 250, 64),
+        ("nb201-random-nas-cifar10.toml", Strategy::RandomNas, 250, 64),
+        ("nb201-enas-cifar10.toml", Strategy::Enas, 250, 128),
+        ("nb201-random-cifar10.toml", Strategy::Random, 50, 64),
+    ] {
+        let c = load(file);
+        assert_eq!((c.search.strategy, c.search.epochs, c.search.batch_size), (strategy, epochs, batch), "{file}");
+        assert_eq!((c.space.name.as_str(), c.space.channels, c.space.cells_per_stage), ("nb201", 16, 5));
+        assert_eq!(c.search.order, dartsif::config::StepOrder::WeightsFirst, "{file}");
+        assert_eq!(c.search.weights.grad_clip, 5.0, "{file}");
+        if strategy.picks_candidates() {
+            assert_eq!(c.search.candidates, 100, "{file}");
+        }
+    }
+    let g = load("nb201-gdas-cifar10.toml");
+    assert_eq!((g.search.tau_max, g.search.tau_min), (10.0, 0.1));
+    let s = load("nb201-snas-cifar10.toml");
+    assert_eq!((s.search.tau_max, s.search.tau_min), (1.0, 0.03));
+    let e = load("nb201-enas-cifar10.toml");
+    assert_eq!((e.search.weights.lr, e.search.weights.lr_min, e.search.weights.weight_decay), (0.05, 0.0005, 2.5e-4));
+    let ctl = &e.search.enas;
+    assert_eq!((ctl.controller_steps, ctl.aggregate, ctl.lr, ctl.eps), (50, 20, 1e-3, 1e-3));
+    assert_eq!((ctl.entropy_weight, ctl.baseline_decay, ctl.tanh_constant, ctl.temperature), (1e-4, 0.99, 2.5, 5.0));
+}
+
+/// `compare` as a Slurm job: its methods and seeds reach the command; without `--methods` the
+/// script is refused.
+#[test]
+fn compare_renders_as_a_slurm_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("cmp.sbatch");
+    let logs = tmp.path().join("logs");
+    let base = ["slurm", "--command", "compare", "--out", "/scratch/cmp", "--gpus-per-node", "4"];
+    let files = ["--script", script.to_str().unwrap(), "--log-dir", logs.to_str().unwrap()];
+    let run = |extra: &[&str]| {
+        Command::new(bin()).args(base).args(files).args(extra).env("DARTSIF_LOG", "warn").output().unwrap()
+    };
+    let o = run(&["--arg=--methods", "--arg=gdas,darts-1st+darts-im", "--arg=--seeds", "--arg=1,2"]);
+    assert_ok(&o);
+    let text = std::fs::read_to_string(&script).unwrap();
+    let srun = text.lines().find(|l| l.starts_with("srun ")).unwrap();
+    assert!(srun.contains("\"$BIN\" compare --out \"$OUT\""), "{srun}");
+    assert!(text.contains("--methods gdas,darts-1st+darts-im --seeds 1,2"), "{text}");
+    assert!(text.contains("--resume auto"), "a requeued job resumes: {text}");
+    std::fs::remove_file(&script).unwrap();
+    let o = run(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--arg=--methods: required for this command"), "{}", stderr(&o));
+    assert!(!script.exists());
+}

@@ -220,7 +220,7 @@ fn invalid_inputs_are_refused_with_one_line() {
         ),
         cmd(
             &["slurm", "--command", "evaluate", "--out", &path(&t.join("s2"))],
-            "--command: command: unknown command \"evaluate\" (search, select, train, ablate or groundtruth)",
+            "--command: command: unknown command \"evaluate\" (search, select, train, ablate, groundtruth or compare)",
         ),
         // Values sbatch or the job would reject, and names that would leave their directories.
         sl(&["--time", "banana"], "--time: time: \"banana\" is not a time (Slurm's formats:"),

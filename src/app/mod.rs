@@ -3,6 +3,7 @@
 //! (threads, logging, signals). The binary (`src/main.rs`) parses the command line and calls
 //! the command's `*_main`, which returns the process's exit status.
 
+pub mod compare;
 pub mod demo;
 pub mod experiment;
 pub mod sbatch;

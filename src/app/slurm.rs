@@ -38,10 +38,11 @@ pub struct SlurmArgs {
     /// SIGUSR1 this many seconds before the time limit: checkpoint, exit 3, requeue.
     #[arg(long, default_value_t = 300, allow_negative_numbers = true)]
     pub signal_lead: usize,
-    /// The command the job runs: search, select, train, ablate or groundtruth.
+    /// The command the job runs: search, select, train, ablate, groundtruth or compare (its
+    /// `--methods` and `--seeds` through `--arg`).
     #[arg(long, default_value = "search")]
     pub command: String,
-    /// The config (search, train, groundtruth).
+    /// The config (search, train, groundtruth; compare optionally).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// select, ablate: the searched run directory.
@@ -140,11 +141,27 @@ pub fn render_slurm(a: &SlurmArgs) -> Result<()> {
             Config::load(Some(&c), &a.set)?;
             (vec!["--config".to_string(), c.display().to_string()], vec![])
         }
+        "compare" => {
+            if !a.pass.iter().any(|p| p == "--methods" || p.starts_with("--methods=")) {
+                return Err(Error::config(
+                    "slurm --command compare",
+                    "--arg=--methods",
+                    "required for this command (e.g. --arg=--methods --arg=gdas,darts-1st+darts-im)",
+                ));
+            }
+            let mut v = Vec::new();
+            if let Some(c) = a.config.as_deref() {
+                let c = abs(c)?;
+                Config::load(Some(&c), &a.set)?;
+                v = vec!["--config".to_string(), c.display().to_string()];
+            }
+            (v, vec![])
+        }
         other => {
             return Err(Error::config(
                 "--command",
                 "command",
-                format!("unknown command {other:?} (search, select, train, ablate or groundtruth)"),
+                format!("unknown command {other:?} (search, select, train, ablate, groundtruth or compare)"),
             ))
         }
     };

@@ -8,11 +8,17 @@
 //! keyed by (seed, purpose, index), rewards are all-reduced accuracies, and rank 0's weights
 //! are broadcast after every update, so every rank samples the same architectures.
 
+use serde::Serialize;
 use tch::{Device, Kind, Tensor};
 
+use super::sampling::Mix;
+use super::{SearchState, Searcher};
 use crate::config::{AdamConfig, EnasConfig};
-use crate::optim::Adam;
+use crate::data::{epoch_order, global_batch, Stream};
+use crate::error::Result;
+use crate::optim::{clip_grad_norm, Adam};
 use crate::rng::SplitMix64;
+use crate::supernet::Path;
 
 /// Purpose keys of the controller's draws.
 pub(crate) const INIT: u64 = 0x454E_4153; // "ENAS"
@@ -155,6 +161,85 @@ impl Controller {
         let (r, b) = (reward.double_value(&[]), baseline.double_value(&[]));
         self.baseline = Some(b);
         (loss, r, b)
+    }
+}
+
+/// ENAS's controller training of one epoch.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ControllerStats {
+    /// Means over the epoch's draws.
+    pub accuracy: f64,
+    pub reward: f64,
+    pub entropy: f64,
+    /// The baseline after the last draw.
+    pub baseline: f64,
+    pub draws: usize,
+}
+
+impl Searcher<'_> {
+    /// ENAS after each epoch's θ steps: `controller_steps` updates of `aggregate` draws, each
+    /// scored on one validation batch with the shared weights (all-reduced accuracy; batch i of
+    /// an epoch-keyed order of the α half, wrapping), REINFORCE losses summed, the gradient's
+    /// norm clipped, one Adam step; rank 0's weights then broadcast.
+    pub(super) fn train_controller(&self, state: &mut SearchState, epoch: usize) -> Result<ControllerStats> {
+        let cfg = self.cfg;
+        let e = &cfg.search.enas;
+        let b = cfg.search.batch_size.min(self.split.arch.len()).max(1);
+        let order = epoch_order(cfg.seed, Stream::Controller, epoch, &self.split.arch);
+        let batches = (order.len() / b).max(1);
+        let total = e.controller_steps * e.aggregate;
+        let mut progress = crate::progress::Progress::new(
+            format!("epoch {epoch}: controller"),
+            "draws",
+            total as u64,
+            self.comm.is_coordinator(),
+            false,
+        );
+        let (mut acc_sum, mut reward_sum, mut entropy_sum) = (0.0, 0.0, 0.0);
+        let _g = tch::no_grad_guard();
+        let alphas: Vec<Tensor> = state.alphas.iter().map(|a| a.detach()).collect();
+        drop(_g);
+        for step in 0..e.controller_steps {
+            let mut grads: Option<Vec<Tensor>> = None;
+            for k in 0..e.aggregate {
+                let i = step * e.aggregate + k;
+                let ctl = state.controller.as_mut().expect("ENAS has a controller");
+                let mut rng = SplitMix64::keyed(&[cfg.seed, TRAIN, u64::MAX - epoch as u64, i as u64]);
+                let d = ctl.draw(&mut rng, false);
+                let path: Path = vec![d.arch.iter().map(|&o| Some(o)).collect()];
+                let (w, p) = Mix::Single(path).weights(state.net.as_ref(), &state.projection, &alphas);
+                let batch = global_batch(&order, i % batches, b);
+                let acc = self.evaluate_with(state.net.as_ref(), &w, p.as_ref(), &batch)?.acc();
+                let ctl = state.controller.as_mut().expect("ENAS has a controller");
+                let (loss, reward, _) = ctl.reinforce(&d, acc);
+                let g = Tensor::run_backward(&[loss], &ctl.params, false, false);
+                grads = Some(match grads {
+                    None => g,
+                    Some(a) => a.iter().zip(&g).map(|(a, b)| a + b).collect(),
+                });
+                acc_sum += acc;
+                reward_sum += reward;
+                entropy_sum += d.entropy.double_value(&[]);
+                if let Some(line) = progress.tick(1) {
+                    tracing::info!("{line}");
+                }
+            }
+            let ctl = state.controller.as_mut().expect("ENAS has a controller");
+            let g = grads.expect("aggregate ≥ 1");
+            clip_grad_norm(&g, e.grad_clip);
+            let params: Vec<Tensor> = ctl.params.iter().map(Tensor::shallow_clone).collect();
+            ctl.opt.step(&params, &g);
+            self.comm.broadcast_tensors(0, &ctl.params)?;
+        }
+        let ctl = state.controller.as_ref().expect("ENAS has a controller");
+        let n = total as f64;
+        Ok(ControllerStats {
+            accuracy: acc_sum / n,
+            reward: reward_sum / n,
+            entropy: entropy_sum / n,
+            baseline: ctl.baseline.unwrap_or(f64::NAN),
+            draws: total,
+        })
     }
 }
 

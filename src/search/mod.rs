@@ -6,9 +6,16 @@
 //! over ranks in one flat all-reduce, and every rank applies the same update, so θ and α stay
 //! identical on all ranks (checked at every epoch end).
 
+mod candidates;
 pub mod checkpoint;
 pub mod enas;
+mod evaluate;
+mod feed;
 pub mod sampling;
+
+pub use candidates::Candidate;
+pub use enas::ControllerStats;
+pub use feed::Feed;
 
 use serde::Serialize;
 use tch::{Kind, Tensor};
@@ -16,9 +23,9 @@ use tch::{Kind, Tensor};
 use crate::comm::Collective;
 use crate::config::Config;
 use crate::config::Strategy;
-use crate::data::{epoch_order, global_batch, make_batch, shard, AugKey, Dataset, HostBatch, SearchSplit, Stream};
+use crate::data::{epoch_order, global_batch, shard, AugKey, Dataset, SearchSplit, Stream};
 use crate::error::{Error, Result};
-use crate::supernet::{BnMode, Path, Projection, Supernet};
+use crate::supernet::{BnMode, Projection, Supernet};
 use sampling::{Mix, Phase};
 
 /// SNAS clips the α gradient's norm at 10 (SNAS-Series `train_search.py`).
@@ -26,7 +33,7 @@ const SNAS_ARCH_CLIP: f64 = 10.0;
 
 mod unrolled;
 use crate::control::{agree_step, inject};
-use crate::loss::{cross_entropy, Tally};
+use crate::loss::Tally;
 use crate::optim::{clip_grad_norm, cosine_lr, Adam, Sgd};
 use crate::supernet::table_of;
 pub use unrolled::MixedProduct;
@@ -194,55 +201,6 @@ pub trait Observer {
     }
     fn epoch(&mut self, _e: &EpochStats, _state: &SearchState) -> Result<()> {
         Ok(())
-    }
-}
-
-/// The micro-batches of one epoch, decoded in the order the steps consume them: by a background
-/// thread up to `ahead` batches in advance, or on demand when `ahead` is 0.
-pub struct Feed<'a> {
-    rx: Option<std::sync::mpsc::Receiver<Result<HostBatch>>>,
-    direct: std::collections::VecDeque<Vec<usize>>,
-    data: &'a dyn Dataset,
-    aug: Option<AugKey>,
-}
-
-impl<'a> Feed<'a> {
-    pub fn start<'s>(
-        scope: &'s std::thread::Scope<'s, '_>,
-        data: &'a dyn Dataset,
-        loads: Vec<Vec<usize>>,
-        aug: Option<AugKey>,
-        ahead: usize,
-    ) -> Self
-    where
-        'a: 's,
-    {
-        if ahead == 0 {
-            return Feed { rx: None, direct: loads.into(), data, aug };
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(ahead);
-        scope.spawn(move || {
-            for chunk in loads {
-                // A closed channel means the loop stopped (an error): stop decoding.
-                if tx.send(HostBatch::load(data, &chunk, aug)).is_err() {
-                    break;
-                }
-            }
-        });
-        Feed { rx: Some(rx), direct: Default::default(), data, aug }
-    }
-
-    /// The next micro-batch as `[n, C, H, W]` f32 images and `[n]` labels.
-    pub fn next_batch(&mut self) -> Result<(Tensor, Tensor)> {
-        let batch = match &self.rx {
-            Some(rx) => rx.recv().map_err(|_| Error::Invalid("the batch prefetch thread stopped".into()))??,
-            None => {
-                let chunk =
-                    self.direct.pop_front().ok_or_else(|| Error::Invalid("no batches left in this epoch".into()))?;
-                HostBatch::load(self.data, &chunk, self.aug)?
-            }
-        };
-        Ok(batch.tensors())
     }
 }
 
@@ -633,68 +591,6 @@ impl Searcher<'_> {
         Ok((tally, norm))
     }
 
-    /// The forward's mixing of the epoch-end validation and of the held-out test: softmax(α)
-    /// for DARTS and SNAS; for GDAS and SETN the single path of the argmax genotype (what
-    /// they derive); for random-nas a uniformly drawn path of the epoch.
-    pub fn eval_mix(&self, state: &SearchState, epoch: usize) -> Mix {
-        let spec = state.net.spec();
-        match self.cfg.search.strategy {
-            Strategy::Gdas | Strategy::Setn => Mix::Single(sampling::genotype_path(spec, &state.magnitude_genotype())),
-            Strategy::Enas => match &state.controller {
-                Some(c) => Mix::Single(vec![c.greedy().into_iter().map(Some).collect()]),
-                None => Mix::Soft,
-            },
-            Strategy::RandomNas | Strategy::Random => Mix::Single(sampling::uniform_path(
-                spec,
-                &mut crate::rng::SplitMix64::keyed(&[self.cfg.seed, sampling::EVAL_PATH, epoch as u64]),
-            )),
-            _ => Mix::Soft,
-        }
-    }
-
-    /// Loss and accuracy over `indices` with batch statistics per micro-batch. Micro-batches
-    /// are dealt to ranks round-robin, so the result does not depend on the number of ranks
-    /// (when `search.micro_batch` is set).
-    pub fn evaluate(&self, state: &SearchState, indices: &[usize]) -> Result<Tally> {
-        self.evaluate_mix(state, &Mix::Soft, indices)
-    }
-
-    /// [`Self::evaluate`] with the forward's mixing `mix`.
-    pub fn evaluate_mix(&self, state: &SearchState, mix: &Mix, indices: &[usize]) -> Result<Tally> {
-        let _g = tch::no_grad_guard();
-        let alphas: Vec<Tensor> = state.alphas.iter().map(|a| a.detach()).collect();
-        let (w, path) = mix.weights(state.net.as_ref(), &state.projection, &alphas);
-        self.evaluate_with(state.net.as_ref(), &w, path.as_ref(), indices)
-    }
-
-    /// Loss and accuracy over `indices` with the given forward weights (batch statistics per
-    /// micro-batch, micro-batches dealt to ranks round-robin).
-    pub fn evaluate_with(
-        &self,
-        net: &dyn Supernet,
-        w: &[Tensor],
-        path: Option<&Path>,
-        indices: &[usize],
-    ) -> Result<Tally> {
-        let _g = tch::no_grad_guard();
-        let (rank, world) = (self.comm.rank(), self.comm.size());
-        let m = self.cfg.micro_batch(world);
-        let mut tally = Tally::default();
-        for chunk in indices.chunks(m).skip(rank).step_by(world) {
-            let (x, y) = make_batch(self.data, chunk, None).map_err(|e| crate::comm::fail_alone(self.comm, e))?;
-            let x = x.to_kind(w[0].kind());
-            let logits = match path {
-                Some(p) => net.forward_path(&x, w, p, BnMode::BatchStats),
-                None => net.forward(&x, w, BnMode::BatchStats),
-            };
-            let loss = cross_entropy(&logits, &y).double_value(&[]);
-            tally.add(&logits, &y, loss);
-        }
-        let mut t = tally.as_array();
-        self.comm.all_reduce_sum_f64(&mut t)?;
-        Ok(Tally::from_array(t))
-    }
-
     /// Replicated state must be identical on all ranks: compare a checksum of θ and α.
     fn check_in_sync(&self, state: &SearchState) -> Result<()> {
         if self.comm.size() == 1 {
@@ -722,165 +618,6 @@ impl Searcher<'_> {
             Some(msg) => Err(Error::Comm(msg)),
             None => Ok(()),
         }
-    }
-}
-
-/// One architecture scored at the end of a SETN or random-nas search.
-#[derive(Debug, Clone, Serialize)]
-pub struct Candidate {
-    pub genotype: String,
-    /// Σ log softmax(α) over edges (SETN's ranking).
-    pub log_prob: Option<f64>,
-    pub val_loss: f64,
-    pub val_acc: f64,
-    #[serde(skip)]
-    pub path: Path,
-}
-
-impl Searcher<'_> {
-    /// SETN's and random-nas's final choice: `search.candidates` architectures — SETN's most
-    /// probable under softmax(α), random-nas's drawn uniformly — each scored with the shared
-    /// weights on one validation batch (batch i of a fixed order of the α half, wrapping), the
-    /// most accurate kept (the first on ties: for SETN the more probable). AutoDL
-    /// `search-cell.py` `get_best_arch`. Returns the candidates in scoring order and the index
-    /// of the chosen one.
-    pub fn pick_candidate(&self, state: &SearchState) -> Result<(Vec<Candidate>, usize)> {
-        let cfg = self.cfg;
-        let spec = state.net.spec();
-        let k = cfg.search.candidates;
-        let mut cands: Vec<Candidate> = match cfg.search.strategy {
-            Strategy::Setn => sampling::most_probable(&state.softmax_table()[0], k)
-                .into_iter()
-                .map(|(arch, lp)| {
-                    let path: Path = vec![arch.into_iter().map(Some).collect()];
-                    let genotype = sampling::path_genotype(spec, &path).to_string();
-                    Candidate { genotype, log_prob: Some(lp), val_loss: 0.0, val_acc: 0.0, path }
-                })
-                .collect(),
-            Strategy::Enas => {
-                let c =
-                    state.controller.as_ref().ok_or_else(|| Error::Invalid("ENAS without its controller".into()))?;
-                (0..k)
-                    .map(|i| {
-                        let arch =
-                            c.sample(&mut crate::rng::SplitMix64::keyed(&[cfg.seed, sampling::CANDIDATES, i as u64]));
-                        let path: Path = vec![arch.into_iter().map(Some).collect()];
-                        let genotype = sampling::path_genotype(spec, &path).to_string();
-                        Candidate { genotype, log_prob: None, val_loss: 0.0, val_acc: 0.0, path }
-                    })
-                    .collect()
-            }
-            _ => sampling::random_candidates(spec, cfg.seed, k)
-                .into_iter()
-                .map(|path| {
-                    let genotype = sampling::path_genotype(spec, &path).to_string();
-                    Candidate { genotype, log_prob: None, val_loss: 0.0, val_acc: 0.0, path }
-                })
-                .collect(),
-        };
-        let b = cfg.search.batch_size.min(self.split.arch.len()).max(1);
-        let order = epoch_order(cfg.seed, Stream::Candidates, 0, &self.split.arch);
-        let batches = (order.len() / b).max(1);
-        let mut progress = crate::progress::Progress::new(
-            format!("{} candidates", cfg.search.strategy),
-            "architectures",
-            cands.len() as u64,
-            self.comm.is_coordinator(),
-            false,
-        );
-        let alphas: Vec<Tensor> = state.alphas.iter().map(|a| a.detach()).collect();
-        for (i, c) in cands.iter_mut().enumerate() {
-            let batch = global_batch(&order, i % batches, b);
-            let (w, path) = Mix::Single(c.path.clone()).weights(state.net.as_ref(), &state.projection, &alphas);
-            let t = self.evaluate_with(state.net.as_ref(), &w, path.as_ref(), &batch)?;
-            (c.val_loss, c.val_acc) = (t.loss(), t.acc());
-            if let Some(line) = progress.tick(1) {
-                tracing::info!("{line}");
-            }
-        }
-        let best =
-            cands.iter().enumerate().fold(0, |best, (i, c)| if c.val_acc > cands[best].val_acc { i } else { best });
-        Ok((cands, best))
-    }
-}
-
-/// ENAS's controller training of one epoch.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct ControllerStats {
-    /// Means over the epoch's draws.
-    pub accuracy: f64,
-    pub reward: f64,
-    pub entropy: f64,
-    /// The baseline after the last draw.
-    pub baseline: f64,
-    pub draws: usize,
-}
-
-impl Searcher<'_> {
-    /// ENAS after each epoch's θ steps: `controller_steps` updates of `aggregate` draws, each
-    /// scored on one validation batch with the shared weights (all-reduced accuracy; batch i of
-    /// an epoch-keyed order of the α half, wrapping), REINFORCE losses summed, the gradient's
-    /// norm clipped, one Adam step; rank 0's weights then broadcast.
-    fn train_controller(&self, state: &mut SearchState, epoch: usize) -> Result<ControllerStats> {
-        let cfg = self.cfg;
-        let e = &cfg.search.enas;
-        let b = cfg.search.batch_size.min(self.split.arch.len()).max(1);
-        let order = epoch_order(cfg.seed, Stream::Controller, epoch, &self.split.arch);
-        let batches = (order.len() / b).max(1);
-        let total = e.controller_steps * e.aggregate;
-        let mut progress = crate::progress::Progress::new(
-            format!("epoch {epoch}: controller"),
-            "draws",
-            total as u64,
-            self.comm.is_coordinator(),
-            false,
-        );
-        let (mut acc_sum, mut reward_sum, mut entropy_sum) = (0.0, 0.0, 0.0);
-        let _g = tch::no_grad_guard();
-        let alphas: Vec<Tensor> = state.alphas.iter().map(|a| a.detach()).collect();
-        drop(_g);
-        for step in 0..e.controller_steps {
-            let mut grads: Option<Vec<Tensor>> = None;
-            for k in 0..e.aggregate {
-                let i = step * e.aggregate + k;
-                let ctl = state.controller.as_mut().expect("ENAS has a controller");
-                let mut rng =
-                    crate::rng::SplitMix64::keyed(&[cfg.seed, enas::TRAIN, u64::MAX - epoch as u64, i as u64]);
-                let d = ctl.draw(&mut rng, false);
-                let path: Path = vec![d.arch.iter().map(|&o| Some(o)).collect()];
-                let (w, p) = Mix::Single(path).weights(state.net.as_ref(), &state.projection, &alphas);
-                let batch = global_batch(&order, i % batches, b);
-                let acc = self.evaluate_with(state.net.as_ref(), &w, p.as_ref(), &batch)?.acc();
-                let ctl = state.controller.as_mut().expect("ENAS has a controller");
-                let (loss, reward, _) = ctl.reinforce(&d, acc);
-                let g = Tensor::run_backward(&[loss], &ctl.params, false, false);
-                grads = Some(match grads {
-                    None => g,
-                    Some(a) => a.iter().zip(&g).map(|(a, b)| a + b).collect(),
-                });
-                acc_sum += acc;
-                reward_sum += reward;
-                entropy_sum += d.entropy.double_value(&[]);
-                if let Some(line) = progress.tick(1) {
-                    tracing::info!("{line}");
-                }
-            }
-            let ctl = state.controller.as_mut().expect("ENAS has a controller");
-            let g = grads.expect("aggregate ≥ 1");
-            clip_grad_norm(&g, e.grad_clip);
-            let params: Vec<Tensor> = ctl.params.iter().map(Tensor::shallow_clone).collect();
-            ctl.opt.step(&params, &g);
-            self.comm.broadcast_tensors(0, &ctl.params)?;
-        }
-        let ctl = state.controller.as_ref().expect("ENAS has a controller");
-        let n = total as f64;
-        Ok(ControllerStats {
-            accuracy: acc_sum / n,
-            reward: reward_sum / n,
-            entropy: entropy_sum / n,
-            baseline: ctl.baseline.unwrap_or(f64::NAN),
-            draws: total,
-        })
     }
 }
 
