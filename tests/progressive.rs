@@ -135,3 +135,67 @@ fn search_then_darts_pt_resumes_into_its_selection() {
         assert_eq!(a, b, "select/{f}");
     }
 }
+
+/// The seed paper's Table 2 rows on NAS-Bench-1Shot1: DARTS-PT (choice blocks' ops, then parent
+/// rows) and PC-DARTS (`pc-nb1shot1-s1`: ops on a quarter of the channels) with DARTS-PT and
+/// DARTS-IM selections, on 2 ranks. Every block gets one op, every parent row keeps as many
+/// parents as the space's layout, and the genotype is the one those decisions describe.
+#[test]
+fn nb1shot1_darts_pt_and_pc_darts_pt_and_im() {
+    use dartsif::space::{Nb1Shot1Layout, NB1SHOT1_OPS};
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Nb1Shot1Layout::space(1);
+    for space in ["nb1shot1-s1", "pc-nb1shot1-s1"] {
+        let run = tmp.path().join(space);
+        let sets = [format!("space.name=\"{space}\""), "space.channels=4".into(), "space.layers=3".into()];
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        common::assert_ok(&common::search(2, &run, &sets));
+        let out = tmp.path().join(format!("{space}-pt"));
+        common::assert_ok(&select(2, &run, &out, &["search.steps_per_epoch=1"], &[]));
+        let log = lines(&out.join("decisions.jsonl"));
+        let ops: Vec<&serde_json::Value> = log.iter().filter(|d| d["kind"] == "op").collect();
+        let parents: Vec<&serde_json::Value> = log.iter().filter(|d| d["kind"] == "parents").collect();
+        assert_eq!((ops.len(), parents.len()), (4, 3), "{space}");
+        let g: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("scores.json")).unwrap()).unwrap();
+        let text = g["genotype"].as_str().unwrap().to_string();
+        for d in &ops {
+            assert!(NB1SHOT1_OPS.contains(&d["chosen"].as_str().unwrap()), "{d}");
+        }
+        for d in &parents {
+            let keep = match d["cell"].as_str().unwrap() {
+                "output" => layout.output_parents,
+                name => layout.parents[name.trim_start_matches("inputs").parse::<usize>().unwrap() - 1],
+            };
+            assert_eq!(d["kept"].as_array().unwrap().len(), keep, "{d}");
+            // One removal round per parent dropped, each trying every remaining parent.
+            let rounds = d["rounds"].as_array().unwrap();
+            let width = |r: &serde_json::Value| r.as_array().unwrap().len();
+            assert!(rounds.iter().zip(0..).all(|(r, i)| width(r) == width(&rounds[0]) - i), "{d}");
+        }
+        // The chosen ops appear in the genotype's op list in block order.
+        let chosen: Vec<String> = {
+            let mut v: Vec<(String, String)> = ops
+                .iter()
+                .map(|d| (d["edge"].as_str().unwrap().to_string(), d["chosen"].as_str().unwrap().to_string()))
+                .collect();
+            v.sort();
+            v.into_iter().map(|(_, o)| o).collect()
+        };
+        for o in &chosen {
+            assert!(text.contains(o.as_str()), "{text} lacks {o}");
+        }
+        if space.starts_with("pc-") {
+            // PC-DARTS-IM: the influence selection on the PC-DARTS supernet.
+            let im = tmp.path().join("pc-im");
+            let o = Command::new(common::bin())
+                .args(["select", "--run", &run.display().to_string(), "--out", &im.display().to_string()])
+                .args(["--criterion", "darts-im", "--set", "select.n=2", "--set", "select.batch_size=8"])
+                .env("DARTSIF_LOG", "warn")
+                .output()
+                .unwrap();
+            common::assert_ok(&o);
+            assert!(!std::fs::read_to_string(im.join("genotype.txt")).unwrap().trim().is_empty());
+        }
+    }
+}

@@ -323,3 +323,37 @@ fn compare_renders_as_a_slurm_job() {
     assert!(stderr(&o).contains("--arg=--methods: required for this command"), "{}", stderr(&o));
     assert!(!script.exists());
 }
+
+/// The PC-DARTS 1Shot1 preset: the port's 100 epochs, space 3 with partial channels.
+#[test]
+fn the_pc_nb1shot1_preset_loads() {
+    let c = dartsif::config::Config::load(Some(&common::repo().join("configs/pc-nb1shot1-cifar10.toml")), &[]).unwrap();
+    assert_eq!(
+        (c.space.name.as_str(), c.space.layers, c.search.epochs, c.search.batch_size),
+        ("pc-nb1shot1-s3", 9, 100, 96)
+    );
+}
+
+/// GDAS, SNAS, SETN, random-nas and the random baseline on the DARTS space: each searches a
+/// 3-cell supernet, writes a DARTS genotype that parses back (two inputs per node), and SETN's
+/// and random-nas's candidates are distinct.
+#[test]
+fn strategies_on_the_darts_space() {
+    let tmp = tempfile::tempdir().unwrap();
+    for st in ["gdas", "snas", "setn", "random-nas", "random"] {
+        let dir = tmp.path().join(st);
+        let sets = [strategy(st), "space.name=\"darts\"".into(), "space.layers=3".into(), "search.candidates=4".into()];
+        let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+        assert_ok(&common::search(0, &dir, &sets));
+        let g: dartsif::space::DartsGenotype = read(&dir, "genotype.txt").trim().parse().unwrap();
+        assert_eq!((g.normal.len(), g.reduce.len()), (8, 8), "{st}");
+        assert!(g.normal.iter().chain(&g.reduce).all(|(op, _)| op != "none"), "{st}");
+        if st == "setn" || st == "random-nas" {
+            // DARTS genotypes hold commas: read the CSV as CSV.
+            let mut r = csv::Reader::from_path(dir.join("candidates.csv")).unwrap();
+            let rows: Vec<String> = r.records().map(|rec| rec.unwrap()[1].to_string()).collect();
+            let distinct: std::collections::HashSet<&String> = rows.iter().collect();
+            assert_eq!((rows.len(), distinct.len()), (4, 4), "{st}: {rows:?}");
+        }
+    }
+}

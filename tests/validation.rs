@@ -134,8 +134,8 @@ fn invalid_inputs_are_refused_with_one_line() {
         search_case(&["data.subset_fraction=0.0"], "data.subset_fraction: must be in (0, 1] (got 0)"),
         search_case(&["search.epochs=0"], "search.epochs: must be at least 1 (got 0)"),
         search_case(
-            &["search.strategy=\"setn\"", "space.name=\"darts\"", "space.layers=3"],
-            "search.strategy: setn is not available on the \"darts\" space",
+            &["search.strategy=\"enas\"", "space.name=\"darts\"", "space.layers=3"],
+            "search.strategy: enas is not available on the \"darts\" space",
         ),
         search_case(
             &["search.strategy=\"gdas\"", "search.tau_max=0.01"],

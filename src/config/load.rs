@@ -134,7 +134,7 @@ impl Config {
         })?;
         cfg.data.resolve_synthetic();
         if cfg.space.layers == 0 {
-            cfg.space.layers = if cfg.space.name.starts_with("nb1shot1") { 9 } else { 8 };
+            cfg.space.layers = if cfg.space.name.contains("nb1shot1") { 9 } else { 8 };
         }
         Ok(cfg)
     }
@@ -159,7 +159,7 @@ impl Config {
                     .into(),
             );
         }
-        if self.space.name == "pc-darts" && self.space.channels % 4 != 0 {
+        if self.space.name.starts_with("pc-") && self.space.channels % 4 != 0 {
             return bad(
                 "space.channels",
                 format!("PC-DARTS splits channels in 4 groups: must be a multiple of 4 (got {})", self.space.channels),
@@ -268,12 +268,11 @@ impl Config {
             Strategy::Darts1st | Strategy::Darts2nd | Strategy::Darts2ndExact => true,
             // One op per edge through the space's own tables: NB201 and DARTS (not PC-DARTS's
             // partial channels, not 1Shot1's input weights).
-            Strategy::Gdas | Strategy::Snas | Strategy::RandomNas | Strategy::Random => {
+            Strategy::Gdas | Strategy::Snas | Strategy::Setn | Strategy::RandomNas | Strategy::Random => {
                 matches!(space, "nb201" | "darts" | "darts-s5")
             }
-            // SETN's candidates are the most probable architectures: enumerated on NB201;
             // ENAS's controller emits NB201's six ops.
-            Strategy::Setn | Strategy::Enas => space == "nb201",
+            Strategy::Enas => space == "nb201",
         };
         if !on {
             return bad("search.strategy", format!("{st} is not available on the {space:?} space"));

@@ -135,7 +135,8 @@ pub struct Config {
 #[serde(deny_unknown_fields)]
 pub struct SpaceConfig {
     /// Search space: `nb201`, `darts`, `darts-s5` (DARTS without `none`, DARTS-PT's s5),
-    /// `pc-darts`, `nb1shot1-s1`, `nb1shot1-s2` or `nb1shot1-s3`.
+    /// `pc-darts`, `nb1shot1-s1`, `nb1shot1-s2`, `nb1shot1-s3` or PC-DARTS on those,
+    /// `pc-nb1shot1-s1` … `-s3`.
     #[serde(default = "d_space")]
     pub name: String,
     /// Initial channels C.

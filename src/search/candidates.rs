@@ -36,6 +36,24 @@ impl Searcher<'_> {
         let spec = state.net.spec();
         let k = cfg.search.candidates;
         let mut cands: Vec<Candidate> = match cfg.search.strategy {
+            Strategy::Setn if spec.family != crate::space::Family::Nb201 => {
+                // The DARTS space is too large to enumerate: draws from softmax(α), distinct.
+                let softmax = state.softmax_table();
+                let mut rng = crate::rng::SplitMix64::keyed(&[cfg.seed, sampling::CANDIDATES]);
+                let mut seen = std::collections::HashSet::new();
+                let mut out = Vec::new();
+                let mut tries = 0;
+                while out.len() < k && tries < 100 * k {
+                    tries += 1;
+                    let (path, lp) = sampling::draw_darts(spec, &softmax, &mut rng);
+                    if seen.insert(path.clone()) {
+                        let genotype = sampling::path_genotype(spec, &path).to_string();
+                        out.push(Candidate { genotype, log_prob: Some(lp), val_loss: 0.0, val_acc: 0.0, path });
+                    }
+                }
+                out.sort_by(|a, b| b.log_prob.unwrap_or(0.0).total_cmp(&a.log_prob.unwrap_or(0.0)));
+                out
+            }
             Strategy::Setn => sampling::most_probable(&state.softmax_table()[0], k)
                 .into_iter()
                 .map(|(arch, lp)| {

@@ -186,7 +186,8 @@ pub struct EpochStats {
     /// ENAS's controller training after the epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub controller: Option<ControllerStats>,
-    /// Search images (θ and α batches) per second over all ranks.
+    /// Search images per second over all ranks: θ batches, plus α batches where the step has an
+    /// α update of its own (not SNAS's joint step, random-nas or ENAS).
     pub images_per_s: f64,
     pub seconds: f64,
     /// Seconds of the epoch this rank (rank 0) spent in all-reduces.
@@ -408,7 +409,8 @@ impl Searcher<'_> {
                 alpha_entropy: alpha_entropy(&state.softmax_table()),
                 tau: strategy.has_temperature().then(|| sampling::tau(cfg, epoch)),
                 controller,
-                images_per_s: (2 * steps * b) as f64 / train_seconds,
+                // θ batches, and α batches where the step has an α update of its own.
+                images_per_s: ((1 + usize::from(arch_on && !joint)) * steps * b) as f64 / train_seconds,
                 seconds: t0.elapsed().as_secs_f64(),
                 reduce_s: self.comm.reduce_seconds() - reduce0,
                 genotype,

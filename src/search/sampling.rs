@@ -218,6 +218,51 @@ pub fn most_probable(softmax: &[Vec<f64>], k: usize) -> Vec<(Vec<usize>, f64)> {
     all
 }
 
+/// A DARTS-space architecture drawn from the mixing weights `softmax` (`[table][edge][op]`):
+/// every node two distinct inputs, drawn one after the other with probability proportional to
+/// the edge's largest non-`none` weight, and for each an op with probability proportional to
+/// its weight among the non-`none` ops. Returns the path and Σ log p(op) over the kept edges.
+pub fn draw_darts(spec: &SpaceSpec, softmax: &[Vec<Vec<f64>>], rng: &mut SplitMix64) -> (Path, f64) {
+    let pick = |w: &[f64], rng: &mut SplitMix64| -> usize {
+        let total: f64 = w.iter().sum();
+        let u = rng.next_f64() * total;
+        let mut acc = 0.0;
+        for (i, x) in w.iter().enumerate() {
+            acc += x;
+            if u < acc {
+                return i;
+            }
+        }
+        w.iter().rposition(|&x| x > 0.0).unwrap_or(0)
+    };
+    let mut log_prob = 0.0;
+    let path = spec
+        .cells
+        .iter()
+        .zip(softmax)
+        .map(|(t, p)| {
+            let none = t.none_index();
+            let ops: Vec<usize> = (0..t.ops.len()).filter(|&o| Some(o) != none).collect();
+            let mut rows = vec![None; t.edges.len()];
+            for m in 0..4 {
+                let start = m * (m + 3) / 2;
+                let mut weights: Vec<f64> =
+                    (0..m + 2).map(|j| ops.iter().map(|&o| p[start + j][o]).fold(0.0, f64::max)).collect();
+                for _ in 0..2 {
+                    let j = pick(&weights, rng);
+                    weights[j] = 0.0;
+                    let ow: Vec<f64> = ops.iter().map(|&o| p[start + j][o]).collect();
+                    let o = ops[pick(&ow, rng)];
+                    log_prob += (p[start + j][o] / ow.iter().sum::<f64>()).ln();
+                    rows[start + j] = Some(o);
+                }
+            }
+            rows
+        })
+        .collect();
+    (path, log_prob)
+}
+
 /// `k` distinct uniformly drawn architectures (all of them when the space has fewer), as
 /// paths, from (seed, CANDIDATES).
 pub fn random_candidates(spec: &SpaceSpec, seed: u64, k: usize) -> Vec<Path> {
@@ -320,6 +365,40 @@ mod tests {
             // The genotype of the path computes the same path.
             assert_eq!(genotype_path(&spec, &path_genotype(&spec, &p)), p);
         }
+    }
+
+    /// DARTS-space draws from softmax(α): two inputs per node with non-`none` ops, and a
+    /// table that puts (almost) all weight on one op and two inputs per node draws exactly those.
+    #[test]
+    fn darts_draws_follow_the_mixing_weights() {
+        let spec = SpaceSpec::darts();
+        let mut peaked = vec![vec![vec![1e-9; 8]; 14]; 2];
+        for t in peaked.iter_mut() {
+            for m in 0..4 {
+                let start = m * (m + 3) / 2;
+                t[start][3] = 1.0; // input 0: op 3
+                t[start + 1][5] = 1.0; // input 1: op 5
+            }
+        }
+        let mut rng = SplitMix64::keyed(&[1]);
+        for _ in 0..20 {
+            let (p, lp) = draw_darts(&spec, &peaked, &mut rng);
+            for rows in &p {
+                for m in 0..4 {
+                    let start = m * (m + 3) / 2;
+                    assert_eq!(rows[start], Some(3));
+                    assert_eq!(rows[start + 1], Some(5));
+                    assert!(rows[start + 2..start + m + 2].iter().all(Option::is_none));
+                }
+            }
+            // 16 kept edges, each op drawn with probability 1/(1 + 6e-9): log p ≈ −16·6e-9.
+            assert!(lp < 0.0 && lp > -1e-6, "{lp}");
+        }
+        let uniform = vec![vec![vec![0.125; 8]; 14]; 2];
+        let (p, lp) = draw_darts(&spec, &uniform, &mut rng);
+        assert!(p.iter().all(|rows| rows.iter().flatten().count() == 8 && rows.iter().flatten().all(|&o| o != 0)));
+        // Uniform over the 7 non-none ops: 16 edges × ln(1/7).
+        assert!((lp - 16.0 * (1.0f64 / 7.0).ln()).abs() < 1e-12);
     }
 
     #[test]

@@ -25,18 +25,20 @@ use tch::{Kind, Tensor};
 
 use crate::comm::{broadcast_value, Collective};
 use crate::config::{Config, Criterion, PtRule};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::influence::{Context, Timings};
 use crate::search::{Observer, SearchState, Searcher};
 use crate::space::{Family, SpaceSpec};
 
 use crate::space::ScoreTable;
 
-/// One decision: an edge's op, or (DARTS) a node's two inputs.
+/// One decision: an edge's op (a 1Shot1 choice block's), (DARTS) a node's two inputs, or
+/// (1Shot1) the parents of a node or of the output, the single row of an input table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Op { table: usize, row: usize },
     Inputs { table: usize, node: usize },
+    Parents { table: usize, keep: usize },
 }
 
 /// The decisions in order, grouped by event (DARTS decides the normal and the reduction cell
@@ -66,11 +68,24 @@ pub fn schedule(spec: &SpaceSpec, seed: u64) -> Result<Vec<Vec<Decision>>> {
             );
             Ok(events)
         }
-        Family::Nb1Shot1(_) => Err(Error::config(
-            "select",
-            "select.criterion",
-            "darts-pt is defined for the NB201 and DARTS spaces (NAS-Bench-1Shot1 has no edge projection)",
-        )),
+        // 1Shot1: the choice blocks' ops in a random order, then the parent rows (the output's
+        // and each searched block's) in a random order, one decision per event.
+        Family::Nb1Shot1(n) => {
+            let layout = crate::space::Nb1Shot1Layout::space(n);
+            let mut events: Vec<Vec<Decision>> =
+                perm(layout.steps).into_iter().map(|row| vec![Decision::Op { table: 0, row }]).collect();
+            let keep = |table: usize| {
+                if table == 1 {
+                    layout.output_parents
+                } else {
+                    layout.parents[layout.fixed_blocks + table - 2]
+                }
+            };
+            let tables = spec.cells.len() - 1;
+            events
+                .extend(perm(tables).into_iter().map(|i| vec![Decision::Parents { table: i + 1, keep: keep(i + 1) }]));
+            Ok(events)
+        }
     }
 }
 
@@ -189,6 +204,7 @@ fn decide(searcher: &Searcher, state: &mut SearchState, d: Decision) -> Result<V
     let spec = state.net.spec().clone();
     let rule = searcher.cfg.select.pt_rule;
     match d {
+        Decision::Parents { table, keep } => decide_parents(searcher, state, table, keep),
         Decision::Op { table, row } => {
             let t = &spec.cells[table];
             let none = t.none_index();
@@ -311,6 +327,64 @@ fn decide(searcher: &Searcher, state: &mut SearchState, d: Decision) -> Result<V
     }
 }
 
+/// A 1Shot1 parent row: with the accuracy (or loss) rule, remove one parent at a time — the one
+/// whose removal leaves the best accuracy — until `keep` remain; with an influence rule, keep
+/// the `keep` best-scored. The row is then fixed to 1 for the kept parents and 0 elsewhere (the
+/// discrete cell sums its parents unweighted).
+fn decide_parents(searcher: &Searcher, state: &mut SearchState, table: usize, keep: usize) -> Result<Value> {
+    let spec = state.net.spec().clone();
+    let t = &spec.cells[table];
+    let rule = searcher.cfg.select.pt_rule;
+    let mut remaining: Vec<usize> = (0..t.ops.len()).collect();
+    let mut rounds = Vec::new();
+    match rule.criterion() {
+        None => {
+            let mut removed: Vec<usize> = Vec::new();
+            while remaining.len() > keep {
+                let w = current(state);
+                let mut trials = Vec::new();
+                for &p in &remaining {
+                    let cut = modified(&w, table, |c| {
+                        for &q in removed.iter().chain([&p]) {
+                            let _ = c.get(0).get(q as i64).fill_(0.0);
+                        }
+                    });
+                    trials.push((p, validate(searcher, state, &cut)?));
+                }
+                let key = |(l, a): (f64, f64)| if rule == PtRule::Accuracy { a } else { -l };
+                let worst = trials.iter().fold(None::<(usize, f64)>, |b, &(p, r)| match b {
+                    Some((_, v)) if v >= key(r) => b,
+                    _ => Some((p, key(r))),
+                });
+                let p = agree(searcher.comm, worst.expect("a parent").0)?;
+                rounds.push(
+                    trials
+                        .iter()
+                        .map(|&(p, (l, a))| json!({"parent": t.ops[p], "cut_loss": l, "cut_acc": a}))
+                        .collect::<Vec<_>>(),
+                );
+                removed.push(p);
+                remaining.retain(|&x| x != p);
+            }
+        }
+        Some(criterion) => {
+            let scores = influence(searcher, state, criterion)?;
+            let s = &scores[table][0];
+            let mut order = remaining.clone();
+            order.sort_by(|&a, &b| s[b].total_cmp(&s[a])); // stable: the earlier parent on ties
+            rounds.push(order.iter().map(|&p| json!({"parent": t.ops[p], "score": s[p]})).collect());
+            remaining = agree(searcher.comm, order[..keep].to_vec())?;
+            remaining.sort_unstable();
+        }
+    }
+    let row: Vec<f64> = (0..t.ops.len()).map(|p| if remaining.contains(&p) { 1.0 } else { 0.0 }).collect();
+    state.projection.set(table, 0, row);
+    Ok(json!({
+        "kind": "parents", "rule": rule, "cell": t.name, "rounds": rounds,
+        "kept": remaining.iter().map(|&p| t.ops[p].clone()).collect::<Vec<_>>(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +424,27 @@ mod tests {
             n.sort_unstable();
             assert_eq!(n, vec![1, 2, 3]);
         }
-        assert!(schedule(&SpaceSpec::nb1shot1(1), 3).is_err());
+        // 1Shot1 space 1: 4 choice blocks, then the output's and blocks 3–4's parent rows.
+        let nb = schedule(&SpaceSpec::nb1shot1(1), 3).unwrap();
+        assert_eq!(nb.len(), 4 + 3);
+        let mut ops: Vec<usize> = nb[..4]
+            .iter()
+            .map(|e| match e[0] {
+                Decision::Op { row, .. } => row,
+                _ => 99,
+            })
+            .collect();
+        ops.sort_unstable();
+        assert_eq!(ops, [0, 1, 2, 3]);
+        let mut parents: Vec<(usize, usize)> = nb[4..]
+            .iter()
+            .map(|e| match e[0] {
+                Decision::Parents { table, keep } => (table, keep),
+                _ => (99, 0),
+            })
+            .collect();
+        parents.sort_unstable();
+        // Space 1: the output keeps 2 parents, blocks 3 and 4 (tables 2, 3) keep 2 each.
+        assert_eq!(parents, [(1, 2), (2, 2), (3, 2)]);
     }
 }

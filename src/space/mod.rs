@@ -185,13 +185,44 @@ impl SpaceSpec {
             "nb1shot1-s1" => Self::nb1shot1(1),
             "nb1shot1-s2" => Self::nb1shot1(2),
             "nb1shot1-s3" => Self::nb1shot1(3),
+            "pc-nb1shot1-s1" => Self::pc_nb1shot1(1),
+            "pc-nb1shot1-s2" => Self::pc_nb1shot1(2),
+            "pc-nb1shot1-s3" => Self::pc_nb1shot1(3),
             _ => return None,
         })
     }
 
     /// The names `space.name` accepts.
-    pub const NAMES: [&'static str; 7] =
-        ["nb201", "darts", "darts-s5", "pc-darts", "nb1shot1-s1", "nb1shot1-s2", "nb1shot1-s3"];
+    pub const NAMES: [&'static str; 10] = [
+        "nb201",
+        "darts",
+        "darts-s5",
+        "pc-darts",
+        "nb1shot1-s1",
+        "nb1shot1-s2",
+        "nb1shot1-s3",
+        "pc-nb1shot1-s1",
+        "pc-nb1shot1-s2",
+        "pc-nb1shot1-s3",
+    ];
+
+    /// PC-DARTS on NAS-Bench-1Shot1 space `n` (nasbench-1shot1 `optimizers/pc_darts`): the
+    /// same tables as [`Self::nb1shot1`]; the choice blocks' ops run on a quarter of the
+    /// channels (no β: the input weights already exist).
+    pub fn pc_nb1shot1(n: u8) -> Self {
+        let mut s = Self::nb1shot1(n);
+        s.name = format!("pc-nb1shot1-s{n}");
+        s
+    }
+
+    /// Channels a choice block's or edge's ops see: 1 (all) or PC-DARTS's 4 (a quarter).
+    pub fn partial_channels(&self) -> i64 {
+        if self.name.starts_with("pc-") {
+            4
+        } else {
+            1
+        }
+    }
 
     /// Shapes of all architecture parameters: the tables' α, then the extra ones.
     pub fn alpha_shapes(&self) -> Vec<Vec<i64>> {

@@ -98,9 +98,10 @@ pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
             Family::Darts => {
                 Box::new(DartsSupernet::new(DartsConfig { channels, layers, num_classes: classes }, spec.clone(), kind))
             }
-            Family::Nb1Shot1(space) => {
-                Box::new(Nb1Shot1Supernet::new(Nb1Shot1Config { space, channels, layers, num_classes: classes }, kind))
-            }
+            Family::Nb1Shot1(space) => Box::new(Nb1Shot1Supernet::new(
+                Nb1Shot1Config { space, channels, layers, num_classes: classes, partial: spec.partial_channels() },
+                kind,
+            )),
         }
     };
     let sizes = if matches!(spec.family, Family::Nb201) {
@@ -227,9 +228,23 @@ mod tests {
     fn nb1shot1_parameter_counts_match_the_reference() {
         // spaces.md §4.3 / §8: C=16, 9 cells.
         for (space, count) in [(1, 1_101_402), (2, 1_101_402), (3, 1_509_594)] {
-            let net =
-                Nb1Shot1Supernet::new(Nb1Shot1Config { space, channels: 16, layers: 9, num_classes: 10 }, Kind::Float);
+            let net = Nb1Shot1Supernet::new(
+                Nb1Shot1Config { space, channels: 16, layers: 9, num_classes: 10, partial: 1 },
+                Kind::Float,
+            );
             assert_eq!(net.params().count(), count, "space {space}");
+            // PC-DARTS on it (spaces.md §2.1, the 1Shot1 port): each choice block's conv 3×3
+            // and 1×1 (bias-free) with their affine BatchNorms shrink from c to c/4 channels,
+            // 10c² + 4c → 10(c/4)² + 4(c/4), i.e. by 10·(15/16)c² + 3c per block; cells 0–2
+            // at c = 16, 3–5 at 32, 6–8 at 64.
+            let steps = crate::space::Nb1Shot1Layout::space(space).steps;
+            let saved: usize = [16usize, 32, 64].iter().map(|&c| 3 * steps * (150 * c * c / 16 + 3 * c)).sum();
+            let pc = Nb1Shot1Supernet::new(
+                Nb1Shot1Config { space, channels: 16, layers: 9, num_classes: 10, partial: 4 },
+                Kind::Float,
+            );
+            assert_eq!(pc.params().count(), count - saved, "PC-DARTS, space {space}");
+            assert_eq!(pc.spec().name, format!("pc-nb1shot1-s{space}"));
         }
     }
 
@@ -239,10 +254,12 @@ mod tests {
     fn pc_darts_and_nb1shot1_forward() {
         let x = Tensor::randn([2, 3, 8, 8], (Kind::Double, tch::Device::Cpu));
         let pc = DartsConfig { channels: 8, layers: 3, num_classes: 5 };
-        let nb = Nb1Shot1Config { space: 2, channels: 4, layers: 3, num_classes: 5 };
+        let nb = Nb1Shot1Config { space: 2, channels: 4, layers: 3, num_classes: 5, partial: 1 };
+        let pc_nb = Nb1Shot1Config { partial: 4, ..nb };
         let nets: Vec<Box<dyn Supernet>> = vec![
             Box::new(DartsSupernet::new(pc, SpaceSpec::pc_darts(), Kind::Double)),
             Box::new(Nb1Shot1Supernet::new(nb, Kind::Double)),
+            Box::new(Nb1Shot1Supernet::new(pc_nb, Kind::Double)),
         ];
         for net in nets {
             let alphas: Vec<Tensor> = net

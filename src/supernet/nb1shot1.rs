@@ -26,6 +26,9 @@ pub struct Nb1Shot1Config {
     /// Cells (9); channels double, after a 2×2 max-pool, at layers/3 and 2·layers/3.
     pub layers: usize,
     pub num_classes: i64,
+    /// 1, or PC-DARTS's 4: a choice block's ops see the first C/4 channels, the rest bypass
+    /// them, and the halves are channel-shuffled in 4 groups (`optimizers/pc_darts`).
+    pub partial: i64,
 }
 
 /// Conv (bias-free) → BatchNorm (affine, momentum 0.997) → ReLU, as `op.0`, `op.1`.
@@ -53,13 +56,25 @@ impl ConvBnRelu {
 struct MixedOp {
     conv3: ConvBnRelu,
     conv1: ConvBnRelu,
+    partial: i64,
 }
 
 impl MixedOp {
     fn forward(&self, x: &Tensor, w: &Tensor, bn: BnMode) -> Tensor {
-        x.max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false) * w.get(0)
-            + self.conv3.forward(x, bn) * w.get(1)
-            + self.conv1.forward(x, bn) * w.get(2)
+        let c = x.size()[1];
+        let part = if self.partial > 1 { x.narrow(1, 0, c / self.partial) } else { x.shallow_clone() };
+        let mixed = part.max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false) * w.get(0)
+            + self.conv3.forward(&part, bn) * w.get(1)
+            + self.conv1.forward(&part, bn) * w.get(2);
+        if self.partial == 1 {
+            return mixed;
+        }
+        // PC-DARTS: [ops on C/K, bypass of the rest], channel_shuffle(K): (N, K, C/K, H, W) →
+        // transpose(1, 2) → (N, C, H, W).
+        let k = self.partial;
+        let y = Tensor::cat(&[mixed, x.narrow(1, c / k, c - c / k)], 1);
+        let s = y.size();
+        y.view([s[0], k, s[1] / k, s[2], s[3]]).transpose(1, 2).contiguous().view([s[0], s[1], s[2], s[3]])
     }
 }
 
@@ -71,14 +86,16 @@ struct Cell {
 }
 
 impl Cell {
-    fn new(b: &mut Builder, layout: &Nb1Shot1Layout, c_in: i64, c: i64) -> Self {
+    fn new(b: &mut Builder, layout: &Nb1Shot1Layout, c_in: i64, c: i64, partial: i64) -> Self {
         let k = layout.steps;
+        let cp = c / partial;
         let blocks = b.scope("_choice_blocks", |b| {
             (0..k)
                 .map(|i| {
                     b.scope(format!("{i}.mixed_op._ops"), |b| MixedOp {
-                        conv3: ConvBnRelu::new(b, "1", c, c, 3, 1),
-                        conv1: ConvBnRelu::new(b, "2", c, c, 1, 0),
+                        conv3: ConvBnRelu::new(b, "1", cp, cp, 3, 1),
+                        conv1: ConvBnRelu::new(b, "2", cp, cp, 1, 0),
+                        partial,
                     })
                 })
                 .collect()
@@ -139,13 +156,13 @@ impl Nb1Shot1Supernet {
                 c_curr *= 2;
             }
             let c_in = if i == 0 { c_prev } else { c_prev * steps };
-            cells.push(b.scope(format!("cells.{i}"), |b| Cell::new(b, &layout, c_in, c_curr)));
+            cells.push(b.scope(format!("cells.{i}"), |b| Cell::new(b, &layout, c_in, c_curr, cfg.partial)));
             c_prev = c_curr;
         }
         let postprocess = ReluConvBn::new(&mut b, "postprocess", c_prev * steps, c_curr, 1, 1, 0, false);
         let classifier = b.linear("classifier", c_prev, cfg.num_classes);
         Nb1Shot1Supernet {
-            spec: SpaceSpec::nb1shot1(cfg.space),
+            spec: if cfg.partial > 1 { SpaceSpec::pc_nb1shot1(cfg.space) } else { SpaceSpec::nb1shot1(cfg.space) },
             stem,
             cells,
             downsample,
