@@ -237,7 +237,8 @@ fn derived_accuracy(
 }
 
 /// Run `each(group, k)` for units k = 0..count in rank groups; every rank learns whether any
-/// unit failed or stopped on a signal.
+/// unit failed or stopped on a signal (a stop anywhere is a stop of the job: exit 3, requeue,
+/// resume). This rank's own error keeps its kind (and exit status).
 pub fn over_units(
     world: &dyn Collective,
     count: usize,
@@ -249,6 +250,7 @@ pub fn over_units(
         return Ok(());
     }
     let groups = Groups::split(world, count, ranks_per_job)?;
+    tracing::info!("{count} units in {} rank groups; this rank runs group {}", groups.count, groups.index);
     let mut failure: Option<Error> = None;
     for u in (0..count).filter(|&u| groups.runs(u)) {
         if let Err(e) = each(groups.comm.as_ref(), u) {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::{fail_once, init_logging, init_threads, prepare_out_dir, report_error};
-use crate::comm::{self, Collective, Groups};
+use crate::comm::{self, Collective};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::experiment::{ablation, groundtruth, Sweep};
@@ -384,28 +384,10 @@ pub fn over_seeds(
     file: &str,
     each: &mut dyn FnMut(&dyn Collective, u64, &Path) -> Result<()>,
 ) -> Result<()> {
-    let groups = Groups::split(world, seeds.len(), ranks_per_job)?;
-    tracing::info!("{} seeds in {} rank groups; this rank runs group {}", seeds.len(), groups.count, groups.index);
-    let mut failure: Option<Error> = None;
-    for (_, &s) in seeds.iter().enumerate().filter(|(u, _)| groups.runs(*u)) {
-        if let Err(e) = each(groups.comm.as_ref(), s, &out.join(format!("seed-{s}"))) {
-            failure = Some(e);
-            break;
-        }
-    }
-    // Every rank learns whether any group failed or stopped on a signal (a stop anywhere is a
-    // stop of the job: exit 3, requeue, resume).
-    let stopped = matches!(failure, Some(Error::Stopped { .. }));
-    let message = failure.as_ref().filter(|_| !stopped).map(|e| e.to_string());
-    let concluded = groups.conclude(world, message, stopped, || Error::Stopped {
-        at: "a seed's run (another group)".into(),
-        checkpoint: format!("{}/seed-*/checkpoints", out.display()),
-    });
-    // This rank's own error keeps its kind (and exit status).
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    concluded?;
+    tracing::info!("{} seeds in rank groups", seeds.len());
+    super::compare::over_units(world, seeds.len(), ranks_per_job, out, &mut |g, u| {
+        each(g, seeds[u], &out.join(format!("seed-{}", seeds[u])))
+    })?;
     comm::on_coordinator(world, || seeds_table(out, seeds, file))
 }
 

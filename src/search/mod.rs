@@ -545,20 +545,25 @@ impl Searcher<'_> {
         mix: &Mix,
     ) -> Result<(Tally, f64)> {
         let params = &state.net.params().tensors;
-        let shard = self.shard_of(micro, len);
-        let (grads, tally) = unrolled::grads(
-            state.net.as_ref(),
-            &state.projection,
-            &state.alphas,
-            mix,
-            self.comm,
-            &shard,
-            params,
-            BnMode::Train,
-        )?;
+        let (grads, tally) = self.train_grads(state, micro, len, mix, params)?;
         let norm = clip_grad_norm(&grads, self.cfg.search.weights.grad_clip);
         state.weight_opt.step(params, &grads, lr);
         Ok((tally, norm))
+    }
+
+    /// Gradients with respect to `wrt` of the training loss on the micro-batches, summed over
+    /// ranks (BatchNorm in training mode).
+    fn train_grads(
+        &self,
+        state: &SearchState,
+        micro: &[(Tensor, Tensor)],
+        len: usize,
+        mix: &Mix,
+        wrt: &[Tensor],
+    ) -> Result<(Vec<Tensor>, Tally)> {
+        let shard = self.shard_of(micro, len);
+        let net = state.net.as_ref();
+        unrolled::grads(net, &state.projection, &state.alphas, mix, self.comm, &shard, wrt, BnMode::Train)
     }
 
     /// SNAS's single-level step: one backward on the θ batch gives the gradients of θ and α;
@@ -574,17 +579,7 @@ impl Searcher<'_> {
     ) -> Result<(Tally, f64)> {
         let params = &state.net.params().tensors;
         let wrt: Vec<Tensor> = params.iter().chain(&state.alphas).map(Tensor::shallow_clone).collect();
-        let shard = self.shard_of(micro, len);
-        let (mut grads, tally) = unrolled::grads(
-            state.net.as_ref(),
-            &state.projection,
-            &state.alphas,
-            mix,
-            self.comm,
-            &shard,
-            &wrt,
-            BnMode::Train,
-        )?;
+        let (mut grads, tally) = self.train_grads(state, micro, len, mix, &wrt)?;
         let arch = grads.split_off(params.len());
         let norm = clip_grad_norm(&grads, self.cfg.search.weights.grad_clip);
         clip_grad_norm(&arch, SNAS_ARCH_CLIP);
