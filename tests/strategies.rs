@@ -262,6 +262,45 @@ fn compare_writes_the_table_and_resumes_only_missing_units() {
     assert_eq!(mtime(&kept), before, "a finished search ran again");
     // The same table: every unit is deterministic from its seed.
     assert_eq!(read(&out, "compare.csv"), csv);
+
+    // A ground truth whose accuracies are seed 1's magnitude scores summed over the free edges
+    // (27 cells: three edges × three ops, the rest `none`): that selection ranks it perfectly,
+    // τ = 1; a method without a selection has no τ.
+    let scores: serde_json::Value =
+        serde_json::from_str(&read(&out.join("select/darts-1st+magnitude/seed-1"), "scores.json")).unwrap();
+    let score = |edge: &str, op: &str| {
+        scores["scores"].as_array().unwrap().iter().find(|r| r["edge"] == edge && r["op"] == op).unwrap()["score"]
+            .as_f64()
+            .unwrap()
+    };
+    let ops = ["skip_connect", "nor_conv_3x3", "avg_pool_3x3"];
+    let mut archs = Vec::new();
+    for a in ops {
+        for b in ops {
+            for c in ops {
+                let arch = format!("|{a}~0|+|none~0|{b}~1|+|none~0|none~1|{c}~2|");
+                let acc = score("1<-0", a) + score("2<-1", b) + score("3<-2", c);
+                archs.push(serde_json::json!({"index": archs.len(), "arch": arch, "test_acc": acc, "test_loss": 0.0,
+                    "train_acc": 0.0, "train_loss": 0.0, "weights": 0, "seconds": 0.0, "group": 0}));
+            }
+        }
+    }
+    let gt = tmp.path().join("gt");
+    std::fs::create_dir(&gt).unwrap();
+    std::fs::write(gt.join("groundtruth.json"), serde_json::json!({"architectures": archs}).to_string()).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["compare", "--methods", "darts-1st+magnitude,gdas", "--seeds", "1,2", "--resume", "--groundtruth"]);
+    cmd.arg(&gt).arg("--out").arg(&out);
+    for s in common::TINY.iter().chain(&["select.n=2", "select.batch_size=16"]) {
+        cmd.args(["--set", s]);
+    }
+    assert_ok(&common::output_within(cmd.env("DARTSIF_LOG", "warn"), 120));
+    let mut r = csv::Reader::from_path(out.join("compare.csv")).unwrap();
+    let col = r.headers().unwrap().iter().position(|h| h == "tau_groundtruth").expect("a tau_groundtruth column");
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    let tau = |m: &str, s: &str| rows.iter().find(|x| &x[0] == m && &x[1] == s).unwrap()[col].to_string();
+    assert_eq!(tau("darts-1st+magnitude", "1"), "1");
+    assert_eq!(tau("gdas", "1"), "");
 }
 
 /// The strategies' NB201 presets load and hold the settings the README's Baselines table
@@ -355,5 +394,27 @@ fn strategies_on_the_darts_space() {
             let distinct: std::collections::HashSet<&String> = rows.iter().collect();
             assert_eq!((rows.len(), distinct.len()), (4, 4), "{st}: {rows:?}");
         }
+    }
+}
+
+/// The influence criteria on the supernets of GDAS, SNAS and SETN: `select` reads their runs
+/// unchanged (rows no paper has: GDAS-IM, SNAS-IF, …).
+#[test]
+fn influence_selection_on_baseline_supernets() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (st, criterion) in [("gdas", "darts-im"), ("snas", "darts-if"), ("setn", "drop")] {
+        let run = tmp.path().join(st);
+        assert_ok(&common::search(0, &run, &[&strategy(st), "search.candidates=3"]));
+        let out = tmp.path().join(format!("{st}-{criterion}"));
+        let o = Command::new(bin())
+            .args(["select", "--run", &run.display().to_string(), "--out", &out.display().to_string()])
+            .args(["--criterion", criterion, "--set", "select.n=2", "--set", "select.batch_size=8"])
+            .env("DARTSIF_LOG", "warn")
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        let scores: serde_json::Value = serde_json::from_str(&read(&out, "scores.json")).unwrap();
+        assert_eq!(scores["criterion"].as_str().unwrap().split_whitespace().next(), Some(criterion), "{st}");
+        assert_eq!(common::stdout(&o).trim(), read(&out, "genotype.txt").trim());
     }
 }

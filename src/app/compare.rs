@@ -26,6 +26,10 @@ pub struct CompareArgs {
     /// Seeds, e.g. `1,2,3`: every method runs once per seed.
     #[arg(long, value_name = "S1,S2,…", default_value = "1")]
     pub seeds: String,
+    /// A `groundtruth` output directory: each selection's scores are ranked against its
+    /// trained architectures (Kendall τ, column `tau_groundtruth`).
+    #[arg(long, value_name = "DIR")]
+    pub groundtruth: Option<PathBuf>,
     #[command(flatten)]
     pub job: JobArgs,
     /// `--resume` or `--resume auto`: complete --out, running only the searches and selections
@@ -53,6 +57,9 @@ pub fn compare_main(a: &CompareArgs) -> i32 {
                 ));
             }
             let methods = compare::parse_methods(&a.methods)?;
+            if let Some(dir) = &a.groundtruth {
+                crate::experiment::groundtruth::read_truths(dir)?;
+            }
             let seeds = crate::experiment::parse_seeds(&a.seeds)?;
             let mut searches = Vec::new();
             for st in compare::strategies(&methods) {
@@ -187,7 +194,8 @@ pub fn compare_main(a: &CompareArgs) -> i32 {
             })
         })?;
         comm::on_coordinator(comm.as_ref(), || {
-            let doc = compare::tables(out, &methods, &seeds)?;
+            let truth = a.groundtruth.as_deref().map(crate::experiment::groundtruth::read_truths).transpose()?;
+            let doc = compare::tables(out, &methods, &seeds, truth.as_ref())?;
             if let Err(e) = compare::figure(&doc, out) {
                 tracing::warn!("the figure of {}: {e} (the tables are written)", out.display());
             }

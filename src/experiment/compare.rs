@@ -101,7 +101,10 @@ struct Row {
     values: Vec<(String, f64)>,
 }
 
-fn row(out: &Path, m: &Method, seed: u64) -> Result<Row> {
+/// A ground truth to rank criteria against: the trained architectures and their cell space.
+pub type GroundTruth = (Vec<super::groundtruth::Truth>, super::groundtruth::CellSpace);
+
+fn row(out: &Path, m: &Method, seed: u64, truth: Option<&GroundTruth>) -> Result<Row> {
     let report = read_json(&search_dir(out, m.strategy, seed).join("report.json"))?;
     let result = match m.criterion {
         None => report.clone(),
@@ -120,6 +123,12 @@ fn row(out: &Path, m: &Method, seed: u64) -> Result<Row> {
             values.push(("derived_val_acc".into(), x));
         }
     }
+    // A selection's scores against the ground truth: Kendall τ-b of the architectures' summed
+    // scores and their test accuracy (`groundtruth --scores` computes the same).
+    if let (Some((truths, space)), Some(_)) = (truth, m.criterion) {
+        let scores = super::groundtruth::ScoresFile::load(&select_dir(out, m, seed).join("scores.json"), space)?;
+        values.push(("tau_groundtruth".into(), super::groundtruth::tau(&scores, space, truths)?.tau));
+    }
     // The supernet's own numbers (the same for every criterion on one search).
     if let Some(x) = report["final_epoch"]["val_acc"].as_f64() {
         values.push(("supernet_val_acc".into(), x));
@@ -133,11 +142,11 @@ fn row(out: &Path, m: &Method, seed: u64) -> Result<Row> {
 /// Write `compare.csv` (one row per method and seed, then mean/std/pstd rows per method),
 /// `compare.json` and `compare.md` (Table 4's layout: a row per method, `mean ± pstd` per
 /// column), and the figure. Returns the JSON document.
-pub fn tables(out: &Path, methods: &[Method], seeds: &[u64]) -> Result<Value> {
+pub fn tables(out: &Path, methods: &[Method], seeds: &[u64], truth: Option<&GroundTruth>) -> Result<Value> {
     let mut rows: Vec<Row> = Vec::new();
     for m in methods {
         for &s in seeds {
-            rows.push(row(out, m, s)?);
+            rows.push(row(out, m, s, truth)?);
         }
     }
     // Columns in first-seen order, benchmark columns first.
@@ -207,7 +216,8 @@ pub fn tables(out: &Path, methods: &[Method], seeds: &[u64]) -> Result<Value> {
     md.push_str(&format!(
         "\nMean ± population std over seeds {} (as the seed paper's Table 4). bench: the benchmark \
          table's columns; derived_val_acc: the selected architecture on the supernet's shared \
-         weights; supernet_*: the supernet itself after the search.\n",
+         weights; tau_groundtruth: Kendall τ of a selection's scores against the ground truth; \
+         supernet_*: the supernet itself after the search.\n",
         seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
     ));
     let doc = json!({ "seeds": seeds, "columns": columns, "methods": doc_methods, "std": "population (as the seed paper's Table 4)" });

@@ -332,6 +332,29 @@ pub fn write(out: &Path, truths: &[Truth], taus: &[Tau]) -> Result<()> {
     write_atomic(&out.join("groundtruth.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())
 }
 
+/// The trained architectures of a `groundtruth` output directory (its `groundtruth.json`) and
+/// the cell space they span: the free edges are those whose op varies, each ranging over the
+/// ops seen on it.
+pub fn read_truths(dir: &Path) -> Result<(Vec<Truth>, CellSpace)> {
+    let path = dir.join("groundtruth.json");
+    let bad = |msg: String| Error::Path { path: path.clone(), msg };
+    let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let truths: Vec<Truth> = serde_json::from_value(doc["architectures"].clone())
+        .map_err(|e| bad(format!("no \"architectures\" list of a groundtruth run: {e}")))?;
+    let archs: Vec<Nb201Genotype> = truths
+        .iter()
+        .map(|t| t.arch.parse().map_err(|e: String| bad(format!("{}: {e}", t.arch))))
+        .collect::<Result<_>>()?;
+    let first = archs.first().ok_or_else(|| bad("no architectures".into()))?;
+    let edges: Vec<usize> = (0..6).filter(|&e| archs.iter().any(|a| a.ops[e] != first.ops[e])).collect();
+    let mut ops: Vec<usize> = archs.iter().flat_map(|a| edges.iter().map(|&e| a.ops[e])).collect();
+    ops.sort_unstable();
+    ops.dedup();
+    let fill = (0..6).find(|e| !edges.contains(e)).map_or(0, |e| first.ops[e]);
+    Ok((truths, CellSpace { edges, ops, fill }))
+}
+
 /// Kendall τ between a criterion's architecture scores and the ground truth.
 #[derive(Debug, Clone, Serialize)]
 pub struct Tau {
