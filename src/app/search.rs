@@ -246,7 +246,7 @@ impl Observer for Progress<'_> {
         });
         if let Some(m) = &mut self.metrics {
             m.epoch(e)?;
-            m.history(e.epoch, state.alpha_json(), &state.magnitude_genotype())?;
+            m.history(e.epoch, state.alpha_json(), &e.arch)?;
         }
         if let Some(t) = &mut self.track {
             t.epoch(e.epoch, state)?;

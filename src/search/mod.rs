@@ -193,6 +193,9 @@ pub struct EpochStats {
     /// Seconds of the epoch this rank (rank 0) spent in all-reduces.
     pub reduce_s: f64,
     pub genotype: String,
+    /// The same architecture as a value (`genotypes.jsonl`).
+    #[serde(skip)]
+    pub arch: crate::space::Genotype,
 }
 
 /// Receives progress from [`run_search`].
@@ -392,11 +395,13 @@ impl Searcher<'_> {
             };
             let val = self.evaluate_mix(state, &self.eval_mix(state, epoch), &self.split.arch)?;
             state.epoch += 1;
-            let genotype = match &state.controller {
-                Some(c) => sampling::path_genotype(state.net.spec(), &vec![c.greedy().into_iter().map(Some).collect()]),
-                None => state.magnitude_genotype(),
-            }
-            .to_string();
+            // The epoch's architecture: what the epoch-end validation computed for the single-path
+            // strategies without α (ENAS's most probable, random-nas's drawn path), else argmax α.
+            let epoch_arch = match self.eval_mix(state, epoch) {
+                Mix::Single(path) if !strategy.trains_alpha() => sampling::path_genotype(state.net.spec(), &path),
+                _ => state.magnitude_genotype(),
+            };
+            let genotype = epoch_arch.to_string();
             let stats = EpochStats {
                 epoch,
                 lr,
@@ -414,6 +419,7 @@ impl Searcher<'_> {
                 seconds: t0.elapsed().as_secs_f64(),
                 reduce_s: self.comm.reduce_seconds() - reduce0,
                 genotype,
+                arch: epoch_arch,
             };
             obs.epoch(&stats, state)?;
             self.checkpoint(state, state.epoch, None)?;
