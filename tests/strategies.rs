@@ -112,8 +112,10 @@ fn each_strategy_agrees_on_one_and_two_ranks() {
             for c in &ctl {
                 assert_eq!(c["draws"], 6);
                 let h = c["entropy"].as_f64().unwrap();
-                // Six steps of five ops: entropy at most 6·ln 5 = 9.657.
-                assert!(h > 0.0 && h <= 6.0 * 5f64.ln() + 1e-6, "{h}");
+                // Six steps of five ops; after two small Adam steps the controller is still
+                // near uniform (its logits are 2.5·tanh(z/5) of small z at initialisation): the
+                // draws' entropy is within 5 % of 6·ln 5 = 9.657.
+                assert!((h - 6.0 * 5f64.ln()).abs() < 0.05 * 6.0 * 5f64.ln(), "{h}");
             }
         }
         match st {

@@ -145,6 +145,10 @@ fn invalid_inputs_are_refused_with_one_line() {
             &["search.strategy=\"random-nas\"", "search.candidates=0"],
             "search.candidates: must be in 1..=100000",
         ),
+        search_case(
+            &["search.strategy=\"enas\"", "search.enas.hidden=100000000"],
+            "search.enas.hidden: must be in 1..=4096 (got 100000000)",
+        ),
         cmd(
             &["compare", "--methods", "random+drop", "--out", &path(&t.join("c1"))],
             "--methods: methods: \"random+drop\": the random baseline trains no supernet to select on",

@@ -252,7 +252,9 @@ impl Config {
             };
             at_least_one("search.enas.controller_steps", e.controller_steps)?;
             at_least_one("search.enas.aggregate", e.aggregate)?;
-            at_least_one("search.enas.hidden", e.hidden)?;
+            if !(1..=4096).contains(&e.hidden) {
+                return bad("search.enas.hidden", format!("must be in 1..=4096 (got {})", e.hidden));
+            }
             positive(source, "search.enas.lr", e.lr)?;
             positive(source, "search.enas.eps", e.eps)?;
             positive(source, "search.enas.temperature", e.temperature)?;
