@@ -273,12 +273,14 @@ impl Searcher<'_> {
             };
             std::thread::scope(|scope| -> Result<()> {
                 let mut feed = Feed::start(scope, self.data, loads, aug, cfg.data.prefetch);
+                // The space (for the step's draws), once per epoch rather than per step.
+                let spec = state.net.spec().clone();
                 for (step, (wb, ab)) in batches.iter().enumerate().skip(first) {
                     let global_step = epoch * steps + step;
                     let poison = self.inject_fault(global_step);
                     // The step's draws (Gumbel noise, paths): keyed by the global step, so equal
                     // on every rank and after a resume.
-                    let (spec, like) = (state.net.spec().clone(), state.alphas[0].shallow_clone());
+                    let like = state.alphas[0].shallow_clone();
                     let wmix = match &state.controller {
                         // ENAS: the controller's draw of this step.
                         Some(c) => Mix::Single(vec![c
@@ -393,11 +395,12 @@ impl Searcher<'_> {
                 true => Some(self.train_controller(state, epoch)?),
                 false => None,
             };
-            let val = self.evaluate_mix(state, &self.eval_mix(state, epoch), &self.split.arch)?;
+            let eval_mix = self.eval_mix(state, epoch);
+            let val = self.evaluate_mix(state, &eval_mix, &self.split.arch)?;
             state.epoch += 1;
             // The epoch's architecture: what the epoch-end validation computed for the single-path
             // strategies without α (ENAS's most probable, random-nas's drawn path), else argmax α.
-            let epoch_arch = match self.eval_mix(state, epoch) {
+            let epoch_arch = match eval_mix {
                 Mix::Single(path) if !strategy.trains_alpha() => sampling::path_genotype(state.net.spec(), &path),
                 _ => state.magnitude_genotype(),
             };
