@@ -7,9 +7,14 @@
 //!    Woodbury solve, Bᵀz), against N gradients;
 //! 3. sequential Sherman–Morrison vs batched Woodbury on random G (P = 1,686,106) for
 //!    N = 16, 64, 256, next to the plain f64 Gram GEMM (2·N²·P flops), and their difference;
-//! 4. peak resident memory.
+//! 4. curvature factored by layer against Woodbury over the same N = 10 batches: K-FAC and
+//!    EK-FAC build (factor passes, eigendecompositions, EK-FAC's eigenvalue correction) and one
+//!    IHVP, next to building Woodbury (N per-batch gradients, Gram) and one Woodbury IHVP;
+//! 5. peak resident memory.
 //!
-//! `quick` shrinks the repetitions and N (a smoke run); `no-sm` skips part 3; `im=N` runs part 2
+//! `quick` shrinks the repetitions and N (a smoke run); `no-sm` skips part 3; `no-kfac` part 4;
+//! `kfac-only` runs part 4 alone;
+//! `im=N` runs part 2
 //! for that N only; `device=cuda` runs parts 1 and 2 on GPU 0 (`launch/gpu-check`). Times of part 1 are the median of the repetitions (the VM is noisy).
 
 use std::time::Instant;
@@ -89,13 +94,58 @@ fn main() {
         .collect();
     let data = Synthetic::new(1, 2048, 10, 32, 3.0);
     let split = SearchSplit::halves(2048);
-    let timings = Timings::default();
     println!("NB201 supernet: {} weights", net.params().count());
 
-    // 1. gradient vs HVP on one batch.
+    let kfac_only = args.iter().any(|a| a == "kfac-only");
+    if !kfac_only {
+        first_order_and_woodbury(&cfg, net.as_ref(), &alphas, &data, &split, reps, quick, no_sm, im_n);
+    }
+
+    // 4. K-FAC / EK-FAC vs Woodbury on the same N batches.
+    if !args.iter().any(|a| a == "no-kfac") {
+        let n = if quick { 2 } else { 10 };
+        let eval = EvalSet::draw(1, dartsif::data::Stream::EvalBatches, 0, &split.arch, n, 64).unwrap();
+        let t = Timings::default();
+        let probe =
+            Probe::new(net.as_ref(), &alphas, &comm, &data, &eval, Leaf::Mixing, BnMode::BatchStats, &t).unwrap();
+        let v = Tensor::randn([probe.n_params() as i64], (Kind::Float, dartsif::device::compute()));
+        for ihvp in [dartsif::config::Ihvp::Woodbury, dartsif::config::Ihvp::Kfac, dartsif::config::Ihvp::Ekfac] {
+            let mut c = cfg.select.clone();
+            c.ihvp = ihvp;
+            c.damping = 1e-3;
+            let (solver, t_build) = time(|| dartsif::influence::ihvp::Solver::build(&c, &probe, None).unwrap());
+            let _ = solver.solve(&probe, &v).unwrap(); // warm-up
+            let t_solve = median((0..reps).map(|_| time(|| drop(solver.solve(&probe, &v).unwrap())).1).collect());
+            let extra = match solver.kfac() {
+                Some(k) => format!(
+                    "   factors {:.0} MB, {} Kronecker + {} diagonal blocks",
+                    k.info.factor_mb, k.info.kronecker_blocks, k.info.diagonal_blocks
+                ),
+                None => String::new(),
+            };
+            println!("{:<9} N={n:<3} build {t_build:7.3} s   IHVP {t_solve:7.4} s{extra}", ihvp.to_string());
+        }
+    }
+    println!("peak RSS {:.0} MB", peak_rss_mb());
+}
+
+/// Parts 1–3.
+#[allow(clippy::too_many_arguments)]
+fn first_order_and_woodbury(
+    cfg: &Config,
+    net: &dyn supernet::Supernet,
+    alphas: &[Tensor],
+    data: &Synthetic,
+    split: &SearchSplit,
+    reps: usize,
+    quick: bool,
+    no_sm: bool,
+    im_n: Option<usize>,
+) {
+    let comm = LocalCollective;
+    let timings = Timings::default();
     let eval1 = EvalSet::draw(1, dartsif::data::Stream::EvalBatches, 0, &split.arch, 1, 64).unwrap();
-    let probe =
-        Probe::new(net.as_ref(), &alphas, &comm, &data, &eval1, Leaf::Mixing, BnMode::BatchStats, &timings).unwrap();
+    let probe = Probe::new(net, alphas, &comm, data, &eval1, Leaf::Mixing, BnMode::BatchStats, &timings).unwrap();
     let _ = probe.grad_theta(None).unwrap(); // warm-up
     let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, dartsif::device::compute()));
     // Interleaved repetitions, medians: the two quantities see the same machine noise.
@@ -115,7 +165,7 @@ fn main() {
         c.select.criterion = dartsif::config::Criterion::DartsIm;
         c.select.ihvp = dartsif::config::Ihvp::Woodbury;
         let t = Timings::default();
-        let ctx = Context::new(&c, net.as_ref(), &alphas, &comm, &data, &split, &t);
+        let ctx = Context::new(&c, net, alphas, &comm, data, split, &t);
         let (_, total) = time(|| ctx.run().unwrap());
         println!(
             "DARTS-IM woodbury N={n:<3}   {total:8.3} s   = {:.2} gradients of N batches (autograd {:.2} s, linalg {:.3} s)",
@@ -166,5 +216,4 @@ fn main() {
             t_w / t_gram
         );
     }
-    println!("peak RSS {:.0} MB", peak_rss_mb());
 }

@@ -6,9 +6,12 @@ NB201 search supernet (C=16, N=5, 10 classes, bias-free convs: 1,686,106 weights
   1. gradient vs HVP (double backward) per batch;
   2. DARTS-IM with Woodbury over N batches: u = B.1 (with the per-batch gradients from the same
      create_graph pass), z = F^-1 u (Woodbury, Gram and solve in float64), I = -B^T z;
-  3. sequential Sherman-Morrison vs batched Woodbury on random G at P = 1,686,106.
-Run: python3 benches/pytorch_eager.py [quick] [no-sm] [im=N] [sm-max=64]   (torch 2.11.0; default threads)
-no-sm skips part 3; im=N runs part 2 for that N only; part 1 reports medians of interleaved repetitions.
+  3. sequential Sherman-Morrison vs batched Woodbury on random G at P = 1,686,106;
+  4. K-FAC and EK-FAC (factors from forward hooks and gradients at the layer outputs, batch
+     sums in float32 accumulated in float64, eigh in float64, EK-FAC's per-sample eigenvalue correction, closed-form IHVP; BatchNorm
+     diagonal) against Woodbury on the same N = 10 batches: build time and one IHVP.
+Run: python3 benches/pytorch_eager.py [quick] [no-sm] [no-kfac] [im=N] [sm-max=64]   (torch 2.11.0; default threads)
+no-sm skips part 3, no-kfac part 4, kfac-only runs part 4 alone; im=N runs part 2 for that N only; part 1 reports medians of interleaved repetitions.
 sm-max skips the Python-loop Sherman-Morrison above that N (at N=256 it takes about ten minutes).
 """
 import statistics
@@ -107,6 +110,9 @@ def main():
     w = torch.softmax(1e-3 * torch.randn(6, 5), -1).detach().requires_grad_()
     batches = [(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))) for _ in range(max(10, im_n or 0))]
 
+    if "kfac-only" in sys.argv:
+        return kfac_part(net, params, w, batches, 2 if quick else 10, reps)
+
     def loss(b):
         x, y = batches[b]
         return F.cross_entropy(net(x, w), y)
@@ -186,6 +192,116 @@ def main():
         xs, t_s = timed(sherman)
         diff = ((xw - xs).norm() / xs.norm()).item()
         print(f"N={n:<4} Gram GEMM {t_gram:7.3f} s   Woodbury {t_w:7.3f} s ({t_w / t_gram:.2f}x Gram)   Sherman-Morrison {t_s:8.3f} s   rel. diff {diff:.1e}")
+
+
+    if "no-kfac" not in sys.argv:
+        kfac_part(net, params, w, batches, 2 if quick else 10, reps)
+
+
+def kfac_part(net, params, w, batches, n, reps):
+    """Part 4: the same math as src/influence/kfac.rs, in PyTorch eager."""
+    layers = [m for m in net.modules()
+              if isinstance(m, (nn.Conv2d, nn.Linear)) or (isinstance(m, nn.BatchNorm2d) and m.affine)]
+    seen = {}
+    for m in layers:
+        m.register_forward_hook(lambda mod, i, o: seen.__setitem__(mod, (i[0].detach(), o)))
+    damping = 1e-3
+    dd = torch.float64
+
+    def record(b):
+        seen.clear()
+        x, y = batches[b]
+        loss = F.cross_entropy(net(x, w), y, reduction="sum")  # per-sample signals
+        mods = list(seen.keys())
+        gs = torch.autograd.grad(loss, [seen[m][1] for m in mods])
+        return [(m, seen[m][0], g.detach()) for m, g in zip(mods, gs)]
+
+    def patches(m, x):
+        if isinstance(m, nn.Conv2d):
+            a = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)
+            return a.view(x.shape[0], m.groups, -1, a.shape[-1])
+        return torch.cat([x, torch.ones(x.shape[0], 1)], 1).view(x.shape[0], 1, -1, 1)
+
+    def signals(m, g):
+        if isinstance(m, nn.Conv2d):
+            return g.reshape(g.shape[0], m.groups, g.shape[1] // m.groups, -1)
+        return g.reshape(g.shape[0], 1, -1, 1)
+
+    def xhat(m, x):
+        mu, var = x.mean((0, 2, 3), keepdim=True), x.var((0, 2, 3), unbiased=False, keepdim=True)
+        return (x - mu) / torch.sqrt(var + m.eps)
+
+    def build(eigen_corrected):
+        A, S, D, cnt, ns = {}, {}, {}, {}, 0
+        for b in range(n):
+            for m, x, g in record(b):
+                if isinstance(m, nn.BatchNorm2d):
+                    gw, gb = (g * xhat(m, x)).sum((2, 3)), g.sum((2, 3))
+                    D[m] = D.get(m, 0) + torch.cat([gw, gb], 1).double().square().sum(0)
+                    continue
+                a, s = patches(m, x), signals(m, g)  # batch sums in float32, accumulated in float64
+                cnt[m] = cnt.get(m, 0) + a.shape[0] * a.shape[3]
+                A[m] = A.get(m, 0) + (a @ a.transpose(2, 3)).sum(0).double()
+                S[m] = S.get(m, 0) + (s @ s.transpose(2, 3)).sum(0).double()
+            ns += batches[b][0].shape[0]
+        blocks = {}
+        for m in A:
+            la, qa = torch.linalg.eigh(A[m] / cnt[m])
+            ls, qs = torch.linalg.eigh(S[m] / ns)
+            blocks[m] = [qa, qs, ls.clamp_min(0).unsqueeze(2) * la.clamp_min(0).unsqueeze(1)]
+        if eigen_corrected:
+            lam = {m: 0 for m in A}
+            for b in range(n):
+                for m, x, g in record(b):
+                    if m in A:
+                        gs = signals(m, g) @ patches(m, x).transpose(2, 3)
+                        qa, qs, _ = blocks[m]
+                        lam[m] = lam[m] + (qs.transpose(1, 2).float() @ gs @ qa.float()).square().sum(0).double()
+            for m in A:
+                blocks[m][2] = lam[m] / ns
+        return blocks, {m: d / ns for m, d in D.items()}
+
+    def solve(blocks, diag, v):
+        out = {}
+        for m, (qa, qs, lam) in blocks.items():
+            if isinstance(m, nn.Linear):
+                V = torch.cat([v[m.weight], v[m.bias].unsqueeze(1)], 1).unsqueeze(0).double()
+            else:
+                V = v[m.weight].reshape(m.groups, m.out_channels // m.groups, -1).double()
+            X = qs @ ((qs.transpose(1, 2) @ V @ qa) / (lam + damping)) @ qa.transpose(1, 2)
+            if isinstance(m, nn.Linear):
+                out[m.weight], out[m.bias] = X[0, :, :-1].float(), X[0, :, -1].float()
+            else:
+                out[m.weight] = X.reshape(m.weight.shape).float()
+        for m, d in diag.items():
+            x = torch.cat([v[m.weight], v[m.bias]]).double() / (d + damping)
+            c = m.weight.numel()
+            out[m.weight], out[m.bias] = x[:c].float(), x[c:].float()
+        return [out.get(p, v[p] / damping) for p in params]
+
+    v = {p: torch.randn_like(p) for p in params}
+    eta = damping
+
+    def woodbury_build():
+        G = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+            F.cross_entropy(net(batches[b][0], w), batches[b][1]), params)]) for b in range(n)]).double()
+        return G, G @ G.T + n * eta * torch.eye(n, dtype=dd)
+
+    def woodbury_solve(G, K):
+        u = torch.cat([v[p].reshape(-1) for p in params]).double()
+        y = torch.linalg.solve(K, G @ u)
+        return ((u - G.T @ y) / eta).float()
+
+    (G, K), tb = timed(woodbury_build)
+    woodbury_solve(G, K)
+    ts = statistics.median([timed(lambda: woodbury_solve(G, K))[1] for _ in range(reps)])
+    print(f"woodbury  N={n:<3} build {tb:7.3f} s   IHVP {ts:7.4f} s")
+    for name, ek in [("kfac", False), ("ekfac", True)]:
+        (blocks, diag), tb = timed(lambda: build(ek))
+        solve(blocks, diag, v)
+        ts = statistics.median([timed(lambda: solve(blocks, diag, v))[1] for _ in range(reps)])
+        mb = sum(q.numel() + r.numel() + l.numel() for q, r, l in blocks.values()) * 8 / 1e6
+        print(f"{name:<9} N={n:<3} build {tb:7.3f} s   IHVP {ts:7.4f} s   factors {mb:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,19 @@ fn every_criterion_and_solver_is_rank_independent() {
         vec!["--criterion", "darts-im", "--ihvp", "cg", "--set", "select.damping=100"],
         vec!["--criterion", "darts-im", "--ihvp", "exact"],
         vec!["--criterion", "darts-im", "--ihvp", "woodbury", "--faithful"],
+        vec!["--criterion", "darts-if", "--ihvp", "kfac", "--set", "select.damping=1e-3"],
+        vec!["--criterion", "darts-if", "--ihvp", "ekfac", "--set", "select.damping_rule=\"mean-eigenvalue\""],
+        vec![
+            "--criterion",
+            "darts-im",
+            "--ihvp",
+            "ekfac",
+            "--set",
+            "select.damping=1e-3",
+            "--set",
+            "select.fisher_labels=\"sampled\"",
+        ],
+        vec!["--criterion", "darts-im", "--ihvp", "woodbury", "--set", "select.fisher_labels=\"sampled\""],
         vec!["--criterion", "darts-im", "--ihvp", "neumann", "--faithful"],
     ];
     for (i, args) in cases.iter().enumerate() {
@@ -122,7 +135,10 @@ fn select_outputs_and_bad_input() {
     // Bad input: one line naming the key, exit 2, nothing written.
     for (args, expect) in [
         (vec!["--criterion", "darts-xx"], "select.criterion: unknown value \"darts-xx\""),
-        (vec!["--ihvp", "exact", "--set", "select.exact_max_params=100"], "exact forms a dense 1616×1616 matrix"),
+        (
+            vec!["--criterion", "darts-im", "--ihvp", "exact", "--set", "select.exact_max_params=100"],
+            "exact forms a dense 1616×1616 matrix",
+        ),
         (vec!["--gamma=-1"], "select.gamma: must be finite and > 0 (got -1)"),
         (vec!["--set", "select.n=40"], "select.n: 40 batches of 8 need 320 images but the pool they are drawn from has 48: the largest N that fits is 6"),
         (
@@ -184,7 +200,7 @@ fn select_outputs_and_bad_input() {
 /// solves: minutes in a debug build; its products are checked in tests/influence.rs).
 const CRITERIA: &str = "magnitude,drop,darts-if/identity,darts-if/neumann,darts-if/sherman-morrison,darts-if/woodbury,\
 darts-if/cg,darts-if/exact,darts-im/woodbury/paper,darts-im/woodbury/negated,darts-if/exact-ggn,darts-im/cg-ggn/paper,\
-darts-im/cg-ggn/negated";
+darts-im/cg-ggn/negated,darts-im/kfac-mc/paper,darts-if/ekfac";
 
 #[test]
 fn fidelity_is_rank_independent_and_writes_its_tables() {
@@ -233,7 +249,7 @@ fn fidelity_is_rank_independent_and_writes_its_tables() {
     assert!(names.contains(&"darts-im/woodbury/negated") && names.contains(&"darts-if/sherman-morrison"));
     // The Gauss–Newton criteria (damped by the mean-eigenvalue rule, undamped CG being refused
     // only on the indefinite Hessian) are scored.
-    for label in ["darts-if/exact-ggn", "darts-im/cg-ggn/paper"] {
+    for label in ["darts-if/exact-ggn", "darts-im/cg-ggn/paper", "darts-if/ekfac", "darts-im/kfac-mc/paper"] {
         let c = a["criteria"].as_array().unwrap().iter().find(|c| c["label"] == label).unwrap();
         assert_eq!(c["status"], "ok", "{label}");
     }
@@ -288,6 +304,31 @@ fn fidelity_is_rank_independent_and_writes_its_tables() {
     assert!(err.contains("fidelity.json") && err.contains("measured with 3 steps"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(!bad.exists());
+
+    // Fine-tuning until converged: a tolerance every gradient meets stops at the first check
+    // (after 10 steps), one none meets runs to the cap; the steps taken are reported.
+    let until = |tol: &str, dir: &str| {
+        let o = Command::new(common::bin())
+            .args(["inspect", "fidelity", "--run"])
+            .arg(&run)
+            .args(["--set", "select.n=2", "--set", "select.batch_size=8", "--criteria", "drop"])
+            .args(["--steps", "12", "--until-grad-norm", tol, "--out"])
+            .arg(tmp.path().join(dir))
+            .env("DARTSIF_LOG", "warn")
+            .output()
+            .unwrap();
+        common::assert_ok(&o);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(tmp.path().join(dir).join("fidelity.json")).unwrap())
+                .unwrap();
+        let steps: Vec<u64> = v["fine_tune_steps"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+        (steps, common::stdout(&o))
+    };
+    let (steps, table) = until("1e9", "loose");
+    assert_eq!(steps, vec![10; 25], "{table}");
+    assert!(table.contains("until ‖∇θ‖ < 1000000000 (10–10 of at most 12 steps)"), "{table}");
+    let (steps, _) = until("1e-12", "tight");
+    assert_eq!(steps, vec![12; 25]);
 }
 
 /// A DARTS-IF selection stopped by SIGTERM midway resumes from its progress checkpoint and

@@ -178,6 +178,11 @@ fn invalid_inputs_are_refused_with_one_line() {
             "select.fisher_samples: \"sample\" needs select.bn = \"running\"",
         ),
         search_case(
+            &["select.ihvp=\"ekfac\"", "select.damping_rule=\"fixed\""],
+            "select.damping: ekfac needs a damping λ > 0",
+        ),
+        search_case(&["select.fisher_labels=\"model\""], "select.fisher_labels: unknown value \"model\""),
+        search_case(
             &["select.faithful=true", "select.criterion=\"darts-if\""],
             "select.faithful: the authors' computation exists for darts-im only",
         ),

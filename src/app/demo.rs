@@ -102,17 +102,19 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
     }
 
     let fidelity = if args.fidelity_steps > 0 {
-        let ft = fidelity::FineTune { steps: args.fidelity_steps, lr: cfg.search.weights.lr / 10.0 };
+        let ft =
+            fidelity::FineTune { steps: args.fidelity_steps, lr: cfg.search.weights.lr / 10.0, until_grad_norm: None };
         tracing::info!(
             "demo: measuring the actual loss change of removing each op ({} SGD steps of fine-tuning after each)",
             ft.steps
         );
         let t = Instant::now();
-        let (baseline, actual) =
+        let (baseline, actual, steps) =
             fidelity::actual_delta_loss(&cfg, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split, &ft)?;
         let cands = candidates(net.as_ref());
         let criteria = scored.iter().map(|x| fidelity::agreement(x.label, &cands, &x.sel.table, &actual)).collect();
-        let report = fidelity::report(net.spec(), &cands, &ft, baseline, actual, criteria);
+        let mut report = fidelity::report(net.spec(), &cands, &ft, baseline, actual, criteria);
+        report.fine_tune_steps = steps;
         Some((report, t.elapsed().as_secs_f64()))
     } else {
         None

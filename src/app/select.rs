@@ -20,20 +20,26 @@ pub struct FidelityArgs {
     /// Run directory of a `search`.
     #[arg(long, value_name = "DIR")]
     pub run: PathBuf,
-    /// SGD steps of fine-tuning after each removal.
+    /// SGD steps of fine-tuning after each removal (the cap with --until-grad-norm).
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// Fine-tuning learning rate; default search.weights.lr / 10 (as DARTS-PT's projection).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Fine-tune until converged: until the norm of the mean of each 10 steps' mini-batch
+    /// gradients falls below this, with --steps as the cap (the influence function predicts
+    /// the loss after θ is re-optimised, not after a fixed few steps).
+    #[arg(long, value_name = "TOL")]
+    pub until_grad_norm: Option<f64>,
     /// Criteria to score, comma-separated (default: all): magnitude, drop, darts-if/IHVP
     /// (identity, neumann, sherman-morrison, woodbury, cg, exact; cg-ggn, exact-ggn: the
-    /// Gauss–Newton curvature), darts-im/IHVP/SIGN (the configured select.ihvp or cg-ggn;
-    /// paper or negated), e.g. `--criteria drop,darts-if/woodbury,darts-if/cg-ggn`.
+    /// Gauss–Newton curvature; kfac, ekfac, kfac-mc, ekfac-mc: factored by layer, -mc on the
+    /// true Fisher by Monte Carlo), darts-im/IHVP/SIGN (the configured select.ihvp, cg-ggn or
+    /// the factored ones; paper or negated), e.g. `--criteria drop,darts-if/ekfac`.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub criteria: Vec<String>,
     /// Reuse the actual ΔL measured by an earlier `inspect fidelity` of the same run (its
-    /// fidelity.json; same --steps and --lr) instead of measuring it again.
+    /// fidelity.json; same --steps, --lr and --until-grad-norm) instead of measuring it again.
     #[arg(long, value_name = "FILE")]
     pub actual: Option<PathBuf>,
     /// Override any config key, e.g. `--set select.ihvp="neumann"` (repeatable).
@@ -52,7 +58,7 @@ pub struct SelectArgs {
     /// magnitude | drop | darts-if | darts-im | darts-pt  (select.criterion)
     #[arg(long)]
     pub criterion: Option<String>,
-    /// identity | neumann | sherman-morrison | woodbury | cg | exact  (select.ihvp)
+    /// identity | neumann | sherman-morrison | woodbury | cg | exact | kfac | ekfac  (select.ihvp)
     #[arg(long)]
     pub ihvp: Option<String>,
     /// Number of evaluation batches N (select.n)
@@ -206,6 +212,15 @@ pub fn fidelity_main(args: &FidelityArgs) -> i32 {
             return fail_once(&Error::config("--lr", "lr", format!("must be finite and > 0 (got {lr})")));
         }
     }
+    if let Some(t) = args.until_grad_norm {
+        if !(t > 0.0 && t.is_finite()) {
+            return fail_once(&Error::config(
+                "--until-grad-norm",
+                "until-grad-norm",
+                format!("must be finite and > 0 (got {t})"),
+            ));
+        }
+    }
     let known = select::fidelity::criterion_labels(&cfg);
     if let Some(bad) = args.criteria.iter().find(|c| !known.contains(c)) {
         let msg = format!("unknown criterion {bad:?} (one of: {})", known.join(", "));
@@ -215,7 +230,11 @@ pub fn fidelity_main(args: &FidelityArgs) -> i32 {
         Ok(c) => c,
         Err(status) => return status,
     };
-    let ft = select::fidelity::FineTune { steps: args.steps, lr: args.lr.unwrap_or(cfg.search.weights.lr / 10.0) };
+    let ft = select::fidelity::FineTune {
+        steps: args.steps,
+        lr: args.lr.unwrap_or(cfg.search.weights.lr / 10.0),
+        until_grad_norm: args.until_grad_norm,
+    };
     let run = || -> Result<()> {
         let mut cfg = cfg.clone();
         let source = data::open(&mut cfg)?;

@@ -129,6 +129,10 @@ choice! {
         Woodbury = "woodbury",
         Cg = "cg",
         Exact = "exact",
+        /// K-FAC: per-layer Kronecker factors of the Fisher (module `influence::kfac`).
+        Kfac = "kfac",
+        /// EK-FAC: K-FAC's eigenbasis with eigenvalues re-fitted to per-sample gradients.
+        Ekfac = "ekfac",
     }
 }
 
@@ -141,6 +145,10 @@ choice! {
 choice! {
     /// How the damping of a solver is set (`select.damping_rule`).
     pub enum DampingRule {
+        /// Each solver's own default: for `kfac` and `ekfac` (whose factors are singular off the
+        /// samples' span) `select.damping` when set (> 0), else `mean-eigenvalue`; `fixed` for
+        /// the others.
+        Auto = "auto",
         /// `select.damping` (λ of neumann, cg, exact-hessian/ggn) and `select.eta` (η of the
         /// Fisher solvers) as given.
         Fixed = "fixed",
@@ -171,6 +179,13 @@ choice! {
 choice! {
     /// The Fisher's samples (`select.fisher_samples`): per-batch or per-sample gradients.
     pub enum FisherSamples { Batch = "batch", Sample = "sample" }
+}
+
+choice! {
+    /// The labels of the Fisher's gradients (`select.fisher_labels`): the data's (the empirical
+    /// Fisher) or drawn from the model's predictive distribution (a Monte-Carlo estimate of the
+    /// true Fisher, for softmax cross-entropy the Gauss–Newton matrix).
+    pub enum FisherLabels { Data = "data", Sampled = "sampled" }
 }
 
 choice! {

@@ -140,8 +140,10 @@ pub(super) fn d_awd() -> f64 {
 pub(super) fn d_init_std() -> f64 {
     1e-3
 }
+/// `drop`: of every criterion measured against the actual effect of removing an op (README,
+/// "Does a criterion predict what removing an op does?"), the one that predicts it best.
 pub(super) fn d_criterion() -> Criterion {
-    Criterion::DartsIm
+    Criterion::Drop
 }
 pub(super) fn d_ihvp() -> Ihvp {
     Ihvp::Woodbury
@@ -165,7 +167,7 @@ pub(super) fn d_cg_iters() -> usize {
     100
 }
 pub(super) fn d_damping_rule() -> DampingRule {
-    DampingRule::Fixed
+    DampingRule::Auto
 }
 pub(super) fn d_damping_fraction() -> f64 {
     0.1
@@ -181,6 +183,9 @@ pub(super) fn d_exact_max() -> usize {
 }
 pub(super) fn d_im_sign() -> ImSign {
     ImSign::Paper
+}
+pub(super) fn d_fisher_labels() -> FisherLabels {
+    FisherLabels::Data
 }
 pub(super) fn d_fisher_samples() -> FisherSamples {
     FisherSamples::Batch

@@ -474,6 +474,20 @@ impl SelectConfig {
                 "\"sample\" needs select.bn = \"running\" (batch statistics of one image are undefined)",
             ));
         }
+        if matches!(self.ihvp, Ihvp::Kfac | Ihvp::Ekfac)
+            && self.damping_rule == DampingRule::Fixed
+            && self.damping == 0.0
+        {
+            return Err(Error::config(
+                source,
+                "select.damping",
+                format!(
+                    "{} needs a damping λ > 0 (its factors are singular off the samples' span): set select.damping, \
+                     or select.damping_rule = \"mean-eigenvalue\" (λ = select.damping_fraction × the mean eigenvalue)",
+                    self.ihvp
+                ),
+            ));
+        }
         if self.faithful && self.criterion != Criterion::DartsIm {
             return Err(Error::config(source, "select.faithful", "the authors' computation exists for darts-im only"));
         }

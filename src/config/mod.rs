@@ -381,7 +381,9 @@ pub struct SelectConfig {
     /// (Jᵀ H_z J + λI).
     #[serde(default = "d_exact_matrix")]
     pub exact_matrix: ExactMatrix,
-    /// `fixed` (select.damping, select.eta) or `mean-eigenvalue` (select.damping_fraction ×
+    /// `auto` (kfac/ekfac: select.damping when > 0, else `mean-eigenvalue`; `fixed` for the
+    /// others), `fixed`
+    /// (select.damping, select.eta) or `mean-eigenvalue` (select.damping_fraction ×
     /// trace(C)/P of the solver's curvature C); the value used is in scores.json.
     #[serde(default = "d_damping_rule")]
     pub damping_rule: DampingRule,
@@ -402,6 +404,13 @@ pub struct SelectConfig {
     /// needs `bn = "running"`).
     #[serde(default = "d_fisher_samples")]
     pub fisher_samples: FisherSamples,
+    /// Labels of the Fisher's gradients (the Fisher solvers' samples, `kfac`/`ekfac`'s
+    /// factors): `data` (the empirical Fisher) or `sampled` from the model's predictive
+    /// distribution (the true Fisher by Monte Carlo; per-batch samples are then scaled by √m so
+    /// that F estimates the per-sample Fisher, as a mean of m independent zero-mean gradients
+    /// has covariance F/m).
+    #[serde(default = "d_fisher_labels")]
+    pub fisher_labels: FisherLabels,
     /// BatchNorm during selection: `batch` statistics (buffers untouched) or `running`.
     #[serde(default = "d_bn")]
     pub bn: BnStats,

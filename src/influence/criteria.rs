@@ -319,7 +319,12 @@ impl Context<'_> {
             None
         };
         let table = broadcast_value(self.comm, 0, table.as_ref())?;
-        Ok(Outcome { table, diagnostics: json!({"baseline_loss": l0, "candidates": cands.len()}) })
+        let curvature = solver.as_ref().map_or(serde_json::Value::Null, |s| s.curvature_info());
+        let damping = solver.as_ref().map(|s| s.damping);
+        Ok(Outcome {
+            table,
+            diagnostics: json!({"baseline_loss": l0, "candidates": cands.len(), "damping": damping, "curvature": curvature}),
+        })
     }
 
     /// Every rank's records plus `done`, on the coordinator (empty elsewhere), sorted.
@@ -360,9 +365,11 @@ impl Context<'_> {
 
     /// Matrix-free DARTS-IM on the mixing weights: u = B1 (with the Fisher samples from the
     /// same double-backward pass), z = IHVP(u), I_M = ∓Bᵀz — the one-setting case of
-    /// [`Context::darts_im_many`]. Per-sample Fisher samples need their own passes.
+    /// [`Context::darts_im_many`]. Per-sample or sampled-label Fisher samples need their own passes.
     fn darts_im(&self) -> Result<Outcome> {
-        if !(needs_fisher(&self.cfg.select) && self.cfg.select.fisher_samples == crate::config::FisherSamples::Sample) {
+        let own_pass = self.cfg.select.fisher_samples == crate::config::FisherSamples::Sample
+            || self.cfg.select.fisher_labels == crate::config::FisherLabels::Sampled;
+        if !(needs_fisher(&self.cfg.select) && own_pass) {
             return Ok(self.darts_im_many(std::slice::from_ref(&self.cfg.select))?.remove(0));
         }
         // B and H from the same N batches: validation, or the θ half's (hess_data = "train").
@@ -376,7 +383,10 @@ impl Context<'_> {
         let (z, info) = solver.solve(&probe, &u)?;
         let im = probe.mixed_t(&z)? * self.im_sign();
         let table = self.leaf_table("darts-im", &probe, &im);
-        Ok(Outcome { table, diagnostics: json!({"norm_B1_mixing": norm(&u), "norm_ihvp": norm(&z), "solve": info}) })
+        Ok(Outcome {
+            table,
+            diagnostics: json!({"norm_B1_mixing": norm(&u), "norm_ihvp": norm(&z), "solve": info, "curvature": solver.curvature_info()}),
+        })
     }
 
     /// DARTS-IM for several solver settings at once (an ablation over N, the IHVP method, γ, K,
@@ -413,7 +423,7 @@ impl Context<'_> {
             };
             let u = &us[ns.binary_search(&s.n).expect("listed")];
             let (z, info) = solver.solve(&p, u)?;
-            infos.push((norm(u), norm(&z), info));
+            infos.push((norm(u), norm(&z), info, solver.curvature_info()));
             zs.push((s.n, z));
         }
         let bt = probe.mixed_t_prefixes(&zs)?;
@@ -421,11 +431,11 @@ impl Context<'_> {
             .iter()
             .zip(bt)
             .zip(infos)
-            .map(|((s, b), (nu, nz, info))| {
+            .map(|((s, b), (nu, nz, info, curvature))| {
                 let sign = if s.im_sign == crate::config::ImSign::Negated { 1.0 } else { -1.0 };
                 Outcome {
                     table: self.leaf_table("darts-im", &probe, &(b * sign)),
-                    diagnostics: json!({"norm_B1_mixing": nu, "norm_ihvp": nz, "solve": info, "shared": settings.len() > 1}),
+                    diagnostics: json!({"norm_B1_mixing": nu, "norm_ihvp": nz, "solve": info, "shared": settings.len() > 1, "curvature": curvature}),
                 }
             })
             .collect())

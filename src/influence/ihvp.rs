@@ -8,11 +8,14 @@
 //! | `woodbury` | the same F⁻¹ in batched form | one Gram GEMM, O(N²P) |
 //! | `cg` | (H + λI)⁻¹ by conjugate gradients | one HVP per iteration |
 //! | `exact` | dense F or H + λI, solved in f64 (small models only) | P HVPs or a P×P matrix |
+//! | `kfac` | per-layer Kronecker factors of the Fisher + λI ([`super::kfac`]) | one pass over the N batches, an eigendecomposition per layer |
+//! | `ekfac` | the same eigenbasis, eigenvalues fitted to per-sample gradients | two passes |
 
 use tch::{Kind, Tensor};
 
 use super::fisher::{all_gather_coords, coord_range, ShardedGrads, ShermanMorrison, Woodbury};
 use super::flat::{dot, norm};
+use super::kfac::Kfac;
 use super::probe::{Probe, Timings};
 use crate::config::{Curvature, DampingRule, SelectConfig};
 use crate::error::{Error, Result};
@@ -46,6 +49,8 @@ enum Method {
     ShermanMorrison(ShermanMorrison),
     /// LU factors and pivots of a dense matrix (f64), the same on every rank.
     Dense(Tensor, Tensor),
+    /// K-FAC or EK-FAC, held whole by every rank.
+    Kfac(Box<Kfac>),
 }
 
 /// An IHVP solver for one probe.
@@ -119,6 +124,11 @@ impl Solver {
                 damping = eta(&grads)?;
                 Method::ShermanMorrison(ShermanMorrison::new(probe.comm, grads, damping, t)?)
             }
+            crate::config::Ihvp::Kfac | crate::config::Ihvp::Ekfac => {
+                let k = Kfac::build(cfg, probe, cfg.ihvp == crate::config::Ihvp::Ekfac)?;
+                damping = k.damping;
+                Method::Kfac(Box::new(k))
+            }
             crate::config::Ihvp::Exact => {
                 if p > cfg.exact_max_params {
                     return Err(Error::config(
@@ -152,6 +162,23 @@ impl Solver {
         Ok(Solver { kind, name: cfg.ihvp.to_string(), damping })
     }
 
+    /// What scores.json reports about the curvature beyond [`SolveInfo`]: K-FAC's blocks,
+    /// factor memory and per-rank times; null for the other solvers.
+    pub fn curvature_info(&self) -> serde_json::Value {
+        match &self.kind {
+            Method::Kfac(k) => serde_json::to_value(&k.info).unwrap_or(serde_json::Value::Null),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// The K-FAC operator, for `kfac`/`ekfac` solvers.
+    pub fn kfac(&self) -> Option<&Kfac> {
+        match &self.kind {
+            Method::Kfac(k) => Some(k),
+            _ => None,
+        }
+    }
+
     /// H⁻¹v for a full-length v that is the same on every rank (collective).
     pub fn solve(&self, probe: &Probe, v: &Tensor) -> Result<(Tensor, SolveInfo)> {
         let (x, mut info) = self.solve_inner(probe, v)?;
@@ -169,6 +196,7 @@ impl Solver {
                 let x = Timings::add(&t.linalg, || lu_solve(lu, piv, &v.to_kind(Kind::Double)).to_kind(v.kind()));
                 Ok((x, SolveInfo::default()))
             }
+            Method::Kfac(k) => Ok((k.solve(probe, v), SolveInfo::default())),
             Method::Neumann { gamma, k, damping, curvature } => neumann(probe, v, *gamma, *k, *damping, *curvature),
             Method::Cg { damping, tol, max_iter, curvature } => cg(probe, v, *damping, *tol, *max_iter, *curvature),
         }
@@ -181,6 +209,7 @@ impl Solver {
         let t = probe.timings;
         match &self.kind {
             Method::Identity => Ok(mine.map(|v| dot(v, v))),
+            Method::Kfac(k) => Ok(mine.map(|v| dot(v, &k.solve(probe, v)))),
             Method::Dense(lu, piv) => Ok(mine.map(|v| {
                 Timings::add(&t.linalg, || {
                     let v = v.to_kind(Kind::Double);
@@ -246,21 +275,22 @@ impl Solver {
 /// The Fisher's gradient samples, exchanged so each rank holds its coordinate slice of all of
 /// them: `samples` when already computed (DARTS-IM's first pass), else computed here.
 fn fisher_samples(cfg: &SelectConfig, probe: &Probe, samples: Option<Vec<(usize, Tensor)>>) -> Result<ShardedGrads> {
+    let sampled = cfg.fisher_labels == crate::config::FisherLabels::Sampled;
+    let per_batch = cfg.fisher_samples == crate::config::FisherSamples::Batch;
     let (own, n) = match samples {
-        Some(s) => (s, probe.n_batches()),
-        None if cfg.fisher_samples == crate::config::FisherSamples::Sample => {
-            let s = probe.sample_grads()?;
+        // DARTS-IM's first pass: per-batch gradients with the data's labels.
+        Some(s) if !sampled => (s, probe.n_batches()),
+        _ if !per_batch => {
+            let s = probe.sample_grads(cfg.fisher_labels)?;
             let m = probe.batch_size();
             (s, probe.n_batches() * m)
         }
-        None => (probe.batch_grads(), probe.n_batches()),
+        _ => (probe.batch_grads(cfg.fisher_labels), probe.n_batches()),
     };
-    // F = ηI + s·(1/N)Σ g gᵀ: scale each sample by √s.
-    let own = if cfg.fisher_scale == 1.0 {
-        own
-    } else {
-        own.into_iter().map(|(j, g)| (j, g * cfg.fisher_scale.sqrt())).collect()
-    };
+    // F = ηI + s·(1/N)Σ g gᵀ: scale each sample by √s; per-batch gradients of sampled labels
+    // also by √m (their covariance is the per-sample Fisher over m).
+    let scale = cfg.fisher_scale * if sampled && per_batch { probe.batch_size() as f64 } else { 1.0 };
+    let own = if scale == 1.0 { own } else { own.into_iter().map(|(j, g)| (j, g * scale.sqrt())).collect() };
     ShardedGrads::exchange(probe.comm, own, n, probe.n_params(), probe.device(), probe.timings)
 }
 

@@ -6,6 +6,7 @@ pub mod criteria;
 pub mod fisher;
 pub mod flat;
 pub mod ihvp;
+pub mod kfac;
 pub mod probe;
 pub mod saved;
 

@@ -21,7 +21,9 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 
 use super::flat::{defined_or_zeros, flatten, graph_dot, split_like};
+use super::kfac::fisher_targets;
 use crate::comm::Collective;
+use crate::config::FisherLabels;
 use crate::data::{epoch_order, make_batch, Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::loss::cross_entropy;
@@ -585,13 +587,16 @@ impl<'a> Probe<'a> {
         Ok(sums.iter().zip(zs).map(|(s, (n, _))| s / *n as f64).collect())
     }
 
-    /// The per-batch gradients g_j = ∇θ L_j of this rank's batches (the Fisher's samples).
-    pub fn batch_grads(&self) -> Vec<(usize, Tensor)> {
+    /// The per-batch gradients g_j = ∇θ L_j of this rank's batches (the Fisher's samples),
+    /// with the data's labels or labels drawn from the model ([`fisher_targets`](super::kfac::fisher_targets)).
+    pub fn batch_grads(&self, labels: FisherLabels) -> Vec<(usize, Tensor)> {
         Timings::add(&self.timings.autograd, || {
             let w = self.base_weights();
             self.own_batches()
                 .map(|j| {
-                    let l = self.batch_loss(j, &w);
+                    let (x, y) = self.batch(j);
+                    let z = self.net.forward(x, &w, self.bn);
+                    let l = cross_entropy(&z, &fisher_targets(labels, j, &z, y));
                     let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
                     (j, flatten(&g))
                 })
@@ -602,7 +607,7 @@ impl<'a> Probe<'a> {
     /// Per-sample gradients of this rank's batches (the Fisher's samples when
     /// `select.fisher_samples = "sample"`). Each sample is its own forward, so BatchNorm must
     /// not use batch statistics: the probe's BN mode must be running statistics.
-    pub fn sample_grads(&self) -> Result<Vec<(usize, Tensor)>> {
+    pub fn sample_grads(&self, labels: FisherLabels) -> Result<Vec<(usize, Tensor)>> {
         if self.bn != BnMode::Eval {
             return Err(Error::config(
                 "select",
@@ -616,9 +621,17 @@ impl<'a> Probe<'a> {
             let mut out = Vec::new();
             for j in self.own_batches() {
                 let (x, y) = self.batch(j);
+                let targets = match labels {
+                    FisherLabels::Data => y.shallow_clone(),
+                    // Eval-mode BatchNorm: the batch's logits are each sample's own.
+                    FisherLabels::Sampled => {
+                        let _g = tch::no_grad_guard();
+                        fisher_targets(labels, j, &self.net.forward(x, &w, self.bn), y)
+                    }
+                };
                 for i in 0..m {
                     let xi = x.narrow(0, i as i64, 1);
-                    let yi = y.narrow(0, i as i64, 1);
+                    let yi = targets.narrow(0, i as i64, 1);
                     let l = cross_entropy(&self.net.forward(&xi, &w, self.bn), &yi);
                     let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
                     out.push((j * m + i, flatten(&g)));

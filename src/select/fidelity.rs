@@ -10,7 +10,7 @@ use serde::Serialize;
 use tch::Tensor;
 
 use crate::comm::{broadcast_value, Collective};
-use crate::config::{Config, Criterion, Curvature, DampingRule, ExactMatrix, Ihvp, ImSign};
+use crate::config::{Config, Criterion, Curvature, DampingRule, ExactMatrix, FisherLabels, Ihvp, ImSign};
 use crate::data::{epoch_order, global_batch, make_batch, Dataset, SearchSplit, Stream};
 use crate::error::{Error, Result};
 use crate::influence::criteria::{candidates, remove_op, Candidate};
@@ -23,9 +23,18 @@ use crate::supernet::{BnMode, Supernet};
 /// Fine-tuning used to measure the actual ΔL.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct FineTune {
+    /// SGD steps, or the cap on them when fine-tuning until convergence.
     pub steps: usize,
     pub lr: f64,
+    /// Fine-tune until the gradient norm falls below this (checked every [`WINDOW`] steps on
+    /// the mean of the window's mini-batch gradients, an estimate of ‖∇θL_train‖ whose
+    /// sampling noise is √WINDOW times smaller than one batch's), at most `steps` steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_grad_norm: Option<f64>,
 }
+
+/// Steps per convergence check of [`FineTune::until_grad_norm`].
+pub const WINDOW: usize = 10;
 
 /// One criterion's agreement with the actual ΔL.
 #[derive(Debug, Clone, Serialize)]
@@ -48,6 +57,8 @@ pub struct Measured {
     pub baseline_loss: f64,
     pub candidates: Vec<(String, String, String)>,
     pub actual_delta_loss: Vec<f64>,
+    #[serde(default)]
+    pub fine_tune_steps: Vec<usize>,
 }
 
 impl Measured {
@@ -65,9 +76,15 @@ impl Measured {
             )));
         }
         if m.fine_tune != *ft {
+            let until = |f: &FineTune| f.until_grad_norm.map(|t| format!(" until ‖∇θ‖ < {t}")).unwrap_or_default();
             return Err(bad(format!(
-                "measured with {} steps at lr {}, not the {} steps at lr {} asked for (--steps, --lr)",
-                m.fine_tune.steps, m.fine_tune.lr, ft.steps, ft.lr
+                "measured with {} steps at lr {}{}, not the {} steps at lr {}{} asked for (--steps, --lr, --until-grad-norm)",
+                m.fine_tune.steps,
+                m.fine_tune.lr,
+                until(&m.fine_tune),
+                ft.steps,
+                ft.lr,
+                until(ft)
             )));
         }
         if m.actual_delta_loss.len() != labels.len() || m.actual_delta_loss.iter().any(|x| !x.is_finite()) {
@@ -84,6 +101,9 @@ pub struct FidelityReport {
     /// (cell, edge, op) labels.
     pub candidates: Vec<(String, String, String)>,
     pub actual_delta_loss: Vec<f64>,
+    /// Fine-tuning steps taken: the baseline's, then each candidate's (all `steps` unless
+    /// fine-tuning until convergence).
+    pub fine_tune_steps: Vec<usize>,
     pub criteria: Vec<Agreement>,
 }
 
@@ -164,8 +184,9 @@ impl Snapshot {
     }
 }
 
-/// Validation loss after `ft.steps` SGD steps on θ with mixing weights `w` fixed, from the
-/// snapshot (this rank alone; the same batches for every candidate).
+/// Validation loss after `ft.steps` SGD steps on θ with mixing weights `w` fixed (or fewer when
+/// converged, [`FineTune::until_grad_norm`]), from the snapshot (this rank alone; the same
+/// batches for every candidate), and the steps taken.
 #[allow(clippy::too_many_arguments)]
 fn fine_tuned_loss(
     cfg: &Config,
@@ -176,7 +197,7 @@ fn fine_tuned_loss(
     order: &[usize],
     eval: &[(Tensor, Tensor)],
     ft: &FineTune,
-) -> Result<f64> {
+) -> Result<(f64, usize)> {
     // Every call starts from the snapshot: it was taken before the first call and each call
     // restores it on the way out.
     let params = &net.params().tensors;
@@ -184,6 +205,8 @@ fn fine_tuned_loss(
     let b = cfg.search.batch_size;
     let m = cfg.micro_batch(1);
     let kind = params[0].kind();
+    let mut window: Option<Vec<Tensor>> = None;
+    let mut taken = 0;
     for step in 0..ft.steps {
         let batch = global_batch(order, step, b);
         let mut grads: Option<Vec<Tensor>> = None;
@@ -204,8 +227,27 @@ fn fine_tuned_loss(
             });
         }
         let grads = grads.expect("a batch");
+        if let Some(tol) = ft.until_grad_norm {
+            let _g = tch::no_grad_guard();
+            window = Some(match window {
+                None => grads.iter().map(|g| g.copy()).collect(),
+                Some(acc) => acc.iter().zip(&grads).map(|(a, g)| a + g).collect(),
+            });
+            if (step + 1) % WINDOW == 0 {
+                let sum = window.take().expect("window");
+                let sq: f64 = sum
+                    .iter()
+                    .map(|g| g.to_kind(tch::Kind::Double).square().sum(tch::Kind::Double).double_value(&[]))
+                    .sum();
+                if sq.sqrt() / (WINDOW as f64) < tol {
+                    taken = step + 1;
+                    break;
+                }
+            }
+        }
         crate::optim::clip_grad_norm(&grads, cfg.search.weights.grad_clip);
         sgd.step(params, &grads, ft.lr);
+        taken = step + 1;
     }
     let _g = tch::no_grad_guard();
     let loss = eval
@@ -214,7 +256,7 @@ fn fine_tuned_loss(
         .sum::<f64>()
         / eval.len() as f64;
     snap.restore(net);
-    Ok(loss)
+    Ok((loss, taken))
 }
 
 /// The criteria compared: magnitude, drop, DARTS-IF with every IHVP solver, DARTS-IM with both
@@ -231,34 +273,57 @@ fn criteria_configs(cfg: &Config) -> Vec<(String, Config)> {
     };
     out.push(("magnitude".to_string(), with(Criterion::Magnitude, cfg.select.ihvp, ImSign::Paper)));
     out.push(("drop".to_string(), with(Criterion::Drop, cfg.select.ihvp, ImSign::Paper)));
-    for &ihvp in Ihvp::ALL {
+    for &ihvp in Ihvp::ALL.iter().filter(|&&i| !matches!(i, Ihvp::Kfac | Ihvp::Ekfac)) {
         out.push((format!("darts-if/{ihvp}"), with(Criterion::DartsIf, ihvp, ImSign::Paper)));
     }
-    for &sign in ImSign::ALL {
-        out.push((format!("darts-im/{}/{sign}", cfg.select.ihvp), with(Criterion::DartsIm, cfg.select.ihvp, sign)));
+    // (The factored solvers are listed below with their damping rule.)
+    if !matches!(cfg.select.ihvp, Ihvp::Kfac | Ihvp::Ekfac) {
+        for &sign in ImSign::ALL {
+            out.push((format!("darts-im/{}/{sign}", cfg.select.ihvp), with(Criterion::DartsIm, cfg.select.ihvp, sign)));
+        }
     }
     // The generalised Gauss–Newton curvature (the true Fisher: right in every direction the
     // logits move), by CG and, for small models, densely. It is singular (rank ≤ samples ×
     // classes), so without a damping of the user's it is damped by the mean-eigenvalue rule.
-    let ggn = |mut c: Config| {
-        c.select.curvature = Curvature::Ggn;
-        c.select.exact_matrix = ExactMatrix::Ggn;
-        if c.select.damping_rule == DampingRule::Fixed && c.select.damping == 0.0 {
+    let damped = |mut c: Config| {
+        if c.select.damping_rule != DampingRule::MeanEigenvalue && c.select.damping == 0.0 {
             c.select.damping_rule = DampingRule::MeanEigenvalue;
         }
         c
+    };
+    let ggn = |mut c: Config| {
+        c.select.curvature = Curvature::Ggn;
+        c.select.exact_matrix = ExactMatrix::Ggn;
+        damped(c)
     };
     out.push(("darts-if/cg-ggn".to_string(), ggn(with(Criterion::DartsIf, Ihvp::Cg, ImSign::Paper))));
     out.push(("darts-if/exact-ggn".to_string(), ggn(with(Criterion::DartsIf, Ihvp::Exact, ImSign::Paper))));
     for &sign in ImSign::ALL {
         out.push((format!("darts-im/cg-ggn/{sign}"), ggn(with(Criterion::DartsIm, Ihvp::Cg, sign))));
     }
+    // Curvature factored by layer: K-FAC, EK-FAC (damped by the mean-eigenvalue rule unless the
+    // user set λ), on the Fisher of the data's labels and on the true Fisher by Monte Carlo.
+    for ihvp in [Ihvp::Kfac, Ihvp::Ekfac] {
+        for &labels in FisherLabels::ALL {
+            let tag = if labels == FisherLabels::Sampled { "-mc" } else { "" };
+            let k = |c: Config| {
+                let mut c = damped(c);
+                c.select.fisher_labels = labels;
+                c
+            };
+            out.push((format!("darts-if/{ihvp}{tag}"), k(with(Criterion::DartsIf, ihvp, ImSign::Paper))));
+            for &sign in ImSign::ALL {
+                out.push((format!("darts-im/{ihvp}{tag}/{sign}"), k(with(Criterion::DartsIm, ihvp, sign))));
+            }
+        }
+    }
     out
 }
 
 /// The actual ΔL of removing each candidate: the validation loss after removal and `ft`
 /// fine-tuning, minus the loss after the same fine-tuning without removal. Candidates are split
-/// over ranks; every rank returns (baseline loss, ΔL per candidate in [`candidates`] order).
+/// over ranks; every rank returns (baseline loss, ΔL per candidate in [`candidates`] order,
+/// fine-tuning steps taken: the baseline's, then each candidate's).
 pub fn actual_delta_loss(
     cfg: &Config,
     comm: &dyn Collective,
@@ -267,7 +332,7 @@ pub fn actual_delta_loss(
     data: &dyn Dataset,
     split: &SearchSplit,
     ft: &FineTune,
-) -> Result<(f64, Vec<f64>)> {
+) -> Result<(f64, Vec<f64>, Vec<usize>)> {
     let cands = candidates(net);
     let kind = net.params().tensors[0].kind();
     let w0: Vec<Tensor> = net.spec().mixing(&alphas.iter().map(|a| a.detach().to_kind(kind)).collect::<Vec<_>>());
@@ -278,40 +343,62 @@ pub fn actual_delta_loss(
     let t0 = std::time::Instant::now();
     let mine_idx: Vec<usize> = (comm.rank()..cands.len()).step_by(comm.size()).collect();
     let mut progress = crate::progress::Progress::new(
-        format!("fidelity: fine-tuning {} steps after each removal", ft.steps),
+        match ft.until_grad_norm {
+            None => format!("fidelity: fine-tuning {} steps after each removal", ft.steps),
+            Some(t) => {
+                format!("fidelity: fine-tuning after each removal until ‖∇θ‖ < {t} (at most {} steps)", ft.steps)
+            }
+        },
         "candidates",
         mine_idx.len() as u64 + 1,
         comm.is_coordinator(),
         true,
     );
-    let baseline = fine_tuned_loss(cfg, net, &snap, &w0, data, &order, &eval, ft)?;
+    let (baseline, baseline_steps) = fine_tuned_loss(cfg, net, &snap, &w0, data, &order, &eval, ft)?;
     progress.inc(1);
     let mut mine = Vec::new();
     for i in mine_idx {
         // Each rank fine-tunes its own candidates: a failure here is this rank's alone.
-        let l = fine_tuned_loss(cfg, net, &snap, &remove_op(&w0, cands[i]), data, &order, &eval, ft)
+        let (l, taken) = fine_tuned_loss(cfg, net, &snap, &remove_op(&w0, cands[i]), data, &order, &eval, ft)
             .map_err(|e| crate::comm::fail_alone(comm, e))?;
-        tracing::debug!("fidelity: candidate {}/{} actual ΔL {:.5}", i + 1, cands.len(), l - baseline);
-        mine.push((i, l - baseline));
+        tracing::debug!(
+            "fidelity: candidate {}/{} actual ΔL {:.5} after {taken} steps",
+            i + 1,
+            cands.len(),
+            l - baseline
+        );
+        mine.push((i, l - baseline, taken));
         progress.inc(1);
     }
     progress.finish();
     let bytes = postcard::to_stdvec(&mine).map_err(|e| Error::Comm(e.to_string()))?;
     let all = comm.gather_bytes(0, &bytes)?;
-    let actual: Option<Vec<f64>> = if comm.is_coordinator() {
+    let actual: Option<(Vec<f64>, Vec<usize>)> = if comm.is_coordinator() {
         let mut v = vec![f64::NAN; cands.len()];
+        let mut steps = vec![0; cands.len() + 1];
+        steps[0] = baseline_steps;
         for b in &all {
-            for (i, d) in postcard::from_bytes::<Vec<(usize, f64)>>(b).map_err(|e| Error::Comm(e.to_string()))? {
+            for (i, d, n) in
+                postcard::from_bytes::<Vec<(usize, f64, usize)>>(b).map_err(|e| Error::Comm(e.to_string()))?
+            {
                 v[i] = d;
+                steps[i + 1] = n;
             }
         }
-        Some(v)
+        Some((v, steps))
     } else {
         None
     };
-    let actual: Vec<f64> = broadcast_value(comm, 0, actual.as_ref())?;
-    tracing::info!("fidelity: actual ΔL of {} candidates measured in {:.1} s", cands.len(), t0.elapsed().as_secs_f64());
-    Ok((baseline, actual))
+    let (actual, steps): (Vec<f64>, Vec<usize>) = broadcast_value(comm, 0, actual.as_ref())?;
+    tracing::info!(
+        "fidelity: actual ΔL of {} candidates measured in {:.1} s (fine-tuning steps: baseline {}, candidates {}–{})",
+        cands.len(),
+        t0.elapsed().as_secs_f64(),
+        steps[0],
+        steps[1..].iter().min().copied().unwrap_or(0),
+        steps[1..].iter().max().copied().unwrap_or(0)
+    );
+    Ok((baseline, actual, steps))
 }
 
 /// How well one criterion's score table predicts the actual ΔL.
@@ -338,7 +425,15 @@ pub fn criterion_labels(cfg: &Config) -> Vec<String> {
 
 /// The (cell, edge, op) labels of the candidates of `net`, in [`candidates`] order.
 pub fn candidate_labels(net: &dyn Supernet) -> Vec<(String, String, String)> {
-    report(net.spec(), &candidates(net), &FineTune { steps: 0, lr: 0.0 }, 0.0, Vec::new(), Vec::new()).candidates
+    report(
+        net.spec(),
+        &candidates(net),
+        &FineTune { steps: 0, lr: 0.0, until_grad_norm: None },
+        0.0,
+        Vec::new(),
+        Vec::new(),
+    )
+    .candidates
 }
 
 /// Measure the actual ΔL of every candidate (or take `measured`, a previous run's) and compare
@@ -360,17 +455,22 @@ pub fn run(
 ) -> Result<FidelityReport> {
     let spec = net.spec().clone();
     let cands = candidates(net);
-    let (baseline, actual) = match measured {
-        Some(m) => (m.baseline_loss, m.actual_delta_loss),
+    let (baseline, actual, steps) = match measured {
+        Some(m) => (m.baseline_loss, m.actual_delta_loss, m.fine_tune_steps),
         None => actual_delta_loss(cfg, comm, net, alphas, data, split, ft)?,
     };
-    emit(&report(&spec, &cands, ft, baseline, actual.clone(), Vec::new()))?;
+    let report = |criteria: Vec<Agreement>| {
+        let mut r = report(&spec, &cands, ft, baseline, actual.clone(), criteria);
+        r.fine_tune_steps = steps.clone();
+        r
+    };
+    emit(&report(Vec::new()))?;
     let mut criteria = Vec::new();
     for (label, c) in criteria_configs(cfg).into_iter().filter(|(l, _)| only.is_empty() || only.contains(l)) {
         let s = &c.select;
         if s.ihvp == Ihvp::Cg
             && s.curvature == Curvature::Hessian
-            && s.damping_rule == DampingRule::Fixed
+            && s.damping_rule != DampingRule::MeanEigenvalue
             && s.damping == 0.0
         {
             // CG needs H + λI positive definite; an undamped supernet Hessian is indefinite, and
@@ -390,9 +490,9 @@ pub fn run(
             Err(e @ Error::Config { .. }) => skipped(label, format!("skipped: {e}")),
             Err(e) => return Err(e),
         });
-        emit(&report(&spec, &cands, ft, baseline, actual.clone(), criteria.clone()))?;
+        emit(&report(criteria.clone()))?;
     }
-    Ok(report(&spec, &cands, ft, baseline, actual, criteria))
+    Ok(report(criteria))
 }
 
 /// The report of measured ΔL and criteria, with each candidate labelled (cell, edge, op).
@@ -416,6 +516,7 @@ pub fn report(
         baseline_loss: baseline,
         candidates: labels,
         actual_delta_loss: actual,
+        fine_tune_steps: Vec::new(),
         criteria,
     }
 }
@@ -455,9 +556,16 @@ impl FidelityReport {
     /// A fixed-width table for the terminal.
     pub fn table(&self) -> String {
         let f = |x: Option<f64>| x.map(|v| format!("{v:+.3}")).unwrap_or_else(|| "    —".into());
+        let tuning = match self.fine_tune.until_grad_norm {
+            None => format!("{} SGD steps", self.fine_tune.steps),
+            Some(t) => {
+                let taken = &self.fine_tune_steps;
+                let (lo, hi) = (taken.iter().min().copied().unwrap_or(0), taken.iter().max().copied().unwrap_or(0));
+                format!("SGD until ‖∇θ‖ < {t} ({lo}–{hi} of at most {} steps)", self.fine_tune.steps)
+            }
+        };
         let mut s = format!(
-            "actual ΔL: removal + {} SGD steps (lr {}) vs the same fine-tuning without removal; {} candidates\n",
-            self.fine_tune.steps,
+            "actual ΔL: removal + {tuning} (lr {}) vs the same fine-tuning without removal; {} candidates\n",
             self.fine_tune.lr,
             self.candidates.len()
         );

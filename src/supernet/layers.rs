@@ -7,6 +7,8 @@
 
 use tch::{Kind, Tensor};
 
+use super::tap::TapLayer;
+
 /// How BatchNorm normalises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BnMode {
@@ -269,7 +271,13 @@ pub struct Conv {
 
 impl Conv {
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.conv2d(&self.w, None::<&Tensor>, [self.stride], [self.pad], [self.dil], self.groups)
+        let y = x.conv2d(&self.w, None::<&Tensor>, [self.stride], [self.pad], [self.dil], self.groups);
+        if super::tap::active() {
+            let k = self.w.size()[3];
+            let layer = TapLayer::Conv { k, stride: self.stride, pad: self.pad, dil: self.dil, groups: self.groups };
+            super::tap::record(layer, &[&self.w], x, &y);
+        }
+        y
     }
 }
 
@@ -285,37 +293,24 @@ pub struct BatchNorm {
 
 impl BatchNorm {
     pub fn forward(&self, x: &Tensor, mode: BnMode) -> Tensor {
+        if let (Some(w), Some(b), true) = (&self.w, &self.b, super::tap::active()) {
+            // Recorded as normalisation, then the affine map y = x̂·γ + β whose input x̂ the
+            // curvature factors need (the same function; rounding may differ from the fused op).
+            let xhat = self.normalise(x, None, None, mode);
+            let mut shape = vec![1i64; x.dim()];
+            shape[1] = -1;
+            let y = &xhat * w.view(shape.as_slice()) + b.view(shape.as_slice());
+            super::tap::record(TapLayer::BatchNorm, &[w, b], &xhat, &y);
+            return y;
+        }
+        self.normalise(x, self.w.as_ref(), self.b.as_ref(), mode)
+    }
+
+    fn normalise(&self, x: &Tensor, w: Option<&Tensor>, b: Option<&Tensor>, mode: BnMode) -> Tensor {
         match mode {
-            BnMode::Train => x.batch_norm(
-                self.w.as_ref(),
-                self.b.as_ref(),
-                Some(&self.rm),
-                Some(&self.rv),
-                true,
-                self.momentum,
-                self.eps,
-                false,
-            ),
-            BnMode::BatchStats => x.batch_norm(
-                self.w.as_ref(),
-                self.b.as_ref(),
-                None::<&Tensor>,
-                None,
-                true,
-                self.momentum,
-                self.eps,
-                false,
-            ),
-            BnMode::Eval => x.batch_norm(
-                self.w.as_ref(),
-                self.b.as_ref(),
-                Some(&self.rm),
-                Some(&self.rv),
-                false,
-                self.momentum,
-                self.eps,
-                false,
-            ),
+            BnMode::Train => x.batch_norm(w, b, Some(&self.rm), Some(&self.rv), true, self.momentum, self.eps, false),
+            BnMode::BatchStats => x.batch_norm(w, b, None::<&Tensor>, None, true, self.momentum, self.eps, false),
+            BnMode::Eval => x.batch_norm(w, b, Some(&self.rm), Some(&self.rv), false, self.momentum, self.eps, false),
         }
     }
 }
@@ -328,7 +323,9 @@ pub struct Linear {
 
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.w, Some(&self.b))
+        let y = x.linear(&self.w, Some(&self.b));
+        super::tap::record(TapLayer::Linear, &[&self.w, &self.b], x, &y);
+        y
     }
 }
 

@@ -6,6 +6,7 @@ pub mod layers;
 pub(crate) mod nb1shot1;
 pub(crate) mod nb201;
 pub mod state;
+pub mod tap;
 
 pub use darts::{DartsConfig, DartsSupernet};
 pub use layers::{BnMode, ParamSet};
