@@ -4,6 +4,8 @@
 use serde::Serialize;
 use tch::{Kind, Tensor};
 
+use crate::config::FisherLabels;
+
 /// Mean cross-entropy, computed in the logits' precision (tch's `cross_entropy_for_logits`
 /// computes in f32 even for f64 logits).
 pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
@@ -37,5 +39,33 @@ impl Tally {
     }
     pub fn from_array(a: [f64; 3]) -> Self {
         Tally { loss_sum: a[0], correct: a[1], count: a[2] }
+    }
+}
+
+/// Labels for batch j: the data's, or drawn from the model's predictive distribution softmax(z)
+/// with a key per (batch, sample), the same on every rank.
+pub fn fisher_targets(labels_from: FisherLabels, j: usize, z: &Tensor, y: &Tensor) -> Tensor {
+    match labels_from {
+        FisherLabels::Data => y.shallow_clone(),
+        FisherLabels::Sampled => {
+            let p = z.detach().to_kind(Kind::Double).softmax(-1, Kind::Double).to_device(tch::Device::Cpu);
+            let (m, c) = (p.size()[0] as usize, p.size()[1] as usize);
+            let probs = Vec::<f64>::try_from(p.reshape([-1])).expect("f64 probabilities");
+            let drawn: Vec<i64> = (0..m)
+                .map(|i| {
+                    let mut rng = crate::rng::SplitMix64::keyed(&[0x4d43_4669_7368_6572, j as u64, i as u64]);
+                    let u = rng.next_f64();
+                    let row = &probs[i * c..(i + 1) * c];
+                    let mut acc = 0.0;
+                    row.iter()
+                        .position(|&q| {
+                            acc += q;
+                            u < acc
+                        })
+                        .unwrap_or(c - 1) as i64
+                })
+                .collect();
+            Tensor::from_slice(&drawn).to_device(y.device())
+        }
     }
 }

@@ -442,6 +442,7 @@ fn kfac_layer_records_give_the_autograd_per_sample_gradients() {
         assert!(rel(&ours, &want) < 1e-10, "{space:?}: per-sample gradients {:e}", rel(&ours, &want));
         let batch = s.probe(&eval, &comm, &t, Leaf::Mixing);
         let sum = per_sample_grads(&batch, 0, FisherLabels::Data).unwrap().sum_dim_intlist(0, false, Kind::Double);
+        // m = select.batch_size = 4 images in the batch.
         let (_, g) = batch.grad_theta(None).unwrap();
         assert!(rel(&sum, &(&g * 4.0)) < 1e-10, "{space:?}: Σ_n g_n vs m·∇L: {:e}", rel(&sum, &(&g * 4.0)));
         // Every weight of the supernet is in a recorded layer.
@@ -475,7 +476,7 @@ fn kfac_and_ekfac_invert_their_dense_matrices_and_ekfac_fits_the_fisher() {
             .map(|j| dartsif::influence::kfac::per_sample_grads(&probe, j, FisherLabels::Data).unwrap())
             .collect::<Vec<_>>(),
         0,
-    ); // [12, P]
+    ); // [12, P]: N = 3 batches × m = 4 images, the 12 samples every mean below divides by
     let samples = Tensor::stack(
         &probe.sample_grads(FisherLabels::Data).unwrap().into_iter().map(|(_, g)| g).collect::<Vec<_>>(),
         0,

@@ -33,7 +33,7 @@ use super::probe::{Probe, Timings};
 use crate::comm::broadcast_value;
 use crate::config::{DampingRule, FisherLabels, SelectConfig};
 use crate::error::{Error, Result};
-use crate::loss::cross_entropy;
+use crate::loss::{cross_entropy, fisher_targets};
 use crate::supernet::tap::{tapped, TapLayer, Tapped};
 
 /// A block of the factored curvature: which parameters it covers and how.
@@ -100,8 +100,7 @@ fn block_specs(probe: &Probe) -> Result<Vec<BlockSpec>> {
 }
 
 fn specs_from_records(probe: &Probe, records: &[Tapped]) -> std::result::Result<Vec<BlockSpec>, String> {
-    let index: HashMap<usize, usize> =
-        probe.params.iter().enumerate().map(|(i, p)| (p.data_ptr() as usize, i)).collect();
+    let index = param_index(probe);
     let find = |t: &Tensor| -> std::result::Result<usize, String> {
         index
             .get(&(t.data_ptr() as usize))
@@ -192,34 +191,6 @@ fn bn_sample_grads(r: &Tapped, grad: &Tensor) -> Tensor {
     Tensor::cat(&[gw, gb], 1)
 }
 
-/// Labels for batch j: the data's, or drawn from the model's predictive distribution softmax(z)
-/// with a key per (batch, sample), the same on every rank.
-pub fn fisher_targets(labels_from: FisherLabels, j: usize, z: &Tensor, y: &Tensor) -> Tensor {
-    match labels_from {
-        FisherLabels::Data => y.shallow_clone(),
-        FisherLabels::Sampled => {
-            let p = z.detach().to_kind(Kind::Double).softmax(-1, Kind::Double).to_device(tch::Device::Cpu);
-            let (m, c) = (p.size()[0] as usize, p.size()[1] as usize);
-            let probs = Vec::<f64>::try_from(p.reshape([-1])).expect("f64 probabilities");
-            let drawn: Vec<i64> = (0..m)
-                .map(|i| {
-                    let mut rng = crate::rng::SplitMix64::keyed(&[0x4d43_4669_7368_6572, j as u64, i as u64]);
-                    let u = rng.next_f64();
-                    let row = &probs[i * c..(i + 1) * c];
-                    let mut acc = 0.0;
-                    row.iter()
-                        .position(|&q| {
-                            acc += q;
-                            u < acc
-                        })
-                        .unwrap_or(c - 1) as i64
-                })
-                .collect();
-            Tensor::from_slice(&drawn).to_device(y.device())
-        }
-    }
-}
-
 /// One recorded forward and backward of batch j: the records, and each record's signal
 /// ∂(Σ_n ℓ_n)/∂output (per sample: the loss is summed, not averaged).
 fn record_batch(probe: &Probe, j: usize, labels_from: FisherLabels) -> (Vec<Tapped>, Vec<Tensor>) {
@@ -247,6 +218,12 @@ pub fn kron_solve(qa: &Tensor, qs: &Tensor, lam: &Tensor, v: &Tensor) -> Tensor 
     qs.matmul(&(qs.transpose(1, 2).matmul(v).matmul(qa) / lam)).matmul(&qa.transpose(1, 2))
 }
 
+/// Each parameter's position in θ, by its storage address (how a recorded layer's weight is
+/// recognised).
+fn param_index(probe: &Probe) -> HashMap<usize, usize> {
+    probe.params.iter().enumerate().map(|(i, p)| (p.data_ptr() as usize, i)).collect()
+}
+
 /// Where each parameter starts in the flat θ.
 fn param_offsets(probe: &Probe) -> Vec<i64> {
     probe
@@ -269,8 +246,7 @@ fn param_offsets(probe: &Probe) -> Vec<i64> {
 pub fn per_sample_grads(probe: &Probe, j: usize, labels_from: FisherLabels) -> std::result::Result<Tensor, String> {
     let (records, grads) = record_batch(probe, j, labels_from);
     let specs = specs_from_records(probe, &records)?;
-    let index: HashMap<usize, usize> =
-        probe.params.iter().enumerate().map(|(i, p)| (p.data_ptr() as usize, i)).collect();
+    let index = param_index(probe);
     let offsets = param_offsets(probe);
     let m = probe.batch(j).0.size()[0];
     let _ng = tch::no_grad_guard();
@@ -325,8 +301,7 @@ impl Kfac {
                 BlockSpec::Untapped { .. } => vec![],
             })
             .collect();
-        let index: HashMap<usize, usize> =
-            probe.params.iter().enumerate().map(|(i, p)| (p.data_ptr() as usize, i)).collect();
+        let index = param_index(probe);
         let block_of = |r: &Tapped| owner_of.get(&index[&(r.params[0].data_ptr() as usize)]).copied();
         let f64z = |shape: &[i64]| Tensor::zeros(shape, (Kind::Double, probe.device()));
         // Pass 1: A, S and the diagonal blocks' second moments, summed over this rank's samples.

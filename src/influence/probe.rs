@@ -21,12 +21,11 @@ use std::time::Instant;
 use tch::{Kind, Tensor};
 
 use super::flat::{defined_or_zeros, flatten, graph_dot, split_like};
-use super::kfac::fisher_targets;
 use crate::comm::Collective;
 use crate::config::FisherLabels;
 use crate::data::{epoch_order, make_batch, Dataset, Stream};
 use crate::error::{Error, Result};
-use crate::loss::cross_entropy;
+use crate::loss::{cross_entropy, fisher_targets};
 use crate::supernet::{BnMode, Supernet};
 
 /// Wall-clock time spent per kind of work.
@@ -588,7 +587,7 @@ impl<'a> Probe<'a> {
     }
 
     /// The per-batch gradients g_j = ∇θ L_j of this rank's batches (the Fisher's samples),
-    /// with the data's labels or labels drawn from the model ([`fisher_targets`](super::kfac::fisher_targets)).
+    /// with the data's labels or labels drawn from the model ([`fisher_targets`]).
     pub fn batch_grads(&self, labels: FisherLabels) -> Vec<(usize, Tensor)> {
         Timings::add(&self.timings.autograd, || {
             let w = self.base_weights();
