@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use dartsif::data::fixtures;
-use dartsif::data::{AugKey, Cifar, Dataset, HostBatch, ImageFolder, Normalize, Subset};
+use dartsif::data::{AugKey, Cifar, CifarFormat, Dataset, HostBatch, ImageFolder, Normalize, Subset};
 
 fn rate(ds: &dyn Dataset, batch: usize, batches: usize, threads: usize) -> f64 {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
@@ -57,7 +57,7 @@ fn main() {
     let cifar = dir.path().join("cifar");
     std::fs::create_dir(&cifar).unwrap();
     let n = if quick { 2_000 } else { 10_000 };
-    fixtures::write_cifar_binary(&cifar, Cifar::Ten, n, 100, |i| (i % 10) as u8).unwrap();
+    fixtures::write_cifar(&cifar, CifarFormat::Binary, Cifar::Ten, n, 100, |i| (i % 10) as u8).unwrap();
     let t = Instant::now();
     let ds = Cifar::Ten.open(&cifar, None, Normalize::DARTS_CIFAR10).unwrap();
     println!("CIFAR-10 binary: {} images read in {:.3} s", ds.len(), t.elapsed().as_secs_f64());

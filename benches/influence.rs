@@ -24,7 +24,7 @@ use dartsif::config::Config;
 use dartsif::data::{SearchSplit, Synthetic};
 use dartsif::influence::fisher::{ShardedGrads, ShermanMorrison, Woodbury};
 use dartsif::influence::flat::norm;
-use dartsif::influence::{Context, EvalSet, Leaf, Probe, Timings};
+use dartsif::influence::{Context, EvalSet, Leaf, Probe, Subject, Timings};
 use dartsif::supernet::{self, BnMode};
 use tch::{Kind, Tensor};
 
@@ -165,7 +165,7 @@ fn first_order_and_woodbury(
         c.select.criterion = dartsif::config::Criterion::DartsIm;
         c.select.ihvp = dartsif::config::Ihvp::Woodbury;
         let t = Timings::default();
-        let ctx = Context::new(&c, net, alphas, &comm, data, split, &t);
+        let ctx = Context::new(Subject { cfg: &c, comm: &comm, net, alphas, data, split }, &t);
         let (_, total) = time(|| ctx.run().unwrap());
         println!(
             "DARTS-IM woodbury N={n:<3}   {total:8.3} s   = {:.2} gradients of N batches (autograd {:.2} s, linalg {:.3} s)",

@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod influence;
 pub mod loss;
 pub mod network;
+pub mod ops;
 pub mod optim;
 pub mod progress;
 pub mod report;

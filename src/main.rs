@@ -62,8 +62,16 @@ enum Command {
     /// and DARTS-IM, compared per edge and against the actual effect of removing each op.
     Demo(demo::DemoArgs),
     /// Train a supernet by bi-level search and select an architecture.
+    #[command(mut_arg("resume", |a| a.help(
+        "Continue the run in --out from a checkpoint: `auto` (the newest one that verifies; a fresh start when \
+         there is none) or a checkpoint directory. Without --config the run's own config.toml is used"
+    )))]
     Search(search::SearchArgs),
     /// Score every op of a searched supernet with a criterion and select an architecture.
+    #[command(mut_arg("resume", |a| a.help(
+        "Continue an interrupted `drop`/`darts-if` selection in --out from its progress checkpoint: `auto` (the \
+         newest that verifies) or a checkpoint directory. Repeat the original flags"
+    )))]
     Select(select::SelectArgs),
     /// Train an architecture from scratch (DARTS's evaluation protocol by default; `[train]`).
     Train(train::TrainArgs),

@@ -37,10 +37,7 @@ fn cifar10_binary_and_python_read_the_same_images() {
     let label = |i: usize| ((i * 3) % 10) as u8;
     for format in [CifarFormat::Binary, CifarFormat::Python] {
         let dir = tempfile::tempdir().unwrap();
-        match format {
-            CifarFormat::Binary => fixtures::write_cifar_binary(dir.path(), Cifar::Ten, 23, 7, label).unwrap(),
-            CifarFormat::Python => fixtures::write_cifar_python(dir.path(), Cifar::Ten, 23, 7, label).unwrap(),
-        }
+        fixtures::write_cifar(dir.path(), format, Cifar::Ten, 23, 7, label).unwrap();
         let ds = Cifar::Ten.open(dir.path(), None, Normalize::NB201_CIFAR10).unwrap();
         assert_eq!(
             (ds.len(), ds.train_len(), ds.num_classes(), ds.image_shape()),
@@ -58,10 +55,7 @@ fn cifar100_fine_labels_in_both_formats() {
         let dir = tempfile::tempdir().unwrap();
         let sub = dir.path().join(if format == CifarFormat::Binary { "cifar-100-binary" } else { "cifar-100-python" });
         std::fs::create_dir(&sub).unwrap();
-        match format {
-            CifarFormat::Binary => fixtures::write_cifar_binary(&sub, Cifar::Hundred, 12, 5, label).unwrap(),
-            CifarFormat::Python => fixtures::write_cifar_python(&sub, Cifar::Hundred, 12, 5, label).unwrap(),
-        }
+        fixtures::write_cifar(&sub, format, Cifar::Hundred, 12, 5, label).unwrap();
         // The usual subfolder is found from the parent directory.
         let ds = Cifar::Hundred.open(dir.path(), Some(format), Normalize::DARTS_CIFAR100).unwrap();
         assert_eq!((ds.len(), ds.train_len(), ds.num_classes()), (17, 12, 100));
@@ -131,7 +125,7 @@ fn jpeg_folders_classes_subsets_and_transforms() {
 #[test]
 fn nb201_split_files_and_halves() {
     let dir = tempfile::tempdir().unwrap();
-    fixtures::write_cifar_binary(dir.path(), Cifar::Ten, 20, 10, |i| (i % 10) as u8).unwrap();
+    fixtures::write_cifar(dir.path(), CifarFormat::Binary, Cifar::Ten, 20, 10, |i| (i % 10) as u8).unwrap();
     let split = dir.path().join("split.txt");
     std::fs::write(&split, r#"{"train": ["int", [0, 5, 7, 19]], "xvalid": ["int", [9, 0, 3, 4]]}"#).unwrap();
     let root = dir.path().display().to_string();
@@ -187,7 +181,7 @@ fn nb201_split_files_and_halves() {
 #[test]
 fn augmented_shards_equal_the_whole_batch() {
     let dir = tempfile::tempdir().unwrap();
-    fixtures::write_cifar_binary(dir.path(), Cifar::Ten, 40, 5, |i| (i % 10) as u8).unwrap();
+    fixtures::write_cifar(dir.path(), CifarFormat::Binary, Cifar::Ten, 40, 5, |i| (i % 10) as u8).unwrap();
     let ds = Cifar::Ten.open(dir.path(), None, Normalize::DARTS_CIFAR10).unwrap();
     let global = [17usize, 3, 38, 0, 21, 9, 30, 12];
     let key = Some(AugKey { seed: 7, epoch: 3 });
@@ -214,7 +208,7 @@ fn augmented_shards_equal_the_whole_batch() {
 #[test]
 fn search_on_cifar_files_is_rank_independent() {
     let dir = tempfile::tempdir().unwrap();
-    fixtures::write_cifar_binary(dir.path(), Cifar::Ten, 128, 16, |i| (i % 10) as u8).unwrap();
+    fixtures::write_cifar(dir.path(), CifarFormat::Binary, Cifar::Ten, 128, 16, |i| (i % 10) as u8).unwrap();
     let root = format!("data.root=\"{}\"", dir.path().display());
     let sets = [
         "data.dataset=\"cifar10\"",
@@ -283,7 +277,7 @@ fn refused(dataset: &str, root: &Path, extra: &[&str], expect: &[&str]) {
 fn bad_cifar_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
-    fixtures::write_cifar_binary(p, Cifar::Ten, 50, 10, |i| (i % 10) as u8).unwrap();
+    fixtures::write_cifar(p, CifarFormat::Binary, Cifar::Ten, 50, 10, |i| (i % 10) as u8).unwrap();
     // Truncated: the last record of data_batch_3.bin loses 100 bytes.
     let f = p.join("data_batch_3.bin");
     let bytes = std::fs::read(&f).unwrap();
@@ -291,7 +285,7 @@ fn bad_cifar_files_are_refused() {
     refused("cifar10", p, &[], &["data_batch_3.bin", "not a whole number of 3073-byte records"]);
     // Wrong record size: CIFAR-100 records (3074 bytes) in a CIFAR-10 file.
     let c100 = tempfile::tempdir().unwrap();
-    fixtures::write_cifar_binary(c100.path(), Cifar::Hundred, 10, 3, |i| i as u8).unwrap();
+    fixtures::write_cifar(c100.path(), CifarFormat::Binary, Cifar::Hundred, 10, 3, |i| i as u8).unwrap();
     std::fs::copy(c100.path().join("train.bin"), &f).unwrap();
     refused("cifar10", p, &[], &["data_batch_3.bin", "30740 bytes is not a whole number of 3073-byte records"]);
     std::fs::write(&f, &bytes).unwrap();
@@ -303,14 +297,14 @@ fn bad_cifar_files_are_refused() {
     refused("cifar10", p, &[], &["data_batch_2.bin", "record 4 (byte offset 12292)", "label 12 is outside 0..10"]);
     // A truncated pickle.
     let py = tempfile::tempdir().unwrap();
-    fixtures::write_cifar_python(py.path(), Cifar::Ten, 10, 5, |i| (i % 10) as u8).unwrap();
+    fixtures::write_cifar(py.path(), CifarFormat::Python, Cifar::Ten, 10, 5, |i| (i % 10) as u8).unwrap();
     let f = py.path().join("data_batch_1");
     let bytes = std::fs::read(&f).unwrap();
     std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
     refused("cifar10", py.path(), &[], &["data_batch_1", "not a readable pickle", "truncated"]);
     // A partial copy (data_batch_4.bin and _5 missing) is refused naming them and why.
     let part = tempfile::tempdir().unwrap();
-    fixtures::write_cifar_binary(part.path(), Cifar::Ten, 50, 10, |i| (i % 10) as u8).unwrap();
+    fixtures::write_cifar(part.path(), CifarFormat::Binary, Cifar::Ten, 50, 10, |i| (i % 10) as u8).unwrap();
     std::fs::remove_file(part.path().join("data_batch_4.bin")).unwrap();
     std::fs::remove_file(part.path().join("data_batch_5.bin")).unwrap();
     refused(
@@ -380,8 +374,8 @@ fn shipped_real_data_configs_open_fixture_data() {
     for d in [&c10, &c100, &i16] {
         std::fs::create_dir(d).unwrap();
     }
-    fixtures::write_cifar_binary(&c10, Cifar::Ten, 300, 20, |i| (i % 10) as u8).unwrap();
-    fixtures::write_cifar_binary(&c100, Cifar::Hundred, 200, 120, |i| (i % 100) as u8).unwrap();
+    fixtures::write_cifar(&c10, CifarFormat::Binary, Cifar::Ten, 300, 20, |i| (i % 10) as u8).unwrap();
+    fixtures::write_cifar(&c100, CifarFormat::Binary, Cifar::Hundred, 200, 120, |i| (i % 100) as u8).unwrap();
     fixtures::write_imagenet16(&i16, 500, 200, |i| (1 + i % 120) as i64).unwrap();
     let c10_split = p.join("cifar-split.txt");
     std::fs::write(

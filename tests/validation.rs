@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use dartsif::data::fixtures;
-use dartsif::data::Cifar;
+use dartsif::data::{Cifar, CifarFormat};
 
 /// One case: `dartsif-dist <args>` with `--set` overrides; the expected message part.
 struct Case {
@@ -65,7 +65,7 @@ fn invalid_inputs_are_refused_with_one_line() {
     std::fs::write(&typo, "[space]\nchanels = 16\n").unwrap();
     let cifar = t.join("cifar");
     std::fs::create_dir(&cifar).unwrap();
-    fixtures::write_cifar_binary(&cifar, Cifar::Ten, 40, 10, |i| (i % 10) as u8).unwrap();
+    fixtures::write_cifar(&cifar, CifarFormat::Binary, Cifar::Ten, 40, 10, |i| (i % 10) as u8).unwrap();
     let split = t.join("split.txt");
     std::fs::write(&split, r#"{"train": [0, 1, 99], "valid": [2, 3]}"#).unwrap();
     let not_dir = t.join("file.txt");

@@ -64,7 +64,7 @@ pub fn compare_main(a: &CompareArgs) -> i32 {
             let mut searches = Vec::new();
             for st in compare::strategies(&methods) {
                 for &s in &seeds {
-                    let mut sets = a.job.set.clone();
+                    let mut sets = a.job.set.to_vec();
                     sets.extend([
                         format!("search.strategy=\"{st}\""),
                         format!("seed={s}"),
@@ -78,7 +78,7 @@ pub fn compare_main(a: &CompareArgs) -> i32 {
             let mut selections = Vec::new();
             for m in methods.iter().filter(|m| m.criterion.is_some()) {
                 let c = m.criterion.expect("filtered");
-                let mut sets = a.job.set.clone();
+                let mut sets = a.job.set.to_vec();
                 sets.push(format!("select.criterion=\"{c}\""));
                 // Checked now against the method's strategy, before anything runs.
                 let mut check = sets.clone();

@@ -13,7 +13,7 @@ use crate::comm::{self, Collective};
 use crate::config::{Config, Criterion};
 use crate::error::Result;
 use crate::influence::criteria::candidates;
-use crate::influence::Resumable;
+use crate::influence::{Resumable, Subject};
 use crate::select::{self, fidelity, Selection};
 use crate::space::chosen_entries;
 
@@ -71,6 +71,8 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
     let mut cfg = cfg.clone();
     let source = crate::data::open(&mut cfg)?;
     let (net, alphas) = select::load_searched(&cfg, &args.out)?;
+    let (data, split) = (source.data.as_ref(), &source.split);
+    let subject = Subject { cfg: &cfg, comm, net: net.as_ref(), alphas: &alphas, data, split };
     let mut scored = Vec::new();
     for &(label, criterion) in CRITERIA {
         let mut c = cfg.clone();
@@ -89,7 +91,7 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
         );
         let t = Instant::now();
         let res = Resumable { stop: Some(stop), ..Default::default() };
-        let sel = select::run(&c, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split, &res)?;
+        let sel = select::run(subject.with_cfg(&c), &res)?;
         crate::comm::on_coordinator(comm, || crate::report::write_selection(&c, net.spec(), &sel, &dir))?;
         let seconds = t.elapsed().as_secs_f64();
         tracing::info!("demo: {label}: {} ({seconds:.1} s)", sel.genotype);
@@ -109,8 +111,7 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
             ft.steps
         );
         let t = Instant::now();
-        let (baseline, actual, steps) =
-            fidelity::actual_delta_loss(&cfg, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split, &ft)?;
+        let (baseline, actual, steps) = fidelity::actual_delta_loss(subject, &ft)?;
         let cands = candidates(net.as_ref());
         let criteria = scored.iter().map(|x| fidelity::agreement(x.label, &cands, &x.sel.table, &actual)).collect();
         let mut report = fidelity::report(net.spec(), &cands, &ft, baseline, actual, criteria);

@@ -35,9 +35,8 @@ pub struct GroundtruthArgs {
     /// TOML config: data and the `[train]` protocol each architecture is trained with.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Override a config key (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
+    #[command(flatten)]
+    pub set: super::Overrides,
     /// The cell space (NAS-Bench-201 cells).
     #[arg(long, default_value = "nb201")]
     pub space: String,
@@ -80,10 +79,8 @@ pub struct TrackArgs {
 /// What every batch job takes besides its own flags.
 #[derive(Debug, clap::Args)]
 pub struct JobArgs {
-    /// Override a config key, e.g. `--set select.criterion="darts-im"` (repeatable; for every
-    /// work unit).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
+    #[command(flatten)]
+    pub set: super::Overrides,
     /// Ranks per work unit (0: as many groups as units, up to one per rank).
     #[arg(long = "ranks-per-job", default_value_t = 0)]
     pub ranks_per_job: usize,

@@ -20,6 +20,61 @@ use crate::config::Config;
 use crate::data;
 use crate::error::{Error, Result};
 
+/// `--set KEY=VALUE`, the config overrides of every command that reads a config (a list of
+/// strings wherever one is wanted).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// Override a config key, e.g. `--set search.epochs=3` or `--set select.ihvp="neumann"`
+    /// (repeatable; values are TOML).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+/// `--config FILE` and its `--set` overrides, for the commands that start from a config.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML config (see configs/); without it the embedded demo config is used (with --resume:
+    /// the run's own config.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub set: Overrides,
+}
+
+/// `--out DIR` and `--resume`, for the commands that write a run and can continue it (each
+/// command's help says more of its `--resume`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOut {
+    /// Directory to create (must not exist, or be empty); with --resume, the one to continue.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Continue the work in --out from a checkpoint: `auto` (the newest that verifies) or a
+    /// checkpoint directory.
+    #[arg(long, value_name = "auto|CHECKPOINT")]
+    pub resume: Option<String>,
+}
+
+impl RunOut {
+    /// Whether --out exists already (a failure removes only a directory the command created),
+    /// and the stop flag, watched from now on.
+    pub fn begin(&self) -> (bool, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        (self.out.exists(), watch_signals())
+    }
+}
+
+impl std::ops::Deref for Overrides {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.set
+    }
+}
+
+impl std::ops::DerefMut for Overrides {
+    fn deref_mut(&mut self) -> &mut Vec<String> {
+        &mut self.set
+    }
+}
+
 /// SIGTERM / SIGUSR1 (Slurm's warning before preemption or time-out) raise the returned flag;
 /// a search or selection stops at its next step or round boundary after a checkpoint, with exit
 /// status 3.
@@ -110,6 +165,16 @@ pub fn start(
     let comm = comm::init(cfg.comm, cfg.device).map_err(|e| fail_once(&e))?;
     check(cfg, comm.size()).map_err(|e| report_error(comm.as_ref(), &e))?;
     Ok(comm)
+}
+
+/// [`start`] on a config just loaded: a bad config's error printed once, as its exit status.
+pub fn start_loaded(
+    cfg: Result<Config>,
+    check: impl FnOnce(&Config, usize) -> Result<()>,
+) -> std::result::Result<(Config, Box<dyn Collective>), i32> {
+    let cfg = cfg.map_err(|e| fail_once(&e))?;
+    let comm = start(&cfg, check)?;
+    Ok((cfg, comm))
 }
 
 /// The end of every command that writes a run directory: status 0, or the error printed once

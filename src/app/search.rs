@@ -6,14 +6,12 @@ use std::path::{Path, PathBuf};
 
 use super::experiment;
 use super::select::{run_progressive, select_and_report};
-use super::{
-    fail_once, finish, init_logging, open_run, out_has_results, prepare_out_dir, start_or_resume, watch_signals,
-};
+use super::{fail_once, finish, init_logging, open_run, out_has_results, prepare_out_dir, start_or_resume};
 use crate::comm::{self, Collective};
 use crate::config::Config;
 use crate::data::{self, Dataset};
 use crate::error::{Error, Result};
-use crate::influence::Resumable;
+use crate::influence::{Resumable, Subject};
 use crate::loss::Tally;
 use crate::report::{self, Metrics, RunInfo};
 use crate::search::sampling::{self, Mix};
@@ -23,20 +21,10 @@ use crate::space::ScoreTable;
 
 #[derive(Debug, clap::Args)]
 pub struct SearchArgs {
-    /// TOML config (see configs/); without it the embedded demo config is used.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Override a config key, e.g. `--set search.epochs=3` (repeatable; values are TOML).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Run directory to create (must not exist, or be empty; with --resume, the run to continue).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
-    /// Continue the run in --out from a checkpoint: `auto` (the newest one that verifies; a
-    /// fresh start when there is none) or a checkpoint directory. Without --config the run's
-    /// own config.toml is used.
-    #[arg(long, value_name = "auto|CHECKPOINT")]
-    pub resume: Option<String>,
+    #[command(flatten)]
+    pub cfg: super::ConfigArgs,
+    #[command(flatten)]
+    pub dir: super::RunOut,
     /// Search once per seed as one job (`--seeds 1,2,3`): ranks split into per-seed groups,
     /// runs in `OUT/seed-S`, and `OUT/seeds.{json,csv}` with mean ± std over seeds.
     #[arg(long, value_name = "S1,S2,…")]
@@ -51,33 +39,28 @@ pub fn search_main(args: &SearchArgs) -> i32 {
         return search_seeds_main(args, list);
     }
     // Input errors are the same on every rank: print them once.
-    let config = match (&args.config, &args.resume) {
+    let config = match (&args.cfg.config, &args.dir.resume) {
         (None, Some(_)) => {
-            let own = args.out.join("config.toml");
+            let own = args.dir.out.join("config.toml");
             if !own.is_file() {
                 let msg = "not a run directory to resume (no config.toml; pass --config to start it)".into();
-                return fail_once(&Error::Path { path: args.out.clone(), msg });
+                return fail_once(&Error::Path { path: args.dir.out.clone(), msg });
             }
             Some(own)
         }
         (c, _) => c.clone(),
     };
-    let cfg = match Config::load(config.as_deref(), &args.set) {
-        Ok(c) => c,
-        Err(e) => return fail_once(&e),
-    };
-    let comm = match super::start(&cfg, Config::check_world) {
-        Ok(c) => c,
+    let (cfg, comm) = match super::start_loaded(Config::load(config.as_deref(), &args.cfg.set), Config::check_world) {
+        Ok(x) => x,
         Err(status) => return status,
     };
-    let existed = args.out.exists();
-    let stop = watch_signals();
-    let outcome = run_search(&cfg, comm.as_ref(), &args.out, args.resume.as_deref(), Some(&stop));
+    let (existed, stop) = args.dir.begin();
+    let outcome = run_search(&cfg, comm.as_ref(), &args.dir.out, args.dir.resume.as_deref(), Some(&stop));
     // A run stopped by bad input (say an undecodable image met mid-epoch) leaves nothing
     // behind; failures of a valid run keep their logs. Never a directory that holds a
     // checkpoint or a searched supernet (an error in the selection after the search, say).
-    let kept = out_has_results(&args.out);
-    finish(comm.as_ref(), &args.out, !existed && args.resume.is_none(), outcome, |e| {
+    let kept = out_has_results(&args.dir.out);
+    finish(comm.as_ref(), &args.dir.out, !existed && args.dir.resume.is_none(), outcome, |e| {
         e.exit_code() == 2 && !matches!(e, Error::Path { .. }) && !kept
     })
 }
@@ -86,19 +69,19 @@ pub fn search_main(args: &SearchArgs) -> i32 {
 pub fn search_seeds_main(args: &SearchArgs, list: &str) -> i32 {
     let prepared = || -> Result<(Vec<u64>, Vec<Config>)> {
         let seeds = crate::experiment::parse_seeds(list)?;
-        if let Some(r) = args.resume.as_deref().filter(|r| *r != "auto") {
+        if let Some(r) = args.dir.resume.as_deref().filter(|r| *r != "auto") {
             return Err(Error::config(
                 "--resume",
                 "resume",
                 format!("with --seeds every seed resumes from its own newest checkpoint: use `auto` (got {r:?})"),
             ));
         }
-        let config = match (&args.config, &args.resume) {
+        let config = match (&args.cfg.config, &args.dir.resume) {
             (None, Some(_)) => {
-                let first = args.out.join(format!("seed-{}", seeds[0])).join("config.toml");
+                let first = args.dir.out.join(format!("seed-{}", seeds[0])).join("config.toml");
                 if !first.is_file() {
                     let msg = "not a multi-seed run to resume (pass --config to start it)".into();
-                    return Err(Error::Path { path: args.out.clone(), msg });
+                    return Err(Error::Path { path: args.dir.out.clone(), msg });
                 }
                 Some(first)
             }
@@ -107,7 +90,7 @@ pub fn search_seeds_main(args: &SearchArgs, list: &str) -> i32 {
         let cfgs = seeds
             .iter()
             .map(|s| {
-                let mut sets = args.set.clone();
+                let mut sets = args.cfg.set.to_vec();
                 sets.push(format!("seed={s}"));
                 Config::load(config.as_deref(), &sets)
             })
@@ -122,43 +105,49 @@ pub fn search_seeds_main(args: &SearchArgs, list: &str) -> i32 {
         Ok(c) => c,
         Err(status) => return status,
     };
-    let existed = args.out.exists();
-    let stop = watch_signals();
+    let (existed, stop) = args.dir.begin();
     let run = || -> Result<()> {
-        let resume = args.resume.is_some() && args.out.is_dir();
+        let resume = args.dir.resume.is_some() && args.dir.out.is_dir();
         if !resume {
-            prepare_out_dir(comm.as_ref(), &args.out)?;
+            prepare_out_dir(comm.as_ref(), &args.dir.out)?;
         }
         comm::on_coordinator(comm.as_ref(), || {
-            let _ = std::fs::remove_file(args.out.join("STOPPED"));
-            std::fs::create_dir_all(args.out.join("logs")).map_err(|e| Error::io(args.out.join("logs"), e))
+            let _ = std::fs::remove_file(args.dir.out.join("STOPPED"));
+            std::fs::create_dir_all(args.dir.out.join("logs")).map_err(|e| Error::io(args.dir.out.join("logs"), e))
         })?;
-        init_logging(comm.as_ref(), &args.out);
+        init_logging(comm.as_ref(), &args.dir.out);
         // Seeds already finished (their report, and their selection when one follows the
         // search) are not run again; the coordinator decides for all ranks.
         let finished = |s: u64| {
-            let dir = args.out.join(format!("seed-{s}"));
+            let dir = args.dir.out.join(format!("seed-{s}"));
             let after = cfgs[seeds.iter().position(|&x| x == s).expect("listed")].select.after_search;
             dir.join("report.json").is_file() && (!after || dir.join("select").join("scores.json").is_file())
         };
         let mine: Option<Vec<u64>> =
             comm.is_coordinator().then(|| seeds.iter().copied().filter(|&s| resume && finished(s)).collect());
         let done: Vec<u64> = comm::broadcast_value(comm.as_ref(), 0, mine.as_ref())?;
-        experiment::over_seeds(comm.as_ref(), &seeds, args.ranks_per_job, &args.out, "report.json", &mut |g, s, dir| {
-            if done.contains(&s) {
-                tracing::info!("seed {s}: finished earlier ({})", dir.display());
-                return Ok(());
-            }
-            let cfg = &cfgs[seeds.iter().position(|&x| x == s).expect("listed")];
-            cfg.check_world(g.size())?;
-            let resume = if dir.exists() { args.resume.as_deref() } else { None };
-            run_search(cfg, g, dir, resume, Some(&stop))
-        })
+        experiment::over_seeds(
+            comm.as_ref(),
+            &seeds,
+            args.ranks_per_job,
+            &args.dir.out,
+            "report.json",
+            &mut |g, s, dir| {
+                if done.contains(&s) {
+                    tracing::info!("seed {s}: finished earlier ({})", dir.display());
+                    return Ok(());
+                }
+                let cfg = &cfgs[seeds.iter().position(|&x| x == s).expect("listed")];
+                cfg.check_world(g.size())?;
+                let resume = if dir.exists() { args.dir.resume.as_deref() } else { None };
+                run_search(cfg, g, dir, resume, Some(&stop))
+            },
+        )
     };
     let outcome = run();
     // Bad input removes what this command created, unless a seed finished.
-    let any_done = seeds.iter().any(|s| args.out.join(format!("seed-{s}/report.json")).is_file());
-    finish(comm.as_ref(), &args.out, !existed && args.resume.is_none(), outcome, |e| {
+    let any_done = seeds.iter().any(|s| args.dir.out.join(format!("seed-{s}/report.json")).is_file());
+    finish(comm.as_ref(), &args.dir.out, !existed && args.dir.resume.is_none(), outcome, |e| {
         e.exit_code() == 2 && !matches!(e, Error::Path { .. }) && !any_done
     })
 }
@@ -456,9 +445,11 @@ pub fn run_search(
             (Some(net), alphas)
         };
         let res = Resumable { stop, keep: cfg.checkpoint.keep, ..Default::default() };
+        let subject =
+            Subject { cfg, comm, net: state.net.as_ref(), alphas: &state.alphas, data, split: &searcher.split };
         match &net {
-            Some(n) => select_and_report(cfg, comm, n.as_ref(), &alphas, data, &searcher.split, &dir, &res)?,
-            None => select_and_report(cfg, comm, state.net.as_ref(), &state.alphas, data, &searcher.split, &dir, &res)?,
+            Some(n) => select_and_report(Subject { net: n.as_ref(), alphas: &alphas, ..subject }, &dir, &res)?,
+            None => select_and_report(subject, &dir, &res)?,
         }
     }
     if coord && out.join("tracking.jsonl").is_file() {

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 
 use super::experiment;
 use super::search::Progress;
-use super::{fail_once, finish, init_logging, init_threads, open_run, prepare_out_dir, report_error, watch_signals};
+use super::{fail_once, finish, init_logging, init_threads, open_run, prepare_out_dir, report_error};
 use crate::comm::{self, Collective};
 use crate::config::Config;
-use crate::data::{self, Dataset};
+use crate::data;
 use crate::error::{Error, Result};
-use crate::influence::Resumable;
+use crate::influence::{Resumable, Subject};
 use crate::report::{self, Metrics};
 use crate::search::{SearchState, Searcher};
 use crate::select;
@@ -42,9 +42,8 @@ pub struct FidelityArgs {
     /// fidelity.json; same --steps, --lr and --until-grad-norm) instead of measuring it again.
     #[arg(long, value_name = "FILE")]
     pub actual: Option<PathBuf>,
-    /// Override any config key, e.g. `--set select.ihvp="neumann"` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
+    #[command(flatten)]
+    pub set: super::Overrides,
     /// Output directory to create.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -79,18 +78,10 @@ pub struct SelectArgs {
     /// Reproduce the authors' DARTS-IM computation (select.faithful)
     #[arg(long)]
     pub faithful: bool,
-    /// Override any config key, e.g. `--set select.precision=f64` (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Output directory to create (must not exist, or be empty; with --resume, the selection
-    /// to continue).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
-    /// Continue an interrupted `drop`/`darts-if` selection in --out from its progress
-    /// checkpoint: `auto` (the newest that verifies) or a checkpoint directory. Repeat the
-    /// original flags.
-    #[arg(long, value_name = "auto|CHECKPOINT")]
-    pub resume: Option<String>,
+    #[command(flatten)]
+    pub set: super::Overrides,
+    #[command(flatten)]
+    pub dir: super::RunOut,
 }
 
 impl SelectArgs {
@@ -136,7 +127,7 @@ pub fn select_seeds_main(args: &SelectArgs, runs: Vec<(Option<u64>, PathBuf)>) -
         Ok(p) => p,
         Err(e) => return fail_once(&e),
     };
-    if args.resume.is_some() {
+    if args.dir.resume.is_some() {
         return fail_once(&Error::config(
             "--resume",
             "resume",
@@ -147,24 +138,23 @@ pub fn select_seeds_main(args: &SelectArgs, runs: Vec<(Option<u64>, PathBuf)>) -
         Ok(c) => c,
         Err(status) => return status,
     };
-    let existed = args.out.exists();
-    let stop = watch_signals();
+    let (existed, stop) = args.dir.begin();
     let seeds: Vec<u64> = runs.iter().map(|r| r.0).collect();
     let run = || -> Result<()> {
-        prepare_out_dir(comm.as_ref(), &args.out)?;
-        init_logging(comm.as_ref(), &args.out);
-        experiment::over_seeds(comm.as_ref(), &seeds, 0, &args.out, "scores.json", &mut |g, s, dir| {
+        prepare_out_dir(comm.as_ref(), &args.dir.out)?;
+        init_logging(comm.as_ref(), &args.dir.out);
+        experiment::over_seeds(comm.as_ref(), &seeds, 0, &args.dir.out, "scores.json", &mut |g, s, dir| {
             let (_, run_dir, cfg) = runs.iter().find(|r| r.0 == s).expect("listed");
             run_select(cfg, g, run_dir, dir, None, Some(&stop))
         })?;
         if comm.is_coordinator() {
-            if let Err(e) = crate::report::figures::render_dir(&args.out) {
-                tracing::warn!("figures of {}: {e} (`dartsif-dist report` retries)", args.out.display());
+            if let Err(e) = crate::report::figures::render_dir(&args.dir.out) {
+                tracing::warn!("figures of {}: {e} (`dartsif-dist report` retries)", args.dir.out.display());
             }
         }
         comm.barrier()
     };
-    finish(comm.as_ref(), &args.out, !existed, run(), |e| !matches!(e, Error::Path { .. } | Error::Stopped { .. }))
+    finish(comm.as_ref(), &args.dir.out, !existed, run(), |e| !matches!(e, Error::Path { .. } | Error::Stopped { .. }))
 }
 
 pub fn select_main(args: &SelectArgs) -> i32 {
@@ -175,21 +165,16 @@ pub fn select_main(args: &SelectArgs) -> i32 {
             }
         }
     }
-    let cfg = match load_run(&args.run, &args.overrides()) {
-        Ok(c) => c,
-        Err(e) => return fail_once(&e),
-    };
-    let comm = match super::start(&cfg, Config::check_fault) {
-        Ok(c) => c,
+    let (cfg, comm) = match super::start_loaded(load_run(&args.run, &args.overrides()), Config::check_fault) {
+        Ok(x) => x,
         Err(status) => return status,
     };
-    let existed = args.out.exists();
-    let stop = watch_signals();
-    let outcome = run_select(&cfg, comm.as_ref(), &args.run, &args.out, args.resume.as_deref(), Some(&stop));
+    let (existed, stop) = args.dir.begin();
+    let outcome = run_select(&cfg, comm.as_ref(), &args.run, &args.dir.out, args.dir.resume.as_deref(), Some(&stop));
     // A failed selection leaves nothing behind (it is cheap to rerun), unless it holds
     // progress checkpoints to resume from.
-    let progress = !crate::checkpoint::store::list(&args.out.join("checkpoints")).is_empty();
-    finish(comm.as_ref(), &args.out, !existed, outcome, |e| {
+    let progress = !crate::checkpoint::store::list(&args.dir.out.join("checkpoints")).is_empty();
+    finish(comm.as_ref(), &args.dir.out, !existed, outcome, |e| {
         !progress && !matches!(e, Error::Path { .. } | Error::Stopped { .. })
     })
 }
@@ -263,18 +248,9 @@ pub fn fidelity_main(args: &FidelityArgs) -> i32 {
                 )
             })
         };
-        let report = select::fidelity::run(
-            &cfg,
-            comm.as_ref(),
-            net.as_ref(),
-            &alphas,
-            source.data.as_ref(),
-            &source.split,
-            &ft,
-            &args.criteria,
-            measured,
-            write,
-        )?;
+        let (data, split) = (source.data.as_ref(), &source.split);
+        let subject = Subject { cfg: &cfg, comm: comm.as_ref(), net: net.as_ref(), alphas: &alphas, data, split };
+        let report = select::fidelity::run(subject, &ft, &args.criteria, measured, write)?;
         if comm.is_coordinator() {
             print!("{}", report.table());
         }
@@ -320,7 +296,8 @@ pub fn run_select(
         stop,
         done,
     };
-    select_and_report(cfg, comm, net.as_ref(), &alphas, source.data.as_ref(), &source.split, out, &res)
+    let (data, split) = (source.data.as_ref(), &source.split);
+    select_and_report(Subject { cfg, comm, net: net.as_ref(), alphas: &alphas, data, split }, out, &res)
 }
 
 /// `select --criterion darts-pt`: progressive decisions with fine-tuning, from the run's
@@ -410,17 +387,8 @@ pub fn run_progressive(
     comm.barrier()
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn select_and_report(
-    cfg: &Config,
-    comm: &dyn Collective,
-    net: &dyn crate::supernet::Supernet,
-    alphas: &[tch::Tensor],
-    data: &dyn Dataset,
-    split: &data::SearchSplit,
-    out: &Path,
-    res: &Resumable,
-) -> Result<()> {
+pub fn select_and_report(subject: Subject, out: &Path, res: &Resumable) -> Result<()> {
+    let Subject { cfg, comm, net, .. } = subject;
     let s = &cfg.select;
     // The IHVP solver only where the criterion uses one.
     let solver = if matches!(s.criterion, crate::config::Criterion::DartsIf | crate::config::Criterion::DartsIm) {
@@ -437,7 +405,7 @@ pub fn select_and_report(
         comm.size(),
         s.precision
     );
-    let sel = select::run(cfg, comm, net, alphas, data, split, res)?;
+    let sel = select::run(subject, res)?;
     comm::on_coordinator(comm, || report::write_selection(cfg, net.spec(), &sel, out))?;
     tracing::info!("selected genotype (criterion {}): {}", sel.table.criterion, sel.genotype);
     tracing::info!("timing: {}", sel.timing);

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{fail_once, finish, init_logging, init_threads, start_or_resume, watch_signals};
+use super::{fail_once, finish, init_logging, init_threads, start_or_resume};
 use crate::comm::Collective;
 use crate::config::Config;
 use crate::data;
@@ -15,20 +15,10 @@ pub struct TrainArgs {
     /// holding it, such as a run's genotype.txt. With --resume: the run's own by default.
     #[arg(long, value_name = "GENOTYPE|FILE")]
     pub genotype: Option<String>,
-    /// TOML config (data and `[train]`); without it the embedded demo config is used (with
-    /// --resume: the run's own config.toml).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Continue the training in --out from a checkpoint: `auto` (the newest that verifies) or
-    /// a checkpoint directory.
-    #[arg(long, value_name = "auto|CHECKPOINT")]
-    pub resume: Option<String>,
-    /// Override a config key, e.g. `--set train.epochs=10` (repeatable; values are TOML).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Run directory to create (must not exist, or be empty).
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub cfg: super::ConfigArgs,
+    #[command(flatten)]
+    pub dir: super::RunOut,
 }
 
 /// The genotype of `--genotype`: the text itself, or the file it names.
@@ -56,16 +46,16 @@ pub fn parse_genotype(arg: &str) -> Result<crate::space::Genotype> {
 
 pub fn train_main(args: &TrainArgs) -> i32 {
     let own = |file: &str| -> std::result::Result<Option<PathBuf>, Error> {
-        let p = args.out.join(file);
+        let p = args.dir.out.join(file);
         if p.is_file() {
             Ok(Some(p))
         } else {
             let msg = format!("not a training run to resume (no {file}; pass --config and --genotype to start it)");
-            Err(Error::Path { path: args.out.clone(), msg })
+            Err(Error::Path { path: args.dir.out.clone(), msg })
         }
     };
-    let resuming = args.resume.is_some();
-    let config = match (&args.config, resuming) {
+    let resuming = args.dir.resume.is_some();
+    let config = match (&args.cfg.config, resuming) {
         (None, true) => match own("config.toml") {
             Ok(p) => p,
             Err(e) => return fail_once(&e),
@@ -82,7 +72,7 @@ pub fn train_main(args: &TrainArgs) -> i32 {
             return fail_once(&Error::config("--genotype", "genotype", "required (the architecture to train)"))
         }
     };
-    let cfg = match Config::load(config.as_deref(), &args.set) {
+    let cfg = match Config::load(config.as_deref(), &args.cfg.set) {
         Ok(c) => c,
         Err(e) => return fail_once(&e),
     };
@@ -94,10 +84,9 @@ pub fn train_main(args: &TrainArgs) -> i32 {
         Ok(c) => c,
         Err(status) => return status,
     };
-    let existed = args.out.exists();
-    let stop = watch_signals();
-    let outcome = run_train(&cfg, comm.as_ref(), &genotype, &args.out, args.resume.as_deref(), Some(&stop));
-    finish(comm.as_ref(), &args.out, !existed && !resuming, outcome, |e| {
+    let (existed, stop) = args.dir.begin();
+    let outcome = run_train(&cfg, comm.as_ref(), &genotype, &args.dir.out, args.dir.resume.as_deref(), Some(&stop));
+    finish(comm.as_ref(), &args.dir.out, !existed && !resuming, outcome, |e| {
         e.exit_code() == 2 && !matches!(e, Error::Path { .. })
     })
 }

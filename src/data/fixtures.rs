@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use super::Cifar;
+use super::CifarFormat;
 use crate::error::{Error, Result};
 
 /// The byte at channel `c`, row `y`, column `x` of image `i` (distinct across neighbours).
@@ -36,16 +37,24 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
 }
 
-/// CIFAR binary files in `dir`: `train` images spread over the training files (CIFAR-10: 5
-/// `data_batch_k.bin`; CIFAR-100: `train.bin`), then `test` images; image i (counting the test
-/// images after the training ones) has label `label(i)` (CIFAR-100: fine label, coarse = fine/5).
-pub fn write_cifar_binary(
+/// CIFAR files in `dir` in `format` (binary, or the "python" pickled batches): `train` images spread over the training files (CIFAR-10: 5 batches; CIFAR-100: one
+/// train file), then `test` images; image i (counting the test images after the training ones)
+/// has label `label(i)` (CIFAR-100: fine label, coarse = fine/5).
+pub fn write_cifar(
     dir: &Path,
+    format: CifarFormat,
     kind: Cifar,
     train: usize,
     test: usize,
     label: impl Fn(usize) -> u8,
 ) -> Result<()> {
+    match format {
+        CifarFormat::Binary => cifar_binary(dir, kind, (train, test), &label),
+        CifarFormat::Python => cifar_python(dir, kind, (train, test), &label),
+    }
+}
+
+fn cifar_binary(dir: &Path, kind: Cifar, (train, test): (usize, usize), label: &dyn Fn(usize) -> u8) -> Result<()> {
     let record = |i: usize| -> Vec<u8> {
         let mut r = match kind {
             Cifar::Ten => vec![label(i)],
@@ -98,15 +107,7 @@ pub fn pickle_batch(pixels: &[u8], per: usize, labels: &[i64], label_key: &str) 
     b
 }
 
-/// CIFAR "python" files (pickled batches) in `dir`, with the same contents as
-/// [`write_cifar_binary`].
-pub fn write_cifar_python(
-    dir: &Path,
-    kind: Cifar,
-    train: usize,
-    test: usize,
-    label: impl Fn(usize) -> u8,
-) -> Result<()> {
+fn cifar_python(dir: &Path, kind: Cifar, (train, test): (usize, usize), label: &dyn Fn(usize) -> u8) -> Result<()> {
     let batch = |range: std::ops::Range<usize>| -> Vec<u8> {
         let pixels: Vec<u8> = range.clone().flat_map(|i| image(i, 32)).collect();
         let labels: Vec<i64> = range.map(|i| label(i) as i64).collect();

@@ -16,7 +16,7 @@ use crate::comm::{Collective, Groups};
 use crate::config::{Config, SelectConfig};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::influence::{Context, Timings};
+use crate::influence::{Context, Subject, Timings};
 use crate::select::{self, Selection};
 use crate::space::SpaceSpec;
 use crate::stats::{kendall_tau, mean_std, pm, population_std};
@@ -273,14 +273,16 @@ fn run_unit(comm: &dyn Collective, group: usize, list: &[&Combo], out: &Path) ->
     let spec = net.spec().clone();
     let timings = Timings::default();
     let shared = list.len() > 1 || share_key(list[0]).is_some();
+    let (data, split) = (source.data.as_ref(), &source.split);
+    let subject = Subject { cfg: &base, comm, net: net.as_ref(), alphas: &alphas, data, split };
     let outcomes = if shared {
-        let ctx = Context::new(&base, net.as_ref(), &alphas, comm, source.data.as_ref(), &source.split, &timings);
+        let ctx = Context::new(subject, &timings);
         let settings: Vec<SelectConfig> = list.iter().map(|c| c.cfg.select.clone()).collect();
         ctx.darts_im_many(&settings)?
     } else {
         let mut cfg = list[0].cfg.clone();
         cfg.data = base.data.clone();
-        let ctx = Context::new(&cfg, net.as_ref(), &alphas, comm, source.data.as_ref(), &source.split, &timings);
+        let ctx = Context::new(subject.with_cfg(&cfg), &timings);
         vec![ctx.run()?]
     };
     let seconds = t0.elapsed().as_secs_f64() / list.len() as f64;

@@ -381,15 +381,10 @@ impl ScoresFile {
     pub fn load(path: &Path, space: &CellSpace) -> Result<Self> {
         let bad = |msg: String| Error::Path { path: path.to_path_buf(), msg };
         let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-        let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not a scores.json: {e}")))?;
-        let rows = doc["scores"].as_array().ok_or_else(|| bad("no \"scores\" list (not a scores.json)".into()))?;
-        let mut table = std::collections::HashMap::new();
-        for r in rows {
-            let (Some(e), Some(o)) = (r["edge"].as_str(), r["op"].as_str()) else {
-                return Err(bad("a score row without edge or op".into()));
-            };
-            table.insert((e.to_string(), o.to_string()), r["score"].as_f64().unwrap_or(f64::NEG_INFINITY));
-        }
+        let doc: crate::report::records::ScoresRecord =
+            serde_json::from_str(&text).map_err(|e| bad(format!("not a scores.json: {e}")))?;
+        let table: std::collections::HashMap<(String, String), f64> =
+            doc.scores.into_iter().map(|r| ((r.edge, r.op), r.score.unwrap_or(f64::NEG_INFINITY))).collect();
         for &e in &space.edges {
             for &o in &space.ops {
                 if !table.contains_key(&(edge_name(e), NB201_OPS[o].to_string())) {
@@ -401,11 +396,7 @@ impl ScoresFile {
                 }
             }
         }
-        Ok(ScoresFile {
-            path: path.to_path_buf(),
-            criterion: doc["criterion"].as_str().unwrap_or("?").to_string(),
-            table,
-        })
+        Ok(ScoresFile { path: path.to_path_buf(), criterion: doc.criterion, table })
     }
 }
 

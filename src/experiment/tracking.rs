@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::comm::{Collective, Groups};
 use crate::config::{Config, SelectConfig};
 use crate::error::{Error, Result};
-use crate::influence::{Context, Timings};
+use crate::influence::{Context, Subject, Timings};
 use crate::search::SearchState;
 
 /// One tracked selection: after `epoch`, with N = `n` when several were tracked.
@@ -56,7 +56,8 @@ pub fn score(
     epoch: usize,
 ) -> Result<Vec<Tracked>> {
     let timings = Timings::default();
-    let ctx = Context::new(cfg, state.net.as_ref(), &state.alphas, comm, data, split, &timings);
+    let subject = Subject { cfg, comm, net: state.net.as_ref(), alphas: &state.alphas, data, split };
+    let ctx = Context::new(subject, &timings);
     let (ns, outcomes) = if cfg.select.track_n.is_empty() {
         (vec![None], vec![ctx.run()?])
     } else {

@@ -22,6 +22,25 @@ use crate::space::ScoreTable;
 use crate::supernet::table_of;
 use crate::supernet::{BnMode, Supernet};
 
+/// What is scored: a trained supernet with its α, the data and its search split, under a
+/// config, on these ranks. Shared by every entry point of selection and its checks.
+#[derive(Clone, Copy)]
+pub struct Subject<'a> {
+    pub cfg: &'a Config,
+    pub comm: &'a dyn Collective,
+    pub net: &'a dyn Supernet,
+    pub alphas: &'a [Tensor],
+    pub data: &'a dyn Dataset,
+    pub split: &'a crate::data::SearchSplit,
+}
+
+impl<'a> Subject<'a> {
+    /// The same subject under another config.
+    pub fn with_cfg(self, cfg: &'a Config) -> Self {
+        Subject { cfg, ..self }
+    }
+}
+
 /// Everything a criterion needs.
 pub struct Context<'a> {
     pub cfg: &'a Config,
@@ -109,15 +128,8 @@ fn bn_mode(cfg: &Config) -> BnMode {
 
 impl<'a> Context<'a> {
     /// A context on the search split's halves (validation: α's; train: θ's), no projection.
-    pub fn new(
-        cfg: &'a Config,
-        net: &'a dyn Supernet,
-        alphas: &'a [Tensor],
-        comm: &'a dyn Collective,
-        data: &'a dyn Dataset,
-        split: &'a crate::data::SearchSplit,
-        timings: &'a Timings,
-    ) -> Self {
+    pub fn new(s: Subject<'a>, timings: &'a Timings) -> Self {
+        let Subject { cfg, comm, net, alphas, data, split } = s;
         Context { cfg, net, alphas, comm, data, val: &split.arch, train: &split.weights, timings, projection: None }
     }
 }

@@ -69,7 +69,7 @@ impl ShardedGrads {
         // allocation that fails is a message naming it, not a panic.
         let bytes = (n * (hi - lo) * kind.elt_size_in_bytes()) as u64;
         let on_host = device == tch::Device::Cpu;
-        let fits = !on_host || bytes <= crate::supernet::layers::available_memory();
+        let fits = !on_host || bytes <= crate::ops::layers::available_memory();
         let g = fits.then(|| Tensor::f_zeros([n as i64, (hi - lo) as i64], (kind, device)).ok()).flatten().ok_or_else(
             || {
                 let msg = format!(

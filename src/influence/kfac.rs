@@ -34,7 +34,7 @@ use crate::comm::broadcast_value;
 use crate::config::{DampingRule, FisherLabels, SelectConfig};
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, fisher_targets};
-use crate::supernet::tap::{tapped, TapLayer, Tapped};
+use crate::ops::tap::{tapped, TapLayer, Tapped};
 
 /// A block of the factored curvature: which parameters it covers and how.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

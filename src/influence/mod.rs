@@ -10,5 +10,5 @@ pub mod kfac;
 pub mod probe;
 pub mod saved;
 
-pub use criteria::{Context, Outcome, Resumable};
+pub use criteria::{Context, Outcome, Resumable, Subject};
 pub use probe::{EvalSet, Leaf, Probe, Timings};

@@ -5,10 +5,10 @@
 use tch::Tensor;
 
 use super::{drop_path, Network, NetworkConfig};
+use crate::ops::darts::{cell_shapes, stem, CellShape, Op, Preprocess};
+use crate::ops::layers::{avg_pool, BatchNorm, Builder, Conv, Linear};
+use crate::ops::{BnMode, ParamSet};
 use crate::space::DartsGenotype;
-use crate::supernet::darts::{Op, Preprocess};
-use crate::supernet::layers::{avg_pool, BatchNorm, Builder, Conv, Linear};
-use crate::supernet::{BnMode, ParamSet};
 
 struct Cell {
     pre: Preprocess,
@@ -18,18 +18,9 @@ struct Cell {
 }
 
 impl Cell {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        b: &mut Builder,
-        pairs: &[(String, usize)],
-        concat: &[usize],
-        c_pp: i64,
-        c_p: i64,
-        c: i64,
-        reduction: bool,
-        reduction_prev: bool,
-    ) -> Self {
-        let pre = Preprocess::new(b, c_pp, c_p, c, reduction_prev, true);
+    fn new(b: &mut Builder, pairs: &[(String, usize)], concat: &[usize], shape: CellShape) -> Self {
+        let CellShape { c, reduction, .. } = shape;
+        let pre = Preprocess::new(b, shape, true);
         let ops = b.scope("_ops", |b| {
             pairs
                 .iter()
@@ -107,33 +98,24 @@ pub struct DartsNetwork {
 impl DartsNetwork {
     pub fn new(g: &DartsGenotype, cfg: NetworkConfig, kind: tch::Kind) -> Self {
         let mut b = Builder::new(kind);
-        let c = cfg.channels;
-        let c_stem = 3 * c;
-        let (stem_conv, stem_bn) =
-            b.scope("stem", |b| (b.conv("0", 3, c_stem, 3, 1, 1, 1, 1), b.batch_norm("1", c_stem, true)));
-        let (mut c_pp, mut c_p, mut c_curr) = (c_stem, c_stem, c);
-        let mut reduction_prev = false;
-        let mut cells = Vec::new();
+        let c_stem = 3 * cfg.channels;
+        let (stem_conv, stem_bn) = stem(&mut b, c_stem);
+        let of =
+            |reduction: bool| if reduction { (&g.reduce, &g.reduce_concat) } else { (&g.normal, &g.normal_concat) };
+        let shapes = cell_shapes(cfg.channels, c_stem, cfg.layers, |r| of(r).1.len());
+        let cells: Vec<Cell> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &shape)| {
+                let (pairs, concat) = of(shape.reduction);
+                b.scope(format!("cells.{i}"), |b| Cell::new(b, pairs, concat, shape))
+            })
+            .collect();
         let aux_after = 2 * cfg.layers / 3;
-        let mut c_aux = 0;
-        for i in 0..cfg.layers {
-            let reduction = i == cfg.layers / 3 || i == 2 * cfg.layers / 3;
-            if reduction {
-                c_curr *= 2;
-            }
-            let (pairs, concat) = if reduction { (&g.reduce, &g.reduce_concat) } else { (&g.normal, &g.normal_concat) };
-            let cell = b.scope(format!("cells.{i}"), |b| {
-                Cell::new(b, pairs, concat, c_pp, c_p, c_curr, reduction, reduction_prev)
-            });
-            reduction_prev = reduction;
-            (c_pp, c_p) = (c_p, cell.concat.len() as i64 * c_curr);
-            cells.push(cell);
-            if i == aux_after {
-                c_aux = c_p;
-            }
-        }
-        let aux = cfg.auxiliary.then(|| b.scope("auxiliary_head", |b| AuxHead::new(b, c_aux, cfg.num_classes)));
-        let classifier = b.linear("classifier", c_p, cfg.num_classes);
+        let c_out = |i: usize| shapes.get(i).map_or(c_stem, |s| s.c_out);
+        let aux =
+            cfg.auxiliary.then(|| b.scope("auxiliary_head", |b| AuxHead::new(b, c_out(aux_after), cfg.num_classes)));
+        let classifier = b.linear("classifier", c_out(cfg.layers.saturating_sub(1)), cfg.num_classes);
         DartsNetwork { stem_conv, stem_bn, cells, aux_after, aux, classifier, params: b.finish() }
     }
 }

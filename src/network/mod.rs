@@ -53,8 +53,8 @@ pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind) -> Result<Box<
         };
     let sizes = format!("train.channels = {}, train.layers = {}", cfg.channels, cfg.layers);
     // Its size first, allocating nothing (training holds weights, gradients and momentum).
-    let need = crate::supernet::layers::count_only(|| construct().map(|n| n.params().bytes))?;
-    crate::supernet::layers::check_fits(need, "train.channels", &sizes)?;
+    let need = crate::ops::layers::count_only(|| construct().map(|n| n.params().bytes))?;
+    crate::ops::layers::check_fits(need, "train.channels", &sizes)?;
     let net = construct()?;
     net.params().check_allocated("train.channels", &sizes)?;
     net.params().to_device(crate::device::compute());

@@ -4,9 +4,9 @@
 use tch::Tensor;
 
 use super::{Network, NetworkConfig};
+use crate::ops::layers::{avg_pool, BatchNorm, Builder, Conv, Linear, ReluConvBn};
+use crate::ops::nb201::ResBlock;
 use crate::space::{nb201_edge, Nb201Genotype, NB201_OPS};
-use crate::supernet::layers::{avg_pool, BatchNorm, Builder, Conv, Linear, ReluConvBn};
-use crate::supernet::nb201::ResBlock;
 use crate::supernet::{BnMode, ParamSet};
 
 enum Op {

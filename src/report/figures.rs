@@ -22,6 +22,13 @@ fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_str(&text).map_err(|e| Error::Path { path: path.to_path_buf(), msg: format!("not JSON: {e}") })
 }
 
+/// A typed record from a JSON file (one line naming the file and what is wrong otherwise).
+fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.to_path_buf(), e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Path { path: path.to_path_buf(), msg: format!("not a valid record: {e}") })
+}
+
 fn read_lines(path: &Path) -> Result<Vec<Value>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.to_path_buf(), e))?;
     text.lines()
@@ -76,16 +83,12 @@ struct Scores {
 }
 
 fn load_scores(path: &Path) -> Result<Scores> {
-    let doc = read_json(path)?;
-    let bad = |msg: &str| Error::Path { path: path.to_path_buf(), msg: msg.to_string() };
-    let rows = doc["scores"].as_array().ok_or_else(|| bad("no \"scores\" list"))?;
+    let doc: super::records::ScoresRecord = read_record(path)?;
     let mut cells: Vec<(String, Vec<String>, Vec<String>)> = Vec::new();
     let mut scores: Vec<Vec<Vec<f64>>> = Vec::new();
-    for r in rows {
-        let (Some(c), Some(e), Some(o)) = (r["cell"].as_str(), r["edge"].as_str(), r["op"].as_str()) else {
-            return Err(bad("a score row without cell, edge or op"));
-        };
-        let s = r["score"].as_f64().unwrap_or(f64::NEG_INFINITY);
+    for r in &doc.scores {
+        let (c, e, o) = (r.cell.as_str(), r.edge.as_str(), r.op.as_str());
+        let s = r.score.unwrap_or(f64::NEG_INFINITY);
         let ci = match cells.iter().position(|(n, _, _)| n == c) {
             Some(i) => i,
             None => {
@@ -108,8 +111,8 @@ fn load_scores(path: &Path) -> Result<Scores> {
         }
         scores[ci][ei].push(s);
     }
-    let mixing: Option<Vec<Vec<Vec<f64>>>> = serde_json::from_value(doc["mixing"].clone()).ok();
-    Ok(Scores { criterion: doc["criterion"].as_str().unwrap_or("?").to_string(), cells, scores, mixing })
+    let mixing = (!doc.mixing.is_empty()).then_some(doc.mixing);
+    Ok(Scores { criterion: doc.criterion, cells, scores, mixing })
 }
 
 fn scores_figures(dir: &Path) -> Result<Vec<PathBuf>> {

@@ -4,6 +4,7 @@
 pub mod benchmark;
 pub mod figures;
 pub mod plot;
+pub mod records;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -173,15 +174,18 @@ pub fn write_selection(cfg: &Config, spec: &SpaceSpec, sel: &crate::select::Sele
             for (o, op) in cell.ops.iter().enumerate() {
                 let score = t.scores[c][e][o];
                 let terms: Vec<f64> = t.terms.get(c).map(|x| x[e][o].clone()).unwrap_or_default();
-                let mut named = serde_json::Map::new();
-                for (n, v) in t.term_names.iter().zip(&terms) {
-                    named.insert(n.clone(), json!(v.is_finite().then_some(*v)));
-                }
-                rows.push(json!({
-                    "cell": cell.name, "edge": edge, "op": op,
-                    "score": score.is_finite().then_some(score),
-                    "terms": named,
-                }));
+                rows.push(records::ScoreRow {
+                    cell: cell.name.clone(),
+                    edge: edge.clone(),
+                    op: op.clone(),
+                    score: score.is_finite().then_some(score),
+                    terms: t
+                        .term_names
+                        .iter()
+                        .zip(&terms)
+                        .map(|(n, v)| (n.clone(), v.is_finite().then_some(*v)))
+                        .collect(),
+                });
                 let mut row = vec![cell.name.clone(), edge.clone(), op.clone(), num(score)];
                 row.extend(terms.iter().map(|&v| num(v)));
                 cells.push(row);
@@ -189,19 +193,19 @@ pub fn write_selection(cfg: &Config, spec: &SpaceSpec, sel: &crate::select::Sele
         }
     }
     let s = &cfg.select;
-    let doc = json!({
-        "criterion": t.criterion,
-        "ihvp": s.ihvp,
-        "settings": s,
-        "eval_batches": s.n,
-        "eval_batch_size": cfg.select_batch(),
-        "genotype": sel.genotype.to_string(),
-        "benchmark": benchmark::entry(s.benchmark_table.as_deref(), &sel.genotype.to_string())?,
-        "scores": rows,
-        "mixing": sel.mixing,
-        "diagnostics": sel.diagnostics,
-        "timing": sel.timing,
-    });
+    let doc = records::ScoresRecord {
+        benchmark: benchmark::entry(s.benchmark_table.as_deref(), &sel.genotype.to_string())?,
+        criterion: t.criterion.clone(),
+        diagnostics: sel.diagnostics.clone(),
+        eval_batch_size: cfg.select_batch(),
+        eval_batches: s.n,
+        genotype: sel.genotype.to_string(),
+        ihvp: s.ihvp.to_string(),
+        mixing: sel.mixing.clone(),
+        scores: rows,
+        settings: serde_json::to_value(s).expect("serialisable"),
+        timing: sel.timing.clone(),
+    };
     write_atomic(&out.join("scores.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
     write_atomic(&out.join("scores.csv"), crate::fsutil::csv_text(&header, &cells).as_bytes())?;
     write_genotype(out, &sel.genotype)?;

@@ -61,10 +61,7 @@ impl Searcher<'_> {
         for chunk in indices.chunks(m).skip(rank).step_by(world) {
             let (x, y) = make_batch(self.data, chunk, None).map_err(|e| crate::comm::fail_alone(self.comm, e))?;
             let x = x.to_kind(w[0].kind());
-            let logits = match path {
-                Some(p) => net.forward_path(&x, w, p, BnMode::BatchStats),
-                None => net.forward(&x, w, BnMode::BatchStats),
-            };
+            let logits = net.forward_on(&x, w, path, BnMode::BatchStats);
             let loss = cross_entropy(&logits, &y).double_value(&[]);
             tally.add(&logits, &y, loss);
         }

@@ -69,6 +69,7 @@ impl SearchState {
     /// then broadcast from rank 0 so every rank starts from identical values.
     pub fn new(cfg: &Config, comm: &dyn Collective, kind: Kind) -> Result<Self> {
         let net = crate::supernet::build(cfg, cfg.seed, kind)?;
+        let device = net.params().tensors[0].device();
         let alphas: Vec<Tensor> = {
             let _g = tch::no_grad_guard();
             net.spec()
@@ -77,7 +78,7 @@ impl SearchState {
                 .map(|s| {
                     // Drawn on the host: the same α on every device for one seed.
                     (Tensor::randn(s.as_slice(), (kind, tch::Device::Cpu)) * cfg.search.arch.init_std)
-                        .to_device(crate::device::compute())
+                        .to_device(device)
                         .set_requires_grad(true)
                 })
                 .collect()
@@ -293,33 +294,38 @@ impl Searcher<'_> {
                     let amix = || sampling::step_mix(cfg, &spec, Phase::Arch, epoch, global_step, &like);
                     let (t, a, gn) = if joint {
                         let micro = self.take(state, wb, &mut feed)?;
-                        let (t, gn) = self.joint_step(state, &micro, wb.len(), lr, &wmix)?;
+                        let shard = self.shard_of(&micro, wb.len());
+                        let (t, gn) = self.joint_step(state, &shard, lr, &wmix)?;
                         (t, Tally::default(), gn)
                     } else if !arch_on {
                         // α frozen (before search.arch_start_epoch) or untrained: θ steps only.
                         let micro = self.take(state, wb, &mut feed)?;
-                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr, &wmix)?;
+                        let shard = self.shard_of(&micro, wb.len());
+                        let (t, gn) = self.weight_step(state, &shard, lr, &wmix)?;
                         (t, Tally::default(), gn)
                     } else if second_order {
                         let micro = self.take(state, wb, &mut feed)?;
+                        let shard = self.shard_of(&micro, wb.len());
                         if alpha_first {
-                            let a = self.arch_step_unrolled(state, &micro, wb.len(), ab, &mut feed, lr)?;
-                            let (t, gn) = self.weight_step(state, &micro, wb.len(), lr, &wmix)?;
+                            let a = self.arch_step_unrolled(state, &shard, ab, &mut feed, lr)?;
+                            let (t, gn) = self.weight_step(state, &shard, lr, &wmix)?;
                             (t, a, gn)
                         } else {
-                            let (t, gn) = self.weight_step(state, &micro, wb.len(), lr, &wmix)?;
-                            let a = self.arch_step_unrolled(state, &micro, wb.len(), ab, &mut feed, lr)?;
+                            let (t, gn) = self.weight_step(state, &shard, lr, &wmix)?;
+                            let a = self.arch_step_unrolled(state, &shard, ab, &mut feed, lr)?;
                             (t, a, gn)
                         }
                     } else if alpha_first {
                         let amix = amix();
                         let a = self.arch_step(state, ab, &mut feed, &amix)?;
                         let micro = self.take(state, wb, &mut feed)?;
-                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr, &wmix)?;
+                        let shard = self.shard_of(&micro, wb.len());
+                        let (t, gn) = self.weight_step(state, &shard, lr, &wmix)?;
                         (t, a, gn)
                     } else {
                         let micro = self.take(state, wb, &mut feed)?;
-                        let (t, gn) = self.weight_step(state, &micro, wb.len(), lr, &wmix)?;
+                        let shard = self.shard_of(&micro, wb.len());
+                        let (t, gn) = self.weight_step(state, &shard, lr, &wmix)?;
                         let amix = amix();
                         let a = self.arch_step(state, ab, &mut feed, &amix)?;
                         (t, a, gn)
@@ -513,12 +519,10 @@ impl Searcher<'_> {
     }
 
     /// One second-order α step (the unrolled weight step on `train`, spaces.md §1.8).
-    #[allow(clippy::too_many_arguments)]
     fn arch_step_unrolled(
         &self,
         state: &mut SearchState,
-        train: &[(Tensor, Tensor)],
-        train_len: usize,
+        train: &unrolled::Shard,
         val: &[usize],
         feed: &mut Feed,
         lr: f64,
@@ -533,7 +537,7 @@ impl Searcher<'_> {
             &state.projection,
             &state.alphas,
             self.comm,
-            &self.shard_of(train, train_len),
+            train,
             &self.shard_of(&vmicro, val.len()),
             &state.weight_opt.momentum_buffers,
             &self.cfg.search.weights,
@@ -544,17 +548,16 @@ impl Searcher<'_> {
         Ok(tally)
     }
 
-    /// One SGD step on the training micro-batches (`len` images in the global batch).
+    /// One SGD step on this rank's shard of the training batch.
     fn weight_step(
         &self,
         state: &mut SearchState,
-        micro: &[(Tensor, Tensor)],
-        len: usize,
+        shard: &unrolled::Shard,
         lr: f64,
         mix: &Mix,
     ) -> Result<(Tally, f64)> {
         let params = &state.net.params().tensors;
-        let (grads, tally) = self.train_grads(state, micro, len, mix, params)?;
+        let (grads, tally) = self.train_grads(state, shard, mix, params)?;
         let norm = clip_grad_norm(&grads, self.cfg.search.weights.grad_clip);
         state.weight_opt.step(params, &grads, lr);
         Ok((tally, norm))
@@ -565,30 +568,21 @@ impl Searcher<'_> {
     fn train_grads(
         &self,
         state: &SearchState,
-        micro: &[(Tensor, Tensor)],
-        len: usize,
+        shard: &unrolled::Shard,
         mix: &Mix,
         wrt: &[Tensor],
     ) -> Result<(Vec<Tensor>, Tally)> {
-        let shard = self.shard_of(micro, len);
         let net = state.net.as_ref();
-        unrolled::grads(net, &state.projection, &state.alphas, mix, self.comm, &shard, wrt, BnMode::Train)
+        unrolled::grads(net, &state.projection, &state.alphas, mix, self.comm, shard, wrt, BnMode::Train)
     }
 
     /// SNAS's single-level step: one backward on the θ batch gives the gradients of θ and α;
     /// θ's norm clipped at `search.weights.grad_clip`, α's at 10 (SNAS-Series
     /// `train_search.py`), then the SGD and Adam steps.
-    fn joint_step(
-        &self,
-        state: &mut SearchState,
-        micro: &[(Tensor, Tensor)],
-        len: usize,
-        lr: f64,
-        mix: &Mix,
-    ) -> Result<(Tally, f64)> {
+    fn joint_step(&self, state: &mut SearchState, shard: &unrolled::Shard, lr: f64, mix: &Mix) -> Result<(Tally, f64)> {
         let params = &state.net.params().tensors;
         let wrt: Vec<Tensor> = params.iter().chain(&state.alphas).map(Tensor::shallow_clone).collect();
-        let (mut grads, tally) = self.train_grads(state, micro, len, mix, &wrt)?;
+        let (mut grads, tally) = self.train_grads(state, shard, mix, &wrt)?;
         let arch = grads.split_off(params.len());
         let norm = clip_grad_norm(&grads, self.cfg.search.weights.grad_clip);
         clip_grad_norm(&arch, SNAS_ARCH_CLIP);

@@ -54,10 +54,8 @@ pub(crate) fn grads(
     let mut acc: Option<Vec<Tensor>> = None;
     let mut tally = Tally::default();
     for (x, y) in shard.micro {
-        let logits = match mix.weights(net, proj, alphas) {
-            (w, Some(path)) => net.forward_path(x, &w, &path, bn),
-            (w, None) => net.forward(x, &w, bn),
-        };
+        let (w, path) = mix.weights(net, proj, alphas);
+        let logits = net.forward_on(x, &w, path.as_ref(), bn);
         let loss = cross_entropy(&logits, y);
         tally.add(&logits, y, loss.double_value(&[]));
         let g = Tensor::run_backward(&[loss * shard.scale], wrt, false, false);

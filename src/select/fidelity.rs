@@ -9,12 +9,12 @@
 use serde::Serialize;
 use tch::Tensor;
 
-use crate::comm::{broadcast_value, Collective};
+use crate::comm::broadcast_value;
 use crate::config::{Config, Criterion, Curvature, DampingRule, ExactMatrix, FisherLabels, Ihvp, ImSign};
-use crate::data::{epoch_order, global_batch, make_batch, Dataset, SearchSplit, Stream};
+use crate::data::{epoch_order, global_batch, make_batch, Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::influence::criteria::{candidates, remove_op, Candidate};
-use crate::influence::{Context, EvalSet, Timings};
+use crate::influence::{Context, EvalSet, Subject, Timings};
 use crate::loss::cross_entropy;
 use crate::optim::Sgd;
 use crate::space::ScoreTable;
@@ -324,15 +324,8 @@ fn criteria_configs(cfg: &Config) -> Vec<(String, Config)> {
 /// fine-tuning, minus the loss after the same fine-tuning without removal. Candidates are split
 /// over ranks; every rank returns (baseline loss, ΔL per candidate in [`candidates`] order,
 /// fine-tuning steps taken: the baseline's, then each candidate's).
-pub fn actual_delta_loss(
-    cfg: &Config,
-    comm: &dyn Collective,
-    net: &dyn Supernet,
-    alphas: &[Tensor],
-    data: &dyn Dataset,
-    split: &SearchSplit,
-    ft: &FineTune,
-) -> Result<(f64, Vec<f64>, Vec<usize>)> {
+pub fn actual_delta_loss(subject: Subject, ft: &FineTune) -> Result<(f64, Vec<f64>, Vec<usize>)> {
+    let Subject { cfg, comm, net, alphas, data, split } = subject;
     let cands = candidates(net);
     let kind = net.params().tensors[0].kind();
     let w0: Vec<Tensor> = net.spec().mixing(&alphas.iter().map(|a| a.detach().to_kind(kind)).collect::<Vec<_>>());
@@ -440,24 +433,19 @@ pub fn candidate_labels(net: &dyn Supernet) -> Vec<(String, String, String)> {
 /// the criteria with it: those labelled in `only` ([`criterion_labels`]), or all of them when
 /// `only` is empty. `emit` sees the report as it grows — once the ΔL is known, then after each
 /// criterion — on every rank, so a stopped run keeps what it had.
-#[allow(clippy::too_many_arguments)]
 pub fn run(
-    cfg: &Config,
-    comm: &dyn Collective,
-    net: &dyn Supernet,
-    alphas: &[Tensor],
-    data: &dyn Dataset,
-    split: &SearchSplit,
+    subject: Subject,
     ft: &FineTune,
     only: &[String],
     measured: Option<Measured>,
     mut emit: impl FnMut(&FidelityReport) -> Result<()>,
 ) -> Result<FidelityReport> {
+    let Subject { cfg, net, .. } = subject;
     let spec = net.spec().clone();
     let cands = candidates(net);
     let (baseline, actual, steps) = match measured {
         Some(m) => (m.baseline_loss, m.actual_delta_loss, m.fine_tune_steps),
-        None => actual_delta_loss(cfg, comm, net, alphas, data, split, ft)?,
+        None => actual_delta_loss(subject, ft)?,
     };
     let report = |criteria: Vec<Agreement>| {
         let mut r = report(&spec, &cands, ft, baseline, actual.clone(), criteria);
@@ -481,7 +469,7 @@ pub fn run(
         let timings = Timings::default();
         let t0 = std::time::Instant::now();
         tracing::info!("fidelity: scoring {label}");
-        let ctx = Context::new(&c, net, alphas, comm, data, split, &timings);
+        let ctx = Context::new(subject.with_cfg(&c), &timings);
         let result = ctx.run();
         tracing::info!("fidelity: {label} scored in {:.1} s", t0.elapsed().as_secs_f64());
         criteria.push(match result {

@@ -12,9 +12,8 @@ use tch::Tensor;
 
 use crate::comm::{broadcast_value, Collective};
 use crate::config::Config;
-use crate::data::{Dataset, SearchSplit};
 use crate::error::{Error, Result};
-use crate::influence::{Context, Resumable, Timings};
+use crate::influence::{Context, Resumable, Subject, Timings};
 use crate::space::{derive_genotype, Genotype, ScoreTable, SpaceSpec};
 use crate::supernet::Supernet;
 
@@ -37,8 +36,8 @@ pub fn open_searched(run: &Path, overrides: &[String]) -> Result<Config> {
 pub fn load_searched(cfg: &Config, run: &Path) -> Result<(Box<dyn Supernet>, Vec<Tensor>)> {
     let kind = selection_kind(cfg);
     let net = crate::supernet::build(cfg, cfg.seed, kind)?;
-    let alphas: Vec<Tensor> =
-        net.spec().alpha_shapes().iter().map(|s| Tensor::zeros(s, (kind, crate::device::compute()))).collect();
+    let device = net.params().tensors[0].device();
+    let alphas: Vec<Tensor> = net.spec().alpha_shapes().iter().map(|s| Tensor::zeros(s, (kind, device))).collect();
     crate::supernet::state::load_supernet(net.as_ref(), &alphas, &run.join("supernet.safetensors"))?;
     Ok((net, alphas))
 }
@@ -79,19 +78,11 @@ pub fn mixing_table(spec: &SpaceSpec, alphas: &[Tensor]) -> Vec<Vec<Vec<f64>>> {
 
 /// Score every op with the configured criterion and derive the genotype on the coordinator
 /// (every rank returns it); [`crate::report::write_selection`] writes the outputs.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    cfg: &Config,
-    comm: &dyn Collective,
-    net: &dyn Supernet,
-    alphas: &[Tensor],
-    data: &dyn Dataset,
-    split: &SearchSplit,
-    res: &Resumable,
-) -> Result<Selection> {
+pub fn run(subject: Subject, res: &Resumable) -> Result<Selection> {
+    let Subject { comm, net, alphas, .. } = subject;
     let timings = Timings::default();
     let t0 = std::time::Instant::now();
-    let ctx = Context::new(cfg, net, alphas, comm, data, split, &timings);
+    let ctx = Context::new(subject, &timings);
     let outcome = ctx.run_resumable(res)?;
     for (c, cell) in outcome.table.scores.iter().enumerate() {
         for (e, row) in cell.iter().enumerate() {

@@ -14,8 +14,9 @@
 
 use tch::Tensor;
 
-use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
 use super::{left_out, EdgeOps, Path, Supernet};
+use crate::ops::darts::{cell_shapes, stem, CellShape, Op, Preprocess};
+use crate::ops::layers::{BatchNorm, BnMode, Builder, Conv, Linear};
 use crate::space::{Mixing, SpaceSpec};
 
 /// Size of a DARTS supernet.
@@ -32,161 +33,9 @@ pub struct DartsConfig {
 const PARTIAL_K: i64 = 4;
 
 const STEPS: usize = 4;
-const MULTIPLIER: i64 = 4;
+/// Intermediate nodes concatenated into a cell's output.
+const MULTIPLIER: usize = 4;
 const STEM_MULTIPLIER: i64 = 3;
-
-/// ReLU → two 1×1 stride-2 convs (the second on the input shifted by one pixel) → concat → BN.
-pub(crate) struct FactorizedReduce {
-    conv_1: Conv,
-    conv_2: Conv,
-    bn: BatchNorm,
-}
-
-impl FactorizedReduce {
-    pub(crate) fn new(b: &mut Builder, cin: i64, cout: i64, affine: bool) -> Self {
-        FactorizedReduce {
-            conv_1: b.conv("conv_1", cin, cout / 2, 1, 2, 0, 1, 1),
-            conv_2: b.conv("conv_2", cin, cout / 2, 1, 2, 0, 1, 1),
-            bn: b.batch_norm("bn", cout, affine),
-        }
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
-        let x = x.relu();
-        let shifted = x.narrow(2, 1, x.size()[2] - 1).narrow(3, 1, x.size()[3] - 1);
-        let y = Tensor::cat(&[self.conv_1.forward(&x), self.conv_2.forward(&shifted)], 1);
-        self.bn.forward(&y, bn)
-    }
-}
-
-/// A DARTS op. The search network follows each pool with a non-affine BatchNorm; the
-/// evaluation network has none there and affine BatchNorm elsewhere.
-pub(crate) enum Op {
-    /// `none`: exactly zero, so it contributes nothing to the mixture.
-    Zero,
-    MaxPool {
-        stride: i64,
-        bn: Option<BatchNorm>,
-    },
-    AvgPool {
-        stride: i64,
-        bn: Option<BatchNorm>,
-    },
-    Identity,
-    Reduce(FactorizedReduce),
-    /// ReLU, depthwise k×k (stride), 1×1, BN, ReLU, depthwise k×k, 1×1, BN.
-    Sep {
-        dw1: Conv,
-        pw1: Conv,
-        bn1: BatchNorm,
-        dw2: Conv,
-        pw2: Conv,
-        bn2: BatchNorm,
-    },
-    /// ReLU, depthwise dilated k×k (stride), 1×1, BN.
-    Dil {
-        dw: Conv,
-        pw: Conv,
-        bn: BatchNorm,
-    },
-}
-
-impl Op {
-    /// The search network's op (non-affine, BN after pools).
-    fn new(b: &mut Builder, name: &str, c: i64, stride: i64) -> Op {
-        Op::build(b, name, c, stride, false)
-    }
-
-    /// `affine`: the evaluation network's op (affine BN, no BN after pools); else the search's.
-    pub(crate) fn build(b: &mut Builder, name: &str, c: i64, stride: i64, affine: bool) -> Op {
-        let sep = |b: &mut Builder, k: i64, pad: i64| {
-            b.scope("op", |b| Op::Sep {
-                dw1: b.conv("1", c, c, k, stride, pad, 1, c),
-                pw1: b.conv("2", c, c, 1, 1, 0, 1, 1),
-                bn1: b.batch_norm("3", c, affine),
-                dw2: b.conv("5", c, c, k, 1, pad, 1, c),
-                pw2: b.conv("6", c, c, 1, 1, 0, 1, 1),
-                bn2: b.batch_norm("7", c, affine),
-            })
-        };
-        let dil = |b: &mut Builder, k: i64, pad: i64| {
-            b.scope("op", |b| Op::Dil {
-                dw: b.conv("1", c, c, k, stride, pad, 2, c),
-                pw: b.conv("2", c, c, 1, 1, 0, 1, 1),
-                bn: b.batch_norm("3", c, affine),
-            })
-        };
-        let pool_bn = |b: &mut Builder| (!affine).then(|| b.batch_norm("1", c, false));
-        match name {
-            "none" => Op::Zero,
-            "max_pool_3x3" => Op::MaxPool { stride, bn: pool_bn(b) },
-            "avg_pool_3x3" => Op::AvgPool { stride, bn: pool_bn(b) },
-            "skip_connect" if stride == 1 => Op::Identity,
-            "skip_connect" => Op::Reduce(FactorizedReduce::new(b, c, c, affine)),
-            "sep_conv_3x3" => sep(b, 3, 1),
-            "sep_conv_5x5" => sep(b, 5, 2),
-            "dil_conv_3x3" => dil(b, 3, 2),
-            "dil_conv_5x5" => dil(b, 5, 4),
-            other => unreachable!("unknown DARTS op {other}"),
-        }
-    }
-
-    pub(crate) fn is_identity(&self) -> bool {
-        matches!(self, Op::Identity)
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Option<Tensor> {
-        let norm = |n: &Option<BatchNorm>, y: Tensor| match n {
-            Some(n) => n.forward(&y, bn),
-            None => y,
-        };
-        Some(match self {
-            Op::Zero => return None,
-            Op::MaxPool { stride, bn: n } => norm(n, x.max_pool2d([3, 3], [*stride, *stride], [1, 1], [1, 1], false)),
-            Op::AvgPool { stride, bn: n } => norm(n, avg_pool(x, 3, *stride, 1)),
-            Op::Identity => x.shallow_clone(),
-            Op::Reduce(fr) => fr.forward(x, bn),
-            Op::Sep { dw1, pw1, bn1, dw2, pw2, bn2 } => {
-                let h = bn1.forward(&pw1.forward(&dw1.forward(&x.relu())), bn);
-                bn2.forward(&pw2.forward(&dw2.forward(&h.relu())), bn)
-            }
-            Op::Dil { dw, pw, bn: norm } => norm.forward(&pw.forward(&dw.forward(&x.relu())), bn),
-        })
-    }
-}
-
-/// A cell's input preprocessing (search and evaluation cells alike): `preprocess0` is a
-/// FactorizedReduce after a reduction cell, else ReLU-1×1 conv-BN; `preprocess1` is always the
-/// latter.
-pub(crate) struct Preprocess {
-    pre0: Pre0,
-    pre1: ReluConvBn,
-}
-
-enum Pre0 {
-    Reduce(FactorizedReduce),
-    Plain(ReluConvBn),
-}
-
-impl Preprocess {
-    pub(crate) fn new(b: &mut Builder, c_pp: i64, c_p: i64, c: i64, reduction_prev: bool, affine: bool) -> Self {
-        let pre0 = if reduction_prev {
-            Pre0::Reduce(b.scope("preprocess0", |b| FactorizedReduce::new(b, c_pp, c, affine)))
-        } else {
-            Pre0::Plain(ReluConvBn::new(b, "preprocess0", c_pp, c, 1, 1, 0, affine))
-        };
-        Preprocess { pre0, pre1: ReluConvBn::new(b, "preprocess1", c_p, c, 1, 1, 0, affine) }
-    }
-
-    /// The cell's two input states.
-    pub(crate) fn forward(&self, s0: &Tensor, s1: &Tensor, bn: BnMode) -> Vec<Tensor> {
-        let s0 = match &self.pre0 {
-            Pre0::Reduce(fr) => fr.forward(s0, bn),
-            Pre0::Plain(p) => p.forward(s0, bn),
-        };
-        vec![s0, self.pre1.forward(s1, bn)]
-    }
-}
 
 struct SearchCell {
     /// Whether this cell mixes with the reduction α.
@@ -199,18 +48,9 @@ struct SearchCell {
 }
 
 impl SearchCell {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        b: &mut Builder,
-        ops: &[String],
-        partial: i64,
-        c_pp: i64,
-        c_p: i64,
-        c: i64,
-        reduction: bool,
-        reduction_prev: bool,
-    ) -> Self {
-        let pre = Preprocess::new(b, c_pp, c_p, c, reduction_prev, false);
+    fn new(b: &mut Builder, ops: &[String], partial: i64, shape: CellShape) -> Self {
+        let CellShape { c, reduction, .. } = shape;
+        let pre = Preprocess::new(b, shape, false);
         let mut edges = Vec::new();
         b.scope("_ops", |b| {
             for i in 0..STEPS {
@@ -221,7 +61,9 @@ impl SearchCell {
                         b.scope("_ops", |b| {
                             ops.iter()
                                 .enumerate()
-                                .map(|(o, name)| b.scope(o.to_string(), |b| Op::new(b, name, c / partial, stride)))
+                                .map(|(o, name)| {
+                                    b.scope(o.to_string(), |b| Op::build(b, name, c / partial, stride, false))
+                                })
                                 .collect::<Vec<_>>()
                         })
                     });
@@ -331,26 +173,18 @@ impl DartsSupernet {
             Mixing::Softmax => 1,
         };
         let mut b = Builder::new(kind);
-        let c = cfg.channels;
-        let c_stem = STEM_MULTIPLIER * c;
-        let (stem_conv, stem_bn) =
-            b.scope("stem", |b| (b.conv("0", 3, c_stem, 3, 1, 1, 1, 1), b.batch_norm("1", c_stem, true)));
-        let (mut c_pp, mut c_p, mut c_curr) = (c_stem, c_stem, c);
-        let mut reduction_prev = false;
-        let mut cells = Vec::new();
-        let reductions = [cfg.layers / 3, 2 * cfg.layers / 3];
-        for i in 0..cfg.layers {
-            let reduction = reductions.contains(&i);
-            if reduction {
-                c_curr *= 2;
-            }
-            cells.push(b.scope(format!("cells.{i}"), |b| {
-                SearchCell::new(b, &spec.cells[0].ops, partial, c_pp, c_p, c_curr, reduction, reduction_prev)
-            }));
-            reduction_prev = reduction;
-            (c_pp, c_p) = (c_p, MULTIPLIER * c_curr);
-        }
-        let classifier = b.linear("classifier", c_p, cfg.num_classes);
+        let c_stem = STEM_MULTIPLIER * cfg.channels;
+        let (stem_conv, stem_bn) = stem(&mut b, c_stem);
+        let shapes = cell_shapes(cfg.channels, c_stem, cfg.layers, |_| MULTIPLIER);
+        let cells: Vec<SearchCell> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &shape)| {
+                b.scope(format!("cells.{i}"), |b| SearchCell::new(b, &spec.cells[0].ops, partial, shape))
+            })
+            .collect();
+        let c_last = shapes.last().map_or(c_stem, |s| s.c_out);
+        let classifier = b.linear("classifier", c_last, cfg.num_classes);
         DartsSupernet { spec, stem_conv, stem_bn, cells, classifier, params: b.finish() }
     }
 }
@@ -366,17 +200,7 @@ impl Supernet for DartsSupernet {
 
     /// `weights`: `[normal (14×ops), reduce (14×ops)]`, then for PC-DARTS `[β̃ normal (14),
     /// β̃ reduce (14)]`.
-    fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor {
-        self.run(x, weights, None, bn)
-    }
-
-    fn forward_path(&self, x: &Tensor, weights: &[Tensor], path: &Path, bn: BnMode) -> Tensor {
-        self.run(x, weights, Some(path), bn)
-    }
-}
-
-impl DartsSupernet {
-    fn run(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor {
+    fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor {
         let s = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
         let (mut s0, mut s1) = (s.shallow_clone(), s);
         for cell in &self.cells {

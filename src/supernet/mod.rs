@@ -2,14 +2,12 @@
 //! weights passed in from outside so that criteria can differentiate with respect to them.
 
 pub(crate) mod darts;
-pub mod layers;
 pub(crate) mod nb1shot1;
 pub(crate) mod nb201;
 pub mod state;
-pub mod tap;
 
+pub use crate::ops::{BnMode, ParamSet};
 pub use darts::{DartsConfig, DartsSupernet};
-pub use layers::{BnMode, ParamSet};
 pub use nb1shot1::{Nb1Shot1Config, Nb1Shot1Supernet};
 pub use nb201::{Nb201Config, Nb201Supernet};
 
@@ -17,6 +15,7 @@ use tch::{Kind, Tensor};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::ops::layers;
 use crate::space::{Family, SpaceSpec};
 
 /// A weight-sharing supernet.
@@ -26,34 +25,43 @@ pub trait Supernet {
     /// Trainable weights θ and BatchNorm buffers.
     fn params(&self) -> &ParamSet;
     /// Logits for images `x`, mixing ops with `weights` (one `[edges, ops]` table per cell type,
-    /// rows summing to one for softmax mixing; any values are allowed, e.g. an op zeroed).
-    fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor;
-    /// Logits computing only the op `path[t][e]` on edge e of table t (an edge whose entry is
-    /// none is off), scaled by its weight; every other op of a computed edge adds its weight
-    /// as a scalar (GDAS's straight-through: value zero, gradient to the mixing weights) when
-    /// the weights require gradient. The default mixes every op with the weights masked to the
-    /// path (the same values, none of the savings).
-    fn forward_path(&self, x: &Tensor, weights: &[Tensor], path: &Path, bn: BnMode) -> Tensor {
-        let masked: Vec<Tensor> = weights
-            .iter()
-            .enumerate()
-            .map(|(t, w)| match path.get(t) {
-                Some(rows) if w.dim() == 2 => {
-                    let c = w.size()[1] as usize;
-                    let mut m = vec![0.0; rows.len() * c];
-                    for (e, o) in rows.iter().enumerate() {
-                        if let Some(o) = o {
-                            m[e * c + o] = 1.0;
-                        }
-                    }
-                    let m = Tensor::from_slice(&m).view([rows.len() as i64, c as i64]);
-                    w * m.to_kind(w.kind()).to_device(w.device())
-                }
-                _ => w.shallow_clone(),
-            })
-            .collect();
-        self.forward(x, &masked, bn)
+    /// rows summing to one for softmax mixing; any values are allowed, e.g. an op zeroed) —
+    /// or, with a `path`, computing only the op `path[t][e]` on edge e of table t (an edge whose
+    /// entry is none is off), scaled by its weight; every other op of a computed edge adds its
+    /// weight as a scalar (GDAS's straight-through: value zero, gradient to the mixing weights)
+    /// when the weights require gradient. A space without path savings mixes every op with
+    /// the weights masked to the path ([`masked_to_path`]: the same values).
+    fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor;
+    /// Logits mixing every op ([`Supernet::forward_on`] without a path).
+    fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor {
+        self.forward_on(x, weights, None, bn)
     }
+    /// Logits of a path ([`Supernet::forward_on`]).
+    fn forward_path(&self, x: &Tensor, weights: &[Tensor], path: &Path, bn: BnMode) -> Tensor {
+        self.forward_on(x, weights, Some(path), bn)
+    }
+}
+
+/// The mixing weights with every op off `path` zeroed (tables other than `[edges, ops]` kept).
+pub fn masked_to_path(weights: &[Tensor], path: &Path) -> Vec<Tensor> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(t, w)| match path.get(t) {
+            Some(rows) if w.dim() == 2 => {
+                let c = w.size()[1] as usize;
+                let mut m = vec![0.0; rows.len() * c];
+                for (e, o) in rows.iter().enumerate() {
+                    if let Some(o) = o {
+                        m[e * c + o] = 1.0;
+                    }
+                }
+                let m = Tensor::from_slice(&m).view([rows.len() as i64, c as i64]);
+                w * m.to_kind(w.kind()).to_device(w.device())
+            }
+            _ => w.shallow_clone(),
+        })
+        .collect()
 }
 
 /// One op per edge of every architecture table (`path[table][edge]`; none: the edge is off).

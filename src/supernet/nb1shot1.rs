@@ -9,8 +9,8 @@
 
 use tch::Tensor;
 
-use super::layers::{BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
 use super::Supernet;
+use crate::ops::layers::{BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
 use crate::space::{Nb1Shot1Layout, SpaceSpec};
 
 /// BatchNorm momentum of every ConvBnRelu (the repository's `BN_MOMENTUM`).
@@ -184,7 +184,10 @@ impl Supernet for Nb1Shot1Supernet {
 
     /// `weights`: `[ops (steps×3), output (1×(steps+1)), inputs of each searched block (1×n)]`,
     /// shared by every cell.
-    fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor {
+    fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&super::Path>, bn: BnMode) -> Tensor {
+        if let Some(p) = path {
+            return self.forward(x, &super::masked_to_path(weights, p), bn);
+        }
         let mut s = self.stem.forward(x, bn);
         for (i, cell) in self.cells.iter().enumerate() {
             if self.downsample.contains(&i) {

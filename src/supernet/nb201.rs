@@ -9,8 +9,9 @@
 
 use tch::Tensor;
 
-use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
 use super::{left_out, EdgeOps, Path, Supernet};
+use crate::ops::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
+use crate::ops::nb201::ResBlock;
 use crate::space::{nb201_edge, SpaceSpec, NB201_OPS};
 
 /// Configuration of the NB201 supernet.
@@ -113,28 +114,6 @@ impl SearchCell {
     }
 }
 
-/// ResNet basic block with stride 2 (not searched, affine BN).
-pub(crate) struct ResBlock {
-    conv_a: ReluConvBn,
-    conv_b: ReluConvBn,
-    shortcut: Conv,
-}
-
-impl ResBlock {
-    pub(crate) fn new(b: &mut Builder, cin: i64, cout: i64) -> Self {
-        let conv_a = ReluConvBn::new(b, "conv_a", cin, cout, 3, 2, 1, true);
-        let conv_b = ReluConvBn::new(b, "conv_b", cout, cout, 3, 1, 1, true);
-        let shortcut = b.scope("downsample", |b| b.conv("1", cin, cout, 1, 1, 0, 1, 1));
-        ResBlock { conv_a, conv_b, shortcut }
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
-        let y = self.conv_b.forward(&self.conv_a.forward(x, bn), bn);
-        let s = self.shortcut.forward(&avg_pool(x, 2, 2, 0));
-        y + s
-    }
-}
-
 enum Block {
     Cell(SearchCell),
     Res(ResBlock),
@@ -186,18 +165,8 @@ impl Supernet for Nb201Supernet {
         &self.params
     }
 
-    fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor {
-        self.run(x, weights, None, bn)
-    }
-
-    fn forward_path(&self, x: &Tensor, weights: &[Tensor], path: &Path, bn: BnMode) -> Tensor {
-        self.run(x, weights, Some(&path[0]), bn)
-    }
-}
-
-impl Nb201Supernet {
-    fn run(&self, x: &Tensor, weights: &[Tensor], path: Option<&[Option<usize>]>, bn: BnMode) -> Tensor {
-        let w = &weights[0];
+    fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor {
+        let (w, path) = (&weights[0], path.map(|p| p[0].as_slice()));
         let mut h = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
         for block in &self.blocks {
             h = match block {

@@ -1,0 +1,197 @@
+//! The DARTS space's building blocks, shared by the search supernet ([`crate::supernet`]) and
+//! the evaluation network ([`crate::network`]): the candidate ops (quark0/darts
+//! `operations.py`), the cells' input preprocessing, the stem and the cells' channel plan.
+
+use tch::Tensor;
+
+use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, ReluConvBn};
+
+/// The ×3 stem: Conv3×3(3→`c_stem`) and an affine BatchNorm, named `stem.0`, `stem.1`.
+pub(crate) fn stem(b: &mut Builder, c_stem: i64) -> (Conv, BatchNorm) {
+    b.scope("stem", |b| (b.conv("0", 3, c_stem, 3, 1, 1, 1, 1), b.batch_norm("1", c_stem, true)))
+}
+
+/// Channels and reductions of one DARTS cell (search and evaluation alike).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct CellShape {
+    /// Channels of the cell's inputs: two cells back, and the previous cell.
+    pub c_pp: i64,
+    pub c_p: i64,
+    /// The cell's own channels C (each node's).
+    pub c: i64,
+    /// A reduction cell (stride 2 on the edges from its inputs, 2C).
+    pub reduction: bool,
+    /// The previous cell reduced (preprocess0 is then a FactorizedReduce).
+    pub reduction_prev: bool,
+    /// Channels of the cell's output (the concatenated nodes × C).
+    pub c_out: i64,
+}
+
+/// The shapes of `layers` cells after a stem of `c_stem` channels, starting at C = `channels`:
+/// reduction cells (C doubled) at layers/3 and 2·layers/3 (DARTS's `model_search.py` and
+/// `model.py`); `nodes(reduction)`: how many nodes a cell of that type concatenates.
+pub(crate) fn cell_shapes(channels: i64, c_stem: i64, layers: usize, nodes: impl Fn(bool) -> usize) -> Vec<CellShape> {
+    let (mut c_pp, mut c_p, mut c) = (c_stem, c_stem, channels);
+    let mut reduction_prev = false;
+    let mut shapes = Vec::with_capacity(layers);
+    for i in 0..layers {
+        let reduction = i == layers / 3 || i == 2 * layers / 3;
+        if reduction {
+            c *= 2;
+        }
+        let c_out = nodes(reduction) as i64 * c;
+        shapes.push(CellShape { c_pp, c_p, c, reduction, reduction_prev, c_out });
+        reduction_prev = reduction;
+        (c_pp, c_p) = (c_p, c_out);
+    }
+    shapes
+}
+
+/// ReLU → two 1×1 stride-2 convs (the second on the input shifted by one pixel) → concat → BN.
+pub(crate) struct FactorizedReduce {
+    conv_1: Conv,
+    conv_2: Conv,
+    bn: BatchNorm,
+}
+
+impl FactorizedReduce {
+    pub(crate) fn new(b: &mut Builder, cin: i64, cout: i64, affine: bool) -> Self {
+        FactorizedReduce {
+            conv_1: b.conv("conv_1", cin, cout / 2, 1, 2, 0, 1, 1),
+            conv_2: b.conv("conv_2", cin, cout / 2, 1, 2, 0, 1, 1),
+            bn: b.batch_norm("bn", cout, affine),
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
+        let x = x.relu();
+        let shifted = x.narrow(2, 1, x.size()[2] - 1).narrow(3, 1, x.size()[3] - 1);
+        let y = Tensor::cat(&[self.conv_1.forward(&x), self.conv_2.forward(&shifted)], 1);
+        self.bn.forward(&y, bn)
+    }
+}
+
+/// A DARTS op. The search network follows each pool with a non-affine BatchNorm; the
+/// evaluation network has none there and affine BatchNorm elsewhere.
+pub(crate) enum Op {
+    /// `none`: exactly zero, so it contributes nothing to the mixture.
+    Zero,
+    MaxPool {
+        stride: i64,
+        bn: Option<BatchNorm>,
+    },
+    AvgPool {
+        stride: i64,
+        bn: Option<BatchNorm>,
+    },
+    Identity,
+    Reduce(FactorizedReduce),
+    /// ReLU, depthwise k×k (stride), 1×1, BN, ReLU, depthwise k×k, 1×1, BN.
+    Sep {
+        dw1: Conv,
+        pw1: Conv,
+        bn1: BatchNorm,
+        dw2: Conv,
+        pw2: Conv,
+        bn2: BatchNorm,
+    },
+    /// ReLU, depthwise dilated k×k (stride), 1×1, BN.
+    Dil {
+        dw: Conv,
+        pw: Conv,
+        bn: BatchNorm,
+    },
+}
+
+impl Op {
+    /// `affine`: the evaluation network's op (affine BN, no BN after pools); else the search's.
+    pub(crate) fn build(b: &mut Builder, name: &str, c: i64, stride: i64, affine: bool) -> Op {
+        let sep = |b: &mut Builder, k: i64, pad: i64| {
+            b.scope("op", |b| Op::Sep {
+                dw1: b.conv("1", c, c, k, stride, pad, 1, c),
+                pw1: b.conv("2", c, c, 1, 1, 0, 1, 1),
+                bn1: b.batch_norm("3", c, affine),
+                dw2: b.conv("5", c, c, k, 1, pad, 1, c),
+                pw2: b.conv("6", c, c, 1, 1, 0, 1, 1),
+                bn2: b.batch_norm("7", c, affine),
+            })
+        };
+        let dil = |b: &mut Builder, k: i64, pad: i64| {
+            b.scope("op", |b| Op::Dil {
+                dw: b.conv("1", c, c, k, stride, pad, 2, c),
+                pw: b.conv("2", c, c, 1, 1, 0, 1, 1),
+                bn: b.batch_norm("3", c, affine),
+            })
+        };
+        let pool_bn = |b: &mut Builder| (!affine).then(|| b.batch_norm("1", c, false));
+        match name {
+            "none" => Op::Zero,
+            "max_pool_3x3" => Op::MaxPool { stride, bn: pool_bn(b) },
+            "avg_pool_3x3" => Op::AvgPool { stride, bn: pool_bn(b) },
+            "skip_connect" if stride == 1 => Op::Identity,
+            "skip_connect" => Op::Reduce(FactorizedReduce::new(b, c, c, affine)),
+            "sep_conv_3x3" => sep(b, 3, 1),
+            "sep_conv_5x5" => sep(b, 5, 2),
+            "dil_conv_3x3" => dil(b, 3, 2),
+            "dil_conv_5x5" => dil(b, 5, 4),
+            other => unreachable!("unknown DARTS op {other}"),
+        }
+    }
+
+    pub(crate) fn is_identity(&self) -> bool {
+        matches!(self, Op::Identity)
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Option<Tensor> {
+        let norm = |n: &Option<BatchNorm>, y: Tensor| match n {
+            Some(n) => n.forward(&y, bn),
+            None => y,
+        };
+        Some(match self {
+            Op::Zero => return None,
+            Op::MaxPool { stride, bn: n } => norm(n, x.max_pool2d([3, 3], [*stride, *stride], [1, 1], [1, 1], false)),
+            Op::AvgPool { stride, bn: n } => norm(n, avg_pool(x, 3, *stride, 1)),
+            Op::Identity => x.shallow_clone(),
+            Op::Reduce(fr) => fr.forward(x, bn),
+            Op::Sep { dw1, pw1, bn1, dw2, pw2, bn2 } => {
+                let h = bn1.forward(&pw1.forward(&dw1.forward(&x.relu())), bn);
+                bn2.forward(&pw2.forward(&dw2.forward(&h.relu())), bn)
+            }
+            Op::Dil { dw, pw, bn: norm } => norm.forward(&pw.forward(&dw.forward(&x.relu())), bn),
+        })
+    }
+}
+
+/// A cell's input preprocessing (search and evaluation cells alike): `preprocess0` is a
+/// FactorizedReduce after a reduction cell, else ReLU-1×1 conv-BN; `preprocess1` is always the
+/// latter.
+pub(crate) struct Preprocess {
+    pre0: Pre0,
+    pre1: ReluConvBn,
+}
+
+enum Pre0 {
+    Reduce(FactorizedReduce),
+    Plain(ReluConvBn),
+}
+
+impl Preprocess {
+    pub(crate) fn new(b: &mut Builder, shape: CellShape, affine: bool) -> Self {
+        let CellShape { c_pp, c_p, c, reduction_prev, .. } = shape;
+        let pre0 = if reduction_prev {
+            Pre0::Reduce(b.scope("preprocess0", |b| FactorizedReduce::new(b, c_pp, c, affine)))
+        } else {
+            Pre0::Plain(ReluConvBn::new(b, "preprocess0", c_pp, c, 1, 1, 0, affine))
+        };
+        Preprocess { pre0, pre1: ReluConvBn::new(b, "preprocess1", c_p, c, 1, 1, 0, affine) }
+    }
+
+    /// The cell's two input states.
+    pub(crate) fn forward(&self, s0: &Tensor, s1: &Tensor, bn: BnMode) -> Vec<Tensor> {
+        let s0 = match &self.pre0 {
+            Pre0::Reduce(fr) => fr.forward(s0, bn),
+            Pre0::Plain(p) => p.forward(s0, bn),
+        };
+        vec![s0, self.pre1.forward(s1, bn)]
+    }
+}
