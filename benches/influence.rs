@@ -63,12 +63,14 @@ fn main() {
     let im_n: Option<usize> = args.iter().find_map(|a| a.strip_prefix("im=")).map(|n| n.parse().expect("im=N"));
     let reps = if quick { 1 } else { 5 };
     // `device=cuda`: on GPU 0 (launch/gpu-check); the CPU otherwise.
-    if args.iter().any(|a| a == "device=cuda") {
+    let device = if args.iter().any(|a| a == "device=cuda") {
         assert!(tch::Cuda::is_available(), "device=cuda: libtorch sees no GPU");
-        dartsif::device::set(tch::Device::Cuda(0));
-    }
-    println!("device: {:?}", dartsif::device::compute());
-    let comm = LocalCollective;
+        tch::Device::Cuda(0)
+    } else {
+        tch::Device::Cpu
+    };
+    println!("device: {device:?}");
+    let comm = LocalCollective::on(device);
     println!("threads: {}", tch::get_num_threads());
 
     let cfg = Config::load(
@@ -85,13 +87,9 @@ fn main() {
         .map(String::from),
     )
     .unwrap();
-    let net = supernet::build(&cfg, 1, Kind::Float).unwrap();
-    let alphas: Vec<Tensor> = net
-        .spec()
-        .alpha_shapes()
-        .iter()
-        .map(|s| Tensor::randn(s.as_slice(), (Kind::Float, dartsif::device::compute())) * 1e-3)
-        .collect();
+    let net = supernet::build(&cfg, 1, Kind::Float, device).unwrap();
+    let alphas: Vec<Tensor> =
+        net.spec().alpha_shapes().iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, device)) * 1e-3).collect();
     let data = Synthetic::new(1, 2048, 10, 32, 3.0);
     let split = SearchSplit::halves(2048);
     println!("NB201 supernet: {} weights", net.params().count());
@@ -108,7 +106,7 @@ fn main() {
         let t = Timings::default();
         let probe =
             Probe::new(net.as_ref(), &alphas, &comm, &data, &eval, Leaf::Mixing, BnMode::BatchStats, &t).unwrap();
-        let v = Tensor::randn([probe.n_params() as i64], (Kind::Float, dartsif::device::compute()));
+        let v = Tensor::randn([probe.n_params() as i64], (Kind::Float, probe.device()));
         for ihvp in [dartsif::config::Ihvp::Woodbury, dartsif::config::Ihvp::Kfac, dartsif::config::Ihvp::Ekfac] {
             let mut c = cfg.select.clone();
             c.ihvp = ihvp;
@@ -142,12 +140,12 @@ fn first_order_and_woodbury(
     no_sm: bool,
     im_n: Option<usize>,
 ) {
-    let comm = LocalCollective;
+    let comm = LocalCollective::on(net.params().tensors[0].device());
     let timings = Timings::default();
     let eval1 = EvalSet::draw(1, dartsif::data::Stream::EvalBatches, 0, &split.arch, 1, 64).unwrap();
     let probe = Probe::new(net, alphas, &comm, data, &eval1, Leaf::Mixing, BnMode::BatchStats, &timings).unwrap();
     let _ = probe.grad_theta(None).unwrap(); // warm-up
-    let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, dartsif::device::compute()));
+    let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, probe.device()));
     // Interleaved repetitions, medians: the two quantities see the same machine noise.
     let (mut tgs, mut ths) = (Vec::new(), Vec::new());
     for _ in 0..reps {

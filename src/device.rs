@@ -1,9 +1,8 @@
-//! The compute device of this process: chosen once at start-up from `device` in the config and
-//! the rank's node-local index (one rank per GPU), then read wherever tensors are made. Data
-//! batches, the supernet or network, α and every influence quantity live on it; checkpoints
-//! and reports copy to the host.
-
-use std::sync::OnceLock;
+//! The compute device of a rank: chosen once at start-up from `device` in the config and the
+//! rank's node-local index (one rank per GPU), then carried by the rank's communicator
+//! ([`crate::comm::Collective::device`]) and passed to whatever makes tensors (or read from a
+//! tensor already there). Data batches, the supernet or network, α and every influence quantity
+//! live on it; checkpoints and reports copy to the host.
 
 use tch::Device;
 
@@ -19,18 +18,6 @@ choice! {
         /// One rank per GPU: the GPU of the rank's node-local index.
         Cuda = "cuda",
     }
-}
-
-static DEVICE: OnceLock<Device> = OnceLock::new();
-
-/// The compute device (the CPU until [`set`] chose another).
-pub fn compute() -> Device {
-    DEVICE.get().copied().unwrap_or(Device::Cpu)
-}
-
-/// Fix the compute device for the rest of the process (the first call wins).
-pub fn set(d: Device) {
-    let _ = DEVICE.set(d);
 }
 
 /// The device `device = "auto" | "cpu" | "cuda"` names for a rank with node-local index

@@ -140,7 +140,8 @@ impl Trainer<'_> {
             let mut grads: Option<Vec<Tensor>> = None;
             for chunk in mine.chunks(m) {
                 // This rank's own images: a decoding error is its alone (the others would wait).
-                let (x, y) = make_batch(self.data, chunk, aug).map_err(|e| crate::comm::fail_alone(self.comm, e))?;
+                let (x, y) = make_batch(self.data, chunk, aug, self.comm.device())
+                    .map_err(|e| crate::comm::fail_alone(self.comm, e))?;
                 let x = x.to_kind(params[0].kind());
                 let (logits, aux) = state.net.forward(&x, BnMode::Train, drop);
                 let mut loss = cross_entropy(&logits, &y);
@@ -207,7 +208,8 @@ impl Trainer<'_> {
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let mut tally = Tally::default();
         for chunk in indices.chunks(self.micro()).skip(rank).step_by(world) {
-            let (x, y) = make_batch(self.data, chunk, None).map_err(|e| crate::comm::fail_alone(self.comm, e))?;
+            let (x, y) = make_batch(self.data, chunk, None, self.comm.device())
+                .map_err(|e| crate::comm::fail_alone(self.comm, e))?;
             let (logits, _) = state.net.forward(&x.to_kind(Kind::Float), BnMode::Eval, 0.0);
             let loss = cross_entropy(&logits, &y).double_value(&[]);
             tally.add(&logits, &y, loss);

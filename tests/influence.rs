@@ -44,7 +44,7 @@ fn setup(extra: &[&str]) -> Setup {
     .collect();
     sets.extend(extra.iter().map(|s| s.to_string()));
     let cfg = Config::load(None, &sets).unwrap();
-    let net = supernet::build(&cfg, 5, Kind::Double).unwrap();
+    let net = supernet::build(&cfg, 5, Kind::Double, tch::Device::Cpu).unwrap();
     // Non-uniform architecture weights, so no mixing weight is special.
     tch::manual_seed(7);
     let alphas: Vec<Tensor> = net
@@ -119,7 +119,7 @@ const EPS: f64 = 1e-6;
 #[test]
 fn primitives_match_finite_differences_and_dense_matrices() {
     let s = setup(&[]);
-    let (comm, t) = (LocalCollective, Timings::default());
+    let (comm, t) = (LocalCollective::default(), Timings::default());
     // One evaluation batch: the dense Hessian costs P double-backward passes per batch.
     let eval = s.eval_n(1);
     let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
@@ -177,7 +177,7 @@ fn primitives_match_finite_differences_and_dense_matrices() {
 #[test]
 fn fisher_inverses_agree_with_the_dense_inverse() {
     let s = setup(&[]);
-    let (comm, t) = (LocalCollective, Timings::default());
+    let (comm, t) = (LocalCollective::default(), Timings::default());
     let eval = s.eval();
     let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
     tch::manual_seed(3);
@@ -264,7 +264,7 @@ fn darts_im_equals_the_dense_formula_and_raw_logits_are_degenerate() {
             "select.exact_matrix=\"fisher\"",
             &format!("select.hess_data=\"{hess}\""),
         ]);
-        let (comm, t) = (LocalCollective, Timings::default());
+        let (comm, t) = (LocalCollective::default(), Timings::default());
         let got = s.context(&comm, &t).run().unwrap().table;
         // Dense: −Bᵀ F⁻¹ B 1 with B built column by column and F = ηI + GGᵀ/N, all on the
         // validation batches, or all on the θ half's with hess_data = "train".
@@ -286,7 +286,7 @@ fn darts_im_equals_the_dense_formula_and_raw_logits_are_degenerate() {
     }
     // On raw logits, B·1 vanishes (softmax is shift-invariant); on mixing weights it does not.
     let s = setup(&[]);
-    let (comm, t) = (LocalCollective, Timings::default());
+    let (comm, t) = (LocalCollective::default(), Timings::default());
     let eval = s.eval();
     let raw = s.probe(&eval, &comm, &t, Leaf::Raw);
     let mix = s.probe(&eval, &comm, &t, Leaf::Mixing);
@@ -315,7 +315,7 @@ fn darts_if_case(scale: f64, center: bool, hess: &str) {
         &format!("select.if_center_grad={center}"),
         &format!("select.hess_data=\"{hess}\""),
     ]);
-    let (comm, t) = (LocalCollective, Timings::default());
+    let (comm, t) = (LocalCollective::default(), Timings::default());
     let got = s.context(&comm, &t).run().unwrap().table;
     let eval = s.eval();
     let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
@@ -350,7 +350,7 @@ fn darts_if_case(scale: f64, center: bool, hess: &str) {
 #[test]
 fn ggn_products_equal_the_dense_gauss_newton_matrix() {
     let s = setup(&[]);
-    let (comm, t) = (LocalCollective, Timings::default());
+    let (comm, t) = (LocalCollective::default(), Timings::default());
     let eval = s.eval_n(1);
     let probe = s.probe(&eval, &comm, &t, Leaf::Mixing);
     let p = probe.n_params() as i64;
@@ -430,7 +430,7 @@ fn kfac_layer_records_give_the_autograd_per_sample_gradients() {
     use dartsif::influence::kfac::per_sample_grads;
     for space in [&[][..], &["space.name=\"darts\"", "space.channels=2", "space.layers=3", "data.image_size=8"][..]] {
         let s = setup(space);
-        let (comm, t) = (LocalCollective, Timings::default());
+        let (comm, t) = (LocalCollective::default(), Timings::default());
         let eval = s.eval_n(1);
         let running =
             Probe::new(s.net.as_ref(), &s.alphas, &comm, &s.data, &eval, Leaf::Mixing, BnMode::Eval, &t).unwrap();
@@ -467,7 +467,7 @@ fn kfac_layer_records_give_the_autograd_per_sample_gradients() {
 fn kfac_and_ekfac_invert_their_dense_matrices_and_ekfac_fits_the_fisher() {
     use dartsif::config::{DampingRule, FisherLabels, Ihvp};
     let s = setup(&[]);
-    let (comm, t) = (LocalCollective, Timings::default());
+    let (comm, t) = (LocalCollective::default(), Timings::default());
     let eval = s.eval();
     let probe = Probe::new(s.net.as_ref(), &s.alphas, &comm, &s.data, &eval, Leaf::Mixing, BnMode::Eval, &t).unwrap();
     let p = probe.n_params() as i64;

@@ -2,8 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-
 use super::experiment::{clean, open_out, JobArgs};
 use super::{fail_once, init_logging, init_threads, report_error};
 use crate::comm::{self, Collective, Groups};
@@ -174,10 +172,7 @@ pub fn compare_main(a: &CompareArgs) -> i32 {
             let run = compare::search_dir(out, m.strategy, s);
             let cfg = super::select::load_run(&run, &a.job.set)?;
             let result = compare::result_file(out, m, s);
-            let text = std::fs::read_to_string(&result).map_err(|e| Error::io(result.clone(), e))?;
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| Error::Path { path: result.clone(), msg: format!("not JSON: {e}") })?;
-            let genotype = super::train::parse_genotype(v["genotype"].as_str().unwrap_or_default())?;
+            let genotype = super::train::parse_genotype(&compare::result_of(&result)?.genotype)?;
             let t = derived_accuracy(&cfg, g, &run, &genotype)?;
             tracing::info!(
                 "compare: {} seed {s}: {genotype} validation accuracy {:.4} (shared weights)",
@@ -188,9 +183,15 @@ pub fn compare_main(a: &CompareArgs) -> i32 {
                 let file = compare::derived_file(out, m, s);
                 let dir = file.parent().expect("a directory");
                 std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.to_path_buf(), e))?;
-                let doc = json!({"method": m.name, "seed": s, "genotype": genotype.to_string(),
-                    "val_loss": t.loss(), "val_acc": t.acc(), "images": t.count});
-                write_atomic(&file, serde_json::to_string_pretty(&doc).expect("json").as_bytes())
+                let doc = crate::report::records::DerivedRecord {
+                    method: m.name.clone(),
+                    seed: s,
+                    genotype: genotype.to_string(),
+                    val_loss: t.loss(),
+                    val_acc: t.acc(),
+                    images: t.count,
+                };
+                crate::report::records::write_record(&file, &doc)
             })
         })?;
         comm::on_coordinator(comm.as_ref(), || {
@@ -227,7 +228,7 @@ fn derived_accuracy(
     genotype: &crate::space::Genotype,
 ) -> Result<crate::loss::Tally> {
     use crate::search::sampling;
-    let (net, alphas) = crate::select::load_searched(cfg, run)?;
+    let (net, alphas) = crate::select::load_searched(cfg, run, comm.device())?;
     let mut cfg = cfg.clone();
     let source = crate::data::open(&mut cfg)?;
     let searcher = crate::search::Searcher {

@@ -70,7 +70,7 @@ fn run(cfg: &Config, comm: &dyn Collective, args: &DemoArgs, stop: &std::sync::a
 
     let mut cfg = cfg.clone();
     let source = crate::data::open(&mut cfg)?;
-    let (net, alphas) = select::load_searched(&cfg, &args.out)?;
+    let (net, alphas) = select::load_searched(&cfg, &args.out, comm.device())?;
     let (data, split) = (source.data.as_ref(), &source.split);
     let subject = Subject { cfg: &cfg, comm, net: net.as_ref(), alphas: &alphas, data, split };
     let mut scored = Vec::new();

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::{fail_once, init_logging, init_threads, prepare_out_dir, report_error};
 use crate::comm::{self, Collective};
@@ -174,22 +174,12 @@ pub fn ablate_main(a: &AblateArgs) -> i32 {
     }
 }
 
-fn print_summary(doc: &Value) {
-    for s in doc["summary"].as_array().into_iter().flatten() {
-        let labels: Vec<String> = s["labels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-            .collect();
-        let metrics: Vec<String> = s["metrics"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, _)| *k != "seconds")
-            .map(|(k, v)| format!("{k} {}", v["text"].as_str().unwrap_or("-")))
-            .collect();
-        println!("{}  ({} seeds)  {}", labels.join(" "), s["seeds"], metrics.join("  "));
+fn print_summary(doc: &crate::report::records::AblationRecord) {
+    for s in &doc.summary {
+        let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let metrics: Vec<String> =
+            s.metrics.iter().filter(|(k, _)| *k != "seconds").map(|(k, v)| format!("{k} {}", v.text)).collect();
+        println!("{}  ({} seeds)  {}", labels.join(" "), s.seeds, metrics.join("  "));
     }
 }
 
@@ -392,41 +382,37 @@ pub fn over_seeds(
 fn seeds_table(out: &Path, seeds: &[u64], file: &str) -> Result<()> {
     let mut rows = Vec::new();
     let mut names: Vec<String> = Vec::new();
-    let read = |path: &Path| -> Result<Value> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.to_path_buf(), e))?;
-        serde_json::from_str(&text).map_err(|e| Error::Path { path: path.to_path_buf(), msg: format!("not JSON: {e}") })
-    };
+    use crate::report::records::{read_record, ReportRecord, ScoresRecord};
     for &s in seeds {
         let dir = out.join(format!("seed-{s}"));
-        let mut v = read(&dir.join(file))?;
-        // A search that selected after it (select.after_search): its criterion's selection is
-        // the seed's result; the supernet's accuracies stay those of report.json.
-        let after = dir.join("select").join("scores.json");
-        if file == "report.json" && after.is_file() {
-            let sel = read(&after)?;
-            for k in ["criterion", "genotype", "benchmark"] {
-                v[k] = sel[k].clone();
-            }
-        }
         let mut m: Vec<(String, f64)> = Vec::new();
-        if let Some(x) = v["final_epoch"]["val_acc"].as_f64() {
-            m.push(("supernet_val_acc".into(), x));
-        }
-        if let Some(x) = v["test"]["acc"].as_f64() {
-            m.push(("supernet_test_acc".into(), x));
-        }
-        for (k, x) in v["benchmark"]["accuracy"].as_object().into_iter().flatten() {
-            if let Some(x) = x.as_f64() {
-                m.push((format!("bench:{k}"), x));
+        let selection = if file == "report.json" {
+            let r: ReportRecord = read_record(&dir.join(file))?;
+            m.extend(r.final_val_acc().map(|x| ("supernet_val_acc".to_string(), x)));
+            m.extend(r.test.map(|t| t.acc).filter(|x| x.is_finite()).map(|x| ("supernet_test_acc".to_string(), x)));
+            // A search that selected after it (select.after_search): its criterion's selection
+            // is the seed's result; the supernet's accuracies stay those of report.json.
+            let after = dir.join("select").join("scores.json");
+            if after.is_file() {
+                read_record::<ScoresRecord>(&after)?
+            } else {
+                ScoresRecord {
+                    criterion: r.criterion,
+                    genotype: r.genotype,
+                    benchmark: r.benchmark,
+                    ..Default::default()
+                }
             }
-        }
+        } else {
+            read_record::<ScoresRecord>(&dir.join(file))?
+        };
+        m.extend(selection.benchmark.iter().flat_map(|b| b.values()).map(|(k, x)| (format!("bench:{k}"), x)));
         for (k, _) in &m {
             if !names.contains(k) {
                 names.push(k.clone());
             }
         }
-        let criterion = v["criterion"].as_str().unwrap_or("magnitude").to_string();
-        rows.push((s, criterion, v["genotype"].as_str().unwrap_or("").to_string(), m));
+        rows.push((s, selection.criterion, selection.genotype, m));
     }
     let get = |m: &[(String, f64)], k: &str| m.iter().find(|(n, _)| n == k).map_or(f64::NAN, |(_, x)| *x);
     let num = |x: f64| crate::fsutil::csv_num(x, |x| x.to_string());

@@ -434,7 +434,7 @@ pub fn run_search(
         let (net, alphas) = if select::selection_kind(cfg) == tch::Kind::Float {
             (None, Vec::new())
         } else {
-            let net = crate::supernet::build(cfg, cfg.seed, select::selection_kind(cfg))?;
+            let net = crate::supernet::build(cfg, cfg.seed, select::selection_kind(cfg), comm.device())?;
             let alphas: Vec<tch::Tensor> =
                 state.alphas.iter().map(|a| a.detach().to_kind(select::selection_kind(cfg))).collect();
             let _g = tch::no_grad_guard();

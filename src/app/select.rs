@@ -183,10 +183,6 @@ pub fn load_run(run: &Path, overrides: &[String]) -> Result<Config> {
     select::open_searched(run, overrides)
 }
 
-pub fn load_supernet(cfg: &Config, run: &Path) -> Result<(Box<dyn crate::supernet::Supernet>, Vec<tch::Tensor>)> {
-    select::load_searched(cfg, run)
-}
-
 pub fn fidelity_main(args: &FidelityArgs) -> i32 {
     let cfg = match load_run(&args.run, &args.set) {
         Ok(c) => c,
@@ -225,7 +221,7 @@ pub fn fidelity_main(args: &FidelityArgs) -> i32 {
         let source = data::open(&mut cfg)?;
         // Inputs first: nothing is written before the supernet file (and a measured ΔL to
         // reuse) have been read.
-        let (net, alphas) = load_supernet(&cfg, &args.run)?;
+        let (net, alphas) = select::load_searched(&cfg, &args.run, comm.device())?;
         let measured = match &args.actual {
             Some(p) => {
                 Some(select::fidelity::Measured::read(p, &select::fidelity::candidate_labels(net.as_ref()), &ft)?)
@@ -273,7 +269,7 @@ pub fn run_select(
 ) -> Result<()> {
     // The searched supernet is read and checked before anything is written: a damaged
     // supernet.safetensors leaves no output directory behind.
-    let (net, alphas) = load_supernet(cfg, run)?;
+    let (net, alphas) = select::load_searched(cfg, run, comm.device())?;
     let (cfg, source, from) = open_run(cfg, comm, out, resume)?;
     let cfg = &cfg;
     if cfg.select.criterion == crate::config::Criterion::DartsPt {

@@ -135,6 +135,7 @@ pub fn run_train(
             auxiliary: t.auxiliary,
         },
         tch::Kind::Float,
+        comm.device(),
     )?;
     let from = start_or_resume(comm, out, resume)?;
     init_threads(cfg, comm);

@@ -1,9 +1,24 @@
 use super::Collective;
 use crate::error::Result;
 
-/// A job of one process: every collective is the identity.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct LocalCollective;
+/// A job of one process: every collective is the identity. `Default` computes on the CPU.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalCollective {
+    device: tch::Device,
+}
+
+impl Default for LocalCollective {
+    fn default() -> Self {
+        Self::on(tch::Device::Cpu)
+    }
+}
+
+impl LocalCollective {
+    /// One process computing on `device`.
+    pub fn on(device: tch::Device) -> Self {
+        Self { device }
+    }
+}
 
 impl Collective for LocalCollective {
     fn rank(&self) -> usize {
@@ -14,6 +29,9 @@ impl Collective for LocalCollective {
     }
     fn backend(&self) -> &'static str {
         "local"
+    }
+    fn device(&self) -> tch::Device {
+        self.device
     }
     fn all_reduce_sum_f32(&self, _buf: &mut [f32]) -> Result<()> {
         Ok(())
@@ -37,7 +55,7 @@ impl Collective for LocalCollective {
         Ok(send)
     }
     fn split(&self, _color: usize, _key: usize) -> Result<Box<dyn Collective>> {
-        Ok(Box::new(LocalCollective))
+        Ok(Box::new(*self))
     }
     fn barrier(&self) -> Result<()> {
         Ok(())

@@ -34,6 +34,9 @@ pub trait Collective {
     fn size(&self) -> usize;
     /// Name of the backend, for reports.
     fn backend(&self) -> &'static str;
+    /// This rank's compute device (one rank per GPU): data batches, the supernet or network,
+    /// α and every influence quantity live on it.
+    fn device(&self) -> tch::Device;
     /// Element-wise sum over ranks, in place.
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()>;
     /// Element-wise sum over ranks, in place.
@@ -249,7 +252,7 @@ pub fn self_check(comm: &dyn Collective) -> Result<()> {
         return fail("any", "a wrong flag".into(), format!("true for rank {} of {n}, false for none", n - 1));
     }
     // On the compute device: with NCCL this exercises the device path.
-    let dev = crate::device::compute();
+    let dev = comm.device();
     let m = [Tensor::full([2], (r + 1) as f64, (Kind::Float, dev))];
     comm.all_reduce_mean_tensors(&m)?;
     let m0 = m[0].sum(Kind::Double).double_value(&[]);
@@ -328,7 +331,7 @@ pub fn init(kind: CommKind, device: crate::device::DeviceChoice) -> Result<Box<d
             check_slurm_step(c.size())?;
             let (local_rank, local_size) = c.local_rank_size();
             let device = crate::device::choose(device, local_rank, local_size)?;
-            crate::device::set(device);
+            let c = c.on(device);
             let want_nccl = match kind {
                 CommKind::Nccl => true,
                 CommKind::Auto => device.is_cuda() && nccl_loadable(),
@@ -363,11 +366,11 @@ pub fn init(kind: CommKind, device: crate::device::DeviceChoice) -> Result<Box<d
         }
     }
     check_slurm_step(1)?;
-    crate::device::set(crate::device::choose(device, 0, 1)?);
+    let device = crate::device::choose(device, 0, 1)?;
     if kind == CommKind::Nccl {
         return Err(Error::config("config", "comm", "\"nccl\" needs an MPI launch (mpirun or srun --mpi=pmix)"));
     }
-    Ok(Box::new(LocalCollective))
+    Ok(Box::new(LocalCollective::on(device)))
 }
 
 /// Whether NCCL can be used (the `cuda` feature is built and the libraries load).

@@ -16,6 +16,8 @@ pub struct MpiCollective {
     reducing: std::cell::Cell<f64>,
     /// This rank's index among the ranks of its node, and their number (of the world).
     local: (usize, usize),
+    /// This rank's compute device (the CPU until [`MpiCollective::on`] chose another).
+    device: tch::Device,
     // Declared last: dropped after `world`, finalising MPI (`None` for a split group).
     _universe: Option<Universe>,
 }
@@ -29,7 +31,13 @@ impl MpiCollective {
         // MPI's shared-memory split, once at start-up on every rank (collective).
         let node = world.split_shared(world.rank());
         let local = (node.rank() as usize, node.size() as usize);
-        Ok(Self { world, reducing: std::cell::Cell::new(0.0), local, _universe: Some(universe) })
+        Ok(Self {
+            world,
+            reducing: std::cell::Cell::new(0.0),
+            local,
+            device: tch::Device::Cpu,
+            _universe: Some(universe),
+        })
     }
 }
 
@@ -40,13 +48,24 @@ impl MpiCollective {
         self.local
     }
 
+    /// The same communicator, computing on `device` (chosen from the node-local rank).
+    pub fn on(self, device: tch::Device) -> Self {
+        Self { device, ..self }
+    }
+
     /// The ranks of one color, ordered by `key` (MPI_Comm_split; collective over this group).
     pub fn split_group(&self, color: usize, key: usize) -> Result<Self> {
         let sub = self
             .world
             .split_by_color_with_key(mpi::topology::Color::with_value(color as i32), key as i32)
             .ok_or_else(|| Error::Comm(format!("MPI_Comm_split gave rank {} no group", self.rank())))?;
-        Ok(Self { world: sub, reducing: std::cell::Cell::new(0.0), local: self.local, _universe: None })
+        Ok(Self {
+            world: sub,
+            reducing: std::cell::Cell::new(0.0),
+            local: self.local,
+            device: self.device,
+            _universe: None,
+        })
     }
 }
 
@@ -66,6 +85,9 @@ impl Collective for MpiCollective {
     }
     fn backend(&self) -> &'static str {
         "mpi"
+    }
+    fn device(&self) -> tch::Device {
+        self.device
     }
     fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
         let t = std::time::Instant::now();

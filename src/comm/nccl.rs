@@ -126,6 +126,9 @@ impl Collective for NcclCollective {
     fn backend(&self) -> &'static str {
         "nccl"
     }
+    fn device(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
     fn ranks_on_node(&self) -> usize {
         self.mpi.ranks_on_node()
     }

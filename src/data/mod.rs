@@ -71,19 +71,23 @@ impl HostBatch {
         Ok(HostBatch { shape: [indices.len(), c, h, w], pixels, labels })
     }
 
-    /// `[n, C, H, W]` f32 images and `[n]` i64 labels.
-    pub fn tensors(&self) -> (Tensor, Tensor) {
+    /// `[n, C, H, W]` f32 images and `[n]` i64 labels on device `d`.
+    pub fn tensors(&self, d: tch::Device) -> (Tensor, Tensor) {
         let s = self.shape.map(|d| d as i64);
         let x = Tensor::from_slice(&self.pixels).reshape(s);
-        let d = crate::device::compute();
         (x.to_device(d), Tensor::from_slice(&self.labels).to_kind(Kind::Int64).to_device(d))
     }
 }
 
 /// Build a batch tensor `[n, C, H, W]` (f32) and labels `[n]` (i64) for `indices`, decoding
-/// samples in parallel; `aug` as in [`Dataset::fill`].
-pub fn make_batch(ds: &dyn Dataset, indices: &[usize], aug: Option<AugKey>) -> Result<(Tensor, Tensor)> {
-    Ok(HostBatch::load(ds, indices, aug)?.tensors())
+/// samples in parallel, on device `d`; `aug` as in [`Dataset::fill`].
+pub fn make_batch(
+    ds: &dyn Dataset,
+    indices: &[usize],
+    aug: Option<AugKey>,
+    d: tch::Device,
+) -> Result<(Tensor, Tensor)> {
+    Ok(HostBatch::load(ds, indices, aug)?.tensors(d))
 }
 
 /// The search split: indices (into the dataset) that train θ and those that train α (and

@@ -17,6 +17,7 @@ use crate::config::{Config, SelectConfig};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::influence::{Context, Subject, Timings};
+use crate::report::records::{AblationRecord, AblationRow, AblationSummary, SummaryStat, SweepRecord};
 use crate::select::{self, Selection};
 use crate::space::SpaceSpec;
 use crate::stats::{kendall_tau, mean_std, pm, population_std};
@@ -269,7 +270,7 @@ fn run_unit(comm: &dyn Collective, group: usize, list: &[&Combo], out: &Path) ->
     let t0 = std::time::Instant::now();
     let mut base = list[0].cfg.clone();
     let source = crate::data::open(&mut base)?;
-    let (net, alphas) = select::load_searched(&base, &list[0].run)?;
+    let (net, alphas) = select::load_searched(&base, &list[0].run, comm.device())?;
     let spec = net.spec().clone();
     let timings = Timings::default();
     let shared = list.len() > 1 || share_key(list[0]).is_some();
@@ -298,8 +299,7 @@ fn run_unit(comm: &dyn Collective, group: usize, list: &[&Combo], out: &Path) ->
         let benchmark = match &table {
             Some(t) => t
                 .lookup(&genotype.to_string())
-                .and_then(|v| v.as_object().cloned())
-                .map(|m| m.into_iter().filter_map(|(k, v)| Some((k, v.as_f64()?))).collect())
+                .map(|m| m.into_iter().filter_map(|(k, v)| Some((k, v?))).collect())
                 .unwrap_or_default(),
             None => Vec::new(),
         };
@@ -376,7 +376,7 @@ type Row<'a> = (&'a Record, &'a Combo, Vec<(String, f64)>);
 /// Write `ablation.json`, `ablation.csv` and `ablation-summary.csv` (coordinator). `tau_ref`
 /// is the Kendall τ between a combination's scores and those of the combination with the same
 /// other settings and the largest N (1 for that one itself).
-pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path) -> Result<serde_json::Value> {
+pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path) -> Result<AblationRecord> {
     let label = |c: &Combo, key: &str| c.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let others = |c: &Combo, skip: &[&str]| -> Vec<(String, String)> {
         c.labels.iter().filter(|(k, _)| !skip.contains(&k.as_str())).cloned().collect()
@@ -428,17 +428,17 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
         row.extend([r.criterion.clone(), r.genotype.clone(), r.magnitude_genotype.clone(), r.shared.to_string()]);
         row.extend(metric_names.iter().map(|k| num(get(k))));
         csv_rows.push(row);
-        json_rows.push(json!({
-            "index": r.index,
-            "labels": c.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-            "criterion": r.criterion,
-            "genotype": r.genotype,
-            "magnitude_genotype": r.magnitude_genotype,
-            "shared": r.shared,
-            "group": r.group,
-            "ranks": r.ranks,
-            "metrics": m.iter().map(|(k, v)| (k.clone(), json!(v.is_finite().then_some(*v)))).collect::<serde_json::Map<_, _>>(),
-        }));
+        json_rows.push(AblationRow {
+            index: r.index,
+            labels: c.labels.iter().cloned().collect(),
+            criterion: r.criterion.clone(),
+            genotype: r.genotype.clone(),
+            magnitude_genotype: r.magnitude_genotype.clone(),
+            shared: r.shared,
+            group: r.group,
+            ranks: r.ranks,
+            metrics: m.iter().map(|(k, v)| (k.clone(), v.is_finite().then_some(*v))).collect(),
+        });
     }
     // Mean ± std over seeds for each setting of the other keys.
     let mut summary = Vec::new();
@@ -462,7 +462,7 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
         }
         done.push(setting.clone());
         let members: Vec<&Row> = rows.iter().filter(|(_, q, _)| others(q, &["seed"]) == setting).collect();
-        let mut ms = serde_json::Map::new();
+        let mut ms = std::collections::BTreeMap::new();
         let mut cells = Vec::new();
         for k in &metric_names {
             let xs: Vec<f64> =
@@ -471,10 +471,10 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
             let pstd = population_std(&xs);
             // Seeds with a value (a genotype missing from the benchmark table has none).
             let count = xs.iter().filter(|x| x.is_finite()).count();
-            let some = |x: f64| json!(x.is_finite().then_some(x));
+            let some = |x: f64| x.is_finite().then_some(x);
             ms.insert(
                 k.clone(),
-                json!({"mean": some(mean), "std": some(std), "pstd": some(pstd), "n": count, "text": pm(mean, std)}),
+                SummaryStat { mean: some(mean), std: some(std), pstd: some(pstd), n: count, text: pm(mean, std) },
             );
             cells.push(num(Some(mean)));
             cells.push(num(Some(std)));
@@ -487,20 +487,23 @@ pub fn tables(combos: &[Combo], sweeps: &[Sweep], records: &[Record], out: &Path
         row.extend([members.len().to_string(), distinct.to_string()]);
         row.extend(cells);
         srows.push(row);
-        summary.push(json!({
-            "labels": setting.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
-            "seeds": members.len(),
-            "distinct_genotypes": distinct,
-            "metrics": ms,
-        }));
+        summary.push(AblationSummary {
+            labels: setting.into_iter().collect(),
+            seeds: members.len(),
+            distinct_genotypes: distinct,
+            metrics: ms,
+        });
     }
-    let doc = json!({
-        "dataset": combos.first().map(|c| c.cfg.data.dataset),
-        "sweeps": sweeps.iter().map(|s| json!({"key": s.key, "config_key": s.path, "values": s.values})).collect::<Vec<_>>(),
-        "rows": json_rows,
-        "summary": summary,
-    });
-    write_atomic(&out.join("ablation.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
+    let doc = AblationRecord {
+        dataset: combos.first().map(|c| c.cfg.data.dataset),
+        sweeps: sweeps
+            .iter()
+            .map(|s| SweepRecord { key: s.key.clone(), config_key: s.path.clone(), values: s.values.clone() })
+            .collect(),
+        rows: json_rows,
+        summary,
+    };
+    crate::report::records::write_record(&out.join("ablation.json"), &doc)?;
     write_atomic(&out.join("ablation.csv"), crate::fsutil::csv_text(&header, &csv_rows).as_bytes())?;
     write_atomic(&out.join("ablation-summary.csv"), crate::fsutil::csv_text(&sheader, &srows).as_bytes())?;
     Ok(doc)

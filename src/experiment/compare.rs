@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use crate::config::{Criterion, Strategy};
 use crate::error::{Error, Result};
+use crate::report::records::{read_record, DerivedRecord, ReportRecord, ScoresRecord};
 use crate::stats;
 
 /// One row of the table.
@@ -87,11 +88,6 @@ pub fn derived_file(out: &Path, method: &Method, seed: u64) -> PathBuf {
     out.join("derived").join(&method.name).join(format!("seed-{seed}.json"))
 }
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.to_path_buf(), e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Path { path: path.to_path_buf(), msg: format!("not JSON: {e}") })
-}
-
 /// One (method, seed): the genotype and its numbers by column.
 #[derive(Debug, Clone)]
 struct Row {
@@ -104,23 +100,28 @@ struct Row {
 /// A ground truth to rank criteria against: the trained architectures and their cell space.
 pub type GroundTruth = (Vec<super::groundtruth::Truth>, super::groundtruth::CellSpace);
 
-fn row(out: &Path, m: &Method, seed: u64, truth: Option<&GroundTruth>) -> Result<Row> {
-    let report = read_json(&search_dir(out, m.strategy, seed).join("report.json"))?;
-    let result = match m.criterion {
-        None => report.clone(),
-        Some(_) => read_json(&select_dir(out, m, seed).join("scores.json"))?,
-    };
-    let mut values: Vec<(String, f64)> = Vec::new();
-    for (k, x) in result["benchmark"]["accuracy"].as_object().into_iter().flatten() {
-        if let Some(x) = x.as_f64() {
-            values.push((format!("bench:{k}"), x));
-        }
+/// The selection of a result file: a search's `report.json` (criterion, genotype and benchmark
+/// entry) or a selection's `scores.json`.
+pub fn result_of(path: &Path) -> Result<ScoresRecord> {
+    if path.file_name().is_some_and(|n| n == "report.json") {
+        let r: ReportRecord = read_record(path)?;
+        Ok(ScoresRecord { criterion: r.criterion, genotype: r.genotype, benchmark: r.benchmark, ..Default::default() })
+    } else {
+        read_record(path)
     }
+}
+
+fn row(out: &Path, m: &Method, seed: u64, truth: Option<&GroundTruth>) -> Result<Row> {
+    let report: ReportRecord = read_record(&search_dir(out, m.strategy, seed).join("report.json"))?;
+    let result = result_of(&result_file(out, m, seed))?;
+    let mut values: Vec<(String, f64)> =
+        result.benchmark.iter().flat_map(|b| b.values()).map(|(k, x)| (format!("bench:{k}"), x)).collect();
     // The derived architecture on the supernet's shared weights (single path).
     let derived = derived_file(out, m, seed);
     if derived.is_file() {
-        if let Some(x) = read_json(&derived)?["val_acc"].as_f64() {
-            values.push(("derived_val_acc".into(), x));
+        let d: DerivedRecord = read_record(&derived)?;
+        if d.val_acc.is_finite() {
+            values.push(("derived_val_acc".into(), d.val_acc));
         }
     }
     // A selection's scores against the ground truth: Kendall τ-b of the architectures' summed
@@ -130,13 +131,9 @@ fn row(out: &Path, m: &Method, seed: u64, truth: Option<&GroundTruth>) -> Result
         values.push(("tau_groundtruth".into(), super::groundtruth::tau(&scores, space, truths)?.tau));
     }
     // The supernet's own numbers (the same for every criterion on one search).
-    if let Some(x) = report["final_epoch"]["val_acc"].as_f64() {
-        values.push(("supernet_val_acc".into(), x));
-    }
-    if let Some(x) = report["test"]["acc"].as_f64() {
-        values.push(("supernet_test_acc".into(), x));
-    }
-    Ok(Row { method: m.name.clone(), seed, genotype: result["genotype"].as_str().unwrap_or("").to_string(), values })
+    values.extend(report.final_val_acc().map(|x| ("supernet_val_acc".to_string(), x)));
+    values.extend(report.test.map(|t| t.acc).filter(|x| x.is_finite()).map(|x| ("supernet_test_acc".to_string(), x)));
+    Ok(Row { method: m.name.clone(), seed, genotype: result.genotype, values })
 }
 
 /// Write `compare.csv` (one row per method and seed, then mean/std/pstd rows per method),

@@ -7,13 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-
 use crate::comm::{Collective, Groups};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
+use crate::report::records::GroundTruthRecord;
 use crate::space::{nb201_edge, Genotype, Nb201Genotype, NB201_OPS};
 use crate::stats::kendall_tau;
 
@@ -104,19 +102,7 @@ impl CellSpace {
     }
 }
 
-/// One trained architecture.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Truth {
-    pub index: usize,
-    pub arch: String,
-    pub test_acc: f64,
-    pub test_loss: f64,
-    pub train_acc: f64,
-    pub train_loss: f64,
-    pub weights: usize,
-    pub seconds: f64,
-    pub group: usize,
-}
+pub use crate::report::records::{Tau, Truth};
 
 /// Train every architecture of `space` in rank groups (`ranks_per_arch` ranks each; 0: one
 /// group per rank). Finished architectures are recorded in `out/archs/<i>.json` by their
@@ -274,6 +260,7 @@ fn train_one(
             auxiliary: false,
         },
         tch::Kind::Float,
+        comm.device(),
     )?;
     comm.broadcast_tensors(0, &net.params().tensors)?;
     let weights = net.params().count();
@@ -328,8 +315,8 @@ pub fn write(out: &Path, truths: &[Truth], taus: &[Tau]) -> Result<()> {
     }
     write_atomic(&out.join("groundtruth.tsv"), tsv.as_bytes())?;
     write_atomic(&out.join("groundtruth.csv"), crate::fsutil::csv_text(&header, &rows).as_bytes())?;
-    let doc = json!({"architectures": truths, "kendall_tau": taus});
-    write_atomic(&out.join("groundtruth.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())
+    let doc = GroundTruthRecord { architectures: truths.to_vec(), kendall_tau: taus.to_vec() };
+    crate::report::records::write_record(&out.join("groundtruth.json"), &doc)
 }
 
 /// The trained architectures of a `groundtruth` output directory (its `groundtruth.json`) and
@@ -339,9 +326,9 @@ pub fn read_truths(dir: &Path) -> Result<(Vec<Truth>, CellSpace)> {
     let path = dir.join("groundtruth.json");
     let bad = |msg: String| Error::Path { path: path.clone(), msg };
     let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let truths: Vec<Truth> = serde_json::from_value(doc["architectures"].clone())
-        .map_err(|e| bad(format!("no \"architectures\" list of a groundtruth run: {e}")))?;
+    let doc: GroundTruthRecord =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not the groundtruth.json of a groundtruth run: {e}")))?;
+    let truths = doc.architectures;
     let archs: Vec<Nb201Genotype> = truths
         .iter()
         .map(|t| t.arch.parse().map_err(|e: String| bad(format!("{}: {e}", t.arch))))
@@ -353,19 +340,6 @@ pub fn read_truths(dir: &Path) -> Result<(Vec<Truth>, CellSpace)> {
     ops.dedup();
     let fill = (0..6).find(|e| !edges.contains(e)).map_or(0, |e| first.ops[e]);
     Ok((truths, CellSpace { edges, ops, fill }))
-}
-
-/// Kendall τ between a criterion's architecture scores and the ground truth.
-#[derive(Debug, Clone, Serialize)]
-pub struct Tau {
-    pub scores: PathBuf,
-    pub criterion: String,
-    /// τ-b between Σ over free edges of the chosen ops' scores and test accuracy.
-    pub tau: f64,
-    /// Architectures with a finite score (those τ is taken over).
-    pub architectures: usize,
-    /// (architecture score, test accuracy) pairs, for the figure.
-    pub points: Vec<(f64, f64)>,
 }
 
 /// A `scores.json` read for [`tau`]: the criterion and score by (edge, op).

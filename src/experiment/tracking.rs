@@ -84,17 +84,14 @@ pub fn score(
 impl Tracked {
     /// The record's line in `tracking.jsonl` (with its benchmark entry when a table is set).
     pub fn line(&self, benchmark_table: Option<&Path>) -> Result<serde_json::Value> {
-        let mut v = serde_json::json!({
-            "epoch": self.epoch,
-            "criterion": self.criterion,
-            "genotype": self.genotype,
-            "genotype_json": serde_json::from_str::<serde_json::Value>(&self.genotype_json).expect("written as JSON"),
-            "benchmark": crate::report::benchmark::entry(benchmark_table, &self.genotype)?,
-        });
-        if let Some(n) = self.n {
-            v["n"] = serde_json::json!(n);
-        }
-        Ok(v)
+        Ok(crate::report::records::line_value(&crate::report::records::TrackingLine {
+            epoch: self.epoch,
+            n: self.n,
+            criterion: self.criterion.clone(),
+            genotype: self.genotype.clone(),
+            genotype_json: serde_json::from_str(&self.genotype_json).expect("written as JSON"),
+            benchmark: crate::report::benchmark::entry(benchmark_table, &self.genotype)?,
+        }))
     }
 }
 

@@ -359,11 +359,11 @@ mod tests {
         let v = (g.tr().mv(&a) + Tensor::randn([p as i64], (Kind::Float, tch::Device::Cpu)) * 1e-3).contiguous();
         let t = Timings::default();
         let own: Vec<(usize, Tensor)> = (0..n).map(|j| (j, g.get(j as i64))).collect();
-        let grads = ShardedGrads::exchange(&LocalCollective, own, n, p, tch::Device::Cpu, &t).unwrap();
-        let w = Woodbury::new(&LocalCollective, grads, eta, &t).unwrap();
-        let x = w.solve(&LocalCollective, &v, &t).unwrap();
+        let grads = ShardedGrads::exchange(&LocalCollective::default(), own, n, p, tch::Device::Cpu, &t).unwrap();
+        let w = Woodbury::new(&LocalCollective::default(), grads, eta, &t).unwrap();
+        let x = w.solve(&LocalCollective::default(), &v, &t).unwrap();
         assert_eq!(x.kind(), Kind::Float);
-        let q = w.quad_local_slices(&LocalCollective, &v.unsqueeze(0), &t).unwrap()[0];
+        let q = w.quad_local_slices(&LocalCollective::default(), &v.unsqueeze(0), &t).unwrap()[0];
 
         let (g64, v64) = (g.to_kind(Kind::Double), v.to_kind(Kind::Double));
         let f = Tensor::eye(p as i64, (Kind::Double, tch::Device::Cpu)) * eta + g64.tr().matmul(&g64) / n as f64;

@@ -75,14 +75,14 @@ impl EvalSet {
     }
 
     /// The batches as (images in `kind`, labels) tensors.
-    pub fn materialize(&self, data: &dyn Dataset, kind: Kind) -> Result<Vec<(Tensor, Tensor)>> {
-        self.batches.iter().map(|idx| load_batch(data, idx, kind)).collect()
+    pub fn materialize(&self, data: &dyn Dataset, kind: Kind, d: tch::Device) -> Result<Vec<(Tensor, Tensor)>> {
+        self.batches.iter().map(|idx| load_batch(data, idx, kind, d)).collect()
     }
 }
 
 /// An evaluation batch, without augmentation.
-fn load_batch(data: &dyn Dataset, idx: &[usize], kind: Kind) -> Result<(Tensor, Tensor)> {
-    let (x, y) = make_batch(data, idx, None)?;
+fn load_batch(data: &dyn Dataset, idx: &[usize], kind: Kind, d: tch::Device) -> Result<(Tensor, Tensor)> {
+    let (x, y) = make_batch(data, idx, None, d)?;
     Ok((x.to_kind(kind), y))
 }
 
@@ -144,7 +144,7 @@ impl<'a> Probe<'a> {
             .batches
             .iter()
             .enumerate()
-            .map(|(j, idx)| (j % world == rank).then(|| load_batch(data, idx, kind)).transpose())
+            .map(|(j, idx)| (j % world == rank).then(|| load_batch(data, idx, kind, comm.device())).transpose())
             .collect::<Result<_>>()
             .map_err(|e| crate::comm::fail_alone(comm, e))?;
         Ok(Probe {
@@ -179,7 +179,7 @@ impl<'a> Probe<'a> {
         let kind = self.kind();
         for (b, idx) in self.batches.iter_mut().zip(&self.eval.batches) {
             if b.is_none() {
-                *b = Some(load_batch(data, idx, kind)?);
+                *b = Some(load_batch(data, idx, kind, self.comm.device())?);
             }
         }
         Ok(())

@@ -35,10 +35,10 @@ pub struct NetworkConfig {
     pub auxiliary: bool,
 }
 
-/// The network of `genotype` with PyTorch's initialisation (seed libtorch first).
+/// The network of `genotype` with PyTorch's initialisation (seed libtorch first), on `device`.
 /// NAS-Bench-1Shot1 cells are NAS-Bench-101 cells, evaluated by looking them up in NAS-Bench-101
 /// (spaces.md §4.5); building them is not offered.
-pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind) -> Result<Box<dyn Network>> {
+pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind, device: tch::Device) -> Result<Box<dyn Network>> {
     let construct =
         || -> Result<Box<dyn Network>> {
             Ok(match genotype {
@@ -57,7 +57,7 @@ pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind) -> Result<Box<
     crate::ops::layers::check_fits(need, "train.channels", &sizes)?;
     let net = construct()?;
     net.params().check_allocated("train.channels", &sizes)?;
-    net.params().to_device(crate::device::compute());
+    net.params().to_device(device);
     Ok(net)
 }
 
@@ -84,8 +84,8 @@ mod tests {
         // spaces.md §1.7: 3,349,342 weights without the auxiliary head, plus 476,426 for it.
         let g = Genotype::Darts(DARTS_V2.parse::<DartsGenotype>().unwrap());
         let cfg = NetworkConfig { channels: 36, layers: 20, num_classes: 10, auxiliary: false };
-        assert_eq!(build(&g, cfg, Kind::Float).unwrap().params().count(), 3_349_342);
-        let net = build(&g, NetworkConfig { auxiliary: true, ..cfg }, Kind::Float).unwrap();
+        assert_eq!(build(&g, cfg, Kind::Float, tch::Device::Cpu).unwrap().params().count(), 3_349_342);
+        let net = build(&g, NetworkConfig { auxiliary: true, ..cfg }, Kind::Float, tch::Device::Cpu).unwrap();
         assert_eq!(net.params().count() - 3_349_342, 476_426);
         // model.py's state-dict names (reductions at cells 6 and 13).
         for n in [
@@ -107,15 +107,20 @@ mod tests {
         // spaces.md §3: the discrete NB201 network with every edge nor_conv_3x3, C=16, N=5.
         let g = Genotype::Nb201(Nb201Genotype { ops: vec![3; 6] });
         let cfg = NetworkConfig { channels: 16, layers: 5, num_classes: 10, auxiliary: false };
-        assert_eq!(build(&g, cfg, Kind::Float).unwrap().params().count(), 1_531_546);
+        assert_eq!(build(&g, cfg, Kind::Float, tch::Device::Cpu).unwrap().params().count(), 1_531_546);
     }
 
     #[test]
     fn forward_shapes_aux_head_and_drop_path() {
         tch::manual_seed(0);
         let g = Genotype::Darts(DARTS_V2.parse::<DartsGenotype>().unwrap());
-        let net =
-            build(&g, NetworkConfig { channels: 4, layers: 5, num_classes: 7, auxiliary: true }, Kind::Float).unwrap();
+        let net = build(
+            &g,
+            NetworkConfig { channels: 4, layers: 5, num_classes: 7, auxiliary: true },
+            Kind::Float,
+            tch::Device::Cpu,
+        )
+        .unwrap();
         let x = Tensor::randn([3, 3, 32, 32], (Kind::Float, tch::Device::Cpu));
         let (y, aux) = net.forward(&x, BnMode::Train, 0.2);
         assert_eq!(y.size(), [3, 7]);
@@ -127,8 +132,13 @@ mod tests {
         let m = drop_path(ones, 0.2).mean(Kind::Double).double_value(&[]);
         assert!((m - 1.0).abs() < 0.03, "{m}");
         let g = Genotype::Nb201(Nb201Genotype { ops: vec![3, 1, 4, 2, 0, 3] });
-        let net =
-            build(&g, NetworkConfig { channels: 4, layers: 1, num_classes: 7, auxiliary: false }, Kind::Float).unwrap();
+        let net = build(
+            &g,
+            NetworkConfig { channels: 4, layers: 1, num_classes: 7, auxiliary: false },
+            Kind::Float,
+            tch::Device::Cpu,
+        )
+        .unwrap();
         assert_eq!(net.forward(&x, BnMode::Train, 0.0).0.size(), [3, 7]);
     }
 }

@@ -2,11 +2,10 @@
 //! NAS-Bench-201's), looked up for every selected architecture when `select.benchmark_table`
 //! names one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use serde_json::{json, Value};
-
+use super::records::BenchmarkEntry;
 use crate::error::{Error, Result};
 
 /// Rows of a benchmark table by architecture text.
@@ -56,11 +55,12 @@ impl BenchmarkTable {
         self.rows.is_empty()
     }
 
-    /// The row of `arch` as `{column: value}`, or `None` when the table lacks it.
-    pub fn lookup(&self, arch: &str) -> Option<Value> {
+    /// The row of `arch` by column (a value that is not finite as `None`), or `None` when the
+    /// table lacks it.
+    pub fn lookup(&self, arch: &str) -> Option<BTreeMap<String, Option<f64>>> {
         self.rows
             .get(arch.trim())
-            .map(|v| Value::Object(self.columns.iter().cloned().zip(v.iter().map(|x| json!(x))).collect()))
+            .map(|v| self.columns.iter().cloned().zip(v.iter().map(|x| x.is_finite().then_some(*x))).collect())
     }
 }
 
@@ -78,16 +78,16 @@ pub fn preferred_column(columns: &[String], dataset: &str) -> Option<String> {
         .cloned()
 }
 
-/// `{"table": path, "arch": …, "accuracy": {…} | null}` for the configured table, if any.
-pub fn entry(table: Option<&Path>, arch: &str) -> Result<Option<Value>> {
+/// The record's benchmark entry for the configured table, if any.
+pub fn entry(table: Option<&Path>, arch: &str) -> Result<Option<BenchmarkEntry>> {
     let Some(path) = table else { return Ok(None) };
     let t = BenchmarkTable::load(path)?;
     let found = t.lookup(arch);
     match &found {
-        Some(v) => tracing::info!("benchmark ({}): {arch}: {v}", path.display()),
+        Some(v) => tracing::info!("benchmark ({}): {arch}: {v:?}", path.display()),
         None => tracing::warn!("benchmark ({}): {arch} is not in the table", path.display()),
     }
-    Ok(Some(json!({"table": path.display().to_string(), "arch": arch.trim(), "accuracy": found})))
+    Ok(Some(BenchmarkEntry { table: path.display().to_string(), arch: arch.trim().to_string(), accuracy: found }))
 }
 
 #[cfg(test)]
@@ -101,7 +101,8 @@ mod tests {
         std::fs::write(&p, "arch\tc10_valid\tc10_test\n|a~0|\t91.5\t93.25\n|b~0|\t10\t11\n").unwrap();
         let t = BenchmarkTable::load(&p).unwrap();
         assert_eq!(t.len(), 2);
-        assert_eq!(t.lookup("|a~0|").unwrap(), json!({"c10_valid": 91.5, "c10_test": 93.25}));
+        let want = [("c10_test", 93.25), ("c10_valid", 91.5)].map(|(k, v)| (k.to_string(), Some(v)));
+        assert_eq!(t.lookup("|a~0|").unwrap(), BTreeMap::from(want));
         assert!(t.lookup("|c~0|").is_none());
         std::fs::write(&p, "arch\tx\n|a~0|\t9x\n").unwrap();
         let e = BenchmarkTable::load(&p).unwrap_err().to_string();

@@ -11,32 +11,22 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 use super::plot::{Figure, Heatmap, Series};
 use crate::error::{Error, Result};
 use crate::stats::kendall_tau;
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.to_path_buf(), e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Path { path: path.to_path_buf(), msg: format!("not JSON: {e}") })
-}
+use super::records::read_record;
 
-/// A typed record from a JSON file (one line naming the file and what is wrong otherwise).
-fn read_record<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.to_path_buf(), e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::Path { path: path.to_path_buf(), msg: format!("not a valid record: {e}") })
-}
-
-fn read_lines(path: &Path) -> Result<Vec<Value>> {
+fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path.to_path_buf(), e))?;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l)
-                .map_err(|e| Error::Path { path: path.to_path_buf(), msg: format!("line {}: not JSON: {e}", i + 1) })
+            serde_json::from_str(l).map_err(|e| Error::Path {
+                path: path.to_path_buf(),
+                msg: format!("line {}: not a valid record: {e}", i + 1),
+            })
         })
         .collect()
 }
@@ -51,7 +41,7 @@ pub fn render_dir(dir: &Path) -> Result<Vec<PathBuf>> {
         out.extend(scores_figures(dir)?);
     }
     if dir.join("ablation.json").is_file() {
-        out.extend(ablation_figures(&read_json(&dir.join("ablation.json"))?, dir)?);
+        out.extend(ablation_figures(&read_record(&dir.join("ablation.json"))?, dir)?);
     }
     if dir.join("tracking.jsonl").is_file() {
         out.extend(tracking_figure(dir)?);
@@ -158,9 +148,42 @@ fn scores_figures(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn tracking_figure(dir: &Path) -> Result<Vec<PathBuf>> {
-    let tracked = read_lines(&dir.join("tracking.jsonl"))?;
-    let magnitude =
-        if dir.join("genotypes.jsonl").is_file() { read_lines(&dir.join("genotypes.jsonl"))? } else { Vec::new() };
+    /// A selection after an epoch: the tracked criterion's, or α's (magnitude).
+    struct Tracked {
+        epoch: usize,
+        series: String,
+        genotype: String,
+        arch: crate::space::Genotype,
+        benchmark: Option<super::records::BenchmarkEntry>,
+    }
+    let tracked: Vec<Tracked> = read_lines::<super::records::TrackingLine>(&dir.join("tracking.jsonl"))?
+        .into_iter()
+        .map(|l| Tracked {
+            epoch: l.epoch,
+            // One series per criterion, and per N where several were tracked (select.track_n).
+            series: match l.n {
+                Some(n) => format!("{} N={n}", l.criterion),
+                None => l.criterion,
+            },
+            genotype: l.genotype,
+            arch: l.genotype_json,
+            benchmark: l.benchmark,
+        })
+        .collect();
+    let magnitude: Vec<Tracked> = if dir.join("genotypes.jsonl").is_file() {
+        read_lines::<super::records::GenotypeLine>(&dir.join("genotypes.jsonl"))?
+            .into_iter()
+            .map(|l| Tracked {
+                epoch: l.epoch,
+                series: "magnitude (α)".into(),
+                genotype: l.genotype,
+                arch: l.genotype_json,
+                benchmark: None,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let spec = std::fs::read_to_string(dir.join("config.toml"))
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
@@ -174,50 +197,36 @@ fn tracking_figure(dir: &Path) -> Result<Vec<PathBuf>> {
         .as_ref()
         .and_then(|t| t.get("select")?.get("benchmark_table")?.as_str().map(PathBuf::from))
         .and_then(|p| crate::report::benchmark::BenchmarkTable::load(&p).ok());
-    let bench_of = |v: &Value| -> Option<f64> {
-        let found;
-        let acc = match v["benchmark"]["accuracy"].as_object() {
+    let bench_of = |v: &Tracked| -> Option<f64> {
+        let acc = match v.benchmark.as_ref().and_then(|b| b.accuracy.clone()) {
             Some(a) => a,
-            None => {
-                found = table.as_ref()?.lookup(v["genotype"].as_str()?)?;
-                found.as_object()?
-            }
+            None => table.as_ref()?.lookup(&v.genotype)?,
         };
         let cols: Vec<String> = acc.keys().cloned().collect();
-        acc.get(&crate::report::benchmark::preferred_column(&cols, &dataset)?)?.as_f64()
-    };
-    // One series per criterion, and per N where several were tracked (select.track_n).
-    let name = |v: &Value| match v["n"].as_u64() {
-        Some(n) => format!("{} N={n}", v["criterion"].as_str().unwrap_or("?")),
-        None => v["criterion"].as_str().unwrap_or("?").to_string(),
+        *acc.get(&crate::report::benchmark::preferred_column(&cols, &dataset)?)?
     };
     let mut criteria: Vec<String> = Vec::new();
     for v in &tracked {
-        let c = name(v);
-        if !criteria.contains(&c) {
-            criteria.push(c);
+        if !criteria.contains(&v.series) {
+            criteria.push(v.series.clone());
         }
     }
-    let mut lists: Vec<(String, Vec<&Value>)> =
-        criteria.iter().map(|c| (c.clone(), tracked.iter().filter(|v| name(v) == *c).collect())).collect();
+    let mut lists: Vec<(String, Vec<&Tracked>)> =
+        criteria.iter().map(|c| (c.clone(), tracked.iter().filter(|v| v.series == *c).collect())).collect();
     lists.push(("magnitude (α)".into(), magnitude.iter().collect()));
     let use_bench = tracked.iter().all(|v| bench_of(v).is_some()) && !tracked.is_empty();
     let mut series = Vec::new();
     for (name, list) in &lists {
         let points: Vec<(f64, f64, f64)> = if use_bench {
-            list.iter().filter_map(|v| Some((v["epoch"].as_f64()?, bench_of(v)?, 0.0))).collect()
+            list.iter().filter_map(|v| Some((v.epoch as f64, bench_of(v)?, 0.0))).collect()
         } else {
             let Some(spec) = &spec else { continue };
-            let entries = |v: &Value| -> Option<Vec<Vec<Vec<usize>>>> {
-                let g: crate::space::Genotype = serde_json::from_value(v["genotype_json"].clone()).ok()?;
-                Some(crate::space::chosen_entries(spec, &g))
-            };
-            let Some(last) = list.last().and_then(|v| entries(v)) else { continue };
+            let Some(last) = list.last().map(|v| crate::space::chosen_entries(spec, &v.arch)) else { continue };
             list.iter()
-                .filter_map(|v| {
-                    let e = entries(v)?;
+                .map(|v| {
+                    let e = crate::space::chosen_entries(spec, &v.arch);
                     let diff = e.iter().flatten().zip(last.iter().flatten()).filter(|(a, b)| a != b).count();
-                    Some((v["epoch"].as_f64()?, diff as f64, 0.0))
+                    (v.epoch as f64, diff as f64, 0.0)
                 })
                 .collect()
         };
@@ -239,16 +248,13 @@ fn tracking_figure(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 fn groundtruth_figures(dir: &Path) -> Result<Vec<PathBuf>> {
-    let doc = read_json(&dir.join("groundtruth.json"))?;
+    let doc: super::records::GroundTruthRecord = read_record(&dir.join("groundtruth.json"))?;
     let mut out = Vec::new();
-    for (k, t) in doc["kendall_tau"].as_array().cloned().unwrap_or_default().iter().enumerate() {
-        let points: Vec<(f64, f64, f64)> = t["points"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()?, 0.0))).collect())
-            .unwrap_or_default();
-        let criterion = t["criterion"].as_str().unwrap_or("?");
+    for (k, t) in doc.kendall_tau.iter().enumerate() {
+        let points: Vec<(f64, f64, f64)> = t.points.iter().map(|&(x, y)| (x, y, 0.0)).collect();
+        let criterion = &t.criterion;
         let fig = Figure::Lines {
-            title: format!("{criterion}: Kendall τ = {:.3}", t["tau"].as_f64().unwrap_or(f64::NAN)),
+            title: format!("{criterion}: Kendall τ = {:.3}", t.tau),
             x_label: format!("architecture score ({criterion}, sum over free edges)"),
             y_label: "test accuracy (trained from scratch)".into(),
             log_x: false,
@@ -263,49 +269,34 @@ fn groundtruth_figures(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Figures of an `ablation.json`: for each numeric swept key with several values, the metric
 /// (a benchmark's first test column when every row has it, else `tau_ref`) against that key,
 /// one line per setting of the other non-seed keys, mean ± std over seeds.
-pub fn ablation_figures(doc: &serde_json::Value, out: &Path) -> Result<Vec<PathBuf>> {
-    let sweeps: Vec<(String, Vec<String>)> = doc["sweeps"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| {
-                    let vals = s["values"].as_array()?.iter().filter_map(|v| v.as_str().map(String::from)).collect();
-                    Some((s["key"].as_str()?.to_string(), vals))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let summary = doc["summary"].as_array().cloned().unwrap_or_default();
-    let bench = summary.first().and_then(|s| {
-        let cols: Vec<String> =
-            s["metrics"].as_object()?.keys().filter_map(|k| k.strip_prefix("bench:").map(String::from)).collect();
-        let c = super::benchmark::preferred_column(&cols, doc["dataset"].as_str().unwrap_or(""))?;
+pub fn ablation_figures(doc: &super::records::AblationRecord, out: &Path) -> Result<Vec<PathBuf>> {
+    let dataset = doc.dataset.map(|d| d.to_string()).unwrap_or_default();
+    let bench = doc.summary.first().and_then(|s| {
+        let cols: Vec<String> = s.metrics.keys().filter_map(|k| k.strip_prefix("bench:").map(String::from)).collect();
+        let c = super::benchmark::preferred_column(&cols, &dataset)?;
         Some(format!("bench:{c}"))
     });
     let metric = bench
-        .filter(|b| summary.iter().all(|s| s["metrics"][b.as_str()]["mean"].is_number()))
+        .filter(|b| doc.summary.iter().all(|s| s.metrics.get(b).is_some_and(|m| m.mean.is_some())))
         .unwrap_or_else(|| "tau_ref".to_string());
     let mut written = Vec::new();
-    for (key, values) in &sweeps {
+    for sweep in &doc.sweeps {
+        let (key, values) = (&sweep.key, &sweep.values);
         if key == "seed" || values.len() < 2 || values.iter().any(|v| v.parse::<f64>().is_err()) {
             continue;
         }
         let mut series: Vec<Series> = Vec::new();
-        for s in &summary {
-            let labels = s["labels"].as_object().cloned().unwrap_or_default();
-            let Some(x) = labels.get(key).and_then(|v| v.as_str()).and_then(|v| v.parse::<f64>().ok()) else {
+        for s in &doc.summary {
+            let Some(x) = s.labels.get(key).and_then(|v| v.parse::<f64>().ok()) else {
                 continue;
             };
-            let name: Vec<String> = labels
-                .iter()
-                .filter(|(k, _)| *k != key)
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                .collect();
+            let name: Vec<String> =
+                s.labels.iter().filter(|(k, _)| *k != key).map(|(k, v)| format!("{k}={v}")).collect();
             let name = if name.is_empty() { metric.clone() } else { name.join(" ") };
-            let m = &s["metrics"][metric.as_str()];
             // One seed: no spread to draw.
-            let Some(y) = m["mean"].as_f64() else { continue };
-            let e = m["std"].as_f64().unwrap_or(0.0);
+            let Some(m) = s.metrics.get(&metric) else { continue };
+            let Some(y) = m.mean else { continue };
+            let e = m.std.unwrap_or(0.0);
             match series.iter_mut().find(|q| q.label == name) {
                 Some(q) => q.points.push((x, y, e)),
                 None => series.push(Series { label: name, points: vec![(x, y, e)] }),

@@ -127,7 +127,11 @@ impl Metrics {
         genotype: &Genotype,
     ) -> Result<()> {
         self.alphas.line(json!({"epoch": epoch, "alphas": alphas}))?;
-        self.genotypes.line(json!({"epoch": epoch, "genotype": genotype.to_string(), "genotype_json": genotype}))
+        self.genotypes.line(records::line_value(&records::GenotypeLine {
+            epoch,
+            genotype: genotype.to_string(),
+            genotype_json: genotype.clone(),
+        }))
     }
 
     pub fn step(&mut self, s: &StepStats) -> Result<()> {
@@ -206,7 +210,7 @@ pub fn write_selection(cfg: &Config, spec: &SpaceSpec, sel: &crate::select::Sele
         settings: serde_json::to_value(s).expect("serialisable"),
         timing: sel.timing.clone(),
     };
-    write_atomic(&out.join("scores.json"), serde_json::to_string_pretty(&doc).expect("json").as_bytes())?;
+    records::write_record(&out.join("scores.json"), &doc)?;
     write_atomic(&out.join("scores.csv"), crate::fsutil::csv_text(&header, &cells).as_bytes())?;
     write_genotype(out, &sel.genotype)?;
     Ok(())
@@ -224,7 +228,7 @@ pub fn write_report(
     last_epoch: Option<&EpochStats>,
     test: Option<&Tally>,
     run: &RunInfo,
-    benchmark: Option<serde_json::Value>,
+    benchmark: Option<records::BenchmarkEntry>,
 ) -> Result<()> {
     let chosen = crate::space::chosen_entries(spec, genotype);
     let mut edges = Vec::new();
@@ -235,29 +239,33 @@ pub fn write_report(
                 .and_then(|v| v.get(e))
                 .map(|v| v.iter().map(|&o| &cell.ops[o]).collect())
                 .unwrap_or_default();
-            edges.push(json!({
-                "cell": cell.name,
-                "edge": label,
-                "ops": cell.ops,
-                "alpha": alpha[c][e],
-                "softmax": softmax[c][e],
-                "scores": table.scores[c][e],
+            edges.push(records::EdgeRecord {
+                cell: cell.name.clone(),
+                edge: label.clone(),
+                ops: cell.ops.clone(),
+                alpha: alpha[c][e].clone(),
+                softmax: softmax[c][e].clone(),
+                scores: table.scores[c][e].iter().map(|s| s.is_finite().then_some(*s)).collect(),
                 // One op (or null) per edge; several parents for a 1Shot1 input row.
-                "chosen": match picked.len() { 0 => json!(null), 1 => json!(picked[0]), _ => json!(picked) },
-            }));
+                chosen: match picked.len() {
+                    0 => None,
+                    1 => Some(records::Chosen::One(picked[0].clone())),
+                    _ => Some(records::Chosen::Several(picked.into_iter().cloned().collect())),
+                },
+            });
         }
     }
-    let v = json!({
-        "space": spec.name,
-        "ops": spec.cells[0].ops,
-        "criterion": table.criterion,
-        "genotype": genotype.to_string(),
-        "genotype_json": genotype,
-        "edges": edges,
-        "final_epoch": last_epoch,
-        "test": test.map(|t| json!({"loss": t.loss(), "acc": t.acc(), "count": t.count})),
-        "benchmark": benchmark,
-        "run": run,
-    });
-    write_atomic(&dir.join("report.json"), serde_json::to_string_pretty(&v).expect("json").as_bytes())
+    let rec = records::ReportRecord {
+        space: spec.name.clone(),
+        ops: spec.cells[0].ops.clone(),
+        criterion: table.criterion.clone(),
+        genotype: genotype.to_string(),
+        genotype_json: genotype.clone(),
+        edges,
+        final_epoch: last_epoch.map(|e| serde_json::to_value(e).expect("serialisable")),
+        test: test.map(|t| records::TestRecord { loss: t.loss(), acc: t.acc(), count: t.count }),
+        benchmark,
+        run: run.clone(),
+    };
+    records::write_record(&dir.join("report.json"), &rec)
 }

@@ -59,7 +59,8 @@ impl Searcher<'_> {
         let m = self.cfg.micro_batch(world);
         let mut tally = Tally::default();
         for chunk in indices.chunks(m).skip(rank).step_by(world) {
-            let (x, y) = make_batch(self.data, chunk, None).map_err(|e| crate::comm::fail_alone(self.comm, e))?;
+            let (x, y) = make_batch(self.data, chunk, None, self.comm.device())
+                .map_err(|e| crate::comm::fail_alone(self.comm, e))?;
             let x = x.to_kind(w[0].kind());
             let logits = net.forward_on(&x, w, path, BnMode::BatchStats);
             let loss = cross_entropy(&logits, &y).double_value(&[]);

@@ -12,6 +12,8 @@ pub struct Feed<'a> {
     direct: std::collections::VecDeque<Vec<usize>>,
     data: &'a dyn Dataset,
     aug: Option<AugKey>,
+    /// Where the batches go.
+    device: tch::Device,
 }
 
 impl<'a> Feed<'a> {
@@ -21,12 +23,13 @@ impl<'a> Feed<'a> {
         loads: Vec<Vec<usize>>,
         aug: Option<AugKey>,
         ahead: usize,
+        device: tch::Device,
     ) -> Self
     where
         'a: 's,
     {
         if ahead == 0 {
-            return Feed { rx: None, direct: loads.into(), data, aug };
+            return Feed { rx: None, direct: loads.into(), data, aug, device };
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(ahead);
         scope.spawn(move || {
@@ -37,7 +40,7 @@ impl<'a> Feed<'a> {
                 }
             }
         });
-        Feed { rx: Some(rx), direct: Default::default(), data, aug }
+        Feed { rx: Some(rx), direct: Default::default(), data, aug, device }
     }
 
     /// The next micro-batch as `[n, C, H, W]` f32 images and `[n]` labels.
@@ -50,6 +53,6 @@ impl<'a> Feed<'a> {
                 HostBatch::load(self.data, &chunk, self.aug)?
             }
         };
-        Ok(batch.tensors())
+        Ok(batch.tensors(self.device))
     }
 }

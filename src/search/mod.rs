@@ -68,7 +68,7 @@ impl SearchState {
     /// Fresh state: θ with PyTorch's initialisation and α = init_std·randn, both from `seed`,
     /// then broadcast from rank 0 so every rank starts from identical values.
     pub fn new(cfg: &Config, comm: &dyn Collective, kind: Kind) -> Result<Self> {
-        let net = crate::supernet::build(cfg, cfg.seed, kind)?;
+        let net = crate::supernet::build(cfg, cfg.seed, kind, comm.device())?;
         let device = net.params().tensors[0].device();
         let alphas: Vec<Tensor> = {
             let _g = tch::no_grad_guard();
@@ -273,7 +273,7 @@ impl Searcher<'_> {
                 None => (Tally::default(), Tally::default()),
             };
             std::thread::scope(|scope| -> Result<()> {
-                let mut feed = Feed::start(scope, self.data, loads, aug, cfg.data.prefetch);
+                let mut feed = Feed::start(scope, self.data, loads, aug, cfg.data.prefetch, self.comm.device());
                 // The space (for the step's draws), once per epoch rather than per step.
                 let spec = state.net.spec().clone();
                 for (step, (wb, ab)) in batches.iter().enumerate().skip(first) {

@@ -236,7 +236,7 @@ mod tests {
     #[test]
     fn finite_difference_matches_the_exact_mixed_product() {
         let (net, alphas, train, val, momentum) = setup();
-        let comm = LocalCollective;
+        let comm = LocalCollective::default();
         let (t, v) = (Shard { micro: &train, scale: 0.5 }, Shard { micro: &val, scale: 0.5 });
         let sgd = SgdConfig { weight_decay: 3e-4, momentum: 0.9, ..SgdConfig::default() };
         let lr = 0.5; // large, so the implicit term is a sizeable part of dα

@@ -211,7 +211,7 @@ fn fine_tuned_loss(
         let batch = global_batch(order, step, b);
         let mut grads: Option<Vec<Tensor>> = None;
         for chunk in batch.chunks(m) {
-            let (x, y) = match make_batch(data, chunk, None) {
+            let (x, y) = match make_batch(data, chunk, None, params[0].device()) {
                 Ok(b) => b,
                 Err(e) => {
                     snap.restore(net);
@@ -332,7 +332,7 @@ pub fn actual_delta_loss(subject: Subject, ft: &FineTune) -> Result<(f64, Vec<f6
     let snap = Snapshot::take(net);
     let order = epoch_order(cfg.seed, Stream::Fidelity, 0, &split.weights);
     let held_out = EvalSet::draw(cfg.seed, Stream::Fidelity, 1, &split.arch, cfg.select.n, cfg.select_batch())?;
-    let eval = held_out.materialize(data, kind)?;
+    let eval = held_out.materialize(data, kind, comm.device())?;
     let t0 = std::time::Instant::now();
     let mine_idx: Vec<usize> = (comm.rank()..cands.len()).step_by(comm.size()).collect();
     let mut progress = crate::progress::Progress::new(

@@ -32,10 +32,11 @@ pub fn open_searched(run: &Path, overrides: &[String]) -> Result<Config> {
     Ok(cfg)
 }
 
-/// The searched supernet and α of a run, in the selection's precision (`select.precision`).
-pub fn load_searched(cfg: &Config, run: &Path) -> Result<(Box<dyn Supernet>, Vec<Tensor>)> {
+/// The searched supernet and α of a run, in the selection's precision (`select.precision`), on
+/// `device`.
+pub fn load_searched(cfg: &Config, run: &Path, device: tch::Device) -> Result<(Box<dyn Supernet>, Vec<Tensor>)> {
     let kind = selection_kind(cfg);
-    let net = crate::supernet::build(cfg, cfg.seed, kind)?;
+    let net = crate::supernet::build(cfg, cfg.seed, kind, device)?;
     let device = net.params().tensors[0].device();
     let alphas: Vec<Tensor> = net.spec().alpha_shapes().iter().map(|s| Tensor::zeros(s, (kind, device))).collect();
     crate::supernet::state::load_supernet(net.as_ref(), &alphas, &run.join("supernet.safetensors"))?;

@@ -93,8 +93,8 @@ pub(crate) fn left_out(row: &Tensor, ops: usize, chosen: usize) -> Option<Tensor
     (0..ops).filter(|&o| o != chosen).map(|o| row.get(o as i64)).reduce(|a, b| a + b)
 }
 
-/// Build the supernet named in the config, initialised from `seed`.
-pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
+/// Build the supernet named in the config, initialised from `seed`, on `device`.
+pub fn build(cfg: &Config, seed: u64, kind: Kind, device: tch::Device) -> Result<Box<dyn Supernet>> {
     let (channels, classes, layers) = (cfg.space.channels as i64, cfg.data.num_classes as i64, cfg.space.layers);
     let spec = SpaceSpec::by_name(&cfg.space.name)
         .ok_or_else(|| Error::config("config", "space.name", format!("unknown search space {:?}", cfg.space.name)))?;
@@ -125,7 +125,7 @@ pub fn build(cfg: &Config, seed: u64, kind: Kind) -> Result<Box<dyn Supernet>> {
     tch::manual_seed(seed as i64);
     let net = construct();
     net.params().check_allocated("space.channels", &sizes)?;
-    net.params().to_device(crate::device::compute());
+    net.params().to_device(device);
     Ok(net)
 }
 
@@ -192,8 +192,8 @@ mod tests {
     #[test]
     fn counted_bytes_are_the_allocated_bytes() {
         let cfg = Config::load(None, &["space.channels=16".into(), "space.cells_per_stage=5".into()]).unwrap();
-        let counted = layers::count_only(|| build(&cfg, 1, Kind::Float).unwrap().params().bytes);
-        let net = build(&cfg, 1, Kind::Float).unwrap();
+        let counted = layers::count_only(|| build(&cfg, 1, Kind::Float, tch::Device::Cpu).unwrap().params().bytes);
+        let net = build(&cfg, 1, Kind::Float, tch::Device::Cpu).unwrap();
         let p = net.params();
         assert_eq!(p.count(), 1_686_106);
         let real: usize = p.tensors.iter().chain(&p.buffers).map(|t| t.numel() * 4).sum();
