@@ -63,7 +63,13 @@ fn darts_and_nb201_genotypes_train_on_two_ranks() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let g = dartsif::space::Genotype::Darts(DARTS_V2.parse().unwrap());
-    let cfg = dartsif::network::NetworkConfig { channels: 4, layers: 5, num_classes: 10, auxiliary: true };
+    let cfg = dartsif::network::NetworkConfig {
+        channels: 4,
+        layers: 5,
+        num_classes: 10,
+        auxiliary: true,
+        stem: dartsif::config::StemKind::Cifar,
+    };
     let net = dartsif::network::build(&g, cfg, tch::Kind::Float, tch::Device::Cpu).unwrap();
     assert_eq!(report["weights"], net.params().count());
     let stored = tch::Tensor::read_safetensors(out.join("model.safetensors")).unwrap();

@@ -126,6 +126,18 @@ fn invalid_inputs_are_refused_with_one_line() {
             "space.channels: PC-DARTS splits channels in 4 groups",
         ),
         search_case(&["space.name=\"darts\"", "space.layers=2"], "space.layers: must be in 3..=64 (got 2)"),
+        search_case(
+            &["space.stem=\"imagenet\""],
+            "space.stem: applies to the DARTS family only (space.name = \"nb201\")",
+        ),
+        search_case(
+            &["space.name=\"darts\"", "space.stem=\"imagenet\"", "data.image_size=48"],
+            "space.stem: \"imagenet\" needs images whose side is a multiple of 32 (data.image_size: 48 px)",
+        ),
+        search_case(
+            &["space.name=\"darts\"", "space.partial=2"],
+            "space.partial: applies to space.name = \"pc-darts\" (got \"darts\")",
+        ),
         search_case(&["space.channels=0"], "space.channels: must be in 1..=4096 (got 0)"),
         search_case(&["data.image_size=30"], "data.image_size: must be a multiple of 4 in 4..=1024 (got 30)"),
         search_case(&["data.num_classes=1"], "data.num_classes: must be at least 2 (got 1)"),

@@ -124,6 +124,18 @@ pub fn run_train(
             format!("{} is larger than the {} training images", t.batch_size, train.len()),
         ));
     }
+    t.stem.check_image_size("config", "train.stem", cfg.data.side())?;
+    // NetworkImageNet's auxiliary head pools the 7×7 (or 8×8) output of cell 2·layers/3 to 1×1.
+    if t.auxiliary && t.stem == crate::config::StemKind::ImageNet && !matches!(cfg.data.side(), 224 | 256) {
+        return Err(Error::config(
+            "config",
+            "train.auxiliary",
+            format!(
+                "the ImageNet auxiliary head needs 224 or 256 px images (data.image_size: {} px): set train.auxiliary = false",
+                cfg.data.side()
+            ),
+        ));
+    }
     // Built (seeded) before the run directory exists: a genotype it cannot build writes nothing.
     tch::manual_seed(cfg.seed as i64);
     let net = crate::network::build(
@@ -133,6 +145,7 @@ pub fn run_train(
             layers: t.layers,
             num_classes: cfg.data.num_classes as i64,
             auxiliary: t.auxiliary,
+            stem: t.stem,
         },
         tch::Kind::Float,
         comm.device(),

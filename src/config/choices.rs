@@ -228,3 +228,34 @@ choice! {
     /// Where a fault acts (`fault.phase`).
     pub enum FaultPhase { Search = "search", Select = "select", Train = "train", Experiment = "experiment" }
 }
+
+choice! {
+    /// The stem of a DARTS-family network (`space.stem`, `train.stem`).
+    pub enum StemKind {
+        /// One stride-1 3×3 convolution (CIFAR, 32 px).
+        Cifar = "cifar",
+        /// Three stride-2 3×3 convolutions, 224 px to 28 (DARTS's `NetworkImageNet`,
+        /// PC-DARTS's ImageNet search).
+        ImageNet = "imagenet",
+    }
+}
+
+impl StemKind {
+    /// The default, left out of written configs (they stay as they were).
+    pub fn is_cifar(&self) -> bool {
+        *self == StemKind::Cifar
+    }
+
+    /// `image_size` (the side the network sees) suits this stem: the ImageNet stem and the two
+    /// reductions halve it five times, and a FactorizedReduce needs an even side each time.
+    pub fn check_image_size(&self, source: &str, key: &str, image_size: usize) -> crate::error::Result<()> {
+        if *self == StemKind::ImageNet && (image_size == 0 || image_size % 32 != 0) {
+            return Err(crate::error::Error::config(
+                source,
+                key,
+                format!("\"imagenet\" needs images whose side is a multiple of 32 (data.image_size: {image_size} px)"),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -20,6 +20,9 @@ pub(super) fn d_device() -> DeviceChoice {
 pub(super) fn d_comm() -> CommKind {
     CommKind::Auto
 }
+pub(super) fn d_stem() -> StemKind {
+    StemKind::Cifar
+}
 pub(super) fn d_space() -> String {
     "nb201".into()
 }

@@ -149,6 +149,29 @@ pub struct SpaceConfig {
     /// 1Shot1), reductions (1Shot1: down-sampling) at layers/3 and 2·layers/3.
     #[serde(default)]
     pub layers: usize,
+    /// DARTS family: `cifar` (one 3×3 convolution) or `imagenet` (three stride-2 ones, 224 px
+    /// to 28, as PC-DARTS searches ImageNet).
+    #[serde(default = "d_stem", skip_serializing_if = "StemKind::is_cifar")]
+    pub stem: StemKind,
+    /// PC-DARTS (`pc-darts`): K, the ops see 1/K of the channels (0 = the reference's CIFAR
+    /// K = 4; its ImageNet search uses 2).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub partial: usize,
+}
+
+impl SpaceConfig {
+    /// PC-DARTS's K (1 for other spaces).
+    pub fn partial_k(&self) -> i64 {
+        match (self.name.starts_with("pc-"), self.partial) {
+            (false, _) => 1,
+            (true, 0) => 4,
+            (true, k) => k as i64,
+        }
+    }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -489,6 +512,10 @@ pub struct TrainConfig {
     /// DARTS: the auxiliary head after cell 2·layers/3, its loss weighted by `auxiliary_weight`.
     #[serde(default = "d_true")]
     pub auxiliary: bool,
+    /// DARTS: `cifar` (`NetworkCIFAR`) or `imagenet` (`NetworkImageNet`'s two-stage stem and its
+    /// auxiliary head).
+    #[serde(default = "d_stem", skip_serializing_if = "StemKind::is_cifar")]
+    pub stem: StemKind,
     #[serde(default = "d_aux_weight")]
     pub auxiliary_weight: f64,
     /// Drop-path probability at the last epoch, ramped linearly from 0 (DARTS: 0.2).
@@ -571,3 +598,16 @@ default_from_serde!(
     CheckpointConfig,
     FaultConfig
 );
+
+impl DataConfig {
+    /// The side of the images the network sees: `image_size`, or the dataset's own (ImageNet16:
+    /// 16; ImageNet folders: the 224 px crop; CIFAR and synthetic: 32).
+    pub fn side(&self) -> usize {
+        match (self.image_size, self.dataset) {
+            (0, DatasetKind::ImageNet16 | DatasetKind::ImageNet16_120) => 16,
+            (0, DatasetKind::ImageNet) => 224,
+            (0, _) => 32,
+            (s, _) => s,
+        }
+    }
+}

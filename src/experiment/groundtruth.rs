@@ -258,6 +258,7 @@ fn train_one(
             layers: t.layers,
             num_classes: cfg.data.num_classes as i64,
             auxiliary: false,
+            stem: crate::config::StemKind::Cifar,
         },
         tch::Kind::Float,
         comm.device(),

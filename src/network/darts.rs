@@ -5,7 +5,8 @@
 use tch::Tensor;
 
 use super::{drop_path, Network, NetworkConfig};
-use crate::ops::darts::{cell_shapes, stem, CellShape, Op, Preprocess};
+use crate::config::StemKind;
+use crate::ops::darts::{cell_shapes, CellShape, Op, Preprocess, Stem};
 use crate::ops::layers::{avg_pool, BatchNorm, Builder, Conv, Linear};
 use crate::ops::{BnMode, ParamSet};
 use crate::space::DartsGenotype;
@@ -53,41 +54,51 @@ impl Cell {
     }
 }
 
-/// ReLU, 5×5 average pool (stride 3), 1×1 conv to 128, BN, ReLU, 2×2 conv to 768, BN, ReLU,
-/// linear (for 8×8 inputs).
+/// The auxiliary head. CIFAR (`AuxiliaryHeadCIFAR`, for 8×8 inputs): ReLU, 5×5 average pool
+/// (stride 3), 1×1 conv to 128, BN, ReLU, 2×2 conv to 768, BN, ReLU, linear. ImageNet
+/// (`AuxiliaryHeadImageNet`, for the 7×7 inputs of 224 px images): the pool's stride is 2 and
+/// the 768-channel BatchNorm is absent (the reference left it out, "for consistency with the
+/// experiments in the paper").
 struct AuxHead {
     conv1: Conv,
     bn1: BatchNorm,
     conv2: Conv,
-    bn2: BatchNorm,
+    bn2: Option<BatchNorm>,
+    stride: i64,
     classifier: Linear,
 }
 
 impl AuxHead {
-    fn new(b: &mut Builder, c: i64, classes: i64) -> Self {
+    fn new(b: &mut Builder, c: i64, classes: i64, stem: StemKind) -> Self {
+        let imagenet = stem == StemKind::ImageNet;
         let (conv1, bn1, conv2, bn2) = b.scope("features", |b| {
             (
                 b.conv("2", c, 128, 1, 1, 0, 1, 1),
                 b.batch_norm("3", 128, true),
                 b.conv("5", 128, 768, 2, 1, 0, 1, 1),
-                b.batch_norm("6", 768, true),
+                (!imagenet).then(|| b.batch_norm("6", 768, true)),
             )
         });
-        AuxHead { conv1, bn1, conv2, bn2, classifier: b.linear("classifier", 768, classes) }
+        let stride = if imagenet { 2 } else { 3 };
+        AuxHead { conv1, bn1, conv2, bn2, stride, classifier: b.linear("classifier", 768, classes) }
     }
 
     fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
-        let h = avg_pool(&x.relu(), 5, 3, 0);
+        let h = avg_pool(&x.relu(), 5, self.stride, 0);
         let h = self.bn1.forward(&self.conv1.forward(&h), bn).relu();
-        let h = self.bn2.forward(&self.conv2.forward(&h), bn).relu();
-        self.classifier.forward(&h.flatten(1, -1))
+        let h = self.conv2.forward(&h);
+        let h = match &self.bn2 {
+            Some(b2) => b2.forward(&h, bn),
+            None => h,
+        };
+        self.classifier.forward(&h.relu().flatten(1, -1))
     }
 }
 
-/// DARTS's CIFAR evaluation network for a genotype.
+/// DARTS's evaluation network for a genotype: `NetworkCIFAR`, or `NetworkImageNet` with the
+/// ImageNet stem (`NetworkConfig::stem`).
 pub struct DartsNetwork {
-    stem_conv: Conv,
-    stem_bn: BatchNorm,
+    stem: Stem,
     cells: Vec<Cell>,
     aux_after: usize,
     aux: Option<AuxHead>,
@@ -98,11 +109,12 @@ pub struct DartsNetwork {
 impl DartsNetwork {
     pub fn new(g: &DartsGenotype, cfg: NetworkConfig, kind: tch::Kind) -> Self {
         let mut b = Builder::new(kind);
-        let c_stem = 3 * cfg.channels;
-        let (stem_conv, stem_bn) = stem(&mut b, c_stem);
+        // NetworkCIFAR's stem has 3C channels, NetworkImageNet's C.
+        let c_stem = if cfg.stem == StemKind::ImageNet { cfg.channels } else { 3 * cfg.channels };
+        let stem = Stem::new(&mut b, cfg.stem, c_stem);
         let of =
             |reduction: bool| if reduction { (&g.reduce, &g.reduce_concat) } else { (&g.normal, &g.normal_concat) };
-        let shapes = cell_shapes(cfg.channels, c_stem, cfg.layers, |r| of(r).1.len());
+        let shapes = cell_shapes(cfg.channels, c_stem, cfg.layers, stem.reduces(), |r| of(r).1.len());
         let cells: Vec<Cell> = shapes
             .iter()
             .enumerate()
@@ -113,10 +125,11 @@ impl DartsNetwork {
             .collect();
         let aux_after = 2 * cfg.layers / 3;
         let c_out = |i: usize| shapes.get(i).map_or(c_stem, |s| s.c_out);
-        let aux =
-            cfg.auxiliary.then(|| b.scope("auxiliary_head", |b| AuxHead::new(b, c_out(aux_after), cfg.num_classes)));
+        let aux = cfg
+            .auxiliary
+            .then(|| b.scope("auxiliary_head", |b| AuxHead::new(b, c_out(aux_after), cfg.num_classes, cfg.stem)));
         let classifier = b.linear("classifier", c_out(cfg.layers.saturating_sub(1)), cfg.num_classes);
-        DartsNetwork { stem_conv, stem_bn, cells, aux_after, aux, classifier, params: b.finish() }
+        DartsNetwork { stem, cells, aux_after, aux, classifier, params: b.finish() }
     }
 }
 
@@ -126,8 +139,7 @@ impl Network for DartsNetwork {
     }
 
     fn forward(&self, x: &Tensor, bn: BnMode, drop: f64) -> (Tensor, Option<Tensor>) {
-        let s = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
-        let (mut s0, mut s1) = (s.shallow_clone(), s);
+        let (mut s0, mut s1) = self.stem.forward(x, bn);
         let mut aux = None;
         for (i, cell) in self.cells.iter().enumerate() {
             let out = cell.forward(&s0, &s1, bn, drop);

@@ -33,6 +33,8 @@ pub struct NetworkConfig {
     pub num_classes: i64,
     /// DARTS: the auxiliary head after cell 2·layers/3.
     pub auxiliary: bool,
+    /// DARTS: `NetworkCIFAR`'s stem or `NetworkImageNet`'s.
+    pub stem: crate::config::StemKind,
 }
 
 /// The network of `genotype` with PyTorch's initialisation (seed libtorch first), on `device`.
@@ -43,6 +45,13 @@ pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind, device: tch::D
         || -> Result<Box<dyn Network>> {
             Ok(match genotype {
                 Genotype::Darts(g) => Box::new(DartsNetwork::new(g, cfg, kind)),
+                Genotype::Nb201(_) if cfg.stem != crate::config::StemKind::Cifar => {
+                    return Err(Error::config(
+                        "config",
+                        "train.stem",
+                        "\"imagenet\" is a stem of DARTS networks, not NB201's",
+                    ))
+                }
                 Genotype::Nb201(g) => Box::new(Nb201Network::new(g, cfg, kind)),
                 Genotype::Nb1Shot1(_) => return Err(Error::config(
                     "genotype",
@@ -75,6 +84,7 @@ pub(crate) fn drop_path(x: Tensor, p: f64) -> Tensor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::StemKind;
     use crate::space::{DartsGenotype, Nb201Genotype};
 
     const DARTS_V2: &str = "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 1), ('skip_connect', 0), ('skip_connect', 0), ('dil_conv_3x3', 2)], normal_concat=[2, 3, 4, 5], reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1), ('skip_connect', 2), ('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], reduce_concat=[2, 3, 4, 5])";
@@ -83,7 +93,7 @@ mod tests {
     fn darts_v2_at_c36_l20_has_the_reference_size() {
         // spaces.md §1.7: 3,349,342 weights without the auxiliary head, plus 476,426 for it.
         let g = Genotype::Darts(DARTS_V2.parse::<DartsGenotype>().unwrap());
-        let cfg = NetworkConfig { channels: 36, layers: 20, num_classes: 10, auxiliary: false };
+        let cfg = NetworkConfig { channels: 36, layers: 20, num_classes: 10, auxiliary: false, stem: StemKind::Cifar };
         assert_eq!(build(&g, cfg, Kind::Float, tch::Device::Cpu).unwrap().params().count(), 3_349_342);
         let net = build(&g, NetworkConfig { auxiliary: true, ..cfg }, Kind::Float, tch::Device::Cpu).unwrap();
         assert_eq!(net.params().count() - 3_349_342, 476_426);
@@ -103,10 +113,50 @@ mod tests {
     }
 
     #[test]
+    fn darts_v2_imagenet_at_c48_l14_has_the_reference_size_and_shapes() {
+        // DARTS's ImageNet evaluation of DARTS_V2 (train_imagenet.py: C = 48, 14 layers, 1000
+        // classes) logs "param size = 4.718752MB" (utils.count_parameters_in_MB leaves the
+        // auxiliary head out); the same number by the layer formulas of model.py: stems
+        // 3·24·9 + 48 + 24·48·9 + 96 + 48·48·9 + 96, cells (preprocessing, ops), classifier
+        // 768·1000 + 1000. The auxiliary head (ReLU, pool, 1×1 conv to 128, BN, 2×2 conv to
+        // 768 without BN, linear) on the 768 channels after cell 9: 98,304 + 256 + 393,216 +
+        // 769,000 = 1,260,776.
+        let g = Genotype::Darts(DARTS_V2.parse::<DartsGenotype>().unwrap());
+        let cfg =
+            NetworkConfig { channels: 48, layers: 14, num_classes: 1000, auxiliary: false, stem: StemKind::ImageNet };
+        assert_eq!(build(&g, cfg, Kind::Float, tch::Device::Cpu).unwrap().params().count(), 4_718_752);
+        let net = build(&g, NetworkConfig { auxiliary: true, ..cfg }, Kind::Float, tch::Device::Cpu).unwrap();
+        assert_eq!(net.params().count() - 4_718_752, 1_260_776);
+        for n in
+            ["stem0.0.weight", "stem0.1.weight", "stem0.3.weight", "stem0.4.bias", "stem1.1.weight", "stem1.2.weight"]
+        {
+            assert!(net.params().names.contains(&n.to_string()), "{n}");
+        }
+        // The first cell's s0 comes from stem0 at twice s1's resolution: a FactorizedReduce.
+        assert!(net.params().names.contains(&"cells.0.preprocess0.conv_1.weight".to_string()));
+        assert!(!net.params().names.iter().any(|n| n.starts_with("auxiliary_head.features.6")));
+        // A small one on 224 px: the stem gives 28 px, the cells 14 and 7, the auxiliary head
+        // (on the 7×7 output of cell 2·layers/3, a reduction) one value per class.
+        let cfg = NetworkConfig { channels: 8, layers: 5, num_classes: 7, auxiliary: true, stem: StemKind::ImageNet };
+        let net = build(&g, cfg, Kind::Float, tch::Device::Cpu).unwrap();
+        let x = Tensor::randn([2, 3, 224, 224], (Kind::Float, tch::Device::Cpu));
+        let (logits, aux) = net.forward(&x, BnMode::Train, 0.0);
+        assert_eq!(logits.size(), [2, 7]);
+        assert_eq!(aux.expect("training with the head").size(), [2, 7]);
+        // An NB201 cell has no ImageNet stem.
+        let nb: Nb201Genotype =
+            "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+                .parse()
+                .unwrap();
+        let e = build(&Genotype::Nb201(nb), cfg, Kind::Float, tch::Device::Cpu).err().unwrap().to_string();
+        assert!(e.contains("train.stem"), "{e}");
+    }
+
+    #[test]
     fn nb201_all_conv3x3_has_the_reference_size() {
         // spaces.md §3: the discrete NB201 network with every edge nor_conv_3x3, C=16, N=5.
         let g = Genotype::Nb201(Nb201Genotype { ops: vec![3; 6] });
-        let cfg = NetworkConfig { channels: 16, layers: 5, num_classes: 10, auxiliary: false };
+        let cfg = NetworkConfig { channels: 16, layers: 5, num_classes: 10, auxiliary: false, stem: StemKind::Cifar };
         assert_eq!(build(&g, cfg, Kind::Float, tch::Device::Cpu).unwrap().params().count(), 1_531_546);
     }
 
@@ -116,7 +166,7 @@ mod tests {
         let g = Genotype::Darts(DARTS_V2.parse::<DartsGenotype>().unwrap());
         let net = build(
             &g,
-            NetworkConfig { channels: 4, layers: 5, num_classes: 7, auxiliary: true },
+            NetworkConfig { channels: 4, layers: 5, num_classes: 7, auxiliary: true, stem: StemKind::Cifar },
             Kind::Float,
             tch::Device::Cpu,
         )
@@ -134,7 +184,7 @@ mod tests {
         let g = Genotype::Nb201(Nb201Genotype { ops: vec![3, 1, 4, 2, 0, 3] });
         let net = build(
             &g,
-            NetworkConfig { channels: 4, layers: 1, num_classes: 7, auxiliary: false },
+            NetworkConfig { channels: 4, layers: 1, num_classes: 7, auxiliary: false, stem: StemKind::Cifar },
             Kind::Float,
             tch::Device::Cpu,
         )

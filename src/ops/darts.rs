@@ -6,9 +6,61 @@ use tch::Tensor;
 
 use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, ReluConvBn};
 
-/// The ×3 stem: Conv3×3(3→`c_stem`) and an affine BatchNorm, named `stem.0`, `stem.1`.
-pub(crate) fn stem(b: &mut Builder, c_stem: i64) -> (Conv, BatchNorm) {
-    b.scope("stem", |b| (b.conv("0", 3, c_stem, 3, 1, 1, 1, 1), b.batch_norm("1", c_stem, true)))
+/// The stem before the cells, giving the first cell its two inputs.
+pub(crate) enum Stem {
+    /// CIFAR: Conv3×3(3→c) and an affine BatchNorm (`stem.0`, `stem.1`), full resolution; both
+    /// inputs of the first cell are its output.
+    Cifar { conv: Conv, bn: BatchNorm },
+    /// ImageNet (DARTS's `NetworkImageNet`, PC-DARTS's `model_search_imagenet.py`): `stem0` =
+    /// Conv3×3 s2 (3→c/2), BN, ReLU, Conv3×3 s2 (c/2→c), BN; `stem1` = ReLU, Conv3×3 s2
+    /// (c→c), BN. 224 px become 56 (`stem0`, the first cell's s0) and 28 (`stem1`, its s1), so
+    /// the first cell's s0 is reduced (a FactorizedReduce).
+    ImageNet { conv0: Conv, bn0: BatchNorm, conv1: Conv, bn1: BatchNorm, conv2: Conv, bn2: BatchNorm },
+}
+
+impl Stem {
+    /// The stem of `kind` with `c` output channels (search: 3C; evaluation: CIFAR 3C, ImageNet C).
+    pub(crate) fn new(b: &mut Builder, kind: crate::config::StemKind, c: i64) -> Self {
+        match kind {
+            crate::config::StemKind::Cifar => b.scope("stem", |b| Stem::Cifar {
+                conv: b.conv("0", 3, c, 3, 1, 1, 1, 1),
+                bn: b.batch_norm("1", c, true),
+            }),
+            crate::config::StemKind::ImageNet => {
+                let (conv0, bn0, conv1, bn1) = b.scope("stem0", |b| {
+                    (
+                        b.conv("0", 3, c / 2, 3, 2, 1, 1, 1),
+                        b.batch_norm("1", c / 2, true),
+                        b.conv("3", c / 2, c, 3, 2, 1, 1, 1),
+                        b.batch_norm("4", c, true),
+                    )
+                });
+                let (conv2, bn2) = b.scope("stem1", |b| (b.conv("1", c, c, 3, 2, 1, 1, 1), b.batch_norm("2", c, true)));
+                Stem::ImageNet { conv0, bn0, conv1, bn1, conv2, bn2 }
+            }
+        }
+    }
+
+    /// Whether the first cell's s0 has twice its s1's resolution.
+    pub(crate) fn reduces(&self) -> bool {
+        matches!(self, Stem::ImageNet { .. })
+    }
+
+    /// The first cell's inputs (s0, s1).
+    pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> (Tensor, Tensor) {
+        match self {
+            Stem::Cifar { conv, bn: norm } => {
+                let s = norm.forward(&conv.forward(x), bn);
+                (s.shallow_clone(), s)
+            }
+            Stem::ImageNet { conv0, bn0, conv1, bn1, conv2, bn2 } => {
+                let h = bn0.forward(&conv0.forward(x), bn).relu();
+                let s0 = bn1.forward(&conv1.forward(&h), bn);
+                let s1 = bn2.forward(&conv2.forward(&s0.relu()), bn);
+                (s0, s1)
+            }
+        }
+    }
 }
 
 /// Channels and reductions of one DARTS cell (search and evaluation alike).
@@ -29,10 +81,17 @@ pub(crate) struct CellShape {
 
 /// The shapes of `layers` cells after a stem of `c_stem` channels, starting at C = `channels`:
 /// reduction cells (C doubled) at layers/3 and 2·layers/3 (DARTS's `model_search.py` and
-/// `model.py`); `nodes(reduction)`: how many nodes a cell of that type concatenates.
-pub(crate) fn cell_shapes(channels: i64, c_stem: i64, layers: usize, nodes: impl Fn(bool) -> usize) -> Vec<CellShape> {
+/// `model.py`); `nodes(reduction)`: how many nodes a cell of that type concatenates;
+/// `stem_reduces`: the first cell's s0 has twice the resolution of its s1 (the ImageNet stem).
+pub(crate) fn cell_shapes(
+    channels: i64,
+    c_stem: i64,
+    layers: usize,
+    stem_reduces: bool,
+    nodes: impl Fn(bool) -> usize,
+) -> Vec<CellShape> {
     let (mut c_pp, mut c_p, mut c) = (c_stem, c_stem, channels);
-    let mut reduction_prev = false;
+    let mut reduction_prev = stem_reduces;
     let mut shapes = Vec::with_capacity(layers);
     for i in 0..layers {
         let reduction = i == layers / 3 || i == 2 * layers / 3;

@@ -425,7 +425,13 @@ mod tests {
         let nets: Vec<Box<dyn Supernet>> = vec![
             Box::new(Nb201Supernet::new(Nb201Config { channels: 4, cells_per_stage: 1, num_classes: 3 }, Kind::Double)),
             Box::new(DartsSupernet::new(
-                DartsConfig { channels: 4, layers: 3, num_classes: 3 },
+                DartsConfig {
+                    channels: 4,
+                    layers: 3,
+                    num_classes: 3,
+                    stem: crate::config::StemKind::Cifar,
+                    partial: 4,
+                },
                 SpaceSpec::darts(),
                 Kind::Double,
             )),

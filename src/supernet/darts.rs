@@ -15,8 +15,9 @@
 use tch::Tensor;
 
 use super::{left_out, EdgeOps, Path, Supernet};
-use crate::ops::darts::{cell_shapes, stem, CellShape, Op, Preprocess};
-use crate::ops::layers::{BatchNorm, BnMode, Builder, Conv, Linear};
+use crate::config::StemKind;
+use crate::ops::darts::{cell_shapes, CellShape, Op, Preprocess, Stem};
+use crate::ops::layers::{BnMode, Builder, Linear};
 use crate::space::{Mixing, SpaceSpec};
 
 /// Size of a DARTS supernet.
@@ -27,10 +28,11 @@ pub struct DartsConfig {
     /// Cells (8 in the search).
     pub layers: usize,
     pub num_classes: i64,
+    /// The stem: CIFAR's, or ImageNet's three stride-2 convolutions.
+    pub stem: StemKind,
+    /// PC-DARTS's K, ops see the first C/K channels (the CIFAR search: 4; ImageNet: 2).
+    pub partial: i64,
 }
-
-/// PC-DARTS's K: ops see the first C/K channels.
-const PARTIAL_K: i64 = 4;
 
 const STEPS: usize = 4;
 /// Intermediate nodes concatenated into a cell's output.
@@ -157,8 +159,7 @@ impl SearchCell {
 /// The DARTS search supernet.
 pub struct DartsSupernet {
     spec: SpaceSpec,
-    stem_conv: Conv,
-    stem_bn: BatchNorm,
+    stem: Stem,
     cells: Vec<SearchCell>,
     classifier: Linear,
     params: super::ParamSet,
@@ -169,13 +170,13 @@ impl DartsSupernet {
     /// `spec`: DARTS, its 7-op variant or PC-DARTS (its ops; partial channels for PC-DARTS).
     pub fn new(cfg: DartsConfig, spec: SpaceSpec, kind: tch::Kind) -> Self {
         let partial = match spec.mixing {
-            Mixing::EdgeNormalised { .. } => PARTIAL_K,
+            Mixing::EdgeNormalised { .. } => cfg.partial,
             Mixing::Softmax => 1,
         };
         let mut b = Builder::new(kind);
         let c_stem = STEM_MULTIPLIER * cfg.channels;
-        let (stem_conv, stem_bn) = stem(&mut b, c_stem);
-        let shapes = cell_shapes(cfg.channels, c_stem, cfg.layers, |_| MULTIPLIER);
+        let stem = Stem::new(&mut b, cfg.stem, c_stem);
+        let shapes = cell_shapes(cfg.channels, c_stem, cfg.layers, stem.reduces(), |_| MULTIPLIER);
         let cells: Vec<SearchCell> = shapes
             .iter()
             .enumerate()
@@ -185,7 +186,7 @@ impl DartsSupernet {
             .collect();
         let c_last = shapes.last().map_or(c_stem, |s| s.c_out);
         let classifier = b.linear("classifier", c_last, cfg.num_classes);
-        DartsSupernet { spec, stem_conv, stem_bn, cells, classifier, params: b.finish() }
+        DartsSupernet { spec, stem, cells, classifier, params: b.finish() }
     }
 }
 
@@ -201,8 +202,7 @@ impl Supernet for DartsSupernet {
     /// `weights`: `[normal (14×ops), reduce (14×ops)]`, then for PC-DARTS `[β̃ normal (14),
     /// β̃ reduce (14)]`.
     fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor {
-        let s = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
-        let (mut s0, mut s1) = (s.shallow_clone(), s);
+        let (mut s0, mut s1) = self.stem.forward(x, bn);
         for cell in &self.cells {
             let t = cell.reduction as usize;
             let w = &weights[t];

@@ -104,9 +104,17 @@ pub fn build(cfg: &Config, seed: u64, kind: Kind, device: tch::Device) -> Result
                 Nb201Config { channels, cells_per_stage: cfg.space.cells_per_stage, num_classes: classes },
                 kind,
             )),
-            Family::Darts => {
-                Box::new(DartsSupernet::new(DartsConfig { channels, layers, num_classes: classes }, spec.clone(), kind))
-            }
+            Family::Darts => Box::new(DartsSupernet::new(
+                DartsConfig {
+                    channels,
+                    layers,
+                    num_classes: classes,
+                    stem: cfg.space.stem,
+                    partial: cfg.space.partial_k(),
+                },
+                spec.clone(),
+                kind,
+            )),
             Family::Nb1Shot1(space) => Box::new(Nb1Shot1Supernet::new(
                 Nb1Shot1Config { space, channels, layers, num_classes: classes, partial: spec.partial_channels() },
                 kind,
@@ -215,7 +223,13 @@ mod tests {
 
     fn darts(classes: i64) -> DartsSupernet {
         DartsSupernet::new(
-            DartsConfig { channels: 16, layers: 8, num_classes: classes },
+            DartsConfig {
+                channels: 16,
+                layers: 8,
+                num_classes: classes,
+                stem: crate::config::StemKind::Cifar,
+                partial: 4,
+            },
             SpaceSpec::darts(),
             Kind::Float,
         )
@@ -227,10 +241,44 @@ mod tests {
         assert_eq!(darts(10).params().count(), 1_930_618);
         assert_eq!(darts(100).params().count(), 1_953_748);
         // §5.1 / §8: DARTS-PT's s5 (no `none`, which has no weights) has the same count.
-        let c16 = DartsConfig { channels: 16, layers: 8, num_classes: 10 };
+        let c16 =
+            DartsConfig { channels: 16, layers: 8, num_classes: 10, stem: crate::config::StemKind::Cifar, partial: 4 };
         assert_eq!(DartsSupernet::new(c16, SpaceSpec::darts_s5(), Kind::Float).params().count(), 1_930_618);
         // §2.4 / §8: PC-DARTS, ops on C/4 channels.
         assert_eq!(DartsSupernet::new(c16, SpaceSpec::pc_darts(), Kind::Float).params().count(), 299_578);
+    }
+
+    #[test]
+    fn pc_darts_imagenet_search_network_size_and_forward() {
+        use crate::config::StemKind;
+        // PC-DARTS's ImageNet search (model_search_imagenet.py: C = 16, 8 cells, 1000 classes,
+        // ops on C/2 channels, the stems' BatchNorms affine and the cells' not): 956,512
+        // weights by the layer formulas of that file (stems 3·24·9 + 48 + 24·48·9 + 96 +
+        // 48·48·9 + 96, each cell's 1×1 preprocessing and its 14 edges' convolutions on C/2,
+        // the classifier 256·1000 + 1000). The same formulas give spaces.md's 299,578
+        // (PC-DARTS, CIFAR stem, K = 4) and 1,930,618 (DARTS) checked above.
+        let cfg = DartsConfig { channels: 16, layers: 8, num_classes: 1000, stem: StemKind::ImageNet, partial: 2 };
+        let net = DartsSupernet::new(cfg, SpaceSpec::pc_darts(), Kind::Float);
+        assert_eq!(net.params().count(), 956_512);
+        for n in ["stem0.0.weight", "stem0.4.weight", "stem1.1.weight", "cells.0.preprocess0.conv_1.weight"] {
+            assert!(net.params().names.contains(&n.to_string()), "{n}");
+        }
+        // Three stride-2 convolutions: 32 px reach the cells at 4 (s0 at 8); gradients reach α.
+        let small = DartsConfig { channels: 4, layers: 3, num_classes: 5, ..cfg };
+        for spec in [SpaceSpec::darts(), SpaceSpec::pc_darts()] {
+            let net = DartsSupernet::new(small, spec, Kind::Double);
+            let alphas: Vec<Tensor> = net
+                .spec()
+                .alpha_shapes()
+                .iter()
+                .map(|s| Tensor::randn(s.as_slice(), (Kind::Double, tch::Device::Cpu)).set_requires_grad(true))
+                .collect();
+            let x = Tensor::randn([2, 3, 32, 32], (Kind::Double, tch::Device::Cpu));
+            let y = net.forward(&x, &net.spec().mixing(&alphas), BnMode::Train);
+            assert_eq!(y.size(), [2, 5]);
+            y.sum(Kind::Double).backward();
+            assert!(alphas[0].grad().abs().sum(Kind::Double).double_value(&[]) > 0.0);
+        }
     }
 
     #[test]
@@ -262,7 +310,8 @@ mod tests {
     #[test]
     fn pc_darts_and_nb1shot1_forward() {
         let x = Tensor::randn([2, 3, 8, 8], (Kind::Double, tch::Device::Cpu));
-        let pc = DartsConfig { channels: 8, layers: 3, num_classes: 5 };
+        let pc =
+            DartsConfig { channels: 8, layers: 3, num_classes: 5, stem: crate::config::StemKind::Cifar, partial: 4 };
         let nb = Nb1Shot1Config { space: 2, channels: 4, layers: 3, num_classes: 5, partial: 1 };
         let pc_nb = Nb1Shot1Config { partial: 4, ..nb };
         let nets: Vec<Box<dyn Supernet>> = vec![
@@ -300,7 +349,8 @@ mod tests {
 
     #[test]
     fn darts_names_shapes_and_forward() {
-        let cfg = DartsConfig { channels: 4, layers: 3, num_classes: 5 };
+        let cfg =
+            DartsConfig { channels: 4, layers: 3, num_classes: 5, stem: crate::config::StemKind::Cifar, partial: 4 };
         let net = DartsSupernet::new(cfg, SpaceSpec::darts(), Kind::Float);
         let names = &net.params().names;
         assert_eq!(names[0], "stem.0.weight");
