@@ -104,6 +104,26 @@ pub fn clip_grad_norm(grads: &[Tensor], max_norm: f64) -> f64 {
     total
 }
 
+/// The learning rate of epoch `epoch` of `epochs` under `w`'s schedule, then its linear
+/// warm-up (epoch e < W: ×(e+1)/W, PC-DARTS's at batch sizes above 256).
+pub fn epoch_lr(w: &crate::config::SgdConfig, epoch: usize, epochs: usize) -> f64 {
+    use crate::config::LrSchedule;
+    let (lr, e, n) = (w.lr, epoch as f64, epochs as f64);
+    let base = match w.schedule {
+        LrSchedule::Cosine => cosine_lr(lr, w.lr_min, epoch, epochs),
+        LrSchedule::Exponential => lr * w.gamma.powi(epoch as i32),
+        // PC-DARTS's `adjust_lr` (5 < E): the slope flattens for the last 5 epochs.
+        LrSchedule::Linear if epochs <= 5 => lr * (n - e) / n,
+        LrSchedule::Linear if epochs - epoch > 5 => lr * (n - 5.0 - e) / (n - 5.0),
+        LrSchedule::Linear => lr * (n - e) / ((n - 5.0) * 5.0),
+    };
+    if epoch < w.warmup_epochs {
+        base * (epoch + 1) as f64 / w.warmup_epochs as f64
+    } else {
+        base
+    }
+}
+
 /// Per-epoch cosine schedule: epoch e of E uses lr_min + (lr − lr_min)(1 + cos(πe/E))/2.
 pub fn cosine_lr(lr: f64, lr_min: f64, epoch: usize, epochs: usize) -> f64 {
     lr_min + (lr - lr_min) * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs as f64).cos()) / 2.0
@@ -123,7 +143,15 @@ mod tests {
         // p=1, g=2 twice, lr 0.1, μ 0.9, wd 0.5:
         // step 1: d = 2 + 0.5 = 2.5, buf = 2.5, p = 1 - 0.25 = 0.75
         // step 2: d = 2 + 0.375 = 2.375, buf = 0.9·2.5 + 2.375 = 4.625, p = 0.75 - 0.4625 = 0.2875
-        let cfg = SgdConfig { lr: 0.1, lr_min: 0.0, momentum: 0.9, nesterov: false, weight_decay: 0.5, grad_clip: 0.0 };
+        let cfg = SgdConfig {
+            lr: 0.1,
+            lr_min: 0.0,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.5,
+            grad_clip: 0.0,
+            ..SgdConfig::default()
+        };
         let mut opt = Sgd::new(cfg, 1);
         let p = t(&[1.0]);
         opt.step(&[p.shallow_clone()], &[t(&[2.0])], 0.1);
@@ -134,7 +162,15 @@ mod tests {
     #[test]
     fn sgd_nesterov_matches_hand_computation() {
         // p=1, g=1, μ 0.5, lr 1, no wd: step 1: buf = 1, d = 1 + 0.5 = 1.5, p = -0.5
-        let cfg = SgdConfig { lr: 1.0, lr_min: 0.0, momentum: 0.5, nesterov: true, weight_decay: 0.0, grad_clip: 0.0 };
+        let cfg = SgdConfig {
+            lr: 1.0,
+            lr_min: 0.0,
+            momentum: 0.5,
+            nesterov: true,
+            weight_decay: 0.0,
+            grad_clip: 0.0,
+            ..SgdConfig::default()
+        };
         let mut opt = Sgd::new(cfg, 1);
         let p = t(&[1.0]);
         opt.step(&[p.shallow_clone()], &[t(&[1.0])], 1.0);
@@ -169,6 +205,26 @@ mod tests {
         assert!((n - 5.0).abs() < 1e-12);
         let after = (g[0].double_value(&[0]).powi(2) + g[1].double_value(&[0]).powi(2)).sqrt();
         assert!((after - 5.0 / (5.0 + 1e-6)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn schedules_and_warm_up_by_hand() {
+        let toml = |s: &str| -> crate::config::SgdConfig { toml::from_str(s).unwrap() };
+        // DARTS ImageNet: 0.1·0.97^e; e = 2: 0.09409.
+        let w = toml("lr = 0.1\nschedule = \"exponential\"\n");
+        assert_eq!(epoch_lr(&w, 0, 250), 0.1);
+        assert!((epoch_lr(&w, 2, 250) - 0.09409).abs() < 1e-15);
+        // PC-DARTS ImageNet: lr 0.5 over 250 epochs, 5 of warm-up: e = 0 → 0.5·245/245·1/5 = 0.1;
+        // e = 4 → 0.5·241/245·5/5; e = 100 → 0.5·145/245; e = 247 (last 5) → 0.5·3/(245·5).
+        let w = toml("lr = 0.5\nschedule = \"linear\"\nwarmup_epochs = 5\n");
+        assert!((epoch_lr(&w, 0, 250) - 0.1).abs() < 1e-15);
+        assert!((epoch_lr(&w, 4, 250) - 0.5 * 241.0 / 245.0).abs() < 1e-15);
+        assert!((epoch_lr(&w, 100, 250) - 0.5 * 145.0 / 245.0).abs() < 1e-15);
+        assert!((epoch_lr(&w, 247, 250) - 0.5 * 3.0 / 1225.0).abs() < 1e-15);
+        // Cosine with warm-up (PC-DARTS's ImageNet search: 0.5, 50 epochs): e = 1 → cos·2/5.
+        let w = toml("lr = 0.5\nlr_min = 0.0\nwarmup_epochs = 5\n");
+        assert!((epoch_lr(&w, 1, 50) - cosine_lr(0.5, 0.0, 1, 50) * 0.4).abs() < 1e-15);
+        assert_eq!(epoch_lr(&w, 5, 50), cosine_lr(0.5, 0.0, 5, 50));
     }
 
     #[test]

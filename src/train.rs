@@ -17,9 +17,9 @@ use crate::config::Config;
 use crate::data::{epoch_order, global_batch, make_batch, shard, AugKey, Dataset, Stream};
 use crate::device::on_host;
 use crate::error::{Error, Result};
-use crate::loss::{cross_entropy, Tally};
+use crate::loss::{cross_entropy, cross_entropy_smoothed, Tally};
 use crate::network::Network;
-use crate::optim::{clip_grad_norm, cosine_lr, Sgd};
+use crate::optim::{clip_grad_norm, Sgd};
 use crate::supernet::BnMode;
 
 /// Training indices of a from-scratch run: both search halves, never test images (NB201's
@@ -43,6 +43,8 @@ pub struct TrainEpoch {
     pub train_acc: f64,
     pub test_loss: Option<f64>,
     pub test_acc: Option<f64>,
+    /// Top-5 accuracy on the test set (ImageNet's second number).
+    pub test_top5: Option<f64>,
     pub seconds: f64,
     /// Seconds this rank spent in all-reduces.
     pub reduce_s: f64,
@@ -116,7 +118,7 @@ impl Trainer<'_> {
         let (cfg, t) = (self.cfg, &self.cfg.train);
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let epoch = state.epoch;
-        let lr = cosine_lr(t.weights.lr, t.weights.lr_min, epoch, t.epochs);
+        let lr = crate::optim::epoch_lr(&t.weights, epoch, t.epochs);
         let drop = t.drop_path * epoch as f64 / t.epochs as f64;
         let order = epoch_order(cfg.seed, Stream::TrainOrder, epoch, &self.train);
         let steps = self.steps();
@@ -144,11 +146,11 @@ impl Trainer<'_> {
                     .map_err(|e| crate::comm::fail_alone(self.comm, e))?;
                 let x = x.to_kind(params[0].kind());
                 let (logits, aux) = state.net.forward(&x, BnMode::Train, drop);
-                let mut loss = cross_entropy(&logits, &y);
+                let mut loss = cross_entropy_smoothed(&logits, &y, t.label_smoothing);
                 let value = if poison { f64::NAN } else { loss.double_value(&[]) };
                 tally.add(&logits, &y, value);
                 if let Some(a) = aux {
-                    loss += cross_entropy(&a, &y) * t.auxiliary_weight;
+                    loss += cross_entropy_smoothed(&a, &y, t.label_smoothing) * t.auxiliary_weight;
                 }
                 let g = Tensor::run_backward(&[loss * scale], &params, false, false);
                 grads = Some(match grads {
@@ -184,7 +186,12 @@ impl Trainer<'_> {
         }
         let train = Tally::from_array(state.partial);
         self.comm.broadcast_tensors(0, &state.net.params().buffers)?;
-        let test = if self.test.is_empty() { None } else { Some(self.evaluate(state, &self.test)?) };
+        let (test, top5) = if self.test.is_empty() {
+            (None, None)
+        } else {
+            let (t, top5) = self.evaluate(state, &self.test)?;
+            (Some(t), Some(top5))
+        };
         state.epoch += 1;
         state.step = 0;
         state.partial = [0.0; 3];
@@ -197,26 +204,31 @@ impl Trainer<'_> {
             train_acc: train.acc(),
             test_loss: test.map(|t| t.loss()),
             test_acc: test.map(|t| t.acc()),
+            test_top5: top5,
             seconds: t0.elapsed().as_secs_f64(),
             reduce_s: self.comm.reduce_seconds() - reduce0,
         })
     }
 
-    /// Loss and accuracy with running BatchNorm statistics, micro-batches dealt to ranks.
-    pub fn evaluate(&self, state: &TrainState, indices: &[usize]) -> Result<Tally> {
+    /// Loss and (top-1) accuracy with running BatchNorm statistics, micro-batches dealt to
+    /// ranks; and the top-5 accuracy.
+    pub fn evaluate(&self, state: &TrainState, indices: &[usize]) -> Result<(Tally, f64)> {
         let _g = tch::no_grad_guard();
         let (rank, world) = (self.comm.rank(), self.comm.size());
         let mut tally = Tally::default();
+        let mut top5 = 0.0;
         for chunk in indices.chunks(self.micro()).skip(rank).step_by(world) {
             let (x, y) = make_batch(self.data, chunk, None, self.comm.device())
                 .map_err(|e| crate::comm::fail_alone(self.comm, e))?;
             let (logits, _) = state.net.forward(&x.to_kind(Kind::Float), BnMode::Eval, 0.0);
             let loss = cross_entropy(&logits, &y).double_value(&[]);
             tally.add(&logits, &y, loss);
+            top5 += Tally::top_k_correct(&logits, &y, 5);
         }
-        let mut t = tally.as_array();
+        let [l, c, n] = tally.as_array();
+        let mut t = [l, c, n, top5];
         self.comm.all_reduce_sum_f64(&mut t)?;
-        Ok(Tally::from_array(t))
+        Ok((Tally::from_array([t[0], t[1], t[2]]), t[3] / t[2].max(1.0)))
     }
 }
 

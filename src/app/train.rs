@@ -105,6 +105,7 @@ pub fn run_train(
     let source = data::open(&mut cfg)?;
     let cfg = &cfg;
     let (world, t) = (comm.size(), &cfg.train);
+    t.validate("config")?;
     let micro = if t.micro_batch == 0 { t.batch_size / world } else { t.micro_batch };
     if t.batch_size % world != 0 || micro == 0 || (t.batch_size / world) % micro != 0 {
         return Err(Error::config(
@@ -161,13 +162,18 @@ pub fn run_train(
         report::write_genotype(out, genotype)?;
     }
     tracing::info!("{}", source.summary);
+    let weights = crate::network::weights_without_auxiliary(net.as_ref());
+    let macs = crate::network::multiply_adds(net.as_ref(), cfg.data.side());
     tracing::info!(
-        "train: {genotype}: {} weights, {} epochs of {} training images, batch {}, {} ranks",
+        "train: {genotype}: {weights} weights ({} with the auxiliary head), {:.1} M multiply-adds per {side} px \
+         image, {} epochs of {} training images, batch {}, {} ranks",
         net.params().count(),
+        macs / 1e6,
         t.epochs,
         train.len(),
         t.batch_size,
-        world
+        world,
+        side = cfg.data.side()
     );
     let n = net.params().tensors.len();
     let opt = crate::optim::Sgd::new(t.weights.clone(), n);
@@ -222,19 +228,23 @@ pub fn run_train(
         crate::fsutil::write_atomic_with(&out.join("model.safetensors"), |tmp| {
             Ok(tch::Tensor::write_safetensors(&tensors, tmp)?)
         })?;
-        let report = serde_json::json!({
-            "genotype": genotype.to_string(),
-            "genotype_json": genotype,
-            "weights": state.net.params().count(),
-            "final_epoch": last,
-            "run": run,
-        });
-        crate::fsutil::write_atomic(
-            &out.join("report.json"),
-            serde_json::to_string_pretty(&report).expect("json").as_bytes(),
-        )?;
+        let report = crate::report::records::TrainReportRecord {
+            genotype: genotype.to_string(),
+            genotype_json: genotype.clone(),
+            weights: state.net.params().count(),
+            weights_without_auxiliary: weights,
+            multiply_adds: macs,
+            image_size: cfg.data.side(),
+            final_epoch: last.as_ref().map(|e| serde_json::to_value(e).expect("serialisable")),
+            run,
+        };
+        crate::report::records::write_record(&out.join("report.json"), &report)?;
         if let Some(e) = &last {
-            println!("test accuracy {}", e.test_acc.map_or("-".into(), |a| format!("{a:.4}")));
+            println!(
+                "test accuracy {} (top-5 {})",
+                e.test_acc.map_or("-".into(), |a| format!("{a:.4}")),
+                e.test_top5.map_or("-".into(), |a| format!("{a:.4}"))
+            );
         }
     }
     comm.barrier()

@@ -259,3 +259,24 @@ impl StemKind {
         Ok(())
     }
 }
+
+choice! {
+    /// The per-epoch learning-rate schedule of SGD (`search.weights.schedule`,
+    /// `train.weights.schedule`).
+    pub enum LrSchedule {
+        /// lr_min + (lr − lr_min)(1 + cos(πe/E))/2 (DARTS, PC-DARTS's search).
+        Cosine = "cosine",
+        /// lr·γ^e (DARTS's ImageNet training: γ = 0.97).
+        Exponential = "exponential",
+        /// PC-DARTS's ImageNet training (`adjust_lr`): lr·(E−5−e)/(E−5), then a gentler slope
+        /// lr·(E−e)/(5(E−5)) over the last 5 epochs.
+        Linear = "linear",
+    }
+}
+
+impl LrSchedule {
+    /// The default, left out of written configs.
+    pub fn is_cosine(&self) -> bool {
+        *self == LrSchedule::Cosine
+    }
+}

@@ -116,6 +116,12 @@ pub(super) fn d_order() -> StepOrder {
 pub(super) fn d_lr() -> f64 {
     0.025
 }
+pub(super) fn d_schedule() -> LrSchedule {
+    LrSchedule::Cosine
+}
+pub(super) fn d_lr_gamma() -> f64 {
+    0.97
+}
 pub(super) fn d_lr_min() -> f64 {
     0.001
 }

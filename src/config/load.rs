@@ -218,6 +218,7 @@ impl Config {
             return bad("search.weights.lr_min", format!("must be in [0, search.weights.lr] (got {})", w.lr_min));
         }
         unit_interval(source, "search.weights.momentum", w.momentum)?;
+        w.check_schedule(source, "search.weights", self.search.epochs)?;
         non_negative(source, "search.weights.weight_decay", w.weight_decay)?;
         non_negative(source, "search.weights.grad_clip", w.grad_clip)?;
         if w.nesterov && w.momentum == 0.0 {

@@ -174,6 +174,24 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
+}
+
+impl TrainConfig {
+    /// Checks of the training keys that serde cannot express (`source` names the config).
+    pub fn validate(&self, source: &str) -> crate::error::Result<()> {
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(crate::error::Error::config(
+                source,
+                "train.label_smoothing",
+                format!("must be in [0, 1) (got {})", self.label_smoothing),
+            ));
+        }
+        self.weights.check_schedule(source, "train.weights", self.epochs)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
@@ -347,6 +365,34 @@ pub struct SgdConfig {
     /// Clip the total gradient norm of θ to this value (0 = off).
     #[serde(default = "d_clip")]
     pub grad_clip: f64,
+    /// Per-epoch schedule: `cosine` (to `lr_min`), `exponential` (×`gamma` per epoch) or
+    /// `linear` (PC-DARTS's ImageNet training).
+    #[serde(default = "d_schedule", skip_serializing_if = "LrSchedule::is_cosine")]
+    pub schedule: LrSchedule,
+    /// `exponential`: the factor per epoch.
+    #[serde(default = "d_lr_gamma", skip_serializing_if = "is_d_lr_gamma")]
+    pub gamma: f64,
+    /// Linear warm-up: epoch e < W uses the schedule's lr·(e+1)/W (PC-DARTS at batch 1024: 5).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub warmup_epochs: usize,
+}
+
+impl SgdConfig {
+    /// Checks of the schedule keys under `prefix` (`search.weights`, `train.weights`).
+    pub fn check_schedule(&self, source: &str, prefix: &str, epochs: usize) -> crate::error::Result<()> {
+        let bad = |k: &str, msg: String| Err(crate::error::Error::config(source, format!("{prefix}.{k}"), msg));
+        if !(self.gamma > 0.0 && self.gamma <= 1.0) {
+            return bad("gamma", format!("must be in (0, 1] (got {})", self.gamma));
+        }
+        if self.warmup_epochs > epochs {
+            return bad("warmup_epochs", format!("{} exceeds the {epochs} epochs", self.warmup_epochs));
+        }
+        Ok(())
+    }
+}
+
+fn is_d_lr_gamma(g: &f64) -> bool {
+    *g == defaults::d_lr_gamma()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -518,6 +564,10 @@ pub struct TrainConfig {
     pub stem: StemKind,
     #[serde(default = "d_aux_weight")]
     pub auxiliary_weight: f64,
+    /// Label smoothing ε of the training loss: targets (1 − ε)·one-hot + ε/classes (DARTS's and
+    /// PC-DARTS's ImageNet training: 0.1); evaluation uses plain cross-entropy.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub label_smoothing: f64,
     /// Drop-path probability at the last epoch, ramped linearly from 0 (DARTS: 0.2).
     #[serde(default = "d_drop_path")]
     pub drop_path: f64,

@@ -286,7 +286,7 @@ fn train_one(
     let (acc, loss) = match (e.test_acc, e.test_loss) {
         (Some(a), Some(l)) => (a, l),
         _ => {
-            let v = trainer.evaluate(&state, &source.split.arch)?;
+            let (v, _) = trainer.evaluate(&state, &source.split.arch)?;
             (v.acc(), v.loss())
         }
     };

@@ -70,6 +70,21 @@ pub fn build(genotype: &Genotype, cfg: NetworkConfig, kind: Kind, device: tch::D
     Ok(net)
 }
 
+/// Multiply-adds of one `side`×`side` image through `net` at evaluation (the auxiliary head,
+/// used only in training, left out): convolutions and linear layers, as the papers' "FLOPs".
+pub fn multiply_adds(net: &dyn Network, side: usize) -> f64 {
+    let _g = tch::no_grad_guard();
+    let p = &net.params().tensors[0];
+    let x = Tensor::zeros([1, 3, side as i64, side as i64], (p.kind(), p.device()));
+    crate::ops::layers::count_multiply_adds(|| net.forward(&x, BnMode::Eval, 0.0)).1
+}
+
+/// Weights outside the auxiliary head (the count the papers report).
+pub fn weights_without_auxiliary(net: &dyn Network) -> usize {
+    let ps = net.params();
+    ps.names.iter().zip(&ps.tensors).filter(|(n, _)| !n.starts_with("auxiliary_head.")).map(|(_, t)| t.numel()).sum()
+}
+
 /// DARTS's `drop_path`: zero each sample's `x` with probability `p`, scaling the kept ones by
 /// 1/(1−p).
 pub(crate) fn drop_path(x: Tensor, p: f64) -> Tensor {
@@ -127,6 +142,13 @@ mod tests {
         assert_eq!(build(&g, cfg, Kind::Float, tch::Device::Cpu).unwrap().params().count(), 4_718_752);
         let net = build(&g, NetworkConfig { auxiliary: true, ..cfg }, Kind::Float, tch::Device::Cpu).unwrap();
         assert_eq!(net.params().count() - 4_718_752, 1_260_776);
+        assert_eq!(weights_without_auxiliary(net.as_ref()), 4_718_752);
+        // Multiply-adds of the convolutions and the classifier on one 224 px image, summed layer
+        // by layer over model.py's output sizes (stems 112/56/28 px, cells 28, 14 after cell 4,
+        // 7 after cell 9): 529,911,552. The DARTS paper reports 574 M without its convention
+        // (BatchNorm, ReLU, pooling and the node sums add only 12 M more); both are under the
+        // mobile setting's 600 M.
+        assert_eq!(multiply_adds(net.as_ref(), 224), 529_911_552.0);
         for n in
             ["stem0.0.weight", "stem0.1.weight", "stem0.3.weight", "stem0.4.bias", "stem1.1.weight", "stem1.2.weight"]
         {

@@ -93,6 +93,25 @@ pub struct Builder {
 
 thread_local! {
     static COUNT_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static MACS: std::cell::Cell<Option<f64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Run `f` counting the multiply-adds of every convolution and linear layer it runs on this
+/// thread (as the NAS papers count FLOPs: BatchNorm, pooling and activations left out).
+pub fn count_multiply_adds<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let before = MACS.with(|c| c.replace(Some(0.0)));
+    let out = f();
+    let macs = MACS.with(|c| c.replace(before)).unwrap_or(0.0);
+    (out, macs)
+}
+
+/// Add `n` multiply-adds when counting.
+fn add_macs(n: impl FnOnce() -> f64) {
+    MACS.with(|c| {
+        if let Some(m) = c.get() {
+            c.set(Some(m + n()));
+        }
+    });
 }
 
 /// Run `f` with every [`Builder`] on this thread counting bytes without allocating (its tensors
@@ -272,6 +291,8 @@ pub struct Conv {
 impl Conv {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = x.conv2d(&self.w, None::<&Tensor>, [self.stride], [self.pad], [self.dil], self.groups);
+        // Each output value: (input channels per group)·k·k multiply-adds.
+        add_macs(|| y.numel() as f64 * (self.w.size()[1] * self.w.size()[2] * self.w.size()[3]) as f64);
         if super::tap::active() {
             let k = self.w.size()[3];
             let layer = TapLayer::Conv { k, stride: self.stride, pad: self.pad, dil: self.dil, groups: self.groups };
@@ -324,6 +345,7 @@ pub struct Linear {
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = x.linear(&self.w, Some(&self.b));
+        add_macs(|| y.numel() as f64 * self.w.size()[1] as f64);
         super::tap::record(TapLayer::Linear, &[&self.w, &self.b], x, &y);
         y
     }

@@ -269,3 +269,21 @@ pub struct DerivedRecord {
     /// Images (a float, as the tallies count them).
     pub images: f64,
 }
+
+/// `train`'s `report.json`: the genotype's network after training.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReportRecord {
+    pub genotype: String,
+    pub genotype_json: crate::space::Genotype,
+    /// Every weight, the auxiliary head's included.
+    pub weights: usize,
+    /// The count the papers report (DARTS_V2 on ImageNet: 4.7 M).
+    pub weights_without_auxiliary: usize,
+    /// Convolutions' and linear layers' multiply-adds per image of `image_size` px (FLOPs as
+    /// the papers count them; the mobile setting allows 600 M).
+    pub multiply_adds: f64,
+    pub image_size: usize,
+    /// The last epoch's line of `metrics.jsonl` (`train::TrainEpoch`).
+    pub final_epoch: Option<Value>,
+    pub run: super::RunInfo,
+}

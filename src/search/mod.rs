@@ -34,7 +34,7 @@ const SNAS_ARCH_CLIP: f64 = 10.0;
 mod unrolled;
 use crate::control::{agree_step, inject};
 use crate::loss::Tally;
-use crate::optim::{clip_grad_norm, cosine_lr, Adam, Sgd};
+use crate::optim::{clip_grad_norm, Adam, Sgd};
 use crate::supernet::table_of;
 pub use unrolled::MixedProduct;
 
@@ -248,7 +248,7 @@ impl Searcher<'_> {
             let earlier = std::time::Duration::from_secs_f64(resumed.map_or(0.0, |p| p.seconds));
             let t0 = std::time::Instant::now().checked_sub(earlier).unwrap_or_else(std::time::Instant::now);
             let reduce0 = self.comm.reduce_seconds();
-            let lr = cosine_lr(cfg.search.weights.lr, cfg.search.weights.lr_min, epoch, cfg.search.epochs);
+            let lr = crate::optim::epoch_lr(&cfg.search.weights, epoch, cfg.search.epochs);
             let w_order = epoch_order(cfg.seed, Stream::WeightsOrder, epoch, &self.split.weights);
             let a_order = epoch_order(cfg.seed, Stream::ArchOrder, epoch, &self.split.arch);
             let batches: Vec<(Vec<usize>, Vec<usize>)> =
