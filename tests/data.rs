@@ -477,3 +477,56 @@ fn a_bad_image_read_by_one_of_two_ranks_ends_the_job() {
         assert!(err.contains(" of 2; ending the job)"), "{command}: {err}");
     }
 }
+
+/// PC-DARTS's ImageNet search data: class-balanced random subsets (10 % of each class for θ,
+/// 2.5 % for α), disjoint, keyed by the seed alone (every rank computes the same).
+#[test]
+fn per_class_subsets_are_balanced_disjoint_and_keyed() {
+    let dir = tempfile::tempdir().unwrap();
+    // 3 classes × 40 training images: round(40·0.1) = 4 for θ and round(40·0.025) = 1 for α.
+    fixtures::write_jpeg_folder(dir.path(), 3, 40, 1, 8, 8).unwrap();
+    let load = |seed: u64, extra: &[&str]| {
+        let mut sets: Vec<String> = vec![
+            "data.dataset=\"imagenet\"".into(),
+            format!("data.root=\"{}\"", dir.path().display()),
+            "data.image_size=16".into(),
+            "data.split=\"per-class\"".into(),
+            "search.batch_size=1".into(),
+            "search.micro_batch=0".into(),
+            format!("seed={seed}"),
+        ];
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        let mut cfg = Config::load(None, &sets).unwrap();
+        data::open(&mut cfg)
+    };
+    let src = load(5, &[]).unwrap();
+    let (w, a) = (&src.split.weights, &src.split.arch);
+    assert_eq!((w.len(), a.len()), (12, 3));
+    // Training images are listed class by class, 40 each: index / 40 is the class.
+    for c in 0..3 {
+        assert_eq!(w.iter().filter(|&&i| i / 40 == c).count(), 4, "θ of class {c}");
+        assert_eq!(a.iter().filter(|&&i| i / 40 == c).count(), 1, "α of class {c}");
+    }
+    assert!(w.iter().all(|i| !a.contains(i)), "θ and α overlap");
+    assert_eq!(load(5, &[]).unwrap().split.weights, *w, "the same seed, the same subsets");
+    assert_ne!(load(6, &[]).unwrap().split.weights, *w, "another seed, another subset");
+    // The ImageNet presets on the fixture: PC-DARTS's search (the 10 % / 2.5 % subsets, K = 2,
+    // the ImageNet stem, warm-up) and DARTS's evaluation (all training images, the validation
+    // images as the test set).
+    let root = format!("data.root=\"{}\"", dir.path().display());
+    let preset = |file: &str, extra: &[String]| {
+        let sets: Vec<String> = [root.clone(), "data.image_size=32".into()].into_iter().chain(extra.to_vec()).collect();
+        let mut cfg = Config::load(Some(&common::repo().join("configs").join(file)), &sets).unwrap();
+        let src = data::open(&mut cfg).unwrap_or_else(|e| panic!("{file}: {e}"));
+        (cfg, src)
+    };
+    let (cfg, src) = preset("pc-darts-imagenet.toml", &["search.batch_size=2".into()]);
+    assert_eq!((src.split.weights.len(), src.split.arch.len()), (12, 3));
+    assert_eq!((cfg.space.partial_k(), cfg.search.weights.warmup_epochs, cfg.search.arch_start_epoch), (2, 5, 35));
+    let (cfg, src) = preset("darts-train-imagenet.toml", &["search.batch_size=2".into()]);
+    assert_eq!((dartsif::train::training_indices(&src).len(), src.test.len()), (120, 3));
+    assert_eq!((cfg.train.label_smoothing, cfg.train.weights.gamma, cfg.train.layers), (0.1, 0.97, 14));
+    // Classes too small for one image each way (1 image each after a 2.5 % subset): refused.
+    let e = load(5, &["data.subset_fraction=0.025"]).err().unwrap().to_string();
+    assert!(e.contains("data.weights_fraction") && e.contains("too few"), "{e}");
+}

@@ -53,18 +53,32 @@ fn pc_darts_searches_and_network_imagenet_trains_with_the_imagenet_stem() {
         "data.image_size=32",
         "data.train_size=128",
         "data.test_size=32",
-        "train.epochs=1",
+        "train.epochs=2",
         "train.batch_size=16",
         "train.channels=4",
         "train.layers=5",
         "train.stem=\"imagenet\"",
+        "train.label_smoothing=0.1",
+        "train.weights.lr=0.1",
+        "train.weights.schedule=\"exponential\"",
         "train.auxiliary=false",
     ];
     let o = run(&["train", "--genotype", DARTS_V2, "--out", train.to_str().unwrap()], &tsets);
     common::assert_ok(&o);
-    let line = std::fs::read_to_string(train.join("metrics.jsonl")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(line.lines().next().unwrap()).unwrap();
-    assert!(v["train_loss"].as_f64().unwrap().is_finite(), "{v}");
+    let text = std::fs::read_to_string(train.join("metrics.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // DARTS's ImageNet schedule: lr·0.97^epoch.
+    assert_eq!(lines[0]["lr"], 0.1);
+    assert!((lines[1]["lr"].as_f64().unwrap() - 0.097).abs() < 1e-15, "{}", lines[1]);
+    for v in &lines {
+        assert!(v["train_loss"].as_f64().unwrap().is_finite(), "{v}");
+        // Top-5 of 10 synthetic classes over 32 test images: whole images, at least the top-1.
+        let (top1, top5) = (v["test_acc"].as_f64().unwrap(), v["test_top5"].as_f64().unwrap());
+        assert!(top5 >= top1 && (top5 * 32.0).fract() == 0.0, "{v}");
+    }
+    let report = json(&train.join("report.json"));
+    assert_eq!(report["weights"], report["weights_without_auxiliary"], "no auxiliary head");
+    assert!(report["multiply_adds"].as_f64().unwrap() > 0.0 && report["image_size"] == 32, "{report}");
 
     // The ImageNet auxiliary head needs the 224 (or 256) px protocol: refused, nothing written.
     let bad = tmp.path().join("bad");

@@ -139,6 +139,8 @@ fn invalid_inputs_are_refused_with_one_line() {
             "space.partial: applies to space.name = \"pc-darts\" (got \"darts\")",
         ),
         search_case(&["space.channels=0"], "space.channels: must be in 1..=4096 (got 0)"),
+        search_case(&["search.weights.warmup_epochs=5"], "search.weights.warmup_epochs: 5 exceeds the 2 epochs"),
+        search_case(&["search.weights.gamma=1.5"], "search.weights.gamma: must be in (0, 1] (got 1.5)"),
         search_case(&["data.image_size=30"], "data.image_size: must be a multiple of 4 in 4..=1024 (got 30)"),
         search_case(&["data.num_classes=1"], "data.num_classes: must be at least 2 (got 1)"),
         search_case(&["data.noise=-1.0"], "data.noise: must be finite and ≥ 0 (got -1)"),

@@ -35,6 +35,9 @@ choice! {
         Halves = "halves",
         /// NAS-Bench-201's split files.
         File = "file",
+        /// Class-balanced random subsets, `data.weights_fraction` of each class for θ and
+        /// `data.arch_fraction` for α (PC-DARTS's ImageNet search: 0.1 and 0.025).
+        PerClass = "per-class",
     }
 }
 

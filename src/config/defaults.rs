@@ -119,6 +119,12 @@ pub(super) fn d_lr() -> f64 {
 pub(super) fn d_schedule() -> LrSchedule {
     LrSchedule::Cosine
 }
+pub(super) fn d_tenth() -> f64 {
+    0.1
+}
+pub(super) fn d_arch_fraction() -> f64 {
+    0.025
+}
 pub(super) fn d_lr_gamma() -> f64 {
     0.97
 }

@@ -422,11 +422,23 @@ impl DataConfig {
         if !(self.subset_fraction > 0.0 && self.subset_fraction <= 1.0) {
             return bad("subset_fraction", format!("must be in (0, 1] (got {})", self.subset_fraction));
         }
+        for (key, f) in [("weights_fraction", self.weights_fraction), ("arch_fraction", self.arch_fraction)] {
+            if !(f > 0.0 && f <= 1.0) {
+                return bad(key, format!("must be in (0, 1] (got {f})"));
+            }
+        }
+        if self.weights_fraction + self.arch_fraction > 1.0 {
+            return bad(
+                "arch_fraction",
+                format!("with data.weights_fraction it exceeds 1 (got {})", self.arch_fraction),
+            );
+        }
         if self.dataset != DatasetKind::ImageNet {
             let set = [
                 ("subset_classes", self.subset_classes > 0),
                 ("subset_fraction", self.subset_fraction < 1.0),
                 ("skip_bad_images", self.skip_bad_images),
+                ("split", self.split == SplitKind::PerClass),
             ];
             if let Some((key, _)) = set.iter().find(|(_, on)| *on) {
                 return bad(key, format!("applies to dataset = \"imagenet\" only (got {:?})", self.dataset));

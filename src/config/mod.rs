@@ -174,6 +174,14 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+fn is_d_tenth(x: &f64) -> bool {
+    *x == defaults::d_tenth()
+}
+
+fn is_d_arch_fraction(x: &f64) -> bool {
+    *x == defaults::d_arch_fraction()
+}
+
 fn is_zero_f64(x: &f64) -> bool {
     *x == 0.0
 }
@@ -229,6 +237,12 @@ pub struct DataConfig {
     /// The split file (`cifar-split.txt`, `cifar100-test-split.txt`, …) for `split = "file"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_file: Option<PathBuf>,
+    /// `split = "per-class"`: the fraction of each class's training images that trains θ.
+    #[serde(default = "d_tenth", skip_serializing_if = "is_d_tenth")]
+    pub weights_fraction: f64,
+    /// `split = "per-class"`: the fraction of each class's training images that trains α.
+    #[serde(default = "d_arch_fraction", skip_serializing_if = "is_d_arch_fraction")]
+    pub arch_fraction: f64,
     /// Key of the θ indices in the split file; a `test:` prefix indexes the test set, and
     /// `all` means the whole training set (NB201's CIFAR-100 and ImageNet16-120 searches).
     #[serde(default = "d_weights_split")]

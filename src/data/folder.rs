@@ -122,6 +122,11 @@ impl ImageFolder {
         })
     }
 
+    /// The class of every training image, in index order (from the listing: nothing decoded).
+    pub fn train_labels(&self) -> Vec<u32> {
+        self.files[..self.train].iter().map(|(_, c)| *c).collect()
+    }
+
     pub fn path(&self, index: usize) -> &Path {
         &self.files[index].0
     }

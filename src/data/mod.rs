@@ -103,6 +103,37 @@ impl SearchSplit {
         let half = n / 2;
         SearchSplit { weights: (0..half).collect(), arch: (half..2 * half).collect() }
     }
+
+    /// Class-balanced random subsets (PC-DARTS's ImageNet search: 10 % of each class for θ,
+    /// another 2.5 % for α): `labels[i]` is training image i's class; each class's images are
+    /// shuffled with `seed` and the first round(n·`weights`) train θ, the next round(n·`arch`)
+    /// α (at least one each). A function of the seed and the listing alone: every rank, at any
+    /// rank count, takes the same. Errors name the class too small for its share.
+    pub fn per_class(labels: &[u32], weights: f64, arch: f64, seed: u64) -> std::result::Result<Self, String> {
+        let classes = labels.iter().map(|&c| c as usize + 1).max().unwrap_or(0);
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes];
+        for (i, &c) in labels.iter().enumerate() {
+            by_class[c as usize].push(i);
+        }
+        let (mut w, mut a) = (Vec::new(), Vec::new());
+        for (c, mut idx) in by_class.into_iter().enumerate() {
+            let n = idx.len();
+            if n == 0 {
+                continue;
+            }
+            let nw = ((n as f64 * weights).round() as usize).max(1);
+            let na = ((n as f64 * arch).round() as usize).max(1);
+            if nw + na > n {
+                return Err(format!("class {c} has {n} training images, too few for {nw} (θ) + {na} (α)"));
+            }
+            crate::rng::SplitMix64::keyed(&[seed, Stream::Subset as u64, 2, c as u64]).shuffle(&mut idx);
+            w.extend_from_slice(&idx[..nw]);
+            a.extend_from_slice(&idx[nw..nw + na]);
+        }
+        w.sort_unstable();
+        a.sort_unstable();
+        Ok(SearchSplit { weights: w, arch: a })
+    }
 }
 
 /// Purposes of random streams, so that different uses of one seed never share numbers.

@@ -32,6 +32,8 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
     };
     let normalize =
         |nb201: Normalize, darts: Normalize| if d.normalize == crate::config::Normalize::Darts { darts } else { nb201 };
+    // The training images' classes, where the listing gives them (ImageNet folders).
+    let mut class_labels: Option<Vec<u32>> = None;
     let data: Box<dyn Dataset + Send> = match d.dataset {
         crate::config::DatasetKind::Synthetic => {
             // Resolved to numbers by the config (all = 50,000 + 10,000).
@@ -62,7 +64,9 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
         crate::config::DatasetKind::ImageNet => {
             let size = if d.image_size == 0 { 224 } else { d.image_size };
             let subset = Subset { classes: d.subset_classes, fraction: d.subset_fraction, seed: cfg.seed };
-            Box::new(ImageFolder::open(root()?, size, subset, d.skip_bad_images)?)
+            let folder = ImageFolder::open(root()?, size, subset, d.skip_bad_images)?;
+            class_labels = Some(folder.train_labels());
+            Box::new(folder)
         }
     };
     // The training set comes first in every dataset, then the test set (synthetic: the first
@@ -75,8 +79,8 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
         n if n <= all_train => n,
         n => return Err(bad("train_size", format!("{n} exceeds the {all_train} training images"))),
     };
-    if cfg.data.split == crate::config::SplitKind::File && n_train != all_train {
-        return Err(bad("train_size", "must be \"all\" with data.split = \"file\"".into()));
+    if cfg.data.split != crate::config::SplitKind::Halves && n_train != all_train {
+        return Err(bad("train_size", format!("must be \"all\" with data.split = \"{}\"", cfg.data.split)));
     }
 
     // Classes and image size: from the data; an explicit config value must agree.
@@ -116,6 +120,11 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
             SearchSplit { weights: take(&cfg.data.weights_split)?, arch: take(&cfg.data.arch_split)? }
         }
         crate::config::SplitKind::Halves => SearchSplit::halves(n_train),
+        crate::config::SplitKind::PerClass => {
+            let labels = class_labels.ok_or_else(|| bad("split", "\"per-class\" needs ImageNet folders".into()))?;
+            SearchSplit::per_class(&labels, cfg.data.weights_fraction, cfg.data.arch_fraction, cfg.seed)
+                .map_err(|e| bad("weights_fraction", e))?
+        }
     };
     let n_test = cfg.data.test_size.of(n_test_all);
     if n_test > n_test_all {

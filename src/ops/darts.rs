@@ -15,7 +15,8 @@ pub(crate) enum Stem {
     /// Conv3×3 s2 (3→c/2), BN, ReLU, Conv3×3 s2 (c/2→c), BN; `stem1` = ReLU, Conv3×3 s2
     /// (c→c), BN. 224 px become 56 (`stem0`, the first cell's s0) and 28 (`stem1`, its s1), so
     /// the first cell's s0 is reduced (a FactorizedReduce).
-    ImageNet { conv0: Conv, bn0: BatchNorm, conv1: Conv, bn1: BatchNorm, conv2: Conv, bn2: BatchNorm },
+    /// The three (conv, BN) pairs in order.
+    ImageNet(Box<[(Conv, BatchNorm); 3]>),
 }
 
 impl Stem {
@@ -36,14 +37,14 @@ impl Stem {
                     )
                 });
                 let (conv2, bn2) = b.scope("stem1", |b| (b.conv("1", c, c, 3, 2, 1, 1, 1), b.batch_norm("2", c, true)));
-                Stem::ImageNet { conv0, bn0, conv1, bn1, conv2, bn2 }
+                Stem::ImageNet(Box::new([(conv0, bn0), (conv1, bn1), (conv2, bn2)]))
             }
         }
     }
 
     /// Whether the first cell's s0 has twice its s1's resolution.
     pub(crate) fn reduces(&self) -> bool {
-        matches!(self, Stem::ImageNet { .. })
+        matches!(self, Stem::ImageNet(_))
     }
 
     /// The first cell's inputs (s0, s1).
@@ -53,10 +54,10 @@ impl Stem {
                 let s = norm.forward(&conv.forward(x), bn);
                 (s.shallow_clone(), s)
             }
-            Stem::ImageNet { conv0, bn0, conv1, bn1, conv2, bn2 } => {
-                let h = bn0.forward(&conv0.forward(x), bn).relu();
-                let s0 = bn1.forward(&conv1.forward(&h), bn);
-                let s1 = bn2.forward(&conv2.forward(&s0.relu()), bn);
+            Stem::ImageNet(l) => {
+                let h = l[0].1.forward(&l[0].0.forward(x), bn).relu();
+                let s0 = l[1].1.forward(&l[1].0.forward(&h), bn);
+                let s1 = l[2].1.forward(&l[2].0.forward(&s0.relu()), bn);
                 (s0, s1)
             }
         }
