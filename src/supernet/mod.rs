@@ -248,6 +248,14 @@ mod tests {
         assert_eq!(DartsSupernet::new(c16, SpaceSpec::pc_darts(), Kind::Float).params().count(), 299_578);
     }
 
+    /// Standard-normal α of `spec` (f64 leaves with gradients), as the forward tests use.
+    fn leaf_alphas(spec: &SpaceSpec) -> Vec<Tensor> {
+        spec.alpha_shapes()
+            .iter()
+            .map(|s| Tensor::randn(s.as_slice(), (Kind::Double, tch::Device::Cpu)).set_requires_grad(true))
+            .collect()
+    }
+
     #[test]
     fn pc_darts_imagenet_search_network_size_and_forward() {
         use crate::config::StemKind;
@@ -267,12 +275,7 @@ mod tests {
         let small = DartsConfig { channels: 4, layers: 3, num_classes: 5, ..cfg };
         for spec in [SpaceSpec::darts(), SpaceSpec::pc_darts()] {
             let net = DartsSupernet::new(small, spec, Kind::Double);
-            let alphas: Vec<Tensor> = net
-                .spec()
-                .alpha_shapes()
-                .iter()
-                .map(|s| Tensor::randn(s.as_slice(), (Kind::Double, tch::Device::Cpu)).set_requires_grad(true))
-                .collect();
+            let alphas = leaf_alphas(net.spec());
             let x = Tensor::randn([2, 3, 32, 32], (Kind::Double, tch::Device::Cpu));
             let y = net.forward(&x, &net.spec().mixing(&alphas), BnMode::Train);
             assert_eq!(y.size(), [2, 5]);
@@ -320,12 +323,7 @@ mod tests {
             Box::new(Nb1Shot1Supernet::new(pc_nb, Kind::Double)),
         ];
         for net in nets {
-            let alphas: Vec<Tensor> = net
-                .spec()
-                .alpha_shapes()
-                .iter()
-                .map(|s| Tensor::randn(s.as_slice(), (Kind::Double, tch::Device::Cpu)).set_requires_grad(true))
-                .collect();
+            let alphas = leaf_alphas(net.spec());
             let y = net.forward(&x, &net.spec().mixing(&alphas), BnMode::Train);
             assert_eq!(y.size(), [2, 5]);
             y.sum(Kind::Double).backward();
