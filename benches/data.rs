@@ -4,11 +4,12 @@
 //! (500×375 images, ImageNet's typical size) into a temporary directory, then measures
 //! decoded, augmented images per second of `HostBatch::load` (batches of 256 and 64; each
 //! image decoded, augmented — flip + padded crop, or random-resized crop + flip to 224 — and
-//! normalised) on rayon pools of 1 and 2 threads.
+//! normalised) on rayon pools of 1 and 2 threads; then packs the JPEG folder as `prepare` does
+//! (short side 256 and 160) and measures reading from the packed stores the same way.
 
 use std::time::Instant;
 
-use dartsif::data::fixtures;
+use dartsif::data::{fixtures, prepare};
 use dartsif::data::{AugKey, Cifar, CifarFormat, Dataset, HostBatch, ImageFolder, Normalize, Subset};
 
 fn rate(ds: &dyn Dataset, batch: usize, batches: usize, threads: usize) -> f64 {
@@ -24,30 +25,6 @@ fn rate(ds: &dyn Dataset, batch: usize, batches: usize, threads: usize) -> f64 {
         }
         (batches * batch) as f64 / t.elapsed().as_secs_f64()
     })
-}
-
-/// Photo-like JPEGs (smooth gradients plus pixel noise, quality 75: about 60–100 KB at
-/// 500×375, as ImageNet's); flat-colour ones would decode unrealistically fast.
-fn write_textured_jpegs(root: &std::path::Path, classes: usize, per: usize) {
-    for split in ["train", "val"] {
-        for c in 0..classes {
-            let d = root.join(split).join(fixtures::wnid(c));
-            std::fs::create_dir_all(&d).unwrap();
-            for k in 0..(if split == "train" { per } else { 2 }) {
-                let mut h = (c * 1000 + k) as u64 | 1;
-                let img = image::RgbImage::from_fn(500, 375, |x, y| {
-                    h ^= h << 13;
-                    h ^= h >> 7;
-                    h ^= h << 17;
-                    let n = (h % 64) as u32;
-                    image::Rgb([((x / 2 + n) % 256) as u8, ((y / 2 + n) % 256) as u8, (((x + y) / 4 + n) % 256) as u8])
-                });
-                let f = std::fs::File::create(d.join(format!("{k}.JPEG"))).unwrap();
-                let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(f), 75);
-                enc.encode_image(&img).unwrap();
-            }
-        }
-    }
 }
 
 fn main() {
@@ -68,10 +45,35 @@ fn main() {
 
     let jpeg = dir.path().join("imagenet");
     let (classes, per) = if quick { (4, 8) } else { (10, 40) };
-    write_textured_jpegs(&jpeg, classes, per);
+    fixtures::write_textured_jpeg_folder(&jpeg, classes, per, 2, |_| (500, 375)).unwrap();
     let ds = ImageFolder::open(&jpeg, 224, Subset { classes: 0, fraction: 1.0, seed: 0 }, false).unwrap();
+    let batches = if quick { 1 } else { 5 };
     for threads in [1, 2] {
-        let r = rate(&ds, 64, if quick { 1 } else { 5 }, threads);
+        let r = rate(&ds, 64, batches, threads);
         println!("JPEG folder 500×375 → 224, batch 64, {threads} thread(s): {r:7.0} images/s");
+    }
+
+    // The same images packed by `prepare` (short side 256 and 160), read back the same way.
+    for short in [256u32, 160] {
+        let out = dir.path().join(format!("packed-{short}"));
+        std::fs::create_dir(&out).unwrap();
+        let t = Instant::now();
+        let (plan, shards) = prepare::plan(&jpeg, short, 1024).unwrap();
+        for s in &shards {
+            prepare::write_shard(&jpeg, &out, s, &plan, false).unwrap();
+        }
+        let m = prepare::finalize(&out, &plan, &shards).unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        let n = m.train_images + m.val_images;
+        println!(
+            "prepare at short side {short}: {n} images in {secs:.2} s ({:.0} images/s, 2 threads), {:.1} KB per image",
+            n as f64 / secs,
+            m.bytes as f64 / n as f64 / 1e3
+        );
+        let ds = ImageFolder::open(&out, 224, Subset { classes: 0, fraction: 1.0, seed: 0 }, false).unwrap();
+        for threads in [1, 2] {
+            let r = rate(&ds, 64, batches * 4, threads);
+            println!("packed, short side {short} → 224, batch 64, {threads} thread(s): {r:7.0} images/s");
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
-use dartsif::app::{self, compare, demo, experiment, search, select, slurm, train};
+use dartsif::app::{self, compare, demo, experiment, prepare, search, select, slurm, train};
 use dartsif::comm;
 use dartsif::config::Config;
 
@@ -75,6 +75,10 @@ enum Command {
     Select(select::SelectArgs),
     /// Train an architecture from scratch (DARTS's evaluation protocol by default; `[train]`).
     Train(train::TrainArgs),
+    /// Pack an ImageNet folder into pre-resized, sharded, checksummed records (resumable; every
+    /// rank of an mpirun/srun launch writes its share), for when JPEG decoding cannot feed the
+    /// GPUs; `--verify DIR` checks one.
+    Prepare(prepare::PrepareArgs),
     /// Render an sbatch script running a command on a Slurm allocation (one rank per GPU).
     Slurm(slurm::SlurmArgs),
     /// Every combination of swept selection settings (N, IHVP, γ, seeds, …) as one job, with
@@ -118,6 +122,7 @@ fn run() -> i32 {
         Command::Search(args) => search::search_main(&args),
         Command::Select(args) => select::select_main(&args),
         Command::Train(args) => train::train_main(&args),
+        Command::Prepare(args) => prepare::prepare_main(&args),
         Command::Slurm(args) => slurm::slurm_main(&args),
         Command::Ablate(args) => experiment::ablate_main(&args),
         Command::Compare(args) => compare::compare_main(&args),

@@ -6,6 +6,7 @@
 pub mod compare;
 pub mod demo;
 pub mod experiment;
+pub mod prepare;
 pub mod sbatch;
 pub mod search;
 pub mod select;

@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use image::imageops::{self, FilterType};
+use image::imageops;
 use image::RgbImage;
 use rayon::prelude::*;
 
+use super::packed::{self, Packed};
 use super::transform::{AugKey, Normalize};
 use super::{Dataset, Stream};
 use crate::error::{Error, Result};
@@ -24,17 +25,26 @@ pub struct Subset {
     pub seed: u64,
 }
 
-/// An image folder dataset: training images, then validation images.
+/// An image folder dataset: training images, then validation images — decoded from the JPEG
+/// tree, or read from a packed, pre-resized copy of it (`dartsif-dist prepare`).
 #[derive(Debug)]
 pub struct ImageFolder {
     pub root: PathBuf,
     pub wnids: Vec<String>,
-    files: Vec<(PathBuf, u32)>,
+    items: Vec<(Item, u32)>,
+    packed: Option<Packed>,
     pub train: usize,
     size: usize,
     normalize: Normalize,
     skip_bad: bool,
     skipped: AtomicUsize,
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone)]
+enum Item {
+    File(PathBuf),
+    Record(usize),
 }
 
 fn is_jpeg(p: &Path) -> bool {
@@ -50,70 +60,163 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// The class folders of `root/train` (sorted), after checking that `train/` and `val/` exist.
+pub(crate) fn class_names(root: &Path) -> Result<Vec<String>> {
+    for d in [root.join("train"), root.join("val")] {
+        if !d.is_dir() {
+            return Err(Error::data(&d, "missing: an ImageNet folder needs train/<wnid>/ and val/<wnid>/"));
+        }
+    }
+    let train_dir = root.join("train");
+    let wnids: Vec<String> = list_dir(&train_dir)?
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(String::from))
+        .collect();
+    if wnids.is_empty() {
+        return Err(Error::data(&train_dir, "no class folders"));
+    }
+    Ok(wnids)
+}
+
+/// The JPEG files of class `wnid` in `root/<split>` (sorted); `total` classes, for the message.
+pub(crate) fn class_files(root: &Path, split: &str, wnid: &str, total: usize) -> Result<Vec<PathBuf>> {
+    let cd = root.join(split).join(wnid);
+    if !cd.is_dir() {
+        return Err(Error::data(
+            &cd,
+            format!("class folder {wnid} is missing ({} has {total} classes)", root.join("train").display()),
+        ));
+    }
+    let files: Vec<PathBuf> = list_dir(&cd)?.into_iter().filter(|p| is_jpeg(p)).collect();
+    if files.is_empty() {
+        return Err(Error::data(&cd, "no .JPEG files in this class folder"));
+    }
+    Ok(files)
+}
+
+/// The classes a subset keeps, as indices into `wnids` in name order (all when `classes` is 0).
+fn choose_classes(wnids: &[String], subset: Subset, origin: &Path) -> Result<Vec<usize>> {
+    let total = wnids.len();
+    if subset.classes == 0 {
+        return Ok((0..total).collect());
+    }
+    if subset.classes > total {
+        return Err(Error::data(
+            origin,
+            format!("data.subset_classes = {} but there are only {total} classes", subset.classes),
+        ));
+    }
+    let mut names = wnids.to_vec();
+    SplitMix64::keyed(&[subset.seed, Stream::Subset as u64, 0]).shuffle(&mut names);
+    names.truncate(subset.classes);
+    names.sort();
+    Ok(names.iter().map(|n| wnids.iter().position(|w| w == n).expect("a listed class")).collect())
+}
+
+/// The images of (kept) class `c` that a subset keeps: a seeded fraction, in listing order.
+fn choose_images<T: Clone>(items: Vec<T>, fraction: f64, seed: u64, c: usize) -> Vec<T> {
+    if fraction >= 1.0 {
+        return items;
+    }
+    let keep = ((items.len() as f64 * fraction).ceil() as usize).max(1);
+    let mut idx: Vec<usize> = (0..items.len()).collect();
+    SplitMix64::keyed(&[seed, Stream::Subset as u64, 1, c as u64]).shuffle(&mut idx);
+    idx.truncate(keep);
+    idx.sort_unstable();
+    idx.into_iter().map(|i| items[i].clone()).collect()
+}
+
+/// Decode the JPEG at `path` to RGB.
+pub(crate) fn decode_jpeg(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::data(path, format!("cannot read: {e}")))?;
+    let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
+        // The decoder's messages may end in a line break: one line, as every error.
+        .map_err(|e| {
+            Error::data(
+                path,
+                format!("cannot decode JPEG: {}", e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")),
+            )
+        })?;
+    Ok(img.to_rgb8())
+}
+
+/// The region `(x, y, width, height)` of `img` resized to `nw × nh`: bilinear with Pillow's
+/// antialiasing (what torchvision's PIL transforms do), by fast_image_resize.
+fn resize_region(img: &RgbImage, region: (f64, f64, f64, f64), nw: u32, nh: u32) -> RgbImage {
+    use fast_image_resize as fr;
+    let src = fr::images::ImageRef::new(img.width(), img.height(), img.as_raw(), fr::PixelType::U8x3)
+        .expect("an RGB image's buffer");
+    let mut dst = fr::images::Image::new(nw, nh, fr::PixelType::U8x3);
+    let (x, y, w, h) = region;
+    let opts =
+        fr::ResizeOptions::new().resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear)).crop(x, y, w, h);
+    fr::Resizer::new().resize(&src, &mut dst, &opts).expect("same pixel type, a crop inside the image");
+    RgbImage::from_raw(nw, nh, dst.into_vec()).expect("nw·nh·3 bytes")
+}
+
+/// torchvision's `Resize(short)`: the shorter side to `short`, the longer one scaled and
+/// truncated, bilinear (antialiased); an image already that size is returned as it is.
+pub fn resize_short(img: &RgbImage, short: u32) -> RgbImage {
+    let (w, h) = (img.width(), img.height());
+    let (nw, nh) = if w <= h {
+        (short, (short as u64 * h as u64 / w as u64) as u32)
+    } else {
+        ((short as u64 * w as u64 / h as u64) as u32, short)
+    };
+    if (nw, nh) == (w, h) {
+        return img.clone();
+    }
+    resize_region(img, (0.0, 0.0, w as f64, h as f64), nw, nh)
+}
+
 impl ImageFolder {
-    /// List `root/train` and `root/val`. Every training class needs a validation folder.
+    /// List `root/train` and `root/val` (every training class needs a validation folder), or
+    /// open the packed store at `root` (one with `packed.json`, from `dartsif-dist prepare`).
+    /// A subset is the same images either way.
     pub fn open(root: &Path, size: usize, subset: Subset, skip_bad: bool) -> Result<Self> {
-        let train_dir = root.join("train");
-        let val_dir = root.join("val");
-        for d in [&train_dir, &val_dir] {
-            if !d.is_dir() {
-                return Err(Error::data(d, "missing: an ImageNet folder needs train/<wnid>/ and val/<wnid>/"));
+        let (wnids, per_class, packed) = if packed::is_packed(root) {
+            let store = Packed::open(root)?;
+            let all = &store.manifest.plan.wnids;
+            let keep = choose_classes(all, subset, root)?;
+            let mut train: Vec<Vec<Item>> = vec![Vec::new(); all.len()];
+            let mut val: Vec<Vec<Item>> = vec![Vec::new(); all.len()];
+            for i in 0..store.len() {
+                let lists = if i < store.train_len() { &mut train } else { &mut val };
+                lists[store.label(i) as usize].push(Item::Record(i));
             }
-        }
-        let mut wnids: Vec<String> = list_dir(&train_dir)?
-            .into_iter()
-            .filter(|p| p.is_dir())
-            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(String::from))
-            .collect();
-        if wnids.is_empty() {
-            return Err(Error::data(&train_dir, "no class folders"));
-        }
-        let total = wnids.len();
-        if subset.classes > 0 {
-            if subset.classes > total {
-                return Err(Error::data(
-                    &train_dir,
-                    format!("data.subset_classes = {} but there are only {total} classes", subset.classes),
-                ));
-            }
-            SplitMix64::keyed(&[subset.seed, Stream::Subset as u64, 0]).shuffle(&mut wnids);
-            wnids.truncate(subset.classes);
-            wnids.sort();
-        }
-        let list_class = |dir: &Path, c: usize, fraction: f64| -> Result<Vec<(PathBuf, u32)>> {
-            let cd = dir.join(&wnids[c]);
-            if !cd.is_dir() {
-                return Err(Error::data(
-                    &cd,
-                    format!("class folder {} is missing ({} has {total} classes)", wnids[c], train_dir.display()),
-                ));
-            }
-            let mut files: Vec<PathBuf> = list_dir(&cd)?.into_iter().filter(|p| is_jpeg(p)).collect();
-            if files.is_empty() {
-                return Err(Error::data(&cd, "no .JPEG files in this class folder"));
-            }
-            if fraction < 1.0 {
-                let keep = ((files.len() as f64 * fraction).ceil() as usize).max(1);
-                let mut idx: Vec<usize> = (0..files.len()).collect();
-                SplitMix64::keyed(&[subset.seed, Stream::Subset as u64, 1, c as u64]).shuffle(&mut idx);
-                idx.truncate(keep);
-                idx.sort_unstable();
-                files = idx.into_iter().map(|i| files[i].clone()).collect();
-            }
-            Ok(files.into_iter().map(|f| (f, c as u32)).collect())
+            let per_class: Vec<(Vec<Item>, Vec<Item>)> =
+                keep.iter().map(|&o| (std::mem::take(&mut train[o]), std::mem::take(&mut val[o]))).collect();
+            let wnids = keep.iter().map(|&o| all[o].clone()).collect();
+            (wnids, per_class, Some(store))
+        } else {
+            let all = class_names(root)?;
+            let keep = choose_classes(&all, subset, &root.join("train"))?;
+            let total = all.len();
+            let per_class: Vec<(Vec<Item>, Vec<Item>)> = keep
+                .par_iter()
+                .map(|&o| -> Result<_> {
+                    let files = |split| -> Result<Vec<Item>> {
+                        Ok(class_files(root, split, &all[o], total)?.into_iter().map(Item::File).collect())
+                    };
+                    Ok((files("train")?, files("val")?))
+                })
+                .collect::<Result<_>>()?;
+            (keep.iter().map(|&o| all[o].clone()).collect(), per_class, None)
         };
-        let per_class = |dir: &Path, fraction: f64| -> Result<Vec<(PathBuf, u32)>> {
-            let lists: Vec<Vec<(PathBuf, u32)>> =
-                (0..wnids.len()).into_par_iter().map(|c| list_class(dir, c, fraction)).collect::<Result<_>>()?;
-            Ok(lists.into_iter().flatten().collect())
-        };
-        let mut files = per_class(&train_dir, subset.fraction)?;
-        let train = files.len();
-        files.extend(per_class(&val_dir, 1.0)?);
+        let mut items: Vec<(Item, u32)> = Vec::new();
+        let mut vals: Vec<(Item, u32)> = Vec::new();
+        for (c, (train, val)) in per_class.into_iter().enumerate() {
+            items.extend(choose_images(train, subset.fraction, subset.seed, c).into_iter().map(|i| (i, c as u32)));
+            vals.extend(val.into_iter().map(|i| (i, c as u32)));
+        }
+        let train = items.len();
+        items.extend(vals);
         Ok(ImageFolder {
             root: root.to_path_buf(),
             wnids,
-            files,
+            items,
+            packed,
             train,
             size,
             normalize: Normalize::IMAGENET,
@@ -124,19 +227,27 @@ impl ImageFolder {
 
     /// The class of every training image, in index order (from the listing: nothing decoded).
     pub fn train_labels(&self) -> Vec<u32> {
-        self.files[..self.train].iter().map(|(_, c)| *c).collect()
+        self.items[..self.train].iter().map(|(_, c)| *c).collect()
     }
 
-    pub fn path(&self, index: usize) -> &Path {
-        &self.files[index].0
+    /// Where image `index` comes from: its file, or its packed shard and record.
+    pub fn source_of(&self, index: usize) -> String {
+        match &self.items[index].0 {
+            Item::File(p) => p.display().to_string(),
+            Item::Record(r) => self.packed.as_ref().expect("a packed store").describe(*r),
+        }
+    }
+
+    /// Whether the images come from a packed store, and its short side.
+    pub fn packed_short_side(&self) -> Option<u32> {
+        self.packed.as_ref().map(|p| p.manifest.plan.short_side)
     }
 
     fn decode(&self, index: usize) -> Result<RgbImage> {
-        let path = &self.files[index].0;
-        let bytes = std::fs::read(path).map_err(|e| Error::data(path, format!("cannot read: {e}")))?;
-        let img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
-            .map_err(|e| Error::data(path, format!("cannot decode JPEG: {e}")))?;
-        Ok(img.to_rgb8())
+        match &self.items[index].0 {
+            Item::File(path) => decode_jpeg(path),
+            Item::Record(r) => self.packed.as_ref().expect("a packed store").read(*r),
+        }
     }
 
     /// torchvision `RandomResizedCrop.get_params` (scale 0.08–1, ratio 3/4–4/3), then resize.
@@ -170,19 +281,13 @@ impl ImageFolder {
             (((w - cw) / 2.0) as u32, ((h - ch) / 2.0) as u32, cw as u32, ch as u32)
         });
         let s = self.size as u32;
-        imageops::resize(&imageops::crop_imm(img, x, y, cw, ch).to_image(), s, s, FilterType::Triangle)
+        resize_region(img, (x as f64, y as f64, cw as f64, ch as f64), s, s)
     }
 
     /// `Resize(round(size·256/224))` of the shorter side, then `CenterCrop(size)`.
     fn resize_center_crop(&self, img: &RgbImage) -> RgbImage {
-        let short = (self.size as f64 * 256.0 / 224.0).round() as u32;
-        let (w, h) = (img.width(), img.height());
-        let (nw, nh) = if w <= h {
-            (short, (short as u64 * h as u64 / w as u64) as u32)
-        } else {
-            ((short as u64 * w as u64 / h as u64) as u32, short)
-        };
-        let r = imageops::resize(img, nw, nh, FilterType::Triangle);
+        let r = resize_short(img, (self.size as f64 * 256.0 / 224.0).round() as u32);
+        let (nw, nh) = (r.width(), r.height());
         let s = self.size as u32;
         let (x, y) = (((nw - s) as f64 / 2.0).round() as u32, ((nh - s) as f64 / 2.0).round() as u32);
         imageops::crop_imm(&r, x, y, s, s).to_image()
@@ -190,13 +295,15 @@ impl ImageFolder {
 
     fn write(&self, img: &RgbImage, flip: bool, out: &mut [f32]) {
         let s = self.size;
+        let raw = img.as_raw();
         for c in 0..3 {
             let (scale, bias) =
                 (1.0 / (255.0 * self.normalize.std[c]), -self.normalize.mean[c] / self.normalize.std[c]);
-            for y in 0..s {
-                for x in 0..s {
+            for (y, row) in out[c * s * s..(c + 1) * s * s].chunks_exact_mut(s).enumerate() {
+                let src = &raw[y * s * 3..(y + 1) * s * 3];
+                for (x, o) in row.iter_mut().enumerate() {
                     let sx = if flip { s - 1 - x } else { x };
-                    out[c * s * s + y * s + x] = img.get_pixel(sx as u32, y as u32)[c] as f32 * scale + bias;
+                    *o = src[sx * 3 + c] as f32 * scale + bias;
                 }
             }
         }
@@ -210,7 +317,7 @@ impl ImageFolder {
 
 impl Dataset for ImageFolder {
     fn len(&self) -> usize {
-        self.files.len()
+        self.items.len()
     }
     fn num_classes(&self) -> usize {
         self.wnids.len()
@@ -224,7 +331,7 @@ impl Dataset for ImageFolder {
     fn fill(&self, index: usize, aug: Option<AugKey>, out: &mut [f32]) -> Result<i64> {
         // With skip_bad, an undecodable image is replaced by the next decodable one of the
         // same split (deterministically), and counted.
-        let (lo, hi) = if index < self.train { (0, self.train) } else { (self.train, self.files.len()) };
+        let (lo, hi) = if index < self.train { (0, self.train) } else { (self.train, self.items.len()) };
         let mut i = index;
         let img = loop {
             match self.decode(i) {
@@ -249,7 +356,7 @@ impl Dataset for ImageFolder {
             }
             None => self.write(&self.resize_center_crop(&img), false, out),
         }
-        Ok(self.files[i].1 as i64)
+        Ok(self.items[i].1 as i64)
     }
     fn skipped(&self) -> usize {
         ImageFolder::skipped(self)

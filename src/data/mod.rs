@@ -7,13 +7,15 @@
 pub mod fixtures;
 mod folder;
 mod memory;
+pub mod packed;
 pub mod pickle;
+pub mod prepare;
 mod source;
 mod split;
 mod synthetic;
 mod transform;
 
-pub use folder::{ImageFolder, Subset};
+pub use folder::{resize_short, ImageFolder, Subset};
 pub use memory::{open_imagenet16, Cifar, CifarFormat, InMemory};
 pub use source::{open, Source};
 pub use split::split_indices;
