@@ -527,6 +527,11 @@ fn per_class_subsets_are_balanced_disjoint_and_keyed() {
     let (cfg, src) = preset("darts-train-imagenet.toml", &["search.batch_size=2".into()]);
     assert_eq!((dartsif::train::training_indices(&src).len(), src.test.len()), (120, 3));
     assert_eq!((cfg.train.label_smoothing, cfg.train.weights.gamma, cfg.train.layers), (0.1, 0.97, 14));
+    // train_imagenet.py (DARTS and PC-DARTS): ColorJitter(brightness=0.4, contrast=0.4,
+    // saturation=0.4, hue=0.2) on training crops; train_search_imagenet.py (PC-DARTS): none.
+    assert_eq!(cfg.data.color_jitter, [0.4, 0.4, 0.4, 0.2]);
+    let (search, _) = preset("pc-darts-imagenet.toml", &["search.batch_size=2".into()]);
+    assert_eq!(search.data.color_jitter, [0.0; 4]);
     // Classes too small for one image each way (1 image each after a 2.5 % subset): refused.
     let e = load(5, &["data.subset_fraction=0.025"]).err().unwrap().to_string();
     assert!(e.contains("data.weights_fraction") && e.contains("too few"), "{e}");

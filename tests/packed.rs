@@ -103,6 +103,17 @@ fn packed_pixels_are_the_resized_jpegs_and_the_evaluation_view_is_unchanged() {
     pack.fill(3, key, &mut a).unwrap();
     pack.fill(3, key, &mut b).unwrap();
     assert!(a == b && a.iter().all(|v| v.is_finite()));
+    // Colour jitter (DARTS's ImageNet training): the same crop, other colours, as deterministic;
+    // the evaluation view untouched.
+    let mut jit = ImageFolder::open(&out, 16, all(), false).unwrap();
+    jit.jitter = dartsif::data::ColorJitter { brightness: 0.4, contrast: 0.4, saturation: 0.4, hue: 0.2 };
+    let (mut c, mut d) = (vec![0f32; 3 * 16 * 16], vec![0f32; 3 * 16 * 16]);
+    jit.fill(3, key, &mut c).unwrap();
+    jit.fill(3, key, &mut d).unwrap();
+    assert!(c == d && c != a);
+    jit.fill(3, None, &mut c).unwrap();
+    pack.fill(3, None, &mut d).unwrap();
+    assert!(c == d);
 
     // A search reads the store when data.root points at it.
     let run = dir.path().join("run");

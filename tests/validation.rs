@@ -206,6 +206,10 @@ fn invalid_inputs_are_refused_with_one_line() {
         search_case(&["data.dataset=\"cifar10\""], "data.root: required for dataset \"cifar10\""),
         search_case(&["data.dataset=\"cifar10\"", "data.root=\"/nonexistent\""], "no cifar10 files here"),
         with(real(&["data.skip_bad_images=true"]), "data.skip_bad_images: applies to dataset = \"imagenet\" only"),
+        search_case(
+            &["data.color_jitter=[0.4, 0.4, 0.4, 0.6]"],
+            "data.color_jitter: the hue entry must be at most 0.5 (got 0.6)",
+        ),
         with(real(&["data.split=\"file\""]), "data.split_file: required with data.split = \"file\""),
         with(
             real(&["data.split=\"file\"", &format!("data.split_file=\"{}\"", split.display())]),

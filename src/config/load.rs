@@ -433,11 +433,19 @@ impl DataConfig {
                 format!("with data.weights_fraction it exceeds 1 (got {})", self.arch_fraction),
             );
         }
+        // torchvision's limits: factors ≥ 0, a hue shift of at most half a turn.
+        if let Some(x) = self.color_jitter.iter().find(|x| !(x.is_finite() && **x >= 0.0)) {
+            return bad("color_jitter", format!("every entry must be finite and ≥ 0 (got {x})"));
+        }
+        if self.color_jitter[3] > 0.5 {
+            return bad("color_jitter", format!("the hue entry must be at most 0.5 (got {})", self.color_jitter[3]));
+        }
         if self.dataset != DatasetKind::ImageNet {
             let set = [
                 ("subset_classes", self.subset_classes > 0),
                 ("subset_fraction", self.subset_fraction < 1.0),
                 ("skip_bad_images", self.skip_bad_images),
+                ("color_jitter", self.color_jitter != [0.0; 4]),
                 ("split", self.split == SplitKind::PerClass),
             ];
             if let Some((key, _)) = set.iter().find(|(_, on)| *on) {

@@ -182,6 +182,10 @@ fn is_d_arch_fraction(x: &f64) -> bool {
     *x == defaults::d_arch_fraction()
 }
 
+fn all_zero(x: &[f64; 4]) -> bool {
+    *x == [0.0; 4]
+}
+
 fn is_zero_f64(x: &f64) -> bool {
     *x == 0.0
 }
@@ -268,6 +272,10 @@ pub struct DataConfig {
     /// stopping with an error.
     #[serde(default)]
     pub skip_bad_images: bool,
+    /// ImageNet folders: torchvision's `ColorJitter` of training crops, `[brightness, contrast,
+    /// saturation, hue]` (DARTS's ImageNet training: `[0.4, 0.4, 0.4, 0.2]`); zeros = off.
+    #[serde(default, skip_serializing_if = "all_zero")]
+    pub color_jitter: [f64; 4],
     /// Batches decoded ahead by a background thread (0 = decode in the training loop; at most 64).
     #[serde(default = "d_prefetch")]
     pub prefetch: usize,

@@ -10,7 +10,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use super::packed::{self, Packed};
-use super::transform::{AugKey, Normalize};
+use super::transform::{AugKey, ColorJitter, Normalize};
 use super::{Dataset, Stream};
 use crate::error::{Error, Result};
 use crate::rng::SplitMix64;
@@ -36,6 +36,8 @@ pub struct ImageFolder {
     pub train: usize,
     size: usize,
     normalize: Normalize,
+    /// Colour jitter of training crops (off by default; DARTS's ImageNet training uses it).
+    pub jitter: ColorJitter,
     skip_bad: bool,
     skipped: AtomicUsize,
 }
@@ -220,6 +222,7 @@ impl ImageFolder {
             train,
             size,
             normalize: Normalize::IMAGENET,
+            jitter: ColorJitter::default(),
             skip_bad,
             skipped: AtomicUsize::new(0),
         })
@@ -351,7 +354,11 @@ impl Dataset for ImageFolder {
             Some(key) => {
                 let mut rng = key.rng(index);
                 let flip = rng.below(2) == 1;
-                let crop = self.random_resized_crop(&img, &mut rng);
+                let mut crop = self.random_resized_crop(&img, &mut rng);
+                if !self.jitter.is_off() {
+                    // After the crop's draws: crops are the same with and without jitter.
+                    self.jitter.apply(&mut crop, &mut rng);
+                }
                 self.write(&crop, flip, out);
             }
             None => self.write(&self.resize_center_crop(&img), false, out),

@@ -20,7 +20,7 @@ pub use memory::{open_imagenet16, Cifar, CifarFormat, InMemory};
 pub use source::{open, Source};
 pub use split::split_indices;
 pub use synthetic::Synthetic;
-pub use transform::{AugKey, Normalize, Transform};
+pub use transform::{AugKey, ColorJitter, Normalize, Transform};
 
 use rayon::prelude::*;
 use tch::{Kind, Tensor};

@@ -64,7 +64,9 @@ pub fn open(cfg: &mut Config) -> Result<Source> {
         crate::config::DatasetKind::ImageNet => {
             let size = if d.image_size == 0 { 224 } else { d.image_size };
             let subset = Subset { classes: d.subset_classes, fraction: d.subset_fraction, seed: cfg.seed };
-            let folder = ImageFolder::open(root()?, size, subset, d.skip_bad_images)?;
+            let mut folder = ImageFolder::open(root()?, size, subset, d.skip_bad_images)?;
+            let [brightness, contrast, saturation, hue] = d.color_jitter.map(|x| x as f32);
+            folder.jitter = super::ColorJitter { brightness, contrast, saturation, hue };
             class_labels = Some(folder.train_labels());
             Box::new(folder)
         }

@@ -209,3 +209,180 @@ mod tests {
         assert!(out.iter().take(64).all(|&v| v == 0.0 || (v - (200.0 * s + b)).abs() < 1e-6));
     }
 }
+
+/// torchvision's `ColorJitter(brightness, contrast, saturation, hue)` (DARTS's ImageNet training:
+/// 0.4, 0.4, 0.4, 0.2) on interleaved 8-bit RGB: factors drawn uniformly from
+/// [max(0, 1 − x), 1 + x] (hue: a shift in [−x, x] of a turn), the four adjustments in a random
+/// order, each one's result back in 8 bits, as Pillow's `ImageEnhance` does between them:
+/// brightness blends with black, contrast with the mean grey level, saturation with each pixel's
+/// grey level (ITU-R 601 luma, Pillow's `L`), hue rotates the HSV hue. Same distribution as the
+/// reference's PIL path; not bit-equal to Pillow (which truncates where this rounds).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ColorJitter {
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+}
+
+/// Pillow's `L` of an RGB pixel: (299 R + 587 G + 114 B) / 1000, rounded.
+fn luma(p: &[u8]) -> f32 {
+    ((p[0] as u32 * 299 + p[1] as u32 * 587 + p[2] as u32 * 114 + 500) / 1000) as f32
+}
+
+fn to_byte(v: f32) -> u8 {
+    v.round().clamp(0.0, 255.0) as u8
+}
+
+impl ColorJitter {
+    pub fn is_off(&self) -> bool {
+        *self == ColorJitter::default()
+    }
+
+    /// Jitter `rgb` (interleaved, 3 bytes per pixel) with draws from `rng`.
+    pub fn apply(&self, rgb: &mut [u8], rng: &mut SplitMix64) {
+        let mut order = [0usize, 1, 2, 3];
+        rng.shuffle(&mut order);
+        let factor = |x: f32, rng: &mut SplitMix64| {
+            let lo = (1.0 - x).max(0.0);
+            lo + (1.0 + x - lo) * rng.next_f64() as f32
+        };
+        let b = (self.brightness > 0.0).then(|| factor(self.brightness, rng));
+        let c = (self.contrast > 0.0).then(|| factor(self.contrast, rng));
+        let s = (self.saturation > 0.0).then(|| factor(self.saturation, rng));
+        let h = (self.hue > 0.0).then(|| self.hue * (2.0 * rng.next_f64() as f32 - 1.0));
+        for op in order {
+            match (op, b, c, s, h) {
+                (0, Some(b), ..) => brighten(rgb, b),
+                (1, _, Some(c), ..) => contrast(rgb, c),
+                (2, _, _, Some(s), _) => saturate(rgb, s),
+                (3, _, _, _, Some(h)) => rgb.chunks_exact_mut(3).for_each(|p| shift_hue(p, h)),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Blend with black: every byte times `b`.
+fn brighten(rgb: &mut [u8], b: f32) {
+    rgb.iter_mut().for_each(|v| *v = to_byte(*v as f32 * b));
+}
+
+/// Blend with the image's mean grey level (the mean luma, rounded).
+fn contrast(rgb: &mut [u8], c: f32) {
+    let n = (rgb.len() / 3).max(1);
+    let mean = (rgb.chunks_exact(3).map(luma).sum::<f32>() / n as f32).round();
+    rgb.iter_mut().for_each(|v| *v = to_byte(mean + c * (*v as f32 - mean)));
+}
+
+/// Blend each pixel with its own grey level.
+fn saturate(rgb: &mut [u8], s: f32) {
+    for p in rgb.chunks_exact_mut(3) {
+        let l = luma(p);
+        p.iter_mut().for_each(|v| *v = to_byte(l + s * (*v as f32 - l)));
+    }
+}
+
+/// Rotate the hue of one RGB pixel by `shift` turns (HSV; value and saturation kept).
+fn shift_hue(p: &mut [u8], shift: f32) {
+    let [r, g, b] = [p[0] as f32, p[1] as f32, p[2] as f32];
+    let max = r.max(g).max(b);
+    let min = r.min(g).min(b);
+    let d = max - min;
+    if d == 0.0 {
+        return; // grey: no hue
+    }
+    let h6 = if max == r {
+        (g - b) / d
+    } else if max == g {
+        (b - r) / d + 2.0
+    } else {
+        (r - g) / d + 4.0
+    };
+    let h = ((h6 / 6.0 + shift) % 1.0 + 1.0) % 1.0;
+    // Back from (h, s = d / max, v = max).
+    let x = h * 6.0;
+    let k = |n: f32| {
+        let t = (n + x) % 6.0;
+        max - d * t.min(4.0 - t).clamp(0.0, 1.0)
+    };
+    let out = [k(5.0), k(3.0), k(1.0)];
+    for (v, o) in p.iter_mut().zip(out) {
+        *v = to_byte(o);
+    }
+}
+
+#[cfg(test)]
+mod jitter_tests {
+    use super::*;
+
+    fn only(brightness: f32, contrast: f32, saturation: f32, hue: f32) -> ColorJitter {
+        ColorJitter { brightness, contrast, saturation, hue }
+    }
+
+    #[test]
+    fn hue_rotates_and_keeps_value_and_saturation() {
+        // A third of a turn: red → green → blue → red (HSV hue 0°, 120°, 240°).
+        let mut p = [255u8, 0, 0];
+        shift_hue(&mut p, 1.0 / 3.0);
+        assert_eq!(p, [0, 255, 0]);
+        shift_hue(&mut p, 1.0 / 3.0);
+        assert_eq!(p, [0, 0, 255]);
+        shift_hue(&mut p, -2.0 / 3.0);
+        assert_eq!(p, [255, 0, 0]);
+        // Orange (hue 30°, V 200, S 1) turned by 90° is pure green at the same value.
+        let mut p = [200u8, 100, 0];
+        shift_hue(&mut p, 0.25);
+        assert_eq!(p, [0, 200, 0]);
+        // Grey has no hue.
+        let mut g = [90u8, 90, 90];
+        shift_hue(&mut g, 0.3);
+        assert_eq!(g, [90, 90, 90]);
+    }
+
+    #[test]
+    fn each_adjustment_blends_as_pillow_does() {
+        // Luma (299·200 + 587·100 + 114·0 + 500) / 1000 = 119 (integer, rounded).
+        assert_eq!(luma(&[200, 100, 0]), 119.0);
+        // Saturation 0: the grey image; 0.5: halfway, 119 + 0.5·(200 − 119) = 159.5 → 160, ….
+        let mut p = [200u8, 100, 0];
+        saturate(&mut p, 0.0);
+        assert_eq!(p, [119, 119, 119]);
+        let mut p = [200u8, 100, 0];
+        saturate(&mut p, 0.5);
+        assert_eq!(p, [160, 110, 60]);
+        // Contrast 0.5 of black and grey-200 pixels: their mean luma 100, each halfway to it.
+        let mut img = [0u8, 0, 0, 200, 200, 200];
+        contrast(&mut img, 0.5);
+        assert_eq!(img, [50, 50, 50, 150, 150, 150]);
+        // Brightness 1.5, clipped at 255.
+        let mut img = [100u8, 200, 0];
+        brighten(&mut img, 1.5);
+        assert_eq!(img, [150, 255, 0]);
+    }
+
+    #[test]
+    fn factors_cover_their_ranges_and_off_is_the_identity() {
+        // Brightness 0.4 on a flat grey 100: one factor b ∈ [0.6, 1.4] per draw, every pixel 100·b.
+        let (mut lo, mut hi, mut sum) = (255u8, 0u8, 0f64);
+        for i in 0..2000u64 {
+            let mut img = vec![100u8; 12];
+            only(0.4, 0.0, 0.0, 0.0).apply(&mut img, &mut SplitMix64::keyed(&[i]));
+            assert!(img.iter().all(|&v| v == img[0]));
+            lo = lo.min(img[0]);
+            hi = hi.max(img[0]);
+            sum += img[0] as f64;
+        }
+        assert!((60..=62).contains(&lo) && (138..=140).contains(&hi), "{lo} {hi}");
+        assert!((sum / 2000.0 - 100.0).abs() < 1.5, "mean {}", sum / 2000.0);
+        // Contrast and saturation leave a flat grey image alone; hue too.
+        let mut img = vec![77u8; 30];
+        only(0.0, 0.4, 0.4, 0.5).apply(&mut img, &mut SplitMix64::keyed(&[1]));
+        assert_eq!(img, vec![77u8; 30]);
+        // Contrast: pixels move away from (or towards) the mean luma, linearly in their distance.
+        let mut img = vec![0u8, 0, 0, 200, 200, 200];
+        only(0.0, 0.4, 0.0, 0.0).apply(&mut img, &mut SplitMix64::keyed(&[5]));
+        let (a, b) = (img[0] as f32, img[3] as f32);
+        assert!((a + b - 200.0).abs() <= 1.0 && (60.0..=140.0).contains(&(b - a)), "{img:?}");
+    }
+}

@@ -397,6 +397,11 @@ pub fn actual_delta_loss(subject: Subject, ft: &FineTune) -> Result<(f64, Vec<f6
 /// How well one criterion's score table predicts the actual ΔL.
 pub fn agreement(label: &str, cands: &[Candidate], table: &ScoreTable, actual: &[f64]) -> Agreement {
     let scores: Vec<f64> = cands.iter().map(|k| table.scores[k.cell][k.edge][k.op]).collect();
+    agreement_of_scores(label, cands, scores, actual)
+}
+
+/// [`agreement`] of the candidates' scores in candidate order.
+fn agreement_of_scores(label: &str, cands: &[Candidate], scores: Vec<f64>, actual: &[f64]) -> Agreement {
     Agreement {
         label: label.to_string(),
         spearman: spearman(&scores, actual),
@@ -454,7 +459,28 @@ pub fn run(
     };
     emit(&report(Vec::new()))?;
     let mut criteria = Vec::new();
+    // DARTS-IM's two signs differ in the sign of every score only (a product by ±1, exact): the
+    // second one asked for is the first one's scores negated, not a second solve. Keyed by the
+    // whole config with the sign set to the paper's.
+    let mut im_scores: Vec<(serde_json::Value, f64, Vec<f64>)> = Vec::new();
+    let sign_free = |c: &Config| {
+        let mut k = c.clone();
+        k.select.im_sign = ImSign::Paper;
+        serde_json::to_value(&k).unwrap_or_default()
+    };
+    let sign_of = |c: &Config| if c.select.im_sign == ImSign::Negated { -1.0 } else { 1.0 };
     for (label, c) in criteria_configs(cfg).into_iter().filter(|(l, _)| only.is_empty() || only.contains(l)) {
+        if c.select.criterion == Criterion::DartsIm {
+            let key = sign_free(&c);
+            if let Some((_, sign, scores)) = im_scores.iter().find(|(k, _, _)| *k == key) {
+                let flip = sign * sign_of(&c);
+                let scores: Vec<f64> = scores.iter().map(|x| x * flip).collect();
+                tracing::info!("fidelity: {label}: the other sign's scores, negated");
+                criteria.push(agreement_of_scores(&label, &cands, scores, &actual));
+                emit(&report(criteria.clone()))?;
+                continue;
+            }
+        }
         let s = &c.select;
         if s.ihvp == Ihvp::Cg
             && s.curvature == Curvature::Hessian
@@ -473,7 +499,13 @@ pub fn run(
         let result = ctx.run();
         tracing::info!("fidelity: {label} scored in {:.1} s", t0.elapsed().as_secs_f64());
         criteria.push(match result {
-            Ok(out) => agreement(&label, &cands, &out.table, &actual),
+            Ok(out) => {
+                let a = agreement(&label, &cands, &out.table, &actual);
+                if c.select.criterion == Criterion::DartsIm {
+                    im_scores.push((sign_free(&c), sign_of(&c), a.scores.clone()));
+                }
+                a
+            }
             // Deterministic on every rank (config limits, curvature found by all-reduced HVPs).
             Err(e @ Error::Config { .. }) => skipped(label, format!("skipped: {e}")),
             Err(e) => return Err(e),
