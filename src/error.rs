@@ -75,6 +75,17 @@ impl Error {
     }
 }
 
+/// Print `line` and a line break on stderr in one `write` call. `eprintln!` writes a formatted
+/// message piece by piece, so under `mpirun` the launcher's own report could land in the middle
+/// of a rank's error line; one write of less than a pipe's buffer (4 KiB) arrives whole.
+pub fn print_line(line: &str) {
+    use std::io::Write;
+    let mut text = String::with_capacity(line.len() + 1);
+    text.push_str(line);
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// `s` with control characters (escape sequences, newlines, …) written as `\u{…}`.
 pub fn printable(s: String) -> String {
     if !s.chars().any(char::is_control) {

@@ -199,7 +199,7 @@ pub fn finish(
 /// An error before the collectives exist: every rank has it, rank 0 prints it.
 pub fn fail_once(e: &Error) -> i32 {
     if comm::launcher_rank() == 0 {
-        eprintln!("error: {e}");
+        crate::error::print_line(&format!("error: {e}"));
     }
     e.exit_code()
 }
@@ -207,7 +207,7 @@ pub fn fail_once(e: &Error) -> i32 {
 /// Errors that every rank reached together are printed by rank 0; the status is the error's.
 pub fn report_error(comm: &dyn Collective, e: &Error) -> i32 {
     if comm.is_coordinator() {
-        eprintln!("error: {e}");
+        crate::error::print_line(&format!("error: {e}"));
     }
     e.exit_code()
 }

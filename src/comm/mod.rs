@@ -195,7 +195,7 @@ pub trait Collective {
 /// (`MPI_Abort`; the launcher stops the others), else it is returned as usual.
 pub fn fail_alone(comm: &dyn Collective, e: Error) -> Error {
     if comm.size() > 1 {
-        eprintln!("error: {e} (on rank {} of {}; ending the job)", comm.rank(), comm.size());
+        crate::error::print_line(&format!("error: {e} (on rank {} of {}; ending the job)", comm.rank(), comm.size()));
         comm.abort(e.exit_code());
     }
     e
