@@ -15,7 +15,10 @@
 //! `quick` shrinks the repetitions and N (a smoke run); `no-sm` skips part 3; `no-kfac` part 4;
 //! `kfac-only` runs part 4 alone;
 //! `im=N` runs part 2
-//! for that N only; `device=cuda` runs parts 1 and 2 on GPU 0 (`launch/gpu-check`). Times of part 1 are the median of the repetitions (the VM is noisy).
+//! for that N only; `micro=M` runs parts 1 and 2 with running BatchNorm statistics and
+//! derivatives in micro-batches of M images (`select.micro_batch`; 0 = whole batches), for
+//! their peak memory; `ops` runs part 0 alone: gradient and double backward of each NB201 op on
+//! one stage-1 activation (batch 64, 16 channels, 32×32), and of its pieces; `device=cuda` runs parts 1 and 2 on GPU 0 (`launch/gpu-check`). Times of part 1 are the median of the repetitions (the VM is noisy).
 
 use std::time::Instant;
 
@@ -61,6 +64,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "quick");
     let no_sm = args.iter().any(|a| a == "no-sm");
     let im_n: Option<usize> = args.iter().find_map(|a| a.strip_prefix("im=")).map(|n| n.parse().expect("im=N"));
+    let micro: Option<usize> = args.iter().find_map(|a| a.strip_prefix("micro=")).map(|n| n.parse().expect("micro=M"));
     let reps = if quick { 1 } else { 5 };
     // `device=cuda`: on GPU 0 (launch/gpu-check); the CPU otherwise.
     let device = if args.iter().any(|a| a == "device=cuda") {
@@ -94,9 +98,13 @@ fn main() {
     let split = SearchSplit::halves(2048);
     println!("NB201 supernet: {} weights", net.params().count());
 
+    if args.iter().any(|a| a == "ops") {
+        ops_profile(device, reps);
+        return;
+    }
     let kfac_only = args.iter().any(|a| a == "kfac-only");
     if !kfac_only {
-        first_order_and_woodbury(&cfg, net.as_ref(), &alphas, &data, &split, reps, quick, no_sm, im_n);
+        first_order_and_woodbury(&cfg, net.as_ref(), &alphas, &data, &split, reps, quick, no_sm, im_n, micro);
     }
 
     // 4. K-FAC / EK-FAC vs Woodbury on the same N batches.
@@ -139,11 +147,20 @@ fn first_order_and_woodbury(
     quick: bool,
     no_sm: bool,
     im_n: Option<usize>,
+    micro: Option<usize>,
 ) {
     let comm = LocalCollective::on(net.params().tensors[0].device());
     let timings = Timings::default();
     let eval1 = EvalSet::draw(1, dartsif::data::Stream::EvalBatches, 0, &split.arch, 1, 64).unwrap();
-    let probe = Probe::new(net, alphas, &comm, data, &eval1, Leaf::Mixing, BnMode::BatchStats, &timings).unwrap();
+    let bn = if let Some(m) = micro {
+        println!("BatchNorm: running statistics; micro-batches of {m} images (0 = whole batches)");
+        BnMode::Eval
+    } else {
+        BnMode::BatchStats
+    };
+    let probe = Probe::new(net, alphas, &comm, data, &eval1, Leaf::Mixing, bn, &timings)
+        .unwrap()
+        .with_micro_batch(micro.unwrap_or(0));
     let _ = probe.grad_theta(None).unwrap(); // warm-up
     let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, probe.device()));
     // Interleaved repetitions, medians: the two quantities see the same machine noise.
@@ -162,6 +179,10 @@ fn first_order_and_woodbury(
         c.select.n = n;
         c.select.criterion = dartsif::config::Criterion::DartsIm;
         c.select.ihvp = dartsif::config::Ihvp::Woodbury;
+        if let Some(m) = micro {
+            c.select.bn = dartsif::config::BnStats::Running;
+            c.select.micro_batch = m;
+        }
         let t = Timings::default();
         let ctx = Context::new(Subject { cfg: &c, comm: &comm, net, alphas, data, split }, &t);
         let (_, total) = time(|| ctx.run().unwrap());
@@ -213,5 +234,109 @@ fn first_order_and_woodbury(
             "N={n:<4} Gram GEMM {t_gram:7.3} s   Woodbury {t_w:7.3} s ({:.2}× Gram)   Sherman–Morrison {t_s:8.3} s   rel. diff {diff:.1e} (f32 results)",
             t_w / t_gram
         );
+    }
+}
+
+/// Part 0: where a double backward's time goes, op by op. Each op runs on x (64×16×32×32, a
+/// function of upstream weights in the network, so x requires grad) under the loss
+/// l = ½ Σ r·y², which has a non-zero second derivative in y; "gradient" is a forward and
+/// backward to x and the op's weights, "HVP" the same with the graph kept and a second backward
+/// of g·u. Medians of the repetitions.
+fn ops_profile(device: tch::Device, reps: usize) {
+    use dartsif::ops::layers::avg_pool;
+    let f = (Kind::Float, device);
+    tch::manual_seed(0);
+    let x0 = Tensor::randn([64, 16, 32, 32], f);
+    let w1 = (Tensor::randn([16, 16, 1, 1], f) * 0.25).set_requires_grad(true);
+    let w3 = (Tensor::randn([16, 16, 3, 3], f) * 0.08).set_requires_grad(true);
+    let w3s: Vec<Tensor> = (0..3).map(|_| (Tensor::randn([16, 16, 3, 3], f) * 0.08).set_requires_grad(true)).collect();
+    let r = Tensor::rand([64, 16, 32, 32], f);
+    let r3 = Tensor::rand([64, 48, 32, 32], f);
+    let bn = |y: &Tensor| {
+        y.batch_norm(None::<&Tensor>, None::<&Tensor>, None::<&Tensor>, None::<&Tensor>, true, 0.1, 1e-5, false)
+    };
+    type OpFn<'a> = Box<dyn Fn(&Tensor) -> Tensor + 'a>;
+    let ops: Vec<(&str, Vec<&Tensor>, OpFn)> = vec![
+        ("relu", vec![], Box::new(|x: &Tensor| x.relu())),
+        ("batchnorm (batch statistics)", vec![], Box::new(|x: &Tensor| bn(x))),
+        ("conv 1x1", vec![&w1], Box::new(|x: &Tensor| x.conv2d(&w1, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1))),
+        ("conv 3x3", vec![&w3], Box::new(|x: &Tensor| x.conv2d(&w3, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1))),
+        (
+            "relu-conv1x1-bn",
+            vec![&w1],
+            Box::new(|x: &Tensor| bn(&x.relu().conv2d(&w1, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1))),
+        ),
+        (
+            "relu-conv3x3-bn",
+            vec![&w3],
+            Box::new(|x: &Tensor| bn(&x.relu().conv2d(&w3, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1))),
+        ),
+        ("avg pool 3x3, depthwise conv (ours)", vec![], Box::new(|x: &Tensor| avg_pool(x, 3, 1, 1))),
+        (
+            "avg pool 3x3, libtorch avg_pool2d",
+            vec![],
+            Box::new(|x: &Tensor| x.avg_pool2d([3, 3], [1, 1], [1, 1], false, false, None::<i64>)),
+        ),
+    ];
+    // One node feeding three edges: three relu-conv3x3-bn ops apart, or as one op with the
+    // three kernels stacked along the output channels (the same sums per channel).
+    let three: Vec<(&str, OpFn)> = vec![
+        (
+            "3 × relu-conv3x3-bn, apart",
+            Box::new(|x: &Tensor| {
+                Tensor::cat(
+                    &w3s.iter()
+                        .map(|w| bn(&x.relu().conv2d(w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)))
+                        .collect::<Vec<_>>(),
+                    1,
+                )
+            }),
+        ),
+        (
+            "3 × relu-conv3x3-bn, stacked kernels",
+            Box::new(|x: &Tensor| {
+                bn(&x.relu().conv2d(&Tensor::cat(&w3s, 0), None::<Tensor>, [1, 1], [1, 1], [1, 1], 1))
+            }),
+        ),
+    ];
+    let mut ops = ops;
+    for (name, op) in three {
+        ops.push((name, w3s.iter().collect(), op));
+    }
+    println!("{:<38} {:>10} {:>10} {:>8}", "op (64×16×32×32)", "gradient", "HVP", "ratio");
+    for (name, weights, op) in &ops {
+        let (mut tg, mut th) = (Vec::new(), Vec::new());
+        for _ in 0..reps.max(3) {
+            let x = x0.copy().set_requires_grad(true);
+            let mut inputs: Vec<&Tensor> = vec![&x];
+            inputs.extend(weights.iter().copied());
+            let u: Vec<Tensor> = inputs.iter().map(|t| t.randn_like()).collect();
+            tg.push(
+                time(|| {
+                    let y = op(&x);
+                    let r = if y.size()[1] == 48 { &r3 } else { &r };
+                    let l = (r * &y * &y).sum(Kind::Float) * 0.5;
+                    drop(Tensor::run_backward(&[&l], &inputs, false, false))
+                })
+                .1,
+            );
+            th.push(
+                time(|| {
+                    let y = op(&x);
+                    let r = if y.size()[1] == 48 { &r3 } else { &r };
+                    let l = (r * &y * &y).sum(Kind::Float) * 0.5;
+                    let g = Tensor::run_backward(&[&l], &inputs, true, true);
+                    let dot = g
+                        .iter()
+                        .zip(&u)
+                        .map(|(g, u)| (g * u).sum(Kind::Float))
+                        .fold(Tensor::zeros([], f), |a, b| a + b);
+                    drop(Tensor::run_backward(&[&dot], &inputs, false, false))
+                })
+                .1,
+            );
+        }
+        let (tg, th) = (median(tg) * 1e3, median(th) * 1e3);
+        println!("{name:<38} {tg:8.1} ms {th:8.1} ms {:7.2}×", th / tg);
     }
 }

@@ -418,6 +418,60 @@ fn ggn_products_equal_the_dense_gauss_newton_matrix() {
     assert!(rel(&x, &exact) < 1e-6, "cg on the GGN: {:e} after {} iterations", rel(&x, &exact), info.iterations);
 }
 
+/// `select.micro_batch`: with running BatchNorm statistics, every primitive summed over
+/// micro-batches (m = 4 split 3 + 1, so the pieces differ in size and carry shares 3/4 and 1/4)
+/// is the whole batch's, to f64 rounding — first order (L, ∇θL, ∇wL, the Fisher samples with
+/// data and with sampled labels), second order (Hu, Bv, Bᵀu, B·1 and its samples, Bᵀz over
+/// prefixes) and the GGN product, on NB201 and on a DARTS supernet.
+#[test]
+fn micro_batches_give_the_whole_batch_derivatives() {
+    use dartsif::config::FisherLabels;
+    for space in [&[][..], &["space.name=\"darts\"", "space.channels=2", "space.layers=3", "data.image_size=8"][..]] {
+        let s = setup(space);
+        let (comm, t) = (LocalCollective::default(), Timings::default());
+        let eval = s.eval_n(2);
+        let whole =
+            Probe::new(s.net.as_ref(), &s.alphas, &comm, &s.data, &eval, Leaf::Mixing, BnMode::Eval, &t).unwrap();
+        let split = Probe::new(s.net.as_ref(), &s.alphas, &comm, &s.data, &eval, Leaf::Mixing, BnMode::Eval, &t)
+            .unwrap()
+            .with_micro_batch(3);
+        let close = |what: &str, a: &Tensor, b: &Tensor| {
+            assert!(rel(a, b) < 1e-12, "{space:?}: {what}: micro-batched vs whole {:e}", rel(a, b));
+        };
+        tch::manual_seed(11);
+        let u = Tensor::randn([whole.n_params() as i64], (Kind::Double, tch::Device::Cpu));
+        let v = Tensor::randn([flatten(&whole.leaf).numel() as i64], (Kind::Double, tch::Device::Cpu));
+        let (lw, gw) = whole.grad_theta(None).unwrap();
+        let (ls, gs) = split.grad_theta(None).unwrap();
+        assert!((lw - ls).abs() < 1e-12 * lw.abs(), "{space:?}: loss {lw} vs {ls}");
+        close("∇θL", &gs, &gw);
+        close("∇wL", &split.grad_leaf().unwrap(), &whole.grad_leaf().unwrap());
+        close("Hu", &split.hvp(&u).unwrap(), &whole.hvp(&u).unwrap());
+        close("H_0 u", &split.hvp_on(0, &u), &whole.hvp_on(0, &u));
+        close("Bv", &split.mixed(&v).unwrap(), &whole.mixed(&v).unwrap());
+        close("Bᵀu", &split.mixed_t(&u).unwrap(), &whole.mixed_t(&u).unwrap());
+        close("GGN u", &split.ggn_vp(&u).unwrap(), &whole.ggn_vp(&u).unwrap());
+        for labels in [FisherLabels::Data, FisherLabels::Sampled] {
+            for ((jw, a), (js, b)) in whole.batch_grads(labels).iter().zip(&split.batch_grads(labels)) {
+                assert_eq!(jw, js);
+                close(&format!("Fisher sample {jw} ({labels:?} labels)"), b, a);
+            }
+        }
+        let (sw, uw) = whole.batch_grads_and_mixed_ones_prefixes(&[1, 2], true).unwrap();
+        let (ss, us) = split.batch_grads_and_mixed_ones_prefixes(&[1, 2], true).unwrap();
+        for ((_, a), (_, b)) in sw.iter().zip(&ss) {
+            close("pass-1 sample", b, a);
+        }
+        for (a, b) in uw.iter().zip(&us) {
+            close("B·1 over a prefix", b, a);
+        }
+        let zs = vec![(1, u.shallow_clone()), (2, &u * 0.5)];
+        for (a, b) in whole.mixed_t_prefixes(&zs).unwrap().iter().zip(&split.mixed_t_prefixes(&zs).unwrap()) {
+            close("Bᵀz over a prefix", b, a);
+        }
+    }
+}
+
 /// The layer records K-FAC factors are built from, checked through the per-sample gradients
 /// they imply (Σ_t s_t a_tᵀ per convolution or linear map, Σ_t s_t x̂_t and Σ_t s_t per BatchNorm):
 /// with running BatchNorm statistics they equal each sample's own autograd gradient (one

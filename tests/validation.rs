@@ -192,6 +192,10 @@ fn invalid_inputs_are_refused_with_one_line() {
             "select.fisher_samples: \"sample\" needs select.bn = \"running\"",
         ),
         search_case(
+            &["select.micro_batch=16"],
+            "select.micro_batch: splitting a batch changes its BatchNorm statistics: needs select.bn = \"running\"",
+        ),
+        search_case(
             &["select.ihvp=\"ekfac\"", "select.damping_rule=\"fixed\""],
             "select.damping: ekfac needs a damping λ > 0",
         ),

@@ -502,6 +502,13 @@ impl SelectConfig {
         if self.cg_max_iter == 0 {
             return Err(Error::config(source, "select.cg_max_iter", "must be at least 1 (got 0)"));
         }
+        if self.micro_batch > 0 && self.bn != BnStats::Running {
+            return Err(Error::config(
+                source,
+                "select.micro_batch",
+                "splitting a batch changes its BatchNorm statistics: needs select.bn = \"running\"",
+            ));
+        }
         if self.fisher_samples == FisherSamples::Sample && self.bn != BnStats::Running {
             return Err(Error::config(
                 source,

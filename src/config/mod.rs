@@ -451,6 +451,11 @@ pub struct SelectConfig {
     /// Images per evaluation batch; 0 = search.batch_size.
     #[serde(default)]
     pub batch_size: usize,
+    /// Images per autograd graph within an evaluation batch (0 = the whole batch): derivatives
+    /// are summed over micro-batches, so peak memory follows this size. Needs `bn = "running"`,
+    /// where the split is exact.
+    #[serde(default)]
+    pub micro_batch: usize,
     /// Neumann step γ (needs 0 < γ < 2/λmax).
     #[serde(default = "d_gamma")]
     pub gamma: f64,

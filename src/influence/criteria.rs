@@ -151,7 +151,8 @@ impl Context<'_> {
 
     fn probe(&self, eval: &EvalSet, leaf: Leaf) -> Result<Probe<'_>> {
         let mut p =
-            Probe::new(self.net, self.alphas, self.comm, self.data, eval, leaf, bn_mode(self.cfg), self.timings)?;
+            Probe::new(self.net, self.alphas, self.comm, self.data, eval, leaf, bn_mode(self.cfg), self.timings)?
+                .with_micro_batch(self.cfg.select.micro_batch);
         if let Some(proj) = self.projection {
             p.project(proj);
         }

@@ -292,6 +292,14 @@ impl Kfac {
         let comm = probe.comm;
         let t: &Timings = probe.timings;
         let specs = block_specs(probe)?;
+        if probe.micro > 0 && comm.is_coordinator() {
+            tracing::warn!(
+                "select.micro_batch = {}: the {} factor passes record whole batches (first order; \
+                 the double-backward passes are split)",
+                probe.micro,
+                if eigen_corrected { "EK-FAC" } else { "K-FAC" }
+            );
+        }
         let owner_of: HashMap<usize, usize> = specs
             .iter()
             .enumerate()

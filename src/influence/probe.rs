@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, fisher_targets};
 use crate::supernet::{BnMode, Supernet};
 
+mod curvature;
+
 /// Wall-clock time spent per kind of work.
 #[derive(Debug, Default)]
 pub struct Timings {
@@ -115,6 +117,11 @@ pub struct Probe<'a> {
     eval: EvalSet,
     batches: Vec<Option<(Tensor, Tensor)>>,
     pub bn: BnMode,
+    /// Images per autograd graph (`select.micro_batch`; 0 = the whole batch): each batch's
+    /// derivatives are summed over micro-batches of this size, each carrying its share m_k/m
+    /// of the batch's mean loss. Exact only where BatchNorm does not couple the images
+    /// (running statistics); the config refuses it with batch statistics.
+    pub micro: usize,
     pub timings: &'a Timings,
 }
 
@@ -157,8 +164,17 @@ impl<'a> Probe<'a> {
             eval: eval.clone(),
             batches,
             bn,
+            micro: 0,
             timings,
         })
+    }
+
+    /// Compute every derivative in micro-batches of `m` images (0 = whole batches): peak memory
+    /// follows the micro-batch, not the batch. The caller checks that BatchNorm uses running
+    /// statistics, where the split is exact.
+    pub fn with_micro_batch(mut self, m: usize) -> Self {
+        self.micro = m;
+        self
     }
 
     /// Move a mixing-weight leaf to the projected weights (fixed rows substituted). The raw-logit
@@ -233,6 +249,33 @@ impl<'a> Probe<'a> {
         cross_entropy(&self.net.forward(x, w, self.bn), y)
     }
 
+    /// Batch j as the micro-batches its derivatives are computed on ([`Probe::micro`]); one
+    /// piece, the batch itself, when it is not split.
+    fn pieces(&self, j: usize) -> Vec<Piece> {
+        let (x, y) = self.batch(j);
+        let m = x.size()[0];
+        let step = if self.micro == 0 { m } else { self.micro as i64 };
+        if step >= m {
+            return vec![Piece { x: x.shallow_clone(), y: y.shallow_clone(), share: None, batch: m }];
+        }
+        (0..m)
+            .step_by(step as usize)
+            .map(|s| {
+                let len = step.min(m - s);
+                Piece { x: x.narrow(0, s, len), y: y.narrow(0, s, len), share: Some(len as f64 / m as f64), batch: m }
+            })
+            .collect()
+    }
+
+    /// The piece's part of its batch's mean loss.
+    fn piece_loss(&self, p: &Piece, w: &[Tensor]) -> Tensor {
+        let l = cross_entropy(&self.net.forward(&p.x, w, self.bn), &p.y);
+        match p.share {
+            Some(s) => l * s,
+            None => l,
+        }
+    }
+
     /// Sum over ranks, divided by N.
     fn mean_over_batches(&self, t: Tensor) -> Result<Tensor> {
         let t = t.contiguous();
@@ -265,10 +308,12 @@ impl<'a> Probe<'a> {
             let mut loss = 0.0;
             let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), self.device()));
             for j in self.own_batches() {
-                let l = self.batch_loss(j, w);
-                loss += l.double_value(&[]);
-                let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
-                acc += flatten(&g);
+                for p in self.pieces(j) {
+                    let l = self.piece_loss(&p, w);
+                    loss += l.double_value(&[]);
+                    let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
+                    acc += flatten(&g);
+                }
             }
             (loss, acc)
         });
@@ -282,10 +327,12 @@ impl<'a> Probe<'a> {
             let mut loss = 0.0;
             let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), self.device()));
             for j in 0..self.n_batches() {
-                let l = self.batch_loss(j, w);
-                loss += l.double_value(&[]);
-                let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
-                acc += flatten(&g);
+                for p in self.pieces(j) {
+                    let l = self.piece_loss(&p, w);
+                    loss += l.double_value(&[]);
+                    let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
+                    acc += flatten(&g);
+                }
             }
             let n = self.n_batches() as f64;
             (loss / n, acc / n)
@@ -306,27 +353,31 @@ impl<'a> Probe<'a> {
         let g = Timings::add(&self.timings.autograd, || {
             let mut acc = flatten(&self.leaf).zeros_like();
             for j in self.own_batches() {
-                let l = self.batch_loss(j, &self.weights_of(&self.leaf));
-                acc += flatten(&defined_or_zeros(Tensor::run_backward(&[&l], &self.leaf, false, false), &self.leaf));
+                for p in self.pieces(j) {
+                    let l = self.piece_loss(&p, &self.weights_of(&self.leaf));
+                    acc +=
+                        flatten(&defined_or_zeros(Tensor::run_backward(&[&l], &self.leaf, false, false), &self.leaf));
+                }
             }
             acc
         });
         self.mean_over_batches(g)
     }
 
-    /// First derivatives with the graph kept, on batch j: (∇θ L_j, ∇w L_j) as per-tensor lists.
-    fn first_derivatives(&self, j: usize) -> (Vec<Tensor>, Vec<Tensor>) {
-        let l = self.batch_loss(j, &self.weights_of(&self.leaf));
+    /// First derivatives with the graph kept, on a piece of a batch: (∇θ L, ∇w L) as per-tensor
+    /// lists.
+    fn first_derivatives(&self, p: &Piece) -> (Vec<Tensor>, Vec<Tensor>) {
+        let l = self.piece_loss(p, &self.weights_of(&self.leaf));
         let inputs: Vec<Tensor> = self.params.iter().chain(&self.leaf).map(|t| t.shallow_clone()).collect();
         let mut gt = defined_or_zeros(Tensor::run_backward(&[&l], &inputs, true, true), &inputs);
         let gw = gt.split_off(self.params.len());
         (gt, gw)
     }
 
-    /// ∇θ L_j with the graph kept (no ∇w: HVPs and Bᵀu need only this, and the w-gradient's
-    /// reductions would double-backward for nothing).
-    fn theta_derivatives(&self, j: usize) -> Vec<Tensor> {
-        let l = self.batch_loss(j, &self.weights_of(&self.leaf));
+    /// ∇θ L with the graph kept, on a piece of a batch (no ∇w: HVPs and Bᵀu need only this,
+    /// and the w-gradient's reductions would double-backward for nothing).
+    fn theta_derivatives(&self, p: &Piece) -> Vec<Tensor> {
+        let l = self.piece_loss(p, &self.weights_of(&self.leaf));
         defined_or_zeros(Tensor::run_backward(&[&l], &self.params, true, true), &self.params)
     }
 
@@ -350,8 +401,10 @@ impl<'a> Probe<'a> {
         let h = Timings::add(&self.timings.autograd, || {
             let mut acc = u.zeros_like();
             for j in self.own_batches() {
-                let gt = self.theta_derivatives(j);
-                acc += self.second(&graph_dot(&gt, &us), &self.params);
+                for p in self.pieces(j) {
+                    let gt = self.theta_derivatives(&p);
+                    acc += self.second(&graph_dot(&gt, &us), &self.params);
+                }
             }
             acc
         });
@@ -364,109 +417,16 @@ impl<'a> Probe<'a> {
         self.net.forward(x, &self.weights_of(&self.leaf), self.bn)
     }
 
-    /// G u with G the generalised Gauss–Newton matrix Jᵀ H_z J (mean over the N batches): J the
-    /// Jacobian of batch j's logits z in θ, H_z the Hessian of the mean cross-entropy in z,
-    /// block-diagonal over the m samples, (diag pᵢ − pᵢpᵢᵀ)/m with pᵢ = softmax(zᵢ). For softmax
-    /// cross-entropy G is the true Fisher: positive semi-definite, and curvature in every
-    /// direction the logits move. Three passes per batch: J u by the double-backward trick
-    /// (the gradient of ⟨Jᵀr, u⟩ in a dummy r), H_z (J u) in closed form, Jᵀ(·) by one backward.
-    pub fn ggn_vp(&self, u: &Tensor) -> Result<Tensor> {
-        let us = split_like(u, &self.params);
-        let g = Timings::add(&self.timings.autograd, || {
-            let mut acc = u.zeros_like();
-            for j in self.own_batches() {
-                acc += self.ggn_vp_on(j, &us);
-            }
-            acc
-        });
-        self.mean_over_batches(g)
-    }
-
-    /// The GGN formed densely (P×P, f64, mean over the N batches) from the logits' Jacobian:
-    /// per batch, m·C backward passes (one per logit) and Jᵀ H_z J. For small models.
-    pub fn dense_ggn(&self) -> Result<Tensor> {
-        let p = self.n_params() as i64;
-        let g = Timings::add(&self.timings.autograd, || {
-            let mut acc = Tensor::zeros([p, p], (Kind::Double, self.device()));
-            for j in self.own_batches() {
-                let z = self.logits(j);
-                let (m, c) = (z.size()[0], z.size()[1]);
-                let mut rows = Vec::with_capacity((m * c) as usize);
-                for i in 0..m {
-                    for k in 0..c {
-                        let zik = z.get(i).get(k);
-                        rows.push(
-                            flatten(&defined_or_zeros(
-                                Tensor::run_backward(&[&zik], &self.params, true, false),
-                                &self.params,
-                            ))
-                            .to_kind(Kind::Double),
-                        );
-                    }
-                }
-                let jac = Tensor::stack(&rows, 0);
-                let prob = z.detach().to_kind(Kind::Double).softmax(-1, Kind::Double);
-                // H_z J row block by row block: (diag pᵢ − pᵢpᵢᵀ)/m times sample i's C rows.
-                let jb = jac.view([m, c, p]);
-                let pj = (prob.unsqueeze(-1) * &jb).sum_dim_intlist(1, true, Kind::Double);
-                let hj = (prob.unsqueeze(-1) * (&jb - pj)).view([m * c, p]) / m as f64;
-                acc += jac.tr().matmul(&hj);
-            }
-            acc
-        });
-        self.mean_over_batches(g)
-    }
-
-    fn ggn_vp_on(&self, j: usize, us: &[Tensor]) -> Tensor {
-        let z = self.logits(j);
-        let m = z.size()[0] as f64;
-        let r = z.zeros_like().set_requires_grad(true);
-        let jt_r =
-            defined_or_zeros(Tensor::run_backward(&[(&z * &r).sum(z.kind())], &self.params, true, true), &self.params);
-        let dot = graph_dot(&jt_r, us);
-        let ju = if dot.requires_grad() {
-            Tensor::run_backward(&[&dot], &[&r], true, false).pop().expect("one input")
-        } else {
-            return flatten(&self.params).zeros_like();
-        };
-        let p = z.detach().softmax(-1, z.kind());
-        let hju = (&p * &ju - &p * (&p * &ju).sum_dim_intlist(-1, true, z.kind())) / m;
-        self.second(&(&z * hju.detach()).sum(z.kind()), &self.params)
-    }
-
-    /// The dense Hessian H (P×P, f64, mean over the N batches): per batch, one first-derivative
-    /// graph and P double-backward passes of its entries (row i = ∇θ ∂L/∂θ_i). For small models.
-    pub fn dense_hessian(&self) -> Result<Tensor> {
-        let p = self.n_params() as i64;
-        let h = Timings::add(&self.timings.autograd, || {
-            let h = Tensor::zeros([p, p], (Kind::Double, self.device()));
-            for j in self.own_batches() {
-                let g = flatten(&self.theta_derivatives(j));
-                for i in 0..p {
-                    let gi = g.get(i);
-                    let row = if gi.requires_grad() {
-                        flatten(&defined_or_zeros(
-                            Tensor::run_backward(&[&gi], &self.params, true, false),
-                            &self.params,
-                        ))
-                    } else {
-                        Tensor::zeros([p], (self.kind(), self.device()))
-                    };
-                    let mut hr = h.get(i);
-                    hr += row.to_kind(Kind::Double);
-                }
-            }
-            h
-        });
-        self.mean_over_batches(h)
-    }
-
     /// H_j u on batch j alone (no communication): the authors' per-batch Neumann chains.
     pub fn hvp_on(&self, j: usize, u: &Tensor) -> Tensor {
         let us = split_like(u, &self.params);
         Timings::add(&self.timings.autograd, || {
-            let gt = self.theta_derivatives(j);
-            self.second(&graph_dot(&gt, &us), &self.params)
+            let mut acc = u.zeros_like();
+            for p in self.pieces(j) {
+                let gt = self.theta_derivatives(&p);
+                acc += self.second(&graph_dot(&gt, &us), &self.params);
+            }
+            acc
         })
     }
 
@@ -476,8 +436,10 @@ impl<'a> Probe<'a> {
         let out = Timings::add(&self.timings.autograd, || {
             let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), self.device()));
             for j in self.own_batches() {
-                let (_, gw) = self.first_derivatives(j);
-                acc += self.second(&graph_dot(&gw, &vs), &self.params);
+                for p in self.pieces(j) {
+                    let (_, gw) = self.first_derivatives(&p);
+                    acc += self.second(&graph_dot(&gw, &vs), &self.params);
+                }
             }
             acc
         });
@@ -490,8 +452,10 @@ impl<'a> Probe<'a> {
         let out = Timings::add(&self.timings.autograd, || {
             let mut acc = flatten(&self.leaf).zeros_like();
             for j in self.own_batches() {
-                let gt = self.theta_derivatives(j);
-                acc += self.second(&graph_dot(&gt, &us), &self.leaf);
+                for p in self.pieces(j) {
+                    let gt = self.theta_derivatives(&p);
+                    acc += self.second(&graph_dot(&gt, &us), &self.leaf);
+                }
             }
             acc
         });
@@ -515,6 +479,7 @@ impl<'a> Probe<'a> {
                 .map(|b| b.as_ref().map(|(x, y)| (x.shallow_clone(), y.shallow_clone())))
                 .collect(),
             bn: self.bn,
+            micro: self.micro,
             timings: self.timings,
         }
     }
@@ -542,11 +507,27 @@ impl<'a> Probe<'a> {
             let mut sums: Vec<Tensor> = ns.iter().map(|_| zeros()).collect();
             let mut progress = self.progress("darts-im pass 1 of 2 (B·1 and Fisher samples, double backward)");
             for j in self.own_batches() {
-                let (gt, gw) = self.first_derivatives(j);
-                if keep_grads {
-                    grads.push((j, flatten(&gt).detach()));
+                let mut gj: Option<Tensor> = None;
+                let mut uj: Option<Tensor> = None;
+                for p in self.pieces(j) {
+                    let (gt, gw) = self.first_derivatives(&p);
+                    if keep_grads {
+                        let g = flatten(&gt).detach();
+                        gj = Some(match gj {
+                            Some(acc) => acc + g,
+                            None => g,
+                        });
+                    }
+                    let u = self.second(&graph_dot(&gw, &ones), &self.params);
+                    uj = Some(match uj {
+                        Some(acc) => acc + u,
+                        None => u,
+                    });
                 }
-                let uj = self.second(&graph_dot(&gw, &ones), &self.params);
+                if let Some(g) = gj {
+                    grads.push((j, g));
+                }
+                let uj = uj.expect("a batch has at least one piece");
                 for (s, &n) in sums.iter_mut().zip(ns) {
                     if j < n {
                         *s += &uj;
@@ -574,9 +555,11 @@ impl<'a> Probe<'a> {
                 if users.is_empty() {
                     continue;
                 }
-                let gt = self.theta_derivatives(j);
-                for (k, &c) in users.iter().enumerate() {
-                    sums[c] += self.second_keep(&graph_dot(&gt, &split[c]), &self.leaf, k + 1 < users.len());
+                for p in self.pieces(j) {
+                    let gt = self.theta_derivatives(&p);
+                    for (k, &c) in users.iter().enumerate() {
+                        sums[c] += self.second_keep(&graph_dot(&gt, &split[c]), &self.leaf, k + 1 < users.len());
+                    }
                 }
             }
             progress.finish();
@@ -594,10 +577,32 @@ impl<'a> Probe<'a> {
             self.own_batches()
                 .map(|j| {
                     let (x, y) = self.batch(j);
-                    let z = self.net.forward(x, &w, self.bn);
-                    let l = cross_entropy(&z, &fisher_targets(labels, j, &z, y));
-                    let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
-                    (j, flatten(&g))
+                    let pieces = self.pieces(j);
+                    if pieces.len() == 1 {
+                        let z = self.net.forward(x, &w, self.bn);
+                        let l = cross_entropy(&z, &fisher_targets(labels, j, &z, y));
+                        let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
+                        return (j, flatten(&g));
+                    }
+                    // Split (running statistics): the labels of the whole batch, then its pieces.
+                    let targets = match labels {
+                        FisherLabels::Data => y.shallow_clone(),
+                        FisherLabels::Sampled => {
+                            let _g = tch::no_grad_guard();
+                            fisher_targets(labels, j, &self.net.forward(x, &w, self.bn), y)
+                        }
+                    };
+                    let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), self.device()));
+                    let mut at = 0;
+                    for p in &pieces {
+                        let n = p.x.size()[0];
+                        let piece = Piece { x: p.x.shallow_clone(), y: targets.narrow(0, at, n), ..*p };
+                        at += n;
+                        let l = self.piece_loss(&piece, &w);
+                        let g = defined_or_zeros(Tensor::run_backward(&[&l], &self.params, false, false), &self.params);
+                        acc += flatten(&g);
+                    }
+                    (j, acc)
                 })
                 .collect()
         })
@@ -676,4 +681,15 @@ impl<'a> Probe<'a> {
         });
         (x, y)
     }
+}
+
+/// A micro-batch of an evaluation batch ([`Probe::pieces`]).
+struct Piece {
+    x: Tensor,
+    y: Tensor,
+    /// Its share m_k/m of the batch's mean loss; None for the whole batch (no rescaling, so an
+    /// unsplit run computes exactly what it always did).
+    share: Option<f64>,
+    /// The whole batch's size m.
+    batch: i64,
 }

@@ -2,6 +2,8 @@
 //! the evaluation network ([`crate::network`]): the candidate ops (quark0/darts
 //! `operations.py`), the cells' input preprocessing, the stem and the cells' channel plan.
 
+use std::cell::OnceCell;
+
 use tch::Tensor;
 
 use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, ReluConvBn};
@@ -124,9 +126,13 @@ impl FactorizedReduce {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
-        let x = x.relu();
+        self.forward_relued(&x.relu(), bn)
+    }
+
+    /// On `relu(x)` computed by the caller.
+    fn forward_relued(&self, x: &Tensor, bn: BnMode) -> Tensor {
         let shifted = x.narrow(2, 1, x.size()[2] - 1).narrow(3, 1, x.size()[3] - 1);
-        let y = Tensor::cat(&[self.conv_1.forward(&x), self.conv_2.forward(&shifted)], 1);
+        let y = Tensor::cat(&[self.conv_1.forward(x), self.conv_2.forward(&shifted)], 1);
         self.bn.forward(&y, bn)
     }
 }
@@ -203,22 +209,60 @@ impl Op {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Option<Tensor> {
+        self.forward_shared(&Input::new(x.shallow_clone()), bn)
+    }
+
+    /// The op on a state whose ReLU and pooling are shared by every op and edge reading it
+    /// (computed once: one autograd node instead of one per op, which the double backward of a
+    /// selection pays for twice).
+    pub(crate) fn forward_shared(&self, x: &Input, bn: BnMode) -> Option<Tensor> {
         let norm = |n: &Option<BatchNorm>, y: Tensor| match n {
             Some(n) => n.forward(&y, bn),
             None => y,
         };
         Some(match self {
             Op::Zero => return None,
-            Op::MaxPool { stride, bn: n } => norm(n, x.max_pool2d([3, 3], [*stride, *stride], [1, 1], [1, 1], false)),
-            Op::AvgPool { stride, bn: n } => norm(n, avg_pool(x, 3, *stride, 1)),
-            Op::Identity => x.shallow_clone(),
-            Op::Reduce(fr) => fr.forward(x, bn),
+            Op::MaxPool { stride, bn: n } => {
+                norm(n, x.pooled(&x.max, *stride, |s| x.x.max_pool2d([3, 3], [s, s], [1, 1], [1, 1], false)))
+            }
+            Op::AvgPool { stride, bn: n } => norm(n, x.pooled(&x.avg, *stride, |s| avg_pool(&x.x, 3, s, 1))),
+            Op::Identity => x.x.shallow_clone(),
+            Op::Reduce(fr) => fr.forward_relued(x.relu(), bn),
             Op::Sep { dw1, pw1, bn1, dw2, pw2, bn2 } => {
-                let h = bn1.forward(&pw1.forward(&dw1.forward(&x.relu())), bn);
+                let h = bn1.forward(&pw1.forward(&dw1.forward(x.relu())), bn);
                 bn2.forward(&pw2.forward(&dw2.forward(&h.relu())), bn)
             }
-            Op::Dil { dw, pw, bn: norm } => norm.forward(&pw.forward(&dw.forward(&x.relu())), bn),
+            Op::Dil { dw, pw, bn: norm } => norm.forward(&pw.forward(&dw.forward(x.relu())), bn),
         })
+    }
+}
+
+/// A state as the ops of its outgoing edges read it, with what they share computed once.
+pub(crate) struct Input {
+    pub(crate) x: Tensor,
+    relu: OnceCell<Tensor>,
+    /// (stride, pooled): every edge leaving a state has the same stride; another stride is
+    /// computed afresh.
+    max: OnceCell<(i64, Tensor)>,
+    avg: OnceCell<(i64, Tensor)>,
+}
+
+impl Input {
+    pub(crate) fn new(x: Tensor) -> Self {
+        Input { x, relu: OnceCell::new(), max: OnceCell::new(), avg: OnceCell::new() }
+    }
+
+    fn relu(&self) -> &Tensor {
+        self.relu.get_or_init(|| self.x.relu())
+    }
+
+    fn pooled(&self, cell: &OnceCell<(i64, Tensor)>, stride: i64, pool: impl Fn(i64) -> Tensor) -> Tensor {
+        let (s, t) = cell.get_or_init(|| (stride, pool(stride)));
+        if *s == stride {
+            t.shallow_clone()
+        } else {
+            pool(stride)
+        }
     }
 }
 

@@ -373,7 +373,12 @@ impl ReluConvBn {
     }
 
     pub fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
-        self.bn.forward(&self.conv.forward(&x.relu()), bn)
+        self.forward_relued(&x.relu(), bn)
+    }
+
+    /// The op on `relu(x)` computed by the caller (shared by the ops that read the same x).
+    pub fn forward_relued(&self, relu_x: &Tensor, bn: BnMode) -> Tensor {
+        self.bn.forward(&self.conv.forward(relu_x), bn)
     }
 }
 

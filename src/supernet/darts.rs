@@ -16,7 +16,7 @@ use tch::Tensor;
 
 use super::{left_out, EdgeOps, Path, Supernet};
 use crate::config::StemKind;
-use crate::ops::darts::{cell_shapes, CellShape, Op, Preprocess, Stem};
+use crate::ops::darts::{cell_shapes, CellShape, Input, Op, Preprocess, Stem};
 use crate::ops::layers::{BnMode, Builder, Linear};
 use crate::space::{Mixing, SpaceSpec};
 
@@ -89,6 +89,7 @@ impl SearchCell {
         bn: BnMode,
     ) -> Tensor {
         let mut states = self.pre.forward(s0, s1, bn);
+        let mut inputs: Vec<Input> = Vec::with_capacity(STEPS + 2);
         let mut offset = 0;
         for _ in 0..STEPS {
             let mut node: Option<Tensor> = None;
@@ -99,6 +100,17 @@ impl SearchCell {
                     Some(a) => a + term,
                 })
             };
+            // Each state's part read by the ops (PC-DARTS: its first C/K channels), its ReLU
+            // and pooling, shared by all edges leaving it.
+            while inputs.len() < states.len() {
+                let h = &states[inputs.len()];
+                let c = h.size()[1];
+                inputs.push(Input::new(if self.partial > 1 {
+                    h.narrow(1, 0, c / self.partial)
+                } else {
+                    h.shallow_clone()
+                }));
+            }
             for (j, h) in states.iter().enumerate() {
                 let e = offset + j;
                 let row = w.get(e as i64);
@@ -109,13 +121,12 @@ impl SearchCell {
                     }
                 }
                 let c = h.size()[1];
-                let part = if self.partial > 1 { h.narrow(1, 0, c / self.partial) } else { h.shallow_clone() };
                 let mut mixed: Option<Tensor> = None;
                 for (o, op) in self.edges[e].iter().enumerate() {
                     if how == EdgeOps::Off || matches!(how, EdgeOps::One(c) if c != o) {
                         continue;
                     }
-                    if let Some(out) = op.forward(&part, bn) {
+                    if let Some(out) = op.forward_shared(&inputs[j], bn) {
                         add(&mut mixed, out * row.get(o as i64));
                     }
                 }

@@ -7,6 +7,8 @@
 //! mixing weights `w[edge, op]` (one 6×5 table shared by all cells). Search BatchNorm is
 //! non-affine. Parameter names match AutoDL's state dict.
 
+use std::cell::OnceCell;
+
 use tch::Tensor;
 
 use super::{left_out, EdgeOps, Path, Supernet};
@@ -32,13 +34,28 @@ enum Op {
 }
 
 impl Op {
-    fn forward(&self, x: &Tensor, bn: BnMode) -> Option<Tensor> {
+    /// The op on node `x`; the node's ReLU and pooling are computed once for every edge
+    /// leaving it (the same tensors each time: one autograd node instead of up to six).
+    fn forward(&self, x: &Source, bn: BnMode) -> Option<Tensor> {
         match self {
             Op::None => None,
-            Op::Skip => Some(x.shallow_clone()),
-            Op::Conv(c) => Some(c.forward(x, bn)),
-            Op::AvgPool => Some(avg_pool(x, 3, 1, 1)),
+            Op::Skip => Some(x.x.shallow_clone()),
+            Op::Conv(c) => Some(c.forward_relued(x.relu.get_or_init(|| x.x.relu()), bn)),
+            Op::AvgPool => Some(x.pool.get_or_init(|| avg_pool(&x.x, 3, 1, 1)).shallow_clone()),
         }
+    }
+}
+
+/// A cell node and what its outgoing edges share of it.
+struct Source {
+    x: Tensor,
+    relu: OnceCell<Tensor>,
+    pool: OnceCell<Tensor>,
+}
+
+impl Source {
+    fn new(x: Tensor) -> Self {
+        Source { x, relu: OnceCell::new(), pool: OnceCell::new() }
     }
 }
 
@@ -75,7 +92,7 @@ impl SearchCell {
 
     /// `w`: the 6×5 mixing weights; `path`: the one op per edge to compute (all when none).
     fn forward(&self, x: &Tensor, w: &Tensor, path: Option<&[Option<usize>]>, bn: BnMode) -> Tensor {
-        let mut nodes: Vec<Tensor> = vec![x.shallow_clone()];
+        let mut nodes: Vec<Source> = vec![Source::new(x.shallow_clone())];
         for i in 1..4 {
             let mut acc: Option<Tensor> = None;
             let mut scalars: Option<Tensor> = None;
@@ -104,13 +121,13 @@ impl SearchCell {
                 }
             }
             // `none` contributes exactly zero; a node fed only by `none` would be all zeros.
-            let node = acc.unwrap_or_else(|| nodes[0].zeros_like());
-            nodes.push(match scalars {
+            let node = acc.unwrap_or_else(|| nodes[0].x.zeros_like());
+            nodes.push(Source::new(match scalars {
                 Some(s) => node + s,
                 None => node,
-            });
+            }));
         }
-        nodes.pop().expect("four nodes")
+        nodes.pop().expect("four nodes").x
     }
 }
 
