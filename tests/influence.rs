@@ -451,6 +451,10 @@ fn micro_batches_give_the_whole_batch_derivatives() {
         close("Bv", &split.mixed(&v).unwrap(), &whole.mixed(&v).unwrap());
         close("Bᵀu", &split.mixed_t(&u).unwrap(), &whole.mixed_t(&u).unwrap());
         close("GGN u", &split.ggn_vp(&u).unwrap(), &whole.ggn_vp(&u).unwrap());
+        if space.is_empty() {
+            // The dense GGN on the small NB201 supernet only (m·C backward passes per batch).
+            close("dense GGN", &split.dense_ggn().unwrap(), &whole.dense_ggn().unwrap());
+        }
         for labels in [FisherLabels::Data, FisherLabels::Sampled] {
             for ((jw, a), (js, b)) in whole.batch_grads(labels).iter().zip(&split.batch_grads(labels)) {
                 assert_eq!(jw, js);

@@ -413,7 +413,11 @@ impl<'a> Probe<'a> {
 
     /// The logits of batch j at the probe's leaf, with the graph to θ (for Jacobian products).
     pub fn logits(&self, j: usize) -> Tensor {
-        let (x, _) = self.batch(j);
+        self.logits_of(self.batch(j).0)
+    }
+
+    /// The logits of images x at the probe's leaf.
+    fn logits_of(&self, x: &Tensor) -> Tensor {
         self.net.forward(x, &self.weights_of(&self.leaf), self.bn)
     }
 

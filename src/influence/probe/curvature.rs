@@ -3,16 +3,12 @@
 
 use tch::{Kind, Tensor};
 
+use super::Timings;
 use super::{Piece, Probe};
 use crate::error::Result;
 use crate::influence::flat::{defined_or_zeros, flatten, graph_dot, split_like};
-use crate::influence::probe::Timings;
 
 impl Probe<'_> {
-    fn piece_logits(&self, p: &Piece) -> Tensor {
-        self.net.forward(&p.x, &self.weights_of(&self.leaf), self.bn)
-    }
-
     /// G u with G the generalised Gauss–Newton matrix Jᵀ H_z J (mean over the N batches): J the
     /// Jacobian of batch j's logits z in θ, H_z the Hessian of the mean cross-entropy in z,
     /// block-diagonal over the m samples, (diag pᵢ − pᵢpᵢᵀ)/m with pᵢ = softmax(zᵢ). For softmax
@@ -39,8 +35,8 @@ impl Probe<'_> {
         let p = self.n_params() as i64;
         let g = Timings::add(&self.timings.autograd, || {
             let mut acc = Tensor::zeros([p, p], (Kind::Double, self.device()));
-            for j in self.own_batches() {
-                let z = self.logits(j);
+            for piece in self.own_batches().flat_map(|j| self.pieces(j)) {
+                let z = self.logits_of(&piece.x);
                 let (m, c) = (z.size()[0], z.size()[1]);
                 let mut rows = Vec::with_capacity((m * c) as usize);
                 for i in 0..m {
@@ -57,10 +53,11 @@ impl Probe<'_> {
                 }
                 let jac = Tensor::stack(&rows, 0);
                 let prob = z.detach().to_kind(Kind::Double).softmax(-1, Kind::Double);
-                // H_z J row block by row block: (diag pᵢ − pᵢpᵢᵀ)/m times sample i's C rows.
+                // H_z J row block by row block: (diag pᵢ − pᵢpᵢᵀ)/m times sample i's C rows, m
+                // the whole batch's size.
                 let jb = jac.view([m, c, p]);
                 let pj = (prob.unsqueeze(-1) * &jb).sum_dim_intlist(1, true, Kind::Double);
-                let hj = (prob.unsqueeze(-1) * (&jb - pj)).view([m * c, p]) / m as f64;
+                let hj = (prob.unsqueeze(-1) * (&jb - pj)).view([m * c, p]) / piece.batch as f64;
                 acc += jac.tr().matmul(&hj);
             }
             acc
@@ -71,7 +68,7 @@ impl Probe<'_> {
     /// The piece's part of the batch's GGN product: H_z of the batch's mean loss is (diag pᵢ −
     /// pᵢpᵢᵀ)/m over the whole batch's m, whatever the piece.
     fn ggn_vp_on(&self, p: &Piece, us: &[Tensor]) -> Tensor {
-        let z = self.piece_logits(p);
+        let z = self.logits_of(&p.x);
         let m = p.batch as f64;
         let r = z.zeros_like().set_requires_grad(true);
         let jt_r =
