@@ -12,6 +12,9 @@
 //!    IHVP, next to building Woodbury (N per-batch gradients, Gram) and one Woodbury IHVP;
 //! 5. peak resident memory.
 //!
+//! Second derivatives go by reverse over forward (`select.products`' default); `double-backward`
+//! takes every one by double backward instead, for the comparison.
+//!
 //! `quick` shrinks the repetitions and N (a smoke run); `no-sm` skips part 3; `no-kfac` part 4;
 //! `kfac-only` runs part 4 alone;
 //! `im=N` runs part 2
@@ -65,6 +68,7 @@ fn main() {
     let no_sm = args.iter().any(|a| a == "no-sm");
     let im_n: Option<usize> = args.iter().find_map(|a| a.strip_prefix("im=")).map(|n| n.parse().expect("im=N"));
     let micro: Option<usize> = args.iter().find_map(|a| a.strip_prefix("micro=")).map(|n| n.parse().expect("micro=M"));
+    let double_backward = args.iter().any(|a| a == "double-backward");
     let reps = if quick { 1 } else { 5 };
     // `device=cuda`: on GPU 0 (launch/gpu-check); the CPU otherwise.
     let device = if args.iter().any(|a| a == "device=cuda") {
@@ -102,8 +106,17 @@ fn main() {
         ops_profile(device, reps);
         return;
     }
+    if args.iter().any(|a| a == "products") {
+        products(&cfg, net.as_ref(), &alphas, &data, &split, reps, micro);
+        return;
+    }
     let kfac_only = args.iter().any(|a| a == "kfac-only");
     if !kfac_only {
+        let mut cfg = cfg.clone();
+        if double_backward {
+            cfg.select.products = dartsif::config::Products::DoubleBackward;
+        }
+        println!("second derivatives: {}", cfg.select.products);
         first_order_and_woodbury(&cfg, net.as_ref(), &alphas, &data, &split, reps, quick, no_sm, im_n, micro);
     }
 
@@ -158,9 +171,10 @@ fn first_order_and_woodbury(
     } else {
         BnMode::BatchStats
     };
-    let probe = Probe::new(net, alphas, &comm, data, &eval1, Leaf::Mixing, bn, &timings)
+    let mut probe = Probe::new(net, alphas, &comm, data, &eval1, Leaf::Mixing, bn, &timings)
         .unwrap()
         .with_micro_batch(micro.unwrap_or(0));
+    probe.forward_mode = cfg.select.products == dartsif::config::Products::ReverseOverForward;
     let _ = probe.grad_theta(None).unwrap(); // warm-up
     let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, probe.device()));
     // Interleaved repetitions, medians: the two quantities see the same machine noise.
@@ -234,6 +248,48 @@ fn first_order_and_woodbury(
             "N={n:<4} Gram GEMM {t_gram:7.3} s   Woodbury {t_w:7.3} s ({:.2}× Gram)   Sherman–Morrison {t_s:8.3} s   rel. diff {diff:.1e} (f32 results)",
             t_w / t_gram
         );
+    }
+}
+
+/// `products`: each second-order primitive on one batch by reverse over forward and by double
+/// backward, alternating (medians of the repetitions), next to the gradient.
+fn products(
+    cfg: &Config,
+    net: &dyn supernet::Supernet,
+    alphas: &[Tensor],
+    data: &Synthetic,
+    split: &SearchSplit,
+    reps: usize,
+    micro: Option<usize>,
+) {
+    let comm = LocalCollective::on(net.params().tensors[0].device());
+    let timings = Timings::default();
+    let eval1 = EvalSet::draw(1, dartsif::data::Stream::EvalBatches, 0, &split.arch, 1, cfg.select.batch_size).unwrap();
+    let bn = if micro.is_some() { BnMode::Eval } else { BnMode::BatchStats };
+    println!("BatchNorm: {bn:?}, micro-batches of {} images (0 = whole batches)", micro.unwrap_or(0));
+    let mut probe = Probe::new(net, alphas, &comm, data, &eval1, Leaf::Mixing, bn, &timings)
+        .unwrap()
+        .with_micro_batch(micro.unwrap_or(0));
+    let _ = probe.grad_theta(None).unwrap(); // warm-up
+    let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, probe.device()));
+    let ones =
+        Tensor::ones([dartsif::influence::flat::flatten(&probe.leaf).numel() as i64], (Kind::Float, probe.device()));
+    let names = ["gradient", "H u", "B·1", "Bᵀu", "pass 1 (g and B·1)"];
+    let mut t = vec![vec![Vec::new(); names.len()]; 2];
+    for _ in 0..reps.max(3) {
+        for (route, forward) in [true, false].into_iter().enumerate() {
+            probe.forward_mode = forward;
+            t[route][0].push(time(|| drop(probe.grad_theta(None).unwrap())).1);
+            t[route][1].push(time(|| drop(probe.hvp(&u).unwrap())).1);
+            t[route][2].push(time(|| drop(probe.mixed(&ones).unwrap())).1);
+            t[route][3].push(time(|| drop(probe.mixed_t(&u).unwrap())).1);
+            t[route][4].push(time(|| drop(probe.batch_grads_and_mixed_ones_prefixes(&[1], true).unwrap())).1);
+        }
+    }
+    println!("{:<22} {:>22} {:>16} {:>8}", "per batch (s)", "reverse over forward", "double backward", "ratio");
+    for (k, name) in names.iter().enumerate() {
+        let (a, b) = (median(t[0][k].clone()), median(t[1][k].clone()));
+        println!("{name:<22} {a:>22.3} {b:>16.3} {:>8.2}", b / a);
     }
 }
 

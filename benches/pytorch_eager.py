@@ -10,7 +10,15 @@ NB201 search supernet (C=16, N=5, 10 classes, bias-free convs: 1,686,106 weights
   4. K-FAC and EK-FAC (factors from forward hooks and gradients at the layer outputs, batch
      sums in float32 accumulated in float64, eigh in float64, EK-FAC's per-sample eigenvalue correction, closed-form IHVP; BatchNorm
      diagonal) against Woodbury on the same N = 10 batches: build time and one IHVP.
-Run: python3 benches/pytorch_eager.py [quick] [no-sm] [no-kfac] [im=N] [sm-max=64]   (torch 2.11.0; default threads)
+With `forward-ad`, parts 1 and 2 take second derivatives by reverse over forward as dartsif-dist
+does by default: PyTorch's forward-mode AD (torch.autograd.forward_ad dual tensors, the weights
+made dual through torch.func.functional_call) gives the logits' tangent, L' = <grad_z L, z'>, and
+one backward of L' gives grad(grad L . d); the Fisher samples then need their own backward.
+BatchNorm then uses running statistics (compare with `cargo bench --bench influence -- micro=0`):
+in torch 2.11 a backward through batch_norm's forward-AD formula in training mode is not the
+second derivative (6.8e-2 relative error in float64 against double backward on a small NB201
+supernet; with running statistics they agree to 1e-16).
+Run: python3 benches/pytorch_eager.py [quick] [no-sm] [no-kfac] [im=N] [sm-max=64] [forward-ad]   (torch 2.11.0; default threads)
 no-sm skips part 3, no-kfac part 4, kfac-only runs part 4 alone; im=N runs part 2 for that N only; part 1 reports medians of interleaved repetitions.
 sm-max skips the Python-loop Sherman-Morrison above that N (at N=256 it takes about ten minutes).
 """
@@ -19,8 +27,10 @@ import sys
 import time
 
 import torch
+import torch.autograd.forward_ad as fwAD
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.func import functional_call
 
 OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 
@@ -106,7 +116,8 @@ def main():
     net = Supernet()
     params = [p for p in net.parameters()]
     P = sum(p.numel() for p in params)
-    print(f"threads: {torch.get_num_threads()}  NB201 supernet: {P} weights")
+    print(f"threads: {torch.get_num_threads()}  NB201 supernet: {P} weights  second derivatives: "
+          + ("reverse over forward (forward AD)" if "forward-ad" in sys.argv else "double backward"))
     w = torch.softmax(1e-3 * torch.randn(6, 5), -1).detach().requires_grad_()
     batches = [(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))) for _ in range(max(10, im_n or 0))]
 
@@ -120,7 +131,28 @@ def main():
     def grad(b):
         return torch.autograd.grad(loss(b), params)
 
+    forward_ad = "forward-ad" in sys.argv
+    if forward_ad:
+        net.eval()  # running BatchNorm statistics: see the docstring
+    names = [n for n, _ in net.named_parameters()]
+
+    def tangent_loss(b, w_dir=None, p_dir=None):
+        # (L, L') with L' = grad L . (w_dir, p_dir), by one forward carrying tangents.
+        x, y = batches[b]
+        with fwAD.dual_level():
+            ps = {n: (fwAD.make_dual(p, d) if p_dir is not None else p) for n, p, d in
+                  zip(names, params, p_dir if p_dir is not None else params)}
+            wd = fwAD.make_dual(w, w_dir) if w_dir is not None else w
+            z, zd = fwAD.unpack_dual(functional_call(net, ps, (x, wd)))
+        # The loss's own tangent <grad_z L, z'> by reverse mode (cross_entropy's forward-AD formula
+        # writes in place, which a backward through it refuses).
+        l = F.cross_entropy(z, y)
+        gz = torch.autograd.grad(l, z, create_graph=True)[0]
+        return l, (gz * zd).sum()
+
     def hvp(b, u):
+        if forward_ad:
+            return torch.autograd.grad(tangent_loss(b, p_dir=u)[1], params)
         g = torch.autograd.grad(loss(b), params, create_graph=True)
         return torch.autograd.grad(sum((gi * ui).sum() for gi, ui in zip(g, u)), params)
 
@@ -139,10 +171,16 @@ def main():
         def darts_im():
             gs, us = [], 0
             for b in range(n):
-                gt_gw = torch.autograd.grad(loss(b), params + [w], create_graph=True)
-                gt, gw = gt_gw[:-1], gt_gw[-1]
-                gs.append(torch.cat([g.detach().reshape(-1) for g in gt]))
-                b1 = torch.autograd.grad(gw.sum(), params)
+                if forward_ad:
+                    l, ld = tangent_loss(b, w_dir=torch.ones_like(w))
+                    gt = torch.autograd.grad(l, params, retain_graph=True)
+                    gs.append(torch.cat([g.reshape(-1) for g in gt]))
+                    b1 = torch.autograd.grad(ld, params)
+                else:
+                    gt_gw = torch.autograd.grad(loss(b), params + [w], create_graph=True)
+                    gt, gw = gt_gw[:-1], gt_gw[-1]
+                    gs.append(torch.cat([g.detach().reshape(-1) for g in gt]))
+                    b1 = torch.autograd.grad(gw.sum(), params)
                 us = us + torch.cat([x.reshape(-1) for x in b1])
             u = us / n
             G = torch.stack(gs).double()
@@ -153,6 +191,9 @@ def main():
             zs = [zz.view_as(p) for zz, p in zip(zs, params)]
             s = 0
             for b in range(n):
+                if forward_ad:
+                    s = s + torch.autograd.grad(tangent_loss(b, p_dir=zs)[1], w)[0]
+                    continue
                 gt = torch.autograd.grad(loss(b), params, create_graph=True)
                 s = s + torch.autograd.grad(sum((g * zz).sum() for g, zz in zip(gt, zs)), w)[0]
             return -s / n

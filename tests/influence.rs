@@ -476,6 +476,78 @@ fn micro_batches_give_the_whole_batch_derivatives() {
     }
 }
 
+/// Reverse over forward (a tangent forward, then one backward) gives the double backward's
+/// second derivatives to f64 rounding: H u, B v, Bᵀu, B·1 with its Fisher samples, Bᵀz over
+/// prefixes and the GGN product, with batch and with running BatchNorm statistics, for the
+/// mixing-weight leaf and the raw-α leaf (whose tangent goes through the softmax), whole
+/// batches and micro-batches, on NB201, DARTS (sep/dil convs, max and avg pools, factorized
+/// reduce, concatenated nodes) and PC-DARTS (partial channels, max-pooled bypass weighted by
+/// β̃, channel shuffle). `forward_mode = false` forces the double-backward route.
+#[test]
+fn reverse_over_forward_gives_the_double_backward_derivatives() {
+    let darts = ["space.name=\"darts\"", "space.channels=2", "space.layers=3", "data.image_size=8"];
+    let pc = ["space.name=\"pc-darts\"", "space.channels=4", "space.layers=3", "data.image_size=8"];
+    let both = [Leaf::Mixing, Leaf::Raw];
+    for (space, modes) in [
+        (&[][..], &[(BnMode::BatchStats, 0, &both[..]), (BnMode::Eval, 0, &both), (BnMode::Eval, 3, &both)][..]),
+        (&darts[..], &[(BnMode::BatchStats, 0, &[Leaf::Mixing][..])][..]),
+        (&pc[..], &[(BnMode::BatchStats, 0, &[Leaf::Raw][..])][..]),
+    ] {
+        check_reverse_over_forward(space, modes);
+    }
+}
+
+fn check_reverse_over_forward(space: &[&str], modes: &[(BnMode, usize, &[Leaf])]) {
+    let s = setup(space);
+    assert!(s.net.has_tangents(), "{space:?} has a tangent forward: otherwise this compares a route with itself");
+    let (comm, t) = (LocalCollective::default(), Timings::default());
+    let eval = s.eval_n(2);
+    for &(bn, micro, leaves) in modes {
+        for &leaf in leaves {
+            let probe = |forward: bool| {
+                let mut p = Probe::new(s.net.as_ref(), &s.alphas, &comm, &s.data, &eval, leaf, bn, &t)
+                    .unwrap()
+                    .with_micro_batch(micro);
+                p.forward_mode = forward;
+                p
+            };
+            let (fwd, rev) = (probe(true), probe(false));
+            assert!(fwd.uses_forward_mode() && !rev.uses_forward_mode());
+            let close = |what: &str, a: &Tensor, b: &Tensor| {
+                let r = rel(a, b);
+                assert!(r < 1e-10, "{space:?} {bn:?} micro {micro} {leaf:?}: {what}: forward vs double backward {r:e}");
+                assert!(norm(b) > 0.0, "{what} is zero: nothing compared");
+            };
+            tch::manual_seed(12);
+            let u = Tensor::randn([fwd.n_params() as i64], (Kind::Double, tch::Device::Cpu));
+            let v = Tensor::randn([flatten(&fwd.leaf).numel() as i64], (Kind::Double, tch::Device::Cpu));
+            close("Hu", &fwd.hvp(&u).unwrap(), &rev.hvp(&u).unwrap());
+            close("H_1 u", &fwd.hvp_on(1, &u), &rev.hvp_on(1, &u));
+            close("Bv", &fwd.mixed(&v).unwrap(), &rev.mixed(&v).unwrap());
+            close("Bᵀu", &fwd.mixed_t(&u).unwrap(), &rev.mixed_t(&u).unwrap());
+            close("GGN u", &fwd.ggn_vp(&u).unwrap(), &rev.ggn_vp(&u).unwrap());
+            let (sf, uf) = fwd.batch_grads_and_mixed_ones_prefixes(&[1, 2], true).unwrap();
+            let (sr, ur) = rev.batch_grads_and_mixed_ones_prefixes(&[1, 2], true).unwrap();
+            assert_eq!(sf.len(), 2);
+            for ((jf, a), (jr, b)) in sf.iter().zip(&sr) {
+                assert_eq!(jf, jr);
+                close("pass-1 Fisher sample", a, b);
+            }
+            // B·1 in raw α is zero to rounding (softmax(α + t·1) = softmax(α)): the mixing leaf's
+            // B·1 is the one with content.
+            if leaf == Leaf::Mixing {
+                for (a, b) in uf.iter().zip(&ur) {
+                    close("B·1 over a prefix", a, b);
+                }
+            }
+            let zs = vec![(1, u.shallow_clone()), (2, &u * 0.5 + 1.0)];
+            for (a, b) in fwd.mixed_t_prefixes(&zs).unwrap().iter().zip(&rev.mixed_t_prefixes(&zs).unwrap()) {
+                close("Bᵀz over a prefix", a, b);
+            }
+        }
+    }
+}
+
 /// The layer records K-FAC factors are built from, checked through the per-sample gradients
 /// they imply (Σ_t s_t a_tᵀ per convolution or linear map, Σ_t s_t x̂_t and Σ_t s_t per BatchNorm):
 /// with running BatchNorm statistics they equal each sample's own autograd gradient (one

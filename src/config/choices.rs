@@ -197,6 +197,13 @@ choice! {
 }
 
 choice! {
+    /// How second derivatives (H u, B v, Bᵀu) are taken (`select.products`): reverse over
+    /// forward (one tangent forward, one backward) where the supernet has a tangent forward, or
+    /// double backward (a backward with its graph kept, then a backward through it) everywhere.
+    pub enum Products { ReverseOverForward = "reverse-over-forward", DoubleBackward = "double-backward" }
+}
+
+choice! {
     /// Where H and B come from (`select.hess_data`): the α half or the θ half.
     pub enum HessData { Val = "val", Train = "train" }
 }

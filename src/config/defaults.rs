@@ -223,6 +223,9 @@ pub(super) fn d_precision() -> Precision {
 pub(super) fn d_bn() -> BnStats {
     BnStats::Batch
 }
+pub(super) fn d_products() -> Products {
+    Products::ReverseOverForward
+}
 pub(super) fn d_log_every() -> usize {
     10
 }

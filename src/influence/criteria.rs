@@ -153,6 +153,7 @@ impl Context<'_> {
         let mut p =
             Probe::new(self.net, self.alphas, self.comm, self.data, eval, leaf, bn_mode(self.cfg), self.timings)?
                 .with_micro_batch(self.cfg.select.micro_batch);
+        p.forward_mode = self.cfg.select.products == crate::config::Products::ReverseOverForward;
         if let Some(proj) = self.projection {
             p.project(proj);
         }

@@ -4,7 +4,8 @@
 //! (raw α for the authors' computation). Every primitive is a mean over the N evaluation
 //! batches: each rank computes its batches (batch j belongs to rank j mod W), the sums are
 //! all-reduced, and the result is divided by N — so it is the same for any number of ranks up to
-//! rounding. Mixed and Hessian products are exact, by double backward:
+//! rounding. Mixed and Hessian products are exact: by reverse over forward where the supernet
+//! has a tangent forward, else by double backward (`probe/tangent.rs`):
 //!
 //! | primitive | value |
 //! |---|---|
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 use tch::{Kind, Tensor};
 
-use super::flat::{defined_or_zeros, flatten, graph_dot, split_like};
+use super::flat::{defined_or_zeros, flatten, split_like};
 use crate::comm::Collective;
 use crate::config::FisherLabels;
 use crate::data::{epoch_order, make_batch, Dataset, Stream};
@@ -29,6 +30,9 @@ use crate::loss::{cross_entropy, fisher_targets};
 use crate::supernet::{BnMode, Supernet};
 
 mod curvature;
+mod tangent;
+
+use tangent::Wrt;
 
 /// Wall-clock time spent per kind of work.
 #[derive(Debug, Default)]
@@ -122,6 +126,9 @@ pub struct Probe<'a> {
     /// of the batch's mean loss. Exact only where BatchNorm does not couple the images
     /// (running statistics); the config refuses it with batch statistics.
     pub micro: usize,
+    /// Second derivatives by reverse over forward where the supernet has a tangent forward
+    /// (true unless turned off, e.g. to compare with double backward).
+    pub forward_mode: bool,
     pub timings: &'a Timings,
 }
 
@@ -165,6 +172,7 @@ impl<'a> Probe<'a> {
             batches,
             bn,
             micro: 0,
+            forward_mode: true,
             timings,
         })
     }
@@ -364,37 +372,6 @@ impl<'a> Probe<'a> {
         self.mean_over_batches(g)
     }
 
-    /// First derivatives with the graph kept, on a piece of a batch: (∇θ L, ∇w L) as per-tensor
-    /// lists.
-    fn first_derivatives(&self, p: &Piece) -> (Vec<Tensor>, Vec<Tensor>) {
-        let l = self.piece_loss(p, &self.weights_of(&self.leaf));
-        let inputs: Vec<Tensor> = self.params.iter().chain(&self.leaf).map(|t| t.shallow_clone()).collect();
-        let mut gt = defined_or_zeros(Tensor::run_backward(&[&l], &inputs, true, true), &inputs);
-        let gw = gt.split_off(self.params.len());
-        (gt, gw)
-    }
-
-    /// ∇θ L with the graph kept, on a piece of a batch (no ∇w: HVPs and Bᵀu need only this,
-    /// and the w-gradient's reductions would double-backward for nothing).
-    fn theta_derivatives(&self, p: &Piece) -> Vec<Tensor> {
-        let l = self.piece_loss(p, &self.weights_of(&self.leaf));
-        defined_or_zeros(Tensor::run_backward(&[&l], &self.params, true, true), &self.params)
-    }
-
-    /// Second derivative of the scalar `s` (built on a kept graph) with respect to `wrt`, flat.
-    fn second(&self, s: &Tensor, wrt: &[Tensor]) -> Tensor {
-        self.second_keep(s, wrt, false)
-    }
-
-    /// [`Probe::second`], keeping the graph for further products when `keep`.
-    fn second_keep(&self, s: &Tensor, wrt: &[Tensor], keep: bool) -> Tensor {
-        if !s.requires_grad() {
-            // ∇ did not depend on `wrt` at all (e.g. a direction orthogonal to every used entry).
-            return flatten(wrt).zeros_like();
-        }
-        flatten(&defined_or_zeros(Tensor::run_backward(&[s], wrt, keep, false), wrt))
-    }
-
     /// H u, mean over the N batches (u is flat over θ).
     pub fn hvp(&self, u: &Tensor) -> Result<Tensor> {
         let us = split_like(u, &self.params);
@@ -402,8 +379,7 @@ impl<'a> Probe<'a> {
             let mut acc = u.zeros_like();
             for j in self.own_batches() {
                 for p in self.pieces(j) {
-                    let gt = self.theta_derivatives(&p);
-                    acc += self.second(&graph_dot(&gt, &us), &self.params);
+                    acc += self.piece_product(&p, None, Some(&us), Wrt::Theta);
                 }
             }
             acc
@@ -427,8 +403,7 @@ impl<'a> Probe<'a> {
         Timings::add(&self.timings.autograd, || {
             let mut acc = u.zeros_like();
             for p in self.pieces(j) {
-                let gt = self.theta_derivatives(&p);
-                acc += self.second(&graph_dot(&gt, &us), &self.params);
+                acc += self.piece_product(&p, None, Some(&us), Wrt::Theta);
             }
             acc
         })
@@ -441,8 +416,7 @@ impl<'a> Probe<'a> {
             let mut acc = Tensor::zeros([self.n_params() as i64], (self.kind(), self.device()));
             for j in self.own_batches() {
                 for p in self.pieces(j) {
-                    let (_, gw) = self.first_derivatives(&p);
-                    acc += self.second(&graph_dot(&gw, &vs), &self.params);
+                    acc += self.piece_product(&p, Some(&vs), None, Wrt::Theta);
                 }
             }
             acc
@@ -457,8 +431,7 @@ impl<'a> Probe<'a> {
             let mut acc = flatten(&self.leaf).zeros_like();
             for j in self.own_batches() {
                 for p in self.pieces(j) {
-                    let gt = self.theta_derivatives(&p);
-                    acc += self.second(&graph_dot(&gt, &us), &self.leaf);
+                    acc += self.piece_product(&p, None, Some(&us), Wrt::Leaf);
                 }
             }
             acc
@@ -484,6 +457,7 @@ impl<'a> Probe<'a> {
                 .collect(),
             bn: self.bn,
             micro: self.micro,
+            forward_mode: self.forward_mode,
             timings: self.timings,
         }
     }
@@ -514,15 +488,13 @@ impl<'a> Probe<'a> {
                 let mut gj: Option<Tensor> = None;
                 let mut uj: Option<Tensor> = None;
                 for p in self.pieces(j) {
-                    let (gt, gw) = self.first_derivatives(&p);
-                    if keep_grads {
-                        let g = flatten(&gt).detach();
+                    let (g, u) = self.piece_grad_and_mixed(&p, &ones, keep_grads);
+                    if let Some(g) = g {
                         gj = Some(match gj {
                             Some(acc) => acc + g,
                             None => g,
                         });
                     }
-                    let u = self.second(&graph_dot(&gw, &ones), &self.params);
                     uj = Some(match uj {
                         Some(acc) => acc + u,
                         None => u,
@@ -559,10 +531,10 @@ impl<'a> Probe<'a> {
                 if users.is_empty() {
                     continue;
                 }
+                let dirs: Vec<&[Tensor]> = users.iter().map(|&c| split[c].as_slice()).collect();
                 for p in self.pieces(j) {
-                    let gt = self.theta_derivatives(&p);
-                    for (k, &c) in users.iter().enumerate() {
-                        sums[c] += self.second_keep(&graph_dot(&gt, &split[c]), &self.leaf, k + 1 < users.len());
+                    for (bt_z, &c) in self.piece_mixed_t_many(&p, &dirs).into_iter().zip(&users) {
+                        sums[c] += bt_z;
                     }
                 }
             }

@@ -6,7 +6,8 @@ use std::cell::OnceCell;
 
 use tch::Tensor;
 
-use super::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, ReluConvBn};
+use super::dual::{Dual, Seeds};
+use super::layers::{BatchNorm, BnMode, Builder, Conv, ReluConvBn};
 
 /// The stem before the cells, giving the first cell its two inputs.
 pub(crate) enum Stem {
@@ -51,15 +52,21 @@ impl Stem {
 
     /// The first cell's inputs (s0, s1).
     pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> (Tensor, Tensor) {
+        let (s0, s1) = self.dual(&Dual::constant(x.shallow_clone()), bn, &Seeds::none());
+        (s0.x, s1.x)
+    }
+
+    /// [`Stem::forward`] with tangents.
+    pub(crate) fn dual(&self, x: &Dual, bn: BnMode, seeds: &Seeds) -> (Dual, Dual) {
         match self {
             Stem::Cifar { conv, bn: norm } => {
-                let s = norm.forward(&conv.forward(x), bn);
+                let s = norm.dual(&conv.dual(x, seeds), bn, seeds);
                 (s.shallow_clone(), s)
             }
             Stem::ImageNet(l) => {
-                let h = l[0].1.forward(&l[0].0.forward(x), bn).relu();
-                let s0 = l[1].1.forward(&l[1].0.forward(&h), bn);
-                let s1 = l[2].1.forward(&l[2].0.forward(&s0.relu()), bn);
+                let h = l[0].1.dual(&l[0].0.dual(x, seeds), bn, seeds).relu();
+                let s0 = l[1].1.dual(&l[1].0.dual(&h, seeds), bn, seeds);
+                let s1 = l[2].1.dual(&l[2].0.dual(&s0.relu(), seeds), bn, seeds);
                 (s0, s1)
             }
         }
@@ -125,15 +132,16 @@ impl FactorizedReduce {
         }
     }
 
-    pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
-        self.forward_relued(&x.relu(), bn)
+    fn dual(&self, x: &Dual, bn: BnMode, seeds: &Seeds) -> Dual {
+        self.dual_relued(&x.relu(), bn, seeds)
     }
 
     /// On `relu(x)` computed by the caller.
-    fn forward_relued(&self, x: &Tensor, bn: BnMode) -> Tensor {
-        let shifted = x.narrow(2, 1, x.size()[2] - 1).narrow(3, 1, x.size()[3] - 1);
-        let y = Tensor::cat(&[self.conv_1.forward(x), self.conv_2.forward(&shifted)], 1);
-        self.bn.forward(&y, bn)
+    fn dual_relued(&self, x: &Dual, bn: BnMode, seeds: &Seeds) -> Dual {
+        let (h, w) = (x.x.size()[2], x.x.size()[3]);
+        let shifted = x.linear_map(|t| t.narrow(2, 1, h - 1).narrow(3, 1, w - 1));
+        let y = Dual::cat(&[self.conv_1.dual(x, seeds), self.conv_2.dual(&shifted, seeds)], 1);
+        self.bn.dual(&y, bn, seeds)
     }
 }
 
@@ -209,54 +217,52 @@ impl Op {
     }
 
     pub(crate) fn forward(&self, x: &Tensor, bn: BnMode) -> Option<Tensor> {
-        self.forward_shared(&Input::new(x.shallow_clone()), bn)
+        self.dual(&Input::new(Dual::constant(x.shallow_clone())), bn, &Seeds::none()).map(|y| y.x)
     }
 
     /// The op on a state whose ReLU and pooling are shared by every op and edge reading it
-    /// (computed once: one autograd node instead of one per op, which the double backward of a
-    /// selection pays for twice).
-    pub(crate) fn forward_shared(&self, x: &Input, bn: BnMode) -> Option<Tensor> {
-        let norm = |n: &Option<BatchNorm>, y: Tensor| match n {
-            Some(n) => n.forward(&y, bn),
+    /// (computed once: one autograd node instead of one per op, which the second derivatives of
+    /// a selection pay for again), with tangents ([`crate::ops::dual`]; none: the plain ops).
+    pub(crate) fn dual(&self, x: &Input, bn: BnMode, seeds: &Seeds) -> Option<Dual> {
+        let norm = |n: &Option<BatchNorm>, y: Dual| match n {
+            Some(n) => n.dual(&y, bn, seeds),
             None => y,
         };
         Some(match self {
             Op::Zero => return None,
-            Op::MaxPool { stride, bn: n } => {
-                norm(n, x.pooled(&x.max, *stride, |s| x.x.max_pool2d([3, 3], [s, s], [1, 1], [1, 1], false)))
-            }
-            Op::AvgPool { stride, bn: n } => norm(n, x.pooled(&x.avg, *stride, |s| avg_pool(&x.x, 3, s, 1))),
+            Op::MaxPool { stride, bn: n } => norm(n, x.pooled(&x.max, *stride, |s| x.x.max_pool(3, s, 1))),
+            Op::AvgPool { stride, bn: n } => norm(n, x.pooled(&x.avg, *stride, |s| x.x.avg_pool(3, s, 1))),
             Op::Identity => x.x.shallow_clone(),
-            Op::Reduce(fr) => fr.forward_relued(x.relu(), bn),
+            Op::Reduce(fr) => fr.dual_relued(x.relu(), bn, seeds),
             Op::Sep { dw1, pw1, bn1, dw2, pw2, bn2 } => {
-                let h = bn1.forward(&pw1.forward(&dw1.forward(x.relu())), bn);
-                bn2.forward(&pw2.forward(&dw2.forward(&h.relu())), bn)
+                let h = bn1.dual(&pw1.dual(&dw1.dual(x.relu(), seeds), seeds), bn, seeds);
+                bn2.dual(&pw2.dual(&dw2.dual(&h.relu(), seeds), seeds), bn, seeds)
             }
-            Op::Dil { dw, pw, bn: norm } => norm.forward(&pw.forward(&dw.forward(x.relu())), bn),
+            Op::Dil { dw, pw, bn: norm } => norm.dual(&pw.dual(&dw.dual(x.relu(), seeds), seeds), bn, seeds),
         })
     }
 }
 
 /// A state as the ops of its outgoing edges read it, with what they share computed once.
 pub(crate) struct Input {
-    pub(crate) x: Tensor,
-    relu: OnceCell<Tensor>,
+    pub(crate) x: Dual,
+    relu: OnceCell<Dual>,
     /// (stride, pooled): every edge leaving a state has the same stride; another stride is
     /// computed afresh.
-    max: OnceCell<(i64, Tensor)>,
-    avg: OnceCell<(i64, Tensor)>,
+    max: OnceCell<(i64, Dual)>,
+    avg: OnceCell<(i64, Dual)>,
 }
 
 impl Input {
-    pub(crate) fn new(x: Tensor) -> Self {
+    pub(crate) fn new(x: Dual) -> Self {
         Input { x, relu: OnceCell::new(), max: OnceCell::new(), avg: OnceCell::new() }
     }
 
-    fn relu(&self) -> &Tensor {
+    fn relu(&self) -> &Dual {
         self.relu.get_or_init(|| self.x.relu())
     }
 
-    fn pooled(&self, cell: &OnceCell<(i64, Tensor)>, stride: i64, pool: impl Fn(i64) -> Tensor) -> Tensor {
+    fn pooled(&self, cell: &OnceCell<(i64, Dual)>, stride: i64, pool: impl Fn(i64) -> Dual) -> Dual {
         let (s, t) = cell.get_or_init(|| (stride, pool(stride)));
         if *s == stride {
             t.shallow_clone()
@@ -292,10 +298,17 @@ impl Preprocess {
 
     /// The cell's two input states.
     pub(crate) fn forward(&self, s0: &Tensor, s1: &Tensor, bn: BnMode) -> Vec<Tensor> {
+        let none = Seeds::none();
+        let (s0, s1) = (Dual::constant(s0.shallow_clone()), Dual::constant(s1.shallow_clone()));
+        self.dual(&s0, &s1, bn, &none).into_iter().map(|s| s.x).collect()
+    }
+
+    /// [`Preprocess::forward`] with tangents.
+    pub(crate) fn dual(&self, s0: &Dual, s1: &Dual, bn: BnMode, seeds: &Seeds) -> Vec<Dual> {
         let s0 = match &self.pre0 {
-            Pre0::Reduce(fr) => fr.forward(s0, bn),
-            Pre0::Plain(p) => p.forward(s0, bn),
+            Pre0::Reduce(fr) => fr.dual(s0, bn, seeds),
+            Pre0::Plain(p) => p.dual(s0, bn, seeds),
         };
-        vec![s0, self.pre1.forward(s1, bn)]
+        vec![s0, self.pre1.dual(s1, bn, seeds)]
     }
 }

@@ -289,8 +289,13 @@ pub struct Conv {
 }
 
 impl Conv {
+    /// This convolution's geometry with kernel `w` (no bookkeeping): the tangents' linear maps.
+    pub fn apply(&self, x: &Tensor, w: &Tensor) -> Tensor {
+        x.conv2d(w, None::<&Tensor>, [self.stride], [self.pad], [self.dil], self.groups)
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.conv2d(&self.w, None::<&Tensor>, [self.stride], [self.pad], [self.dil], self.groups);
+        let y = self.apply(x, &self.w);
         // Each output value: (input channels per group)·k·k multiply-adds.
         add_macs(|| y.numel() as f64 * (self.w.size()[1] * self.w.size()[2] * self.w.size()[3]) as f64);
         if super::tap::active() {
@@ -313,6 +318,20 @@ pub struct BatchNorm {
 }
 
 impl BatchNorm {
+    /// (γ, β) where the normalisation is affine.
+    pub fn affine(&self) -> (Option<&Tensor>, Option<&Tensor>) {
+        (self.w.as_ref(), self.b.as_ref())
+    }
+
+    /// (running mean, running variance).
+    pub fn running(&self) -> (&Tensor, &Tensor) {
+        (&self.rm, &self.rv)
+    }
+
+    pub fn eps(&self) -> f64 {
+        self.eps
+    }
+
     pub fn forward(&self, x: &Tensor, mode: BnMode) -> Tensor {
         if let (Some(w), Some(b), true) = (&self.w, &self.b, super::tap::active()) {
             // Recorded as normalisation, then the affine map y = x̂·γ + β whose input x̂ the
@@ -343,6 +362,11 @@ pub struct Linear {
 }
 
 impl Linear {
+    /// (W, b).
+    pub fn weights(&self) -> (&Tensor, &Tensor) {
+        (&self.w, &self.b)
+    }
+
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let y = x.linear(&self.w, Some(&self.b));
         add_macs(|| y.numel() as f64 * self.w.size()[1] as f64);
@@ -374,6 +398,11 @@ impl ReluConvBn {
 
     pub fn forward(&self, x: &Tensor, bn: BnMode) -> Tensor {
         self.forward_relued(&x.relu(), bn)
+    }
+
+    /// (conv, BatchNorm).
+    pub fn parts(&self) -> (&Conv, &BatchNorm) {
+        (&self.conv, &self.bn)
     }
 
     /// The op on `relu(x)` computed by the caller (shared by the ops that read the same x).

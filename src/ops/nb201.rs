@@ -2,6 +2,7 @@
 
 use tch::Tensor;
 
+use super::dual::{Dual, Seeds};
 use super::layers::{avg_pool, BnMode, Builder, Conv, ReluConvBn};
 
 /// ResNet basic block with stride 2 (not searched, affine BN).
@@ -23,5 +24,11 @@ impl ResBlock {
         let y = self.conv_b.forward(&self.conv_a.forward(x, bn), bn);
         let s = self.shortcut.forward(&avg_pool(x, 2, 2, 0));
         y + s
+    }
+
+    /// [`ResBlock::forward`] with tangents.
+    pub(crate) fn dual(&self, x: &Dual, bn: BnMode, seeds: &Seeds) -> Dual {
+        let y = self.conv_b.dual(&self.conv_a.dual(x, bn, seeds), bn, seeds);
+        y.plus(self.shortcut.dual(&x.avg_pool(2, 2, 0), seeds))
     }
 }

@@ -17,6 +17,7 @@ use tch::Tensor;
 use super::{left_out, EdgeOps, Path, Supernet};
 use crate::config::StemKind;
 use crate::ops::darts::{cell_shapes, CellShape, Input, Op, Preprocess, Stem};
+use crate::ops::dual::{Dual, Seeds};
 use crate::ops::layers::{BnMode, Builder, Linear};
 use crate::space::{Mixing, SpaceSpec};
 
@@ -77,36 +78,39 @@ impl SearchCell {
     }
 
     /// `w`: this cell type's 14×ops mixing weights; `beta`: PC-DARTS's β̃ (14), the weight of
-    /// each edge's bypassed channels.
+    /// each edge's bypassed channels; `dw`, `dbeta`: their tangents (none: zero).
     /// `path`: the one op per edge to compute (all when none; PC-DARTS never passes one).
+    /// Without tangents, exactly the ops of a plain forward.
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
-        s0: &Tensor,
-        s1: &Tensor,
-        w: &Tensor,
-        beta: Option<&Tensor>,
+        s0: &Dual,
+        s1: &Dual,
+        (w, dw): (&Tensor, Option<&Tensor>),
+        (beta, dbeta): (Option<&Tensor>, Option<&Tensor>),
         path: Option<&[Option<usize>]>,
         bn: BnMode,
-    ) -> Tensor {
-        let mut states = self.pre.forward(s0, s1, bn);
+        seeds: &Seeds,
+    ) -> Dual {
+        let mut states = self.pre.dual(s0, s1, bn, seeds);
         let mut inputs: Vec<Input> = Vec::with_capacity(STEPS + 2);
         let mut offset = 0;
         for _ in 0..STEPS {
-            let mut node: Option<Tensor> = None;
-            let mut scalars: Option<Tensor> = None;
-            let add = |acc: &mut Option<Tensor>, term: Tensor| {
+            let mut node: Option<Dual> = None;
+            let mut scalars: Option<Dual> = None;
+            let add = |acc: &mut Option<Dual>, term: Dual| {
                 *acc = Some(match acc.take() {
                     None => term,
-                    Some(a) => a + term,
+                    Some(a) => a.plus(term),
                 })
             };
             // Each state's part read by the ops (PC-DARTS: its first C/K channels), its ReLU
             // and pooling, shared by all edges leaving it.
             while inputs.len() < states.len() {
                 let h = &states[inputs.len()];
-                let c = h.size()[1];
+                let c = h.x.size()[1];
                 inputs.push(Input::new(if self.partial > 1 {
-                    h.narrow(1, 0, c / self.partial)
+                    h.linear_map(|t| t.narrow(1, 0, c / self.partial))
                 } else {
                     h.shallow_clone()
                 }));
@@ -114,39 +118,45 @@ impl SearchCell {
             for (j, h) in states.iter().enumerate() {
                 let e = offset + j;
                 let row = w.get(e as i64);
+                let drow = dw.map(|d| d.get(e as i64));
                 let how = EdgeOps::of(path, e);
                 if let EdgeOps::One(c) = how {
                     if let Some(s) = left_out(&row, self.edges[e].len(), c) {
-                        add(&mut scalars, s);
+                        let ds = drow.as_ref().and_then(|d| {
+                            (0..self.edges[e].len()).filter(|&o| o != c).map(|o| d.get(o as i64)).reduce(|a, b| a + b)
+                        });
+                        add(&mut scalars, Dual { x: s, dx: ds });
                     }
                 }
-                let c = h.size()[1];
-                let mut mixed: Option<Tensor> = None;
+                let c = h.x.size()[1];
+                let mut mixed: Option<Dual> = None;
                 for (o, op) in self.edges[e].iter().enumerate() {
                     if how == EdgeOps::Off || matches!(how, EdgeOps::One(c) if c != o) {
                         continue;
                     }
-                    if let Some(out) = op.forward_shared(&inputs[j], bn) {
-                        add(&mut mixed, out * row.get(o as i64));
+                    if let Some(out) = op.dual(&inputs[j], bn, seeds) {
+                        add(&mut mixed, out.scale(&row.get(o as i64), drow.as_ref().map(|d| d.get(o as i64)).as_ref()));
                     }
                 }
                 // A path may leave an edge with nothing computed (off, or `none` drawn).
                 let Some(mut out) = mixed else { continue };
                 if self.partial > 1 {
                     let k = self.partial;
-                    let mut rest = h.narrow(1, c / k, c - c / k);
-                    if out.size()[2] != h.size()[2] {
-                        rest = rest.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false);
+                    let mut rest = h.linear_map(|t| t.narrow(1, c / k, c - c / k));
+                    if out.x.size()[2] != h.x.size()[2] {
+                        rest = rest.max_pool(2, 2, 0);
                     }
                     let beta = beta.expect("PC-DARTS mixing passes the edge weights");
-                    let y = Tensor::cat(&[out, rest * beta.get(e as i64)], 1);
-                    let s = y.size();
+                    let rest = rest.scale(&beta.get(e as i64), dbeta.map(|d| d.get(e as i64)).as_ref());
+                    let y = Dual::cat(&[out, rest], 1);
+                    let s = y.x.size();
                     // channel_shuffle(y, K): (N, K, C/K, H, W) → transpose(1, 2) → (N, C, H, W).
-                    out = y
-                        .view([s[0], k, s[1] / k, s[2], s[3]])
-                        .transpose(1, 2)
-                        .contiguous()
-                        .view([s[0], s[1], s[2], s[3]]);
+                    out = y.linear_map(|t| {
+                        t.view([s[0], k, s[1] / k, s[2], s[3]])
+                            .transpose(1, 2)
+                            .contiguous()
+                            .view([s[0], s[1], s[2], s[3]])
+                    });
                 }
                 add(&mut node, out);
             }
@@ -154,16 +164,16 @@ impl SearchCell {
             // A node with nothing computed (every input `none` or off) is zero, at the cell's
             // output resolution (a reduction cell halves it: ⌈h/2⌉ for its 3×3, stride-2 ops).
             let node = node.unwrap_or_else(|| {
-                let s = states[1].size();
+                let s = states[1].x.size();
                 let (h, wd) = if self.reduction { ((s[2] + 1) / 2, (s[3] + 1) / 2) } else { (s[2], s[3]) };
-                Tensor::zeros([s[0], s[1], h, wd], (states[1].kind(), states[1].device()))
+                Dual::constant(Tensor::zeros([s[0], s[1], h, wd], (states[1].x.kind(), states[1].x.device())))
             });
             states.push(match scalars {
-                Some(sc) => node + sc,
+                Some(sc) => node.plus(sc),
                 None => node,
             });
         }
-        Tensor::cat(&states[2..], 1)
+        Dual::cat(&states[2..], 1)
     }
 }
 
@@ -213,15 +223,46 @@ impl Supernet for DartsSupernet {
     /// `weights`: `[normal (14×ops), reduce (14×ops)]`, then for PC-DARTS `[β̃ normal (14),
     /// β̃ reduce (14)]`.
     fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor {
-        let (mut s0, mut s1) = self.stem.forward(x, bn);
+        self.dual(&Dual::constant(x.shallow_clone()), weights, &[], path, bn, &Seeds::none()).x
+    }
+
+    fn forward_tangent(
+        &self,
+        x: &Tensor,
+        weights: &[Tensor],
+        dweights: &[Option<Tensor>],
+        seeds: &Seeds,
+        bn: BnMode,
+    ) -> Option<Dual> {
+        Some(self.dual(&Dual::constant(x.shallow_clone()), weights, dweights, None, bn, seeds))
+    }
+
+    fn has_tangents(&self) -> bool {
+        true
+    }
+}
+
+impl DartsSupernet {
+    /// The forward with tangents (none: a plain forward, the same ops).
+    fn dual(
+        &self,
+        x: &Dual,
+        weights: &[Tensor],
+        dweights: &[Option<Tensor>],
+        path: Option<&Path>,
+        bn: BnMode,
+        seeds: &Seeds,
+    ) -> Dual {
+        let tangent = |t: usize| dweights.get(t).and_then(|d| d.as_ref());
+        let (mut s0, mut s1) = self.stem.dual(x, bn, seeds);
         for cell in &self.cells {
             let t = cell.reduction as usize;
-            let w = &weights[t];
             let p = path.map(|p| p[t].as_slice());
-            let out = cell.forward(&s0, &s1, w, weights.get(2 + t), p, bn);
+            let out =
+                cell.forward(&s0, &s1, (&weights[t], tangent(t)), (weights.get(2 + t), tangent(2 + t)), p, bn, seeds);
             (s0, s1) = (s1, out);
         }
-        let h = s1.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
-        self.classifier.forward(&h)
+        let h = s1.linear_map(|t| t.adaptive_avg_pool2d([1, 1]).flatten(1, -1));
+        self.classifier.dual(&h, seeds)
     }
 }

@@ -6,6 +6,7 @@ pub(crate) mod nb1shot1;
 pub(crate) mod nb201;
 pub mod state;
 
+pub use crate::ops::dual::{Dual, Seeds};
 pub use crate::ops::{BnMode, ParamSet};
 pub use darts::{DartsConfig, DartsSupernet};
 pub use nb1shot1::{Nb1Shot1Config, Nb1Shot1Supernet};
@@ -39,6 +40,24 @@ pub trait Supernet {
     /// Logits of a path ([`Supernet::forward_on`]).
     fn forward_path(&self, x: &Tensor, weights: &[Tensor], path: &Path, bn: BnMode) -> Tensor {
         self.forward_on(x, weights, Some(path), bn)
+    }
+    /// Logits mixing every op, with their tangent along the mixing weights' tangents
+    /// `dweights` (one per table, None: zero) and the weights' tangents `seeds`, by forward mode
+    /// ([`crate::ops::dual`]); the logits are [`Supernet::forward`]'s. None where the supernet
+    /// has no tangent forward: callers then take the reverse-over-reverse route.
+    fn forward_tangent(
+        &self,
+        _x: &Tensor,
+        _weights: &[Tensor],
+        _dweights: &[Option<Tensor>],
+        _seeds: &Seeds,
+        _bn: BnMode,
+    ) -> Option<Dual> {
+        None
+    }
+    /// Whether [`Supernet::forward_tangent`] is implemented.
+    fn has_tangents(&self) -> bool {
+        false
     }
 }
 

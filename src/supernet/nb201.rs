@@ -12,7 +12,8 @@ use std::cell::OnceCell;
 use tch::Tensor;
 
 use super::{left_out, EdgeOps, Path, Supernet};
-use crate::ops::layers::{avg_pool, BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
+use crate::ops::dual::{Dual, Seeds};
+use crate::ops::layers::{BatchNorm, BnMode, Builder, Conv, Linear, ReluConvBn};
 use crate::ops::nb201::ResBlock;
 use crate::space::{nb201_edge, SpaceSpec, NB201_OPS};
 
@@ -36,25 +37,25 @@ enum Op {
 impl Op {
     /// The op on node `x`; the node's ReLU and pooling are computed once for every edge
     /// leaving it (the same tensors each time: one autograd node instead of up to six).
-    fn forward(&self, x: &Source, bn: BnMode) -> Option<Tensor> {
+    fn forward(&self, x: &Source, bn: BnMode, seeds: &Seeds) -> Option<Dual> {
         match self {
             Op::None => None,
             Op::Skip => Some(x.x.shallow_clone()),
-            Op::Conv(c) => Some(c.forward_relued(x.relu.get_or_init(|| x.x.relu()), bn)),
-            Op::AvgPool => Some(x.pool.get_or_init(|| avg_pool(&x.x, 3, 1, 1)).shallow_clone()),
+            Op::Conv(c) => Some(c.dual_relued(x.relu.get_or_init(|| x.x.relu()), bn, seeds)),
+            Op::AvgPool => Some(x.pool.get_or_init(|| x.x.avg_pool(3, 1, 1)).shallow_clone()),
         }
     }
 }
 
 /// A cell node and what its outgoing edges share of it.
 struct Source {
-    x: Tensor,
-    relu: OnceCell<Tensor>,
-    pool: OnceCell<Tensor>,
+    x: Dual,
+    relu: OnceCell<Dual>,
+    pool: OnceCell<Dual>,
 }
 
 impl Source {
-    fn new(x: Tensor) -> Self {
+    fn new(x: Dual) -> Self {
         Source { x, relu: OnceCell::new(), pool: OnceCell::new() }
     }
 }
@@ -90,40 +91,53 @@ impl SearchCell {
         SearchCell { edges }
     }
 
-    /// `w`: the 6×5 mixing weights; `path`: the one op per edge to compute (all when none).
-    fn forward(&self, x: &Tensor, w: &Tensor, path: Option<&[Option<usize>]>, bn: BnMode) -> Tensor {
+    /// `w`: the 6×5 mixing weights (`dw`: their tangent); `path`: the one op per edge to
+    /// compute (all when none). Without tangents, exactly the ops of a plain forward.
+    fn forward(
+        &self,
+        x: &Dual,
+        w: &Tensor,
+        dw: Option<&Tensor>,
+        path: Option<&[Option<usize>]>,
+        bn: BnMode,
+        seeds: &Seeds,
+    ) -> Dual {
         let mut nodes: Vec<Source> = vec![Source::new(x.shallow_clone())];
         for i in 1..4 {
-            let mut acc: Option<Tensor> = None;
-            let mut scalars: Option<Tensor> = None;
-            let add = |acc: &mut Option<Tensor>, term: Tensor| {
+            let mut acc: Option<Dual> = None;
+            let mut scalars: Option<Dual> = None;
+            let add = |acc: &mut Option<Dual>, term: Dual| {
                 *acc = Some(match acc.take() {
                     None => term,
-                    Some(a) => a + term,
+                    Some(a) => a.plus(term),
                 })
             };
             for j in 0..i {
                 let e = i * (i - 1) / 2 + j;
                 let row = w.get(e as i64);
+                let drow = dw.map(|d| d.get(e as i64));
                 let how = EdgeOps::of(path, e);
                 if let EdgeOps::One(c) = how {
                     if let Some(s) = left_out(&row, self.edges[e].len(), c) {
-                        add(&mut scalars, s);
+                        let ds = drow.as_ref().and_then(|d| {
+                            (0..self.edges[e].len()).filter(|&o| o != c).map(|o| d.get(o as i64)).reduce(|a, b| a + b)
+                        });
+                        add(&mut scalars, Dual { x: s, dx: ds });
                     }
                 }
                 for (o, op) in self.edges[e].iter().enumerate() {
                     if how == EdgeOps::Off || matches!(how, EdgeOps::One(c) if c != o) {
                         continue;
                     }
-                    if let Some(out) = op.forward(&nodes[j], bn) {
-                        add(&mut acc, out * row.get(o as i64));
+                    if let Some(out) = op.forward(&nodes[j], bn, seeds) {
+                        add(&mut acc, out.scale(&row.get(o as i64), drow.as_ref().map(|d| d.get(o as i64)).as_ref()));
                     }
                 }
             }
             // `none` contributes exactly zero; a node fed only by `none` would be all zeros.
-            let node = acc.unwrap_or_else(|| nodes[0].x.zeros_like());
+            let node = acc.unwrap_or_else(|| Dual::constant(nodes[0].x.x.zeros_like()));
             nodes.push(Source::new(match scalars {
-                Some(s) => node + s,
+                Some(s) => node.plus(s),
                 None => node,
             }));
         }
@@ -183,16 +197,47 @@ impl Supernet for Nb201Supernet {
     }
 
     fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor {
+        self.dual(&Dual::constant(x.shallow_clone()), weights, &[], path, bn, &Seeds::none()).x
+    }
+
+    fn forward_tangent(
+        &self,
+        x: &Tensor,
+        weights: &[Tensor],
+        dweights: &[Option<Tensor>],
+        seeds: &Seeds,
+        bn: BnMode,
+    ) -> Option<Dual> {
+        Some(self.dual(&Dual::constant(x.shallow_clone()), weights, dweights, None, bn, seeds))
+    }
+
+    fn has_tangents(&self) -> bool {
+        true
+    }
+}
+
+impl Nb201Supernet {
+    /// The forward with tangents (none: a plain forward, the same ops).
+    fn dual(
+        &self,
+        x: &Dual,
+        weights: &[Tensor],
+        dweights: &[Option<Tensor>],
+        path: Option<&Path>,
+        bn: BnMode,
+        seeds: &Seeds,
+    ) -> Dual {
         let (w, path) = (&weights[0], path.map(|p| p[0].as_slice()));
-        let mut h = self.stem_bn.forward(&self.stem_conv.forward(x), bn);
+        let dw = dweights.first().and_then(|d| d.as_ref());
+        let mut h = self.stem_bn.dual(&self.stem_conv.dual(x, seeds), bn, seeds);
         for block in &self.blocks {
             h = match block {
-                Block::Cell(cell) => cell.forward(&h, w, path, bn),
-                Block::Res(res) => res.forward(&h, bn),
+                Block::Cell(cell) => cell.forward(&h, w, dw, path, bn, seeds),
+                Block::Res(res) => res.dual(&h, bn, seeds),
             };
         }
-        let h = self.last_bn.forward(&h, bn).relu();
-        let h = h.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
-        self.classifier.forward(&h)
+        let h = self.last_bn.dual(&h, bn, seeds).relu();
+        let h = h.linear_map(|t| t.adaptive_avg_pool2d([1, 1]).flatten(1, -1));
+        self.classifier.dual(&h, seeds)
     }
 }

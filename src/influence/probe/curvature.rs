@@ -13,8 +13,9 @@ impl Probe<'_> {
     /// Jacobian of batch j's logits z in θ, H_z the Hessian of the mean cross-entropy in z,
     /// block-diagonal over the m samples, (diag pᵢ − pᵢpᵢᵀ)/m with pᵢ = softmax(zᵢ). For softmax
     /// cross-entropy G is the true Fisher: positive semi-definite, and curvature in every
-    /// direction the logits move. Three passes per batch: J u by the double-backward trick
-    /// (the gradient of ⟨Jᵀr, u⟩ in a dummy r), H_z (J u) in closed form, Jᵀ(·) by one backward.
+    /// direction the logits move. Per batch: J u by one tangent forward (or, for a supernet
+    /// without one, by the double-backward trick: the gradient of ⟨Jᵀr, u⟩ in a dummy r),
+    /// H_z (J u) in closed form, Jᵀ(·) by one backward.
     pub fn ggn_vp(&self, u: &Tensor) -> Result<Tensor> {
         let us = split_like(u, &self.params);
         let g = Timings::add(&self.timings.autograd, || {
@@ -68,8 +69,25 @@ impl Probe<'_> {
     /// The piece's part of the batch's GGN product: H_z of the batch's mean loss is (diag pᵢ −
     /// pᵢpᵢᵀ)/m over the whole batch's m, whatever the piece.
     fn ggn_vp_on(&self, p: &Piece, us: &[Tensor]) -> Tensor {
-        let z = self.logits_of(&p.x);
         let m = p.batch as f64;
+        let (z, ju) = match self.logits_and_jvp(&p.x, us) {
+            // J u by forward mode (one tangent forward).
+            Some((z, Some(ju))) => (z, ju),
+            Some((_, None)) => return flatten(&self.params).zeros_like(),
+            None => self.ggn_jvp_by_double_backward(&p.x, us),
+        };
+        if !ju.defined() {
+            return flatten(&self.params).zeros_like();
+        }
+        let p = z.detach().softmax(-1, z.kind());
+        let hju = (&p * &ju - &p * (&p * &ju).sum_dim_intlist(-1, true, z.kind())) / m;
+        self.second(&(&z * hju.detach()).sum(z.kind()), &self.params)
+    }
+
+    /// The logits and J u by the double-backward trick: the gradient of ⟨Jᵀr, u⟩ in a dummy r
+    /// (J u undefined when u reaches no logit).
+    fn ggn_jvp_by_double_backward(&self, x: &Tensor, us: &[Tensor]) -> (Tensor, Tensor) {
+        let z = self.logits_of(x);
         let r = z.zeros_like().set_requires_grad(true);
         let jt_r =
             defined_or_zeros(Tensor::run_backward(&[(&z * &r).sum(z.kind())], &self.params, true, true), &self.params);
@@ -77,11 +95,9 @@ impl Probe<'_> {
         let ju = if dot.requires_grad() {
             Tensor::run_backward(&[&dot], &[&r], true, false).pop().expect("one input")
         } else {
-            return flatten(&self.params).zeros_like();
+            Tensor::new()
         };
-        let p = z.detach().softmax(-1, z.kind());
-        let hju = (&p * &ju - &p * (&p * &ju).sum_dim_intlist(-1, true, z.kind())) / m;
-        self.second(&(&z * hju.detach()).sum(z.kind()), &self.params)
+        (z, ju)
     }
 
     /// The dense Hessian H (P×P, f64, mean over the N batches): per batch, one first-derivative

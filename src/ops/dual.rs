@@ -1,0 +1,231 @@
+//! Forward-mode derivatives of the layers: every value carries its directional derivative
+//! (tangent) along a direction in the weights θ, in the mixing weights w, or both.
+//!
+//! The tangents are ordinary tensors built by ordinary (recorded) ops, so one reverse pass over
+//! a tangent L̇ = ∇L · d gives a mixed second derivative ∇(∇L · d): *reverse over forward*.
+//! The influence probe uses it for H u, B v and Bᵀ u — one tangent forward and one backward per
+//! batch instead of a backward with its graph kept and a backward through that backward.
+//!
+//! A missing tangent (`None`) is an exact zero: a layer before every seeded weight computes no
+//! tangent at all.
+
+use std::collections::HashMap;
+
+use tch::Tensor;
+
+use super::layers::{avg_pool, BatchNorm, BnMode, Conv, Linear, ReluConvBn};
+
+/// A value and its tangent (None: zero).
+pub struct Dual {
+    pub x: Tensor,
+    pub dx: Option<Tensor>,
+}
+
+/// Tangents of the weights θ along the direction: one per weight tensor, found by the tensor's
+/// storage (every handle of a weight shares it).
+#[derive(Default)]
+pub struct Seeds {
+    by_storage: HashMap<usize, Tensor>,
+}
+
+impl Seeds {
+    /// No θ direction: tangents start at the mixing weights only.
+    pub fn none() -> Self {
+        Seeds::default()
+    }
+
+    /// Tangent `dirs[i]` for weight `params[i]`.
+    pub fn of(params: &[Tensor], dirs: &[Tensor]) -> Self {
+        assert_eq!(params.len(), dirs.len(), "one tangent per weight tensor");
+        let by_storage = params.iter().zip(dirs).map(|(p, d)| (p.data_ptr() as usize, d.shallow_clone())).collect();
+        Seeds { by_storage }
+    }
+
+    fn get(&self, p: &Tensor) -> Option<&Tensor> {
+        if self.by_storage.is_empty() {
+            return None;
+        }
+        self.by_storage.get(&(p.data_ptr() as usize))
+    }
+}
+
+/// a + b for tangents, None as zero.
+pub fn add(a: Option<Tensor>, b: Option<Tensor>) -> Option<Tensor> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Per-channel vector as an NCHW broadcast shape.
+fn channel(t: &Tensor, dim: usize) -> Tensor {
+    let mut shape = vec![1i64; dim];
+    shape[1] = -1;
+    t.view(shape.as_slice())
+}
+
+impl Dual {
+    /// A value with zero tangent.
+    pub fn constant(x: Tensor) -> Self {
+        Dual { x, dx: None }
+    }
+
+    pub fn shallow_clone(&self) -> Self {
+        Dual { x: self.x.shallow_clone(), dx: self.dx.as_ref().map(|t| t.shallow_clone()) }
+    }
+
+    /// Apply a linear map to the value and the tangent alike.
+    pub fn linear_map(&self, f: impl Fn(&Tensor) -> Tensor) -> Self {
+        Dual { x: f(&self.x), dx: self.dx.as_ref().map(&f) }
+    }
+
+    pub fn relu(&self) -> Self {
+        // relu' is the step function: the tangent passes where the input is positive (the same
+        // mask relu's own backward applies; its derivative in the input is zero a.e.).
+        Dual { x: self.x.relu(), dx: self.dx.as_ref().map(|d| self.x.threshold_backward(d, 0.0)) }
+    }
+
+    pub fn avg_pool(&self, k: i64, stride: i64, pad: i64) -> Self {
+        self.linear_map(|t| avg_pool(t, k, stride, pad))
+    }
+
+    /// PyTorch's `MaxPool2d(k, stride, pad)`; the tangent is read at each window's argmax.
+    pub fn max_pool(&self, k: i64, stride: i64, pad: i64) -> Self {
+        let Some(d) = &self.dx else {
+            return Dual::constant(self.x.max_pool2d([k, k], [stride, stride], [pad, pad], [1, 1], false));
+        };
+        let (y, idx) = self.x.max_pool2d_with_indices([k, k], [stride, stride], [pad, pad], [1, 1], false);
+        let dy = d.flatten(2, -1).gather(2, &idx.flatten(2, -1), false).view_as(&y);
+        Dual { x: y, dx: Some(dy) }
+    }
+
+    /// Concatenation along `dim` (a zero tangent filled in where a part has none).
+    pub fn cat(parts: &[Dual], dim: i64) -> Self {
+        let x = Tensor::cat(&parts.iter().map(|p| p.x.shallow_clone()).collect::<Vec<_>>(), dim);
+        let dx = parts.iter().any(|p| p.dx.is_some()).then(|| {
+            let ds: Vec<Tensor> =
+                parts.iter().map(|p| p.dx.as_ref().map_or_else(|| p.x.zeros_like(), |d| d.shallow_clone())).collect();
+            Tensor::cat(&ds, dim)
+        });
+        Dual { x, dx }
+    }
+
+    /// The value times a scalar mixing weight (w, ẇ).
+    pub fn scale(&self, w: &Tensor, dw: Option<&Tensor>) -> Self {
+        let dx = match (&self.dx, dw) {
+            (Some(d), Some(dw)) => Some((d * w).addcmul(&self.x, dw)),
+            (Some(d), None) => Some(d * w),
+            (None, Some(dw)) => Some(&self.x * dw),
+            (None, None) => None,
+        };
+        Dual { x: &self.x * w, dx }
+    }
+
+    pub fn plus(self, other: Dual) -> Self {
+        Dual { x: self.x + other.x, dx: add(self.dx, other.dx) }
+    }
+}
+
+impl Conv {
+    /// conv(x, W) and its tangent conv(ẋ, W) + conv(x, Ẇ).
+    pub fn dual(&self, x: &Dual, seeds: &Seeds) -> Dual {
+        let y = self.forward(&x.x);
+        let dx = add(x.dx.as_ref().map(|d| self.apply(d, &self.w)), seeds.get(&self.w).map(|dw| self.apply(&x.x, dw)));
+        Dual { x: y, dx }
+    }
+}
+
+impl Linear {
+    /// x Wᵀ + b and its tangent ẋ Wᵀ + x Ẇᵀ + ḃ.
+    pub fn dual(&self, x: &Dual, seeds: &Seeds) -> Dual {
+        let (w, b) = self.weights();
+        let y = self.forward(&x.x);
+        let dx = add(
+            add(x.dx.as_ref().map(|d| d.matmul(&w.tr())), seeds.get(w).map(|dw| x.x.matmul(&dw.tr()))),
+            seeds.get(b).map(|db| db.shallow_clone()),
+        );
+        Dual { x: y, dx }
+    }
+}
+
+impl BatchNorm {
+    /// The normalisation (the same fused op as [`BatchNorm::forward`]) and its tangent.
+    ///
+    /// With batch statistics, x̂ = (x − μ)/σ over (N, H, W) and σ² the biased variance plus eps:
+    /// d x̂ = (ẋ − mean ẋ − x̂ · mean(ẋ x̂)) / σ. With running statistics d x̂ = ẋ / σ_run. Then
+    /// ẏ = γ d x̂ + γ̇ x̂ + β̇.
+    pub fn dual(&self, x: &Dual, mode: BnMode, seeds: &Seeds) -> Dual {
+        let y = self.forward(&x.x, mode);
+        let (gamma, beta) = self.affine();
+        let dgamma = gamma.and_then(|g| seeds.get(g));
+        let dbeta = beta.and_then(|b| seeds.get(b));
+        if x.dx.is_none() && dgamma.is_none() && dbeta.is_none() {
+            return Dual { x: y, dx: None };
+        }
+        let dim = x.x.dim();
+        let (xhat, dxhat) = match mode {
+            BnMode::Eval => {
+                let (rm, rv) = self.running();
+                let inv = channel(&(rv + self.eps()).rsqrt(), dim);
+                let xhat = dgamma.map(|_| (&x.x - channel(rm, dim)) * &inv);
+                (xhat, x.dx.as_ref().map(|d| d * &inv))
+            }
+            BnMode::Train | BnMode::BatchStats => {
+                let dims = [0i64, 2, 3];
+                let (var, mean) = x.x.var_mean_correction(dims.as_slice(), 0, true);
+                let inv = (var + self.eps()).rsqrt();
+                // Non-affine: the output is x̂ itself (same graph to x), saving two full-size ops.
+                let xhat = if gamma.is_none() && beta.is_none() { y.shallow_clone() } else { (&x.x - mean) * &inv };
+                let dxhat = x.dx.as_ref().map(|d| {
+                    let m1 = d.mean_dim(dims.as_slice(), true, d.kind());
+                    let m2 = (d * &xhat).mean_dim(dims.as_slice(), true, d.kind());
+                    // (ẋ − x̂·m2 − m1)·inv, γ folded into the per-channel factor below.
+                    let scale = match gamma {
+                        Some(g) => inv * channel(g, dim),
+                        None => inv,
+                    };
+                    (d.addcmul(&xhat, &-m2) - m1) * scale
+                });
+                let xhat = (dgamma.is_some()).then_some(xhat);
+                return Dual { x: y.shallow_clone(), dx: finish(dxhat, xhat, dgamma, dbeta, &y, dim) };
+            }
+        };
+        let dxhat = dxhat.map(|d| match gamma {
+            Some(g) => d * channel(g, dim),
+            None => d,
+        });
+        Dual { x: y.shallow_clone(), dx: finish(dxhat, xhat, dgamma, dbeta, &y, dim) }
+    }
+}
+
+/// ẏ = γ d x̂ (given) + γ̇ x̂ + β̇.
+fn finish(
+    dy: Option<Tensor>,
+    xhat: Option<Tensor>,
+    dgamma: Option<&Tensor>,
+    dbeta: Option<&Tensor>,
+    y: &Tensor,
+    dim: usize,
+) -> Option<Tensor> {
+    let mut dy = dy;
+    if let (Some(dg), Some(xhat)) = (dgamma, &xhat) {
+        dy = add(dy, Some(xhat * channel(dg, dim)));
+    }
+    if let Some(db) = dbeta {
+        dy = add(dy, Some(channel(db, dim).expand_as(y)));
+    }
+    dy
+}
+
+impl ReluConvBn {
+    /// [`ReluConvBn::forward_relued`] with tangents.
+    pub fn dual_relued(&self, relu_x: &Dual, bn: BnMode, seeds: &Seeds) -> Dual {
+        let (conv, norm) = self.parts();
+        norm.dual(&conv.dual(relu_x, seeds), bn, seeds)
+    }
+
+    pub fn dual(&self, x: &Dual, bn: BnMode, seeds: &Seeds) -> Dual {
+        self.dual_relued(&x.relu(), bn, seeds)
+    }
+}
