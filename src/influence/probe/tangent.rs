@@ -95,10 +95,11 @@ impl Probe<'_> {
         let seeds = u.map_or_else(Seeds::none, |u| Seeds::of(&self.params, u));
         let dw = self.weight_tangents(v);
         let out = self.net.forward_tangent(&p.x, &self.weights_of(&self.leaf), &dw, &seeds, self.bn)?;
-        let mut l = cross_entropy(&out.x, &p.y);
-        if let Some(s) = p.share {
-            l = l * s;
-        }
+        let l = cross_entropy(&out.x, &p.y);
+        let l = match p.share {
+            Some(s) => l * s,
+            None => l,
+        };
         let ld = out.dx.map(|dz| {
             // ∇_z L with its graph (a backward through the loss alone), then ⟨∇_z L, ż⟩.
             let gz = Tensor::run_backward(&[&l], &[&out.x], true, true).remove(0);
