@@ -220,30 +220,8 @@ impl Supernet for DartsSupernet {
         &self.params
     }
 
-    /// `weights`: `[normal (14×ops), reduce (14×ops)]`, then for PC-DARTS `[β̃ normal (14),
-    /// β̃ reduce (14)]`.
-    fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor {
-        self.dual(&Dual::constant(x.shallow_clone()), weights, &[], path, bn, &Seeds::none()).x
-    }
-
-    fn forward_tangent(
-        &self,
-        x: &Tensor,
-        weights: &[Tensor],
-        dweights: &[Option<Tensor>],
-        seeds: &Seeds,
-        bn: BnMode,
-    ) -> Option<Dual> {
-        Some(self.dual(&Dual::constant(x.shallow_clone()), weights, dweights, None, bn, seeds))
-    }
-
-    fn has_tangents(&self) -> bool {
-        true
-    }
-}
-
-impl DartsSupernet {
-    /// The forward with tangents (none: a plain forward, the same ops).
+    /// The forward with tangents (none: a plain forward, the same ops). `weights`: `[normal
+    /// (14×ops), reduce (14×ops)]`, then for PC-DARTS `[β̃ normal (14), β̃ reduce (14)]`.
     fn dual(
         &self,
         x: &Dual,
@@ -252,7 +230,7 @@ impl DartsSupernet {
         path: Option<&Path>,
         bn: BnMode,
         seeds: &Seeds,
-    ) -> Dual {
+    ) -> Option<Dual> {
         let tangent = |t: usize| dweights.get(t).and_then(|d| d.as_ref());
         let (mut s0, mut s1) = self.stem.dual(x, bn, seeds);
         for cell in &self.cells {
@@ -263,6 +241,10 @@ impl DartsSupernet {
             (s0, s1) = (s1, out);
         }
         let h = s1.linear_map(|t| t.adaptive_avg_pool2d([1, 1]).flatten(1, -1));
-        self.classifier.dual(&h, seeds)
+        Some(self.classifier.dual(&h, seeds))
+    }
+
+    fn has_tangents(&self) -> bool {
+        true
     }
 }

@@ -32,7 +32,12 @@ pub trait Supernet {
     /// weight as a scalar (GDAS's straight-through: value zero, gradient to the mixing weights)
     /// when the weights require gradient. A space without path savings mixes every op with
     /// the weights masked to the path ([`masked_to_path`]: the same values).
-    fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor;
+    /// By default the tangent forward without tangents ([`Supernet::dual`]), which a supernet
+    /// without one must replace.
+    fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor {
+        let plain = self.dual(&Dual::constant(x.shallow_clone()), weights, &[], path, bn, &Seeds::none());
+        plain.expect("a supernet without a tangent forward implements forward_on").x
+    }
     /// Logits mixing every op ([`Supernet::forward_on`] without a path).
     fn forward(&self, x: &Tensor, weights: &[Tensor], bn: BnMode) -> Tensor {
         self.forward_on(x, weights, None, bn)
@@ -41,21 +46,35 @@ pub trait Supernet {
     fn forward_path(&self, x: &Tensor, weights: &[Tensor], path: &Path, bn: BnMode) -> Tensor {
         self.forward_on(x, weights, Some(path), bn)
     }
-    /// Logits mixing every op, with their tangent along the mixing weights' tangents
-    /// `dweights` (one per table, None: zero) and the weights' tangents `seeds`, by forward mode
-    /// ([`crate::ops::dual`]); the logits are [`Supernet::forward`]'s. None where the supernet
-    /// has no tangent forward: callers then take the reverse-over-reverse route.
-    fn forward_tangent(
+    /// The forward with tangents ([`crate::ops::dual`]): logits and their tangent along the
+    /// mixing weights' tangents `dweights` (one per table, None: zero) and the weights' tangents
+    /// `seeds`; without tangents exactly the ops of [`Supernet::forward_on`]. None where the
+    /// supernet has no tangent forward.
+    fn dual(
         &self,
-        _x: &Tensor,
+        _x: &Dual,
         _weights: &[Tensor],
         _dweights: &[Option<Tensor>],
-        _seeds: &Seeds,
+        _path: Option<&Path>,
         _bn: BnMode,
+        _seeds: &Seeds,
     ) -> Option<Dual> {
         None
     }
-    /// Whether [`Supernet::forward_tangent`] is implemented.
+    /// Logits mixing every op and their tangent by forward mode ([`Supernet::dual`]); the logits
+    /// are [`Supernet::forward`]'s. None where the supernet has no tangent forward: callers then
+    /// take the double-backward route.
+    fn forward_tangent(
+        &self,
+        x: &Tensor,
+        weights: &[Tensor],
+        dweights: &[Option<Tensor>],
+        seeds: &Seeds,
+        bn: BnMode,
+    ) -> Option<Dual> {
+        self.dual(&Dual::constant(x.shallow_clone()), weights, dweights, None, bn, seeds)
+    }
+    /// Whether [`Supernet::dual`] is implemented.
     fn has_tangents(&self) -> bool {
         false
     }

@@ -196,27 +196,6 @@ impl Supernet for Nb201Supernet {
         &self.params
     }
 
-    fn forward_on(&self, x: &Tensor, weights: &[Tensor], path: Option<&Path>, bn: BnMode) -> Tensor {
-        self.dual(&Dual::constant(x.shallow_clone()), weights, &[], path, bn, &Seeds::none()).x
-    }
-
-    fn forward_tangent(
-        &self,
-        x: &Tensor,
-        weights: &[Tensor],
-        dweights: &[Option<Tensor>],
-        seeds: &Seeds,
-        bn: BnMode,
-    ) -> Option<Dual> {
-        Some(self.dual(&Dual::constant(x.shallow_clone()), weights, dweights, None, bn, seeds))
-    }
-
-    fn has_tangents(&self) -> bool {
-        true
-    }
-}
-
-impl Nb201Supernet {
     /// The forward with tangents (none: a plain forward, the same ops).
     fn dual(
         &self,
@@ -226,7 +205,7 @@ impl Nb201Supernet {
         path: Option<&Path>,
         bn: BnMode,
         seeds: &Seeds,
-    ) -> Dual {
+    ) -> Option<Dual> {
         let (w, path) = (&weights[0], path.map(|p| p[0].as_slice()));
         let dw = dweights.first().and_then(|d| d.as_ref());
         let mut h = self.stem_bn.dual(&self.stem_conv.dual(x, seeds), bn, seeds);
@@ -238,6 +217,10 @@ impl Nb201Supernet {
         }
         let h = self.last_bn.dual(&h, bn, seeds).relu();
         let h = h.linear_map(|t| t.adaptive_avg_pool2d([1, 1]).flatten(1, -1));
-        self.classifier.dual(&h, seeds)
+        Some(self.classifier.dual(&h, seeds))
+    }
+
+    fn has_tangents(&self) -> bool {
+        true
     }
 }
