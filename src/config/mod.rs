@@ -510,8 +510,9 @@ pub struct SelectConfig {
     /// BatchNorm during selection: `batch` statistics (buffers untouched) or `running`.
     #[serde(default = "d_bn")]
     pub bn: BnStats,
-    /// Second derivatives by `reverse-over-forward` (NB201; other supernets fall back to double
-    /// backward) or `double-backward`: the same values to rounding.
+    /// Second derivatives by `reverse-over-forward` (NB201 and DARTS-family supernets;
+    /// NAS-Bench-1Shot1's falls back to double backward) or `double-backward`: the same values to
+    /// rounding.
     #[serde(default = "d_products")]
     pub products: Products,
     /// Reproduce the authors' DARTS-IM computation: raw-logit leaf, central finite differences

@@ -277,11 +277,7 @@ impl<'a> Probe<'a> {
 
     /// The piece's part of its batch's mean loss.
     fn piece_loss(&self, p: &Piece, w: &[Tensor]) -> Tensor {
-        let l = cross_entropy(&self.net.forward(&p.x, w, self.bn), &p.y);
-        match p.share {
-            Some(s) => l * s,
-            None => l,
-        }
+        p.loss_of(&self.net.forward(&p.x, w, self.bn))
     }
 
     /// Sum over ranks, divided by N.
@@ -668,4 +664,15 @@ struct Piece {
     share: Option<f64>,
     /// The whole batch's size m.
     batch: i64,
+}
+
+impl Piece {
+    /// The piece's part of its batch's mean loss, from its logits.
+    fn loss_of(&self, logits: &Tensor) -> Tensor {
+        let l = cross_entropy(logits, &self.y);
+        match self.share {
+            Some(s) => l * s,
+            None => l,
+        }
+    }
 }

@@ -12,7 +12,6 @@ use tch::Tensor;
 
 use super::{Leaf, Piece, Probe};
 use crate::influence::flat::{defined_or_zeros, flatten, graph_dot};
-use crate::loss::cross_entropy;
 use crate::supernet::Seeds;
 
 /// Which derivatives a piece's product is taken in.
@@ -95,11 +94,7 @@ impl Probe<'_> {
         let seeds = u.map_or_else(Seeds::none, |u| Seeds::of(&self.params, u));
         let dw = self.weight_tangents(v);
         let out = self.net.forward_tangent(&p.x, &self.weights_of(&self.leaf), &dw, &seeds, self.bn)?;
-        let l = cross_entropy(&out.x, &p.y);
-        let l = match p.share {
-            Some(s) => l * s,
-            None => l,
-        };
+        let l = p.loss_of(&out.x);
         let ld = out.dx.map(|dz| {
             // ∇_z L with its graph (a backward through the loss alone), then ⟨∇_z L, ż⟩.
             let gz = Tensor::run_backward(&[&l], &[&out.x], true, true).remove(0);
@@ -108,8 +103,7 @@ impl Probe<'_> {
         Some((l, ld))
     }
 
-    /// ∇(∇L · (v, u)) in θ or in the leaf, on a piece; `keep`: the graph stays for another
-    /// product of the same piece (double backward only).
+    /// ∇(∇L · (v, u)) in θ or in the leaf, on a piece.
     pub(super) fn piece_product(&self, p: &Piece, v: Option<&[Tensor]>, u: Option<&[Tensor]>, wrt: Wrt) -> Tensor {
         let target = match wrt {
             Wrt::Theta => &self.params,
@@ -132,7 +126,8 @@ impl Probe<'_> {
     }
 
     /// Bᵀu_c = ∇w(∇θL · u_c) on a piece for several u_c; by double backward one first-derivative
-    /// graph serves them all.
+    /// graph serves them all, by reverse over forward each u_c takes its own tangent forward
+    /// (the primal forward is recomputed: tangents are not batched).
     pub(super) fn piece_mixed_t_many(&self, p: &Piece, us: &[&[Tensor]]) -> Vec<Tensor> {
         if self.uses_forward_mode() {
             return us.iter().map(|u| self.piece_product(p, None, Some(u), Wrt::Leaf)).collect();
