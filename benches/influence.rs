@@ -10,7 +10,8 @@
 //! 4. curvature factored by layer against Woodbury over the same N = 10 batches: K-FAC and
 //!    EK-FAC build (factor passes, eigendecompositions, EK-FAC's eigenvalue correction) and one
 //!    IHVP, next to building Woodbury (N per-batch gradients, Gram) and one Woodbury IHVP;
-//! 5. peak resident memory.
+//! 5. peak resident memory;
+//! 6. `step [space=darts] [bf16]` alone: first-order DARTS search steps (θ and α), images/s.
 //!
 //! Second derivatives go by reverse over forward (`select.products`' default); `double-backward`
 //! takes every one by double backward instead, for the comparison.
@@ -46,6 +47,74 @@ fn peak_rss_mb() -> f64 {
         / 1024.0
 }
 
+fn sync(device: tch::Device) {
+    if let tch::Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// Part 6 (`step [space=darts] [bf16]`): first-order DARTS search steps as the search runs them
+/// (α: gradient of the loss on one batch through softmax(α), Adam; θ: gradient on another batch,
+/// clipped to norm 5, SGD with momentum and weight decay), batch 64 each, BatchNorm with batch
+/// statistics, on the NB201 benchmark supernet or the DARTS CIFAR supernet (C=16, 8 cells:
+/// 1,930,618 weights). Images/s count both batches. `bf16`: `search.precision = "bf16"`.
+/// The peer: `python3 benches/pytorch_eager.py step [space=darts] [bf16] [device=cuda]`.
+fn search_steps(space: &str, device: tch::Device, bf16: bool, steps: usize) {
+    use dartsif::optim::{clip_grad_norm, Adam, Sgd};
+    let sets: Vec<String> = match space {
+        "darts" => vec!["space.name=\"darts\"".into(), "space.channels=16".into(), "space.layers=8".into()],
+        _ => vec!["space.channels=16".into(), "space.cells_per_stage=5".into()],
+    };
+    let sets: Vec<String> = sets
+        .into_iter()
+        .chain(["data.image_size=32", "search.batch_size=64", "search.micro_batch=0"].map(String::from))
+        .collect();
+    let cfg = Config::load(None, &sets).unwrap();
+    tch::manual_seed(0);
+    let net = supernet::build(&cfg, 1, Kind::Float, device).unwrap();
+    let alphas: Vec<Tensor> = net
+        .spec()
+        .alpha_shapes()
+        .iter()
+        .map(|s| (Tensor::randn(s.as_slice(), (Kind::Float, device)) * 1e-3).set_requires_grad(true))
+        .collect();
+    let params: Vec<Tensor> = net.params().tensors.iter().map(Tensor::shallow_clone).collect();
+    println!("{space} supernet: {} weights, batch 64, {}", net.params().count(), if bf16 { "bf16" } else { "f32" });
+    let mut sgd = Sgd::new(cfg.search.weights.clone(), params.len());
+    let mut adam = Adam::new(cfg.search.arch.clone(), &alphas);
+    let batch =
+        || (Tensor::randn([64, 3, 32, 32], (Kind::Float, device)), Tensor::randint(10, [64], (Kind::Int64, device)));
+    let (xa, ya) = batch();
+    let (xw, yw) = batch();
+    let step = |sgd: &mut Sgd, adam: &mut Adam| {
+        let _p = dartsif::ops::precision::guard(bf16);
+        let w: Vec<Tensor> = alphas.iter().map(|a| a.softmax(-1, Kind::Float)).collect();
+        let la = dartsif::loss::cross_entropy(&net.forward(&xa, &w, BnMode::BatchStats), &ya);
+        let ga = Tensor::run_backward(&[la], &alphas, false, false);
+        adam.step(&alphas, &ga);
+        let w: Vec<Tensor> = alphas.iter().map(|a| a.softmax(-1, Kind::Float).detach()).collect();
+        let lw = dartsif::loss::cross_entropy(&net.forward(&xw, &w, BnMode::BatchStats), &yw);
+        let gw = Tensor::run_backward(&[lw], &params, false, false);
+        clip_grad_norm(&gw, 5.0);
+        sgd.step(&params, &gw, 0.025);
+    };
+    for _ in 0..3 {
+        step(&mut sgd, &mut adam);
+    }
+    sync(device);
+    let t = Instant::now();
+    for _ in 0..steps {
+        step(&mut sgd, &mut adam);
+    }
+    sync(device);
+    let s = t.elapsed().as_secs_f64() / steps as f64;
+    println!("search step ({steps} steps)  {s:8.4} s   {:.0} images/s", 128.0 / s);
+    match dartsif::device::memory_in_use_mb(device) {
+        Some(mb) => println!("device memory in use     {mb:8.0} MB"),
+        None => println!("peak RSS                 {:8.0} MB", peak_rss_mb()),
+    }
+}
+
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let m = xs.len() / 2;
@@ -78,6 +147,11 @@ fn main() {
         tch::Device::Cpu
     };
     println!("device: {device:?}");
+    if args.iter().any(|a| a == "step") {
+        let space = args.iter().find_map(|a| a.strip_prefix("space=")).unwrap_or("nb201");
+        search_steps(space, device, args.iter().any(|a| a == "bf16"), if quick { 5 } else { 20 });
+        return;
+    }
     let comm = LocalCollective::on(device);
     println!("threads: {}", tch::get_num_threads());
 

@@ -18,7 +18,10 @@ BatchNorm then uses running statistics (compare with `cargo bench --bench influe
 in torch 2.11 a backward through batch_norm's forward-AD formula in training mode is not the
 second derivative (6.8e-2 relative error in float64 against double backward on a small NB201
 supernet; with running statistics they agree to 1e-16).
-Run: python3 benches/pytorch_eager.py [quick] [no-sm] [no-kfac] [im=N] [sm-max=64] [forward-ad]   (torch 2.11.0; default threads)
+  6. `step [space=darts] [bf16]` alone: first-order DARTS search steps (theta and alpha), images/s,
+     on the NB201 supernet or the DARTS CIFAR supernet (1,930,618 weights).
+`device=cuda` runs on GPU 0 (launch/gpu-check), with cudnn.benchmark on.
+Run: python3 benches/pytorch_eager.py [quick] [no-sm] [no-kfac] [im=N] [sm-max=64] [forward-ad] [device=cuda]   (torch 2.11.0; default threads)
 no-sm skips part 3, no-kfac part 4, kfac-only runs part 4 alone; im=N runs part 2 for that N only; part 1 reports medians of interleaved repetitions.
 sm-max skips the Python-loop Sherman-Morrison above that N (at N=256 it takes about ten minutes).
 """
@@ -100,26 +103,188 @@ class Supernet(nn.Module):
         return self.classifier(h)
 
 
+# DARTS search space (quark0/darts model_search.py, operations.py), affine-free BatchNorm in the
+# cells as in the search: the CIFAR supernet C=16, 8 cells, 14 edges of 8 ops (1,930,618 weights).
+DARTS_OPS = ["none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
+             "dil_conv_3x3", "dil_conv_5x5"]
+
+
+def relu_conv_bn(cin, cout, k, stride, pad):
+    return nn.Sequential(nn.ReLU(), nn.Conv2d(cin, cout, k, stride, pad, bias=False), nn.BatchNorm2d(cout, affine=False))
+
+
+def dil_conv(cin, cout, k, stride, pad, dil):
+    return nn.Sequential(nn.ReLU(), nn.Conv2d(cin, cin, k, stride, pad, dilation=dil, groups=cin, bias=False),
+                         nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout, affine=False))
+
+
+def sep_conv(cin, cout, k, stride, pad):
+    return nn.Sequential(dil_conv(cin, cin, k, stride, pad, 1), dil_conv(cin, cout, k, 1, pad, 1))
+
+
+class FactorizedReduce(nn.Module):
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.c1 = nn.Conv2d(cin, cout // 2, 1, 2, bias=False)
+        self.c2 = nn.Conv2d(cin, cout // 2, 1, 2, bias=False)
+        self.bn = nn.BatchNorm2d(cout, affine=False)
+
+    def forward(self, x):
+        x = self.relu(x)
+        return self.bn(torch.cat([self.c1(x), self.c2(x[:, :, 1:, 1:])], 1))
+
+
+def darts_op(name, c, stride):
+    if name == "max_pool_3x3":
+        return nn.Sequential(nn.MaxPool2d(3, stride, 1), nn.BatchNorm2d(c, affine=False))
+    if name == "avg_pool_3x3":
+        return nn.Sequential(nn.AvgPool2d(3, stride, 1, count_include_pad=False), nn.BatchNorm2d(c, affine=False))
+    if name == "skip_connect":
+        return nn.Identity() if stride == 1 else FactorizedReduce(c, c)
+    if name.startswith("sep_conv"):
+        k = int(name[-1])
+        return sep_conv(c, c, k, stride, k // 2)
+    k = int(name[-1])
+    return dil_conv(c, c, k, stride, k - 1, 2)
+
+
+class DartsCell(nn.Module):
+    def __init__(self, cpp, cp, c, reduction, reduction_prev):
+        super().__init__()
+        self.reduction = reduction
+        self.pre0 = FactorizedReduce(cpp, c) if reduction_prev else relu_conv_bn(cpp, c, 1, 1, 0)
+        self.pre1 = relu_conv_bn(cp, c, 1, 1, 0)
+        self.edges = nn.ModuleList()
+        for i in range(4):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                # `none` (index 0) contributes exactly zero and has no module.
+                self.edges.append(nn.ModuleList([darts_op(o, c, stride) for o in DARTS_OPS[1:]]))
+
+    def forward(self, s0, s1, w):
+        states = [self.pre0(s0), self.pre1(s1)]
+        e = 0
+        for i in range(4):
+            acc = 0
+            for h in states:
+                acc = acc + sum(w[e, o + 1] * op(h) for o, op in enumerate(self.edges[e]))
+                e += 1
+            states.append(acc)
+        return torch.cat(states[-4:], 1)
+
+
+class DartsSupernet(nn.Module):
+    def __init__(self, c=16, layers=8, classes=10):
+        super().__init__()
+        cc = 3 * c
+        self.stem = nn.Sequential(nn.Conv2d(3, cc, 3, padding=1, bias=False), nn.BatchNorm2d(cc))
+        cpp, cp, cc = cc, cc, c
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                cc *= 2
+            self.cells.append(DartsCell(cpp, cp, cc, reduction, reduction_prev))
+            reduction_prev = reduction
+            cpp, cp = cp, 4 * cc
+        self.classifier = nn.Linear(cp, classes)
+
+    def forward(self, x, w):
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, w[1] if cell.reduction else w[0])
+        return self.classifier(s1.mean((2, 3)))
+
+
+DEVICE = torch.device("cuda" if "device=cuda" in sys.argv else "cpu")
+
+
+def sync():
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timed(f):
+    sync()
     t = time.perf_counter()
     out = f()
+    sync()
     return out, time.perf_counter() - t
+
+
+def step_part(space, bf16, steps):
+    """Part 6: first-order DARTS search steps as benches/influence.rs `step` runs them: alpha's
+    gradient through softmax(alpha) on one batch and Adam (3e-4, (0.5, 0.999), wd 1e-3); theta's
+    on another, clipped to norm 5, SGD (0.025, momentum 0.9, wd 3e-4); batch 64 each, BatchNorm
+    with batch statistics. bf16: torch.autocast(bfloat16) around the forward passes."""
+    torch.manual_seed(0)
+    if space == "darts":
+        net = DartsSupernet().to(DEVICE)
+        alphas = [(1e-3 * torch.randn(14, 8, device=DEVICE)).requires_grad_() for _ in range(2)]
+    else:
+        net = Supernet().to(DEVICE)
+        alphas = [(1e-3 * torch.randn(6, 5, device=DEVICE)).requires_grad_()]
+    params = list(net.parameters())
+    print(f"{space} supernet: {sum(p.numel() for p in params)} weights, batch 64, {'bf16' if bf16 else 'f32'}, "
+          f"device {DEVICE}")
+    if DEVICE.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    sgd = torch.optim.SGD(params, lr=0.025, momentum=0.9, weight_decay=3e-4)
+    adam = torch.optim.Adam(alphas, lr=3e-4, betas=(0.5, 0.999), weight_decay=1e-3)
+    xa, ya = torch.randn(64, 3, 32, 32, device=DEVICE), torch.randint(0, 10, (64,), device=DEVICE)
+    xw, yw = torch.randn(64, 3, 32, 32, device=DEVICE), torch.randint(0, 10, (64,), device=DEVICE)
+
+    def mixed(x, w):
+        if bf16:
+            with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+                return net(x, w).float()
+        return net(x, w)
+
+    def one():
+        w = [a.softmax(-1) for a in alphas]
+        adam.zero_grad(set_to_none=True)
+        alphas_grad = torch.autograd.grad(F.cross_entropy(mixed(xa, w if len(w) > 1 else w[0]), ya), alphas)
+        for a, g in zip(alphas, alphas_grad):
+            a.grad = g
+        adam.step()
+        w = [a.softmax(-1).detach() for a in alphas]
+        sgd.zero_grad(set_to_none=True)
+        F.cross_entropy(mixed(xw, w if len(w) > 1 else w[0]), yw).backward()
+        nn.utils.clip_grad_norm_(params, 5.0)
+        sgd.step()
+
+    for _ in range(3):
+        one()
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _, t = timed(lambda: [one() for _ in range(steps)])
+    s = t / steps
+    print(f"search step ({steps} steps)  {s:8.4f} s   {128 / s:.0f} images/s")
+    if DEVICE.type == "cuda":
+        print(f"device memory peak        {torch.cuda.max_memory_reserved() / 2**20:8.0f} MB reserved, "
+              f"{torch.cuda.max_memory_allocated() / 2**20:.0f} MB allocated")
 
 
 def main():
     quick = "quick" in sys.argv
+    if "step" in sys.argv:
+        space = next((a.split("=")[1] for a in sys.argv if a.startswith("space=")), "nb201")
+        return step_part(space, "bf16" in sys.argv, 5 if quick else 20)
     sm_max = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("sm-max=")), 1 << 30)
     reps = 1 if quick else 5
     no_sm = "no-sm" in sys.argv
     im_n = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("im=")), None)
     torch.manual_seed(0)
-    net = Supernet()
+    net = Supernet().to(DEVICE)
     params = [p for p in net.parameters()]
     P = sum(p.numel() for p in params)
     print(f"threads: {torch.get_num_threads()}  NB201 supernet: {P} weights  second derivatives: "
           + ("reverse over forward (forward AD)" if "forward-ad" in sys.argv else "double backward"))
-    w = torch.softmax(1e-3 * torch.randn(6, 5), -1).detach().requires_grad_()
-    batches = [(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))) for _ in range(max(10, im_n or 0))]
+    w = torch.softmax(1e-3 * torch.randn(6, 5), -1).to(DEVICE).detach().requires_grad_()
+    batches = [(torch.randn(64, 3, 32, 32).to(DEVICE), torch.randint(0, 10, (64,)).to(DEVICE))
+               for _ in range(max(10, im_n or 0))]
 
     if "kfac-only" in sys.argv:
         return kfac_part(net, params, w, batches, 2 if quick else 10, reps)

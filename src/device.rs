@@ -38,7 +38,33 @@ pub fn choose(pref: DeviceChoice, local_rank: usize, local_size: usize) -> Resul
             "device",
             format!("{local_size} ranks on this node but {gpus} GPUs: start one rank per GPU"),
         )),
-        _ => Ok(Device::Cuda(local_rank)),
+        _ => {
+            // cuDNN autotuning: every step has the same shapes, so the fastest convolution
+            // algorithms are found once. (Convolutions use TF32 on Ampere and later, libtorch's
+            // default; matrix products opt in with TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1.)
+            tch::Cuda::cudnn_set_benchmark(true);
+            Ok(Device::Cuda(local_rank))
+        }
+    }
+}
+
+/// Device memory in use on this rank's GPU, in MB: the driver's total − free, i.e. what
+/// libtorch's caching allocator has reserved (it keeps freed blocks for reuse, so this is its
+/// high-water mark) plus the CUDA context. `None` on the CPU, or in a build without the `cuda`
+/// feature (libtorch's own allocator statistics are not reachable through tch).
+pub fn memory_in_use_mb(device: Device) -> Option<f64> {
+    let Device::Cuda(ordinal) = device else { return None };
+    #[cfg(feature = "cuda")]
+    {
+        // Retains libtorch's primary context of this device and makes it current.
+        let _ctx = cudarc::driver::CudaContext::new(ordinal).ok()?;
+        let (free, total) = cudarc::driver::result::mem_get_info().ok()?;
+        Some(total.saturating_sub(free) as f64 / (1u64 << 20) as f64)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = ordinal;
+        None
     }
 }
 

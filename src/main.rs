@@ -25,19 +25,8 @@ fn out_of_memory_is_one_line() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("");
-        let oom = ["can't allocate memory", "out of memory", "Cannot allocate memory"];
-        if oom.iter().any(|p| msg.contains(p)) {
-            // "… you tried to allocate 33554432 bytes. …" (tch's error, newlines escaped).
-            let what = msg
-                .split("you tried to allocate ")
-                .nth(1)
-                .and_then(|t| t.split(' ').next()?.parse::<u64>().ok())
-                .map(|b| format!("an allocation of {:.1} MiB failed", b as f64 / (1u64 << 20) as f64))
-                .unwrap_or_else(|| "an allocation failed".into());
-            eprintln!(
-                "error: out of memory during the run ({what}): a smaller search.micro_batch or search.batch_size \
-                 (select.batch_size, train.micro_batch) lowers the memory of a step"
-            );
+        if let Some(line) = app::out_of_memory_line(msg, comm::launcher_rank()) {
+            eprintln!("{line}");
             std::process::exit(1);
         }
         default(info)
@@ -168,7 +157,8 @@ fn check_comm() -> i32 {
     match comm::self_check(comm.as_ref()) {
         Ok(()) => {
             if comm.is_coordinator() {
-                println!("collectives ok: {} ranks, backend {}", comm.size(), comm.backend());
+                let calls = comm.device_calls().map(|n| format!(" ({n} device calls on rank 0)")).unwrap_or_default();
+                println!("collectives ok: {} ranks, backend {}{calls}", comm.size(), comm.backend());
             }
             0
         }

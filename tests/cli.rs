@@ -248,7 +248,7 @@ fn a_supernet_that_does_not_fit_is_refused_in_one_line() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     assert!(
-        err.contains("out of memory during the run (an allocation of") && err.contains("search.micro_batch"),
+        err.contains("out of memory during the run on rank 0 (an allocation of") && err.contains("search.micro_batch"),
         "{err}"
     );
 }

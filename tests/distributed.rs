@@ -99,6 +99,44 @@ fn collectives_on_three_ranks() {
     assert_eq!(common::stdout(&o).trim(), "collectives ok: 3 ranks, backend mpi");
 }
 
+/// The device path of GPU runs (flat buffers through a link with its own communicator, fenced,
+/// polled; groups split off it) with its CPU double: `check-comm` on 3 ranks counts the calls
+/// that reached the link, and a 2-rank search through it is bit-identical to one through MPI
+/// (the double's transport is the same MPI all-reduce, so only plumbing could differ).
+#[test]
+fn the_device_path_under_its_cpu_double() {
+    let o = std::process::Command::new(common::repo().join("launch/mpirun"))
+        .args(["-np", "3"])
+        .arg(common::bin())
+        .arg("check-comm")
+        .env("DARTSIF_DEVICE_LINK", "host")
+        .output()
+        .unwrap();
+    common::assert_ok(&o);
+    let out = common::stdout(&o);
+    assert!(out.starts_with("collectives ok: 3 ranks, backend host-link"), "{out}");
+    // On the world: a mean and a sum of tensors, a broadcast (the group's call is its own).
+    assert!(out.contains("(3 device calls on rank 0)"), "{out}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (plain, linked) = (tmp.path().join("mpi"), tmp.path().join("link"));
+    let sets = ["search.arch.lr=0.05", "seed=11"];
+    common::assert_ok(&common::search(2, &plain, &sets));
+    let mut cmd = std::process::Command::new(common::repo().join("launch/mpirun"));
+    cmd.args(["-np", "2"]).arg(common::bin()).args(["search", "--out"]).arg(&linked);
+    for s in common::TINY.iter().chain(&sets) {
+        cmd.args(["--set", s]);
+    }
+    let o = cmd.env("DARTSIF_LOG", "warn").env("DARTSIF_DEVICE_LINK", "host").output().unwrap();
+    common::assert_ok(&o);
+    let (a, b) = (load(&plain), load(&linked));
+    for (name, t) in &a {
+        assert!(t.equal(&b[name]), "{name} differs between the MPI and the device-link search");
+    }
+    let calls = std::fs::read_to_string(linked.join("logs/rank-1.log")).unwrap();
+    assert!(calls.contains("device collectives:"), "{calls}");
+}
+
 fn alpha(dir: &std::path::Path) -> Tensor {
     load(dir).remove("arch_parameters").unwrap()
 }

@@ -128,3 +128,32 @@ fn selection_faults_on_every_rank() {
         }
     }
 }
+
+/// The device path (NCCL on GPUs) under its CPU double (`DARTSIF_DEVICE_LINK=host`): a link
+/// that reports an asynchronous error, or never completes (a peer that stopped taking part),
+/// on one rank of a search ends the whole job with one message naming the rank, status 1 — the
+/// communicator aborted, then the MPI job. The hang ends at `DARTSIF_COMM_TIMEOUT_S`.
+#[test]
+fn device_link_faults_end_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (np, fault, rank) in [(2, "async-error", 1), (3, "hang", 2), (2, "refused", 0)] {
+        let out = tmp.path().join(format!("d-{np}-{fault}-{rank}"));
+        let mut cmd = mpirun(np);
+        cmd.args(["search", "--out"]).arg(&out);
+        cmd.env("DARTSIF_DEVICE_LINK", "host")
+            .env("DARTSIF_DEVICE_LINK_FAULT", format!("{fault}@{rank}"))
+            .env("DARTSIF_COMM_TIMEOUT_S", "3");
+        let o = with_sets(cmd, &search_sets(np));
+        let err = common::stderr(&o);
+        let what = format!("{np} ranks, {fault} on rank {rank}");
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert_eq!(err.matches("error:").count(), 1, "{what}: one message expected:\n{err}");
+        let expect = match fault {
+            "async-error" => "host-link broadcast failed: ncclRemoteError",
+            "hang" => "host-link broadcast did not complete within 3 s",
+            _ => "ncclInvalidUsage",
+        };
+        assert!(err.contains(expect), "{what}: {err}");
+        assert!(err.contains(&format!("on rank {rank} of {np}; ending the job")), "{what}: {err}");
+    }
+}

@@ -420,3 +420,45 @@ fn influence_selection_on_baseline_supernets() {
         assert_eq!(common::stdout(&o).trim(), read(&out, "genotype.txt").trim());
     }
 }
+
+/// `search.precision = "bf16"` on the demo's search (its embedded config, 10 epochs):
+/// convolutions and linear layers in bf16 move α (so the setting acts) but not the genotype —
+/// neither at the end nor at any epoch. The two runs go side by side, one thread each.
+#[test]
+fn a_bf16_search_selects_the_f32_genotype_on_the_demo() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = |precision: &str| {
+        let out = tmp.path().join(precision);
+        let child = Command::new(bin())
+            .args(["search", "--out"])
+            .arg(&out)
+            .args(["--set", "threads=1", "--set", &format!("search.precision=\"{precision}\"")])
+            .env("DARTSIF_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        (out, child)
+    };
+    let runs = [start("f32"), start("bf16")];
+    let [f32, bf16] = runs.map(|(out, child)| {
+        assert_ok(&child.wait_with_output().unwrap());
+        out
+    });
+    let (a, b) = (&load(&f32)["arch_parameters"], &load(&bf16)["arch_parameters"]);
+    let moved = (a - b).abs().max().double_value(&[]) / a.abs().max().double_value(&[]);
+    eprintln!("bf16 vs f32 search: α differs by {moved:.3e} relative");
+    assert!(moved > 1e-4, "bf16 did not change α ({moved}): was the precision applied?");
+    assert_eq!(read(&f32, "genotype.txt"), read(&bf16, "genotype.txt"));
+    let per_epoch = |dir: &Path| -> Vec<String> {
+        read(dir, "metrics.jsonl")
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"epoch\""))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["genotype"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (g32, g16) = (per_epoch(&f32), per_epoch(&bf16));
+    assert_eq!(g32.len(), 10);
+    assert_eq!(g32, g16, "the genotype of some epoch differs");
+    assert!(read(&bf16, "config.toml").contains("precision = \"bf16\""));
+}

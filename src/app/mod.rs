@@ -79,6 +79,34 @@ impl std::ops::DerefMut for Overrides {
 /// SIGTERM / SIGUSR1 (Slurm's warning before preemption or time-out) raise the returned flag;
 /// a search or selection stops at its next step or round boundary after a checkpoint, with exit
 /// status 3.
+/// The one line for a failed allocation reported by libtorch (`msg`: the panic's text), or
+/// `None` when `msg` is another failure. Host ("… you tried to allocate 33554432 bytes …") and
+/// CUDA ("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; …") messages; the line names the
+/// rank and the settings that size a step.
+pub fn out_of_memory_line(msg: &str, rank: usize) -> Option<String> {
+    let oom = ["can't allocate memory", "out of memory", "Cannot allocate memory"];
+    if !oom.iter().any(|p| msg.contains(p)) {
+        return None;
+    }
+    let host = || {
+        let bytes = msg.split("you tried to allocate ").nth(1)?.split(' ').next()?.parse::<u64>().ok()?;
+        Some(format!("an allocation of {:.1} MiB failed", bytes as f64 / (1u64 << 20) as f64))
+    };
+    let cuda = || {
+        let mut t = msg.split("Tried to allocate ").nth(1)?.split_whitespace();
+        let (n, unit) = (t.next()?.parse::<f64>().ok()?, t.next()?.trim_end_matches([',', '.', ';']));
+        let gpu = msg.split("GPU ").nth(1).map(|g| g.chars().take_while(char::is_ascii_digit).collect::<String>());
+        let gpu = gpu.filter(|g| !g.is_empty()).map(|g| format!(" on GPU {g}"));
+        Some(format!("an allocation of {n:.2} {unit} failed{}", gpu.unwrap_or_default()))
+    };
+    let what = host().or_else(cuda).unwrap_or_else(|| "an allocation failed".into());
+    let device = if msg.contains("CUDA") { "device " } else { "" };
+    Some(format!(
+        "error: out of {device}memory during the run on rank {rank} ({what}): a smaller search.micro_batch or \
+         search.batch_size (select.batch_size, train.micro_batch) lowers the memory of a step"
+    ))
+}
+
 pub fn watch_signals() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGUSR1] {
@@ -188,7 +216,12 @@ pub fn finish(
     outcome: Result<()>,
     removable: impl FnOnce(&Error) -> bool,
 ) -> i32 {
-    let Err(e) = outcome else { return 0 };
+    let Err(e) = outcome else {
+        if let Some(n) = comm.device_calls() {
+            tracing::info!("device collectives: {n} calls through {} on this rank", comm.backend());
+        }
+        return 0;
+    };
     if comm.is_coordinator() && created && removable(&e) {
         let _ = std::fs::remove_dir_all(out);
     }
@@ -323,4 +356,30 @@ pub fn init_logging(comm: &dyn Collective, out: &Path) {
             .with_filter(tracing_subscriber::EnvFilter::new("info"))
     });
     let _ = tracing_subscriber::registry().with(stderr).with(file_layer).try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn out_of_memory_messages_become_one_line() {
+        // tch's host message (newlines escaped) and libtorch 2.11's CUDA caching allocator's.
+        let host = "Torch(\"[enforce fail at alloc_cpu.cpp:119] data. DefaultCPUAllocator: not enough memory: you \
+                    tried to allocate 33554432 bytes.\") Cannot allocate memory";
+        let line = super::out_of_memory_line(host, 1).unwrap();
+        assert!(
+            line.starts_with("error: out of memory during the run on rank 1 (an allocation of 32.0 MiB failed)"),
+            "{line}"
+        );
+        let cuda = "Torch(\"CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 139.72 GiB \
+                    of which 1.19 GiB is free. (GPU 0; 139.72 GiB total capacity)\")";
+        let line = super::out_of_memory_line(cuda, 3).unwrap();
+        assert!(
+            line.starts_with(
+                "error: out of device memory during the run on rank 3 (an allocation of 2.00 GiB failed on GPU 0)"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("select.batch_size") && line.contains("search.micro_batch"), "{line}");
+        assert_eq!(super::out_of_memory_line("index out of range", 0), None);
+    }
 }

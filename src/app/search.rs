@@ -221,6 +221,9 @@ impl Observer for Progress<'_> {
                 e.reduce_s,
                 e.genotype
             );
+            if let Some(mb) = e.device_mb {
+                tracing::info!("epoch {:>3}  GPU memory in use: {mb:.0} MB", e.epoch);
+            }
             if let Some(c) = &e.controller {
                 tracing::info!(
                     "epoch {:>3}  controller: {} draws, accuracy {:.4}, reward {:.4}, entropy {:.3}, baseline {:.4}",

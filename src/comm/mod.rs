@@ -8,6 +8,7 @@
 //! of the same inputs give bit-identical results on every rank (so replicated state stays in
 //! sync); tensors are reduced through one flat buffer, not one call per parameter.
 
+pub mod device_link;
 mod local;
 #[cfg(feature = "mpi")]
 pub mod mpi;
@@ -62,6 +63,10 @@ pub trait Collective {
     /// others blocked in a collective).
     fn abort(&self, code: i32) -> !;
 
+    /// Calls made on a device collective library (NCCL), or `None` for host-only backends.
+    fn device_calls(&self) -> Option<usize> {
+        None
+    }
     /// Seconds this process has spent in reductions (f32/f64 buffers and tensors) so far.
     fn reduce_seconds(&self) -> f64 {
         0.0
@@ -265,6 +270,39 @@ pub fn self_check(comm: &dyn Collective) -> Result<()> {
     if t0 != 4.0 * want || t1 != 3.0 * n as f64 {
         return fail("all-reduce tensors", format!("sums {t0}, {t1}"), format!("{}, {}", 4.0 * want, 3 * n));
     }
+    // Broadcast of device tensors: rank r holds r + 1; everyone ends with the root's 1.
+    let bt = [
+        Tensor::full([3], (r + 1) as f64, (Kind::Float, dev)),
+        Tensor::full([1], -((r + 1) as f64), (Kind::Float, dev)),
+    ];
+    comm.broadcast_tensors(0, &bt)?;
+    let (b0, b1) = (bt[0].sum(Kind::Double).double_value(&[]), bt[1].double_value(&[0]));
+    if (b0, b1) != (3.0, -1.0) {
+        return fail("broadcast of tensors", format!("sum {b0}, {b1}"), "3, -1".into());
+    }
+    // Groups (ablations and seeds run in them): ranks of one parity, ordered by rank; the group
+    // sums r + 1 over its ranks.
+    let group = comm.split(r % 2, r)?;
+    let gt = [Tensor::full([2], (r + 1) as f64, (Kind::Float, dev))];
+    group.all_reduce_sum_tensors(&gt)?;
+    let gwant: usize = (0..n).filter(|k| k % 2 == r % 2).map(|k| k + 1).sum();
+    let g0 = gt[0].sum(Kind::Double).double_value(&[]);
+    if g0 != 2.0 * gwant as f64 || group.size() != n.div_ceil(2) - (r % 2) * (n % 2) {
+        return fail(
+            "all-reduce of tensors in a group",
+            format!("sum {g0} over {} ranks", group.size()),
+            format!("{} (ranks of parity {})", 2 * gwant, r % 2),
+        );
+    }
+    drop(group);
+    // A device backend must have reached its library, also on one rank.
+    if comm.device_calls() == Some(0) {
+        return fail(
+            "device collectives",
+            "no call reached the device library".into(),
+            format!("{} calls", comm.backend()),
+        );
+    }
     let mut bytes = if r == 0 { b"from the coordinator".to_vec() } else { Vec::new() };
     comm.broadcast_bytes(0, &mut bytes)?;
     if bytes != b"from the coordinator" {
@@ -334,7 +372,21 @@ pub fn init(kind: CommKind, device: crate::device::DeviceChoice) -> Result<Box<d
             let c = c.on(device);
             let want_nccl = match kind {
                 CommKind::Nccl => true,
-                CommKind::Auto => device.is_cuda() && nccl_loadable(),
+                CommKind::Auto if device.is_cuda() => {
+                    let loadable = nccl_loadable();
+                    if !loadable {
+                        tracing::warn!(
+                            "comm = \"auto\" on GPUs reduces through MPI (device tensors staged through the host), \
+                             not NCCL: {}",
+                            if cfg!(feature = "cuda") {
+                                "libnccl.so or the CUDA driver cannot be loaded"
+                            } else {
+                                "this build has no NCCL (build with --features cuda)"
+                            }
+                        );
+                    }
+                    loadable
+                }
                 _ => false,
             };
             if want_nccl {
@@ -347,7 +399,7 @@ pub fn init(kind: CommKind, device: crate::device::DeviceChoice) -> Result<Box<d
                 }
                 #[cfg(feature = "cuda")]
                 {
-                    return Ok(Box::new(nccl::NcclCollective::init(c, local_rank)?));
+                    return Ok(Box::new(nccl::init(c, local_rank)?));
                 }
                 #[cfg(not(feature = "cuda"))]
                 {
@@ -358,7 +410,7 @@ pub fn init(kind: CommKind, device: crate::device::DeviceChoice) -> Result<Box<d
                     ));
                 }
             }
-            return Ok(Box::new(c));
+            return with_test_link(Box::new(c));
         }
         #[cfg(not(feature = "mpi"))]
         {
@@ -370,14 +422,40 @@ pub fn init(kind: CommKind, device: crate::device::DeviceChoice) -> Result<Box<d
     if kind == CommKind::Nccl {
         return Err(Error::config("config", "comm", "\"nccl\" needs an MPI launch (mpirun or srun --mpi=pmix)"));
     }
-    Ok(Box::new(LocalCollective::on(device)))
+    with_test_link(Box::new(LocalCollective::on(device)))
+}
+
+/// `DARTSIF_DEVICE_LINK=host` (tests): the device path of GPU runs — flat buffers, a link with
+/// its own communicator, ordering, polling and abort — with [`device_link::HostLink`] on the CPU,
+/// so that CPU tests exercise it under whole runs. `DARTSIF_DEVICE_LINK_FAULT=async-error|hang|
+/// refused@RANK` injects a fault on one rank.
+fn with_test_link(host: Box<dyn Collective>) -> Result<Box<dyn Collective>> {
+    match std::env::var("DARTSIF_DEVICE_LINK").as_deref() {
+        Err(_) | Ok("") => Ok(host),
+        Ok("host") => {
+            let fault = match std::env::var("DARTSIF_DEVICE_LINK_FAULT") {
+                Err(_) => None,
+                Ok(v) => {
+                    let bad = |m: String| Error::config("environment", "DARTSIF_DEVICE_LINK_FAULT", m);
+                    let (f, r) = v.split_once('@').ok_or_else(|| bad(format!("'{v}' is not FAULT@RANK")))?;
+                    let f: device_link::LinkFault = f.parse().map_err(bad)?;
+                    let r: usize = r.parse().map_err(|_| bad(format!("'{r}' is not a rank")))?;
+                    (r == host.rank()).then_some(f)
+                }
+            };
+            let link = device_link::HostLink::new(host.split(0, host.rank())?, fault);
+            let device = host.device();
+            Ok(Box::new(device_link::DeviceCollective::new(link, host, device, device_link::timeout_from_env()?)))
+        }
+        Ok(v) => Err(Error::config("environment", "DARTSIF_DEVICE_LINK", format!("'{v}' is not a link (host)"))),
+    }
 }
 
 /// Whether NCCL can be used (the `cuda` feature is built and the libraries load).
 fn nccl_loadable() -> bool {
     #[cfg(feature = "cuda")]
     {
-        nccl::NcclCollective::available()
+        nccl::available()
     }
     #[cfg(not(feature = "cuda"))]
     {

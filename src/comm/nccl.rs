@@ -1,201 +1,172 @@
-//! NCCL collectives on CUDA tensors (feature `cuda`), through cudarc: the crate's only unsafe
-//! interop. The communicator's unique id travels over MPI; everything that is not a CUDA-tensor
-//! reduction (bytes, scalars, barriers, abort) stays on MPI.
+//! NCCL as a [`DeviceLink`] (feature `cuda`), through cudarc's raw bindings: the crate's only
+//! unsafe interop. The communicator's unique id travels over MPI; the ordering, argument checks,
+//! error polling and abort are [`DeviceCollective`]'s, tested on a CPU with its host double.
 //!
-//! Memory: libtorch owns every buffer. NCCL gets a raw device pointer to one flat, contiguous
-//! tensor for the duration of one call ([`TorchBuf`] borrows it and never frees it).
+//! Memory: libtorch owns every buffer. NCCL gets the raw device pointer of one flat, contiguous
+//! tensor (checked by the caller in release builds) for the duration of one call, which the host
+//! waits for before the tensor is touched again.
 //!
-//! Ordering: libtorch launches its kernels on the device's legacy default stream, and the
-//! communicator runs on cudarc's default stream of the same primary context — the same stream —
-//! so backward kernels → all-reduce → optimiser kernels are ordered without host syncs.
+//! Streams: NCCL runs on a stream of its own. Before a call, `torch::cuda::synchronize` waits for
+//! every stream of the device (whatever stream libtorch launched on); after it, the host polls
+//! the NCCL stream (`cuStreamQuery`) and the communicator's asynchronous error until done.
 
-use std::marker::PhantomData;
+use std::cell::Cell;
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaContext, CudaStream, DevicePtrMut, DeviceSlice, SyncOnDrop};
-use cudarc::nccl::{Comm, Id, ReduceOp};
+use cudarc::driver::{sys as cu, CudaContext, CudaStream};
+use cudarc::nccl::{result, sys};
 use tch::{Device, Kind, Tensor};
 
+use super::device_link::{timeout_from_env, DeviceCollective, DeviceLink};
 use super::mpi::MpiCollective;
 use super::Collective;
 use crate::error::{Error, Result};
 
-/// A libtorch tensor's device memory, lent to NCCL for one call.
-struct TorchBuf<'a, T> {
-    ptr: sys::CUdeviceptr,
-    len: usize,
-    stream: &'a Arc<CudaStream>,
-    /// The tensor stays mutably borrowed (and alive) while NCCL may write it.
-    _tensor: PhantomData<(&'a mut Tensor, T)>,
-}
-
-impl<'a, T> TorchBuf<'a, T> {
-    /// `t` must be a contiguous CUDA tensor of element type `T`.
-    fn new(t: &'a mut Tensor, stream: &'a Arc<CudaStream>) -> Self {
-        debug_assert!(t.is_contiguous() && t.device().is_cuda());
-        TorchBuf { ptr: t.data_ptr() as sys::CUdeviceptr, len: t.numel(), stream, _tensor: PhantomData }
-    }
-}
-
-impl<T> DeviceSlice<T> for TorchBuf<'_, T> {
-    fn len(&self) -> usize {
-        self.len
-    }
-    fn stream(&self) -> &Arc<CudaStream> {
-        self.stream
-    }
-}
-
-impl<T> DevicePtrMut<T> for TorchBuf<'_, T> {
-    fn device_ptr_mut<'b>(&'b mut self, _stream: &'b CudaStream) -> (sys::CUdeviceptr, SyncOnDrop<'b>) {
-        // Same stream as libtorch's kernels: nothing to record or wait for.
-        (self.ptr, SyncOnDrop::Sync(None))
-    }
-}
-
-/// MPI for everything, NCCL for CUDA tensors.
-pub struct NcclCollective {
-    // Dropped first: the communicator goes before the CUDA context and before MPI finalises.
-    comm: Comm,
+/// One NCCL communicator on one GPU, with its stream.
+pub struct NcclLink {
+    comm: sys::ncclComm_t,
     stream: Arc<CudaStream>,
+    ctx: Arc<CudaContext>,
     ordinal: usize,
-    /// Seconds in NCCL all-reduces (enqueue to completion as the host sees it).
-    reducing: std::cell::Cell<f64>,
-    mpi: MpiCollective,
+    aborted: Cell<bool>,
 }
 
-fn nccl_err(what: &str, e: cudarc::nccl::result::NcclError) -> Error {
-    Error::Comm(format!("NCCL {what} failed with ncclResult_t {:?}", e.0))
+fn nccl_err(what: &str, e: result::NcclError) -> Error {
+    Error::Comm(format!("NCCL {what} failed with {:?}", e.0))
 }
 
-impl NcclCollective {
-    /// Whether the CUDA driver and NCCL libraries can be loaded.
-    pub fn available() -> bool {
-        // SAFETY: these only try to dlopen the libraries.
-        unsafe { cudarc::driver::sys::is_culib_present() && cudarc::nccl::sys::is_culib_present() }
-    }
+fn data_type(kind: Kind) -> Option<sys::ncclDataType_t> {
+    Some(match kind {
+        Kind::Float => sys::ncclDataType_t::ncclFloat32,
+        Kind::Double => sys::ncclDataType_t::ncclFloat64,
+        Kind::BFloat16 => sys::ncclDataType_t::ncclBfloat16,
+        Kind::Half => sys::ncclDataType_t::ncclFloat16,
+        _ => return None,
+    })
+}
 
-    /// A communicator over the MPI world on GPU `ordinal` (the rank's node-local index).
-    pub fn init(mpi: MpiCollective, ordinal: usize) -> Result<Self> {
-        if !Self::available() {
-            return Err(Error::Comm(
-                "comm = \"nccl\": cannot load the CUDA driver or libnccl.so (NCCL's runtime package ships only \
-                 libnccl.so.2: put a libnccl.so symlink on LD_LIBRARY_PATH, or install libnccl-dev)"
-                    .into(),
-            ));
-        }
-        let ctx = CudaContext::new(ordinal).map_err(|e| Error::Comm(format!("CUDA device {ordinal}: {e:?}")))?;
-        let stream = ctx.default_stream();
-        let mut bytes = vec![0u8; 128];
-        if mpi.rank() == 0 {
-            let id = Id::new().map_err(|e| nccl_err("ncclGetUniqueId", e))?;
-            bytes = id.internal().iter().map(|&c| c as u8).collect();
-        }
-        mpi.broadcast_bytes(0, &mut bytes)?;
-        let mut internal = [0 as std::ffi::c_char; 128];
-        for (d, s) in internal.iter_mut().zip(&bytes) {
-            *d = *s as std::ffi::c_char;
-        }
-        let comm = Comm::from_rank(stream.clone(), mpi.rank(), mpi.size(), Id::uninit(internal))
-            .map_err(|e| nccl_err("ncclCommInitRank", e))?;
-        Ok(NcclCollective { comm, stream, ordinal, reducing: std::cell::Cell::new(0.0), mpi })
-    }
+/// Whether the CUDA driver and NCCL libraries can be loaded.
+pub fn available() -> bool {
+    // SAFETY: these only try to dlopen the libraries.
+    unsafe { cudarc::driver::sys::is_culib_present() && cudarc::nccl::sys::is_culib_present() }
+}
 
-    fn reduce_flat(&self, flat: &mut Tensor) -> Result<()> {
-        match flat.kind() {
-            Kind::Float => {
-                let mut b = TorchBuf::<f32>::new(flat, &self.stream);
-                self.comm.all_reduce_in_place(&mut b, &ReduceOp::Sum).map(|_| ()).map_err(|e| nccl_err("all-reduce", e))
+/// MPI for everything, NCCL for CUDA tensors on GPU `ordinal` (the rank's node-local index).
+pub fn init(mpi: MpiCollective, ordinal: usize) -> Result<DeviceCollective<NcclLink>> {
+    if !available() {
+        return Err(Error::Comm(
+            "comm = \"nccl\": cannot load the CUDA driver or libnccl.so (NCCL's runtime package ships only \
+             libnccl.so.2: put a libnccl.so symlink on LD_LIBRARY_PATH, or install libnccl-dev)"
+                .into(),
+        ));
+    }
+    let timeout = timeout_from_env()?;
+    let ctx = CudaContext::new(ordinal).map_err(|e| Error::Comm(format!("CUDA device {ordinal}: {e:?}")))?;
+    let stream = ctx.new_stream().map_err(|e| Error::Comm(format!("CUDA stream on device {ordinal}: {e:?}")))?;
+    let mut bytes = vec![0u8; 128];
+    if mpi.rank() == 0 {
+        let id = result::get_uniqueid().map_err(|e| nccl_err("ncclGetUniqueId", e))?;
+        bytes = id.internal.iter().map(|&c| c as u8).collect();
+    }
+    mpi.broadcast_bytes(0, &mut bytes)?;
+    let mut id = sys::ncclUniqueId { internal: [0; 128] };
+    for (d, s) in id.internal.iter_mut().zip(&bytes) {
+        *d = *s as std::ffi::c_char;
+    }
+    let mut comm = std::ptr::null_mut();
+    // SAFETY: `comm` is a valid out-pointer; the id came from rank 0 of this world.
+    unsafe { result::comm_init_rank(&mut comm, mpi.size() as i32, id, mpi.rank() as i32) }
+        .map_err(|e| nccl_err("ncclCommInitRank", e))?;
+    let link = NcclLink { comm, stream, ctx, ordinal, aborted: Cell::new(false) };
+    Ok(DeviceCollective::new(link, Box::new(mpi), Device::Cuda(ordinal), timeout))
+}
+
+impl NcclLink {
+    fn enqueue(&self, what: &str, flat: &mut Tensor, root: Option<usize>) -> Result<()> {
+        if self.aborted.get() {
+            return Err(Error::Comm(format!("NCCL {what}: the communicator was aborted")));
+        }
+        let dt = data_type(flat.kind()).ok_or_else(|| Error::Comm(format!("NCCL {what}: kind {:?}", flat.kind())))?;
+        self.ctx.bind_to_thread().map_err(|e| Error::Comm(format!("CUDA context: {e:?}")))?;
+        let ptr = flat.data_ptr();
+        let stream = self.stream.cu_stream() as sys::cudaStream_t;
+        // SAFETY: `ptr` addresses `numel` contiguous elements of `dt` on this communicator's
+        // device (checked by DeviceCollective); the tensor outlives the call, which the host
+        // waits for before returning it.
+        unsafe {
+            match root {
+                None => result::all_reduce(ptr, ptr, flat.numel(), dt, sys::ncclRedOp_t::ncclSum, self.comm, stream),
+                Some(r) => result::broadcast(ptr, ptr, flat.numel(), dt, r as i32, self.comm, stream),
             }
-            Kind::Double => {
-                let mut b = TorchBuf::<f64>::new(flat, &self.stream);
-                self.comm.all_reduce_in_place(&mut b, &ReduceOp::Sum).map(|_| ()).map_err(|e| nccl_err("all-reduce", e))
-            }
-            k => Err(Error::Comm(format!("NCCL all-reduce: unsupported kind {k:?}"))),
         }
+        .map(|_| ())
+        .map_err(|e| nccl_err(what, e))
     }
 }
 
-impl Collective for NcclCollective {
-    fn rank(&self) -> usize {
-        self.mpi.rank()
-    }
-    fn size(&self) -> usize {
-        self.mpi.size()
-    }
-    fn backend(&self) -> &'static str {
+impl DeviceLink for NcclLink {
+    fn name(&self) -> &'static str {
         "nccl"
     }
-    fn device(&self) -> Device {
-        Device::Cuda(self.ordinal)
-    }
-    fn ranks_on_node(&self) -> usize {
-        self.mpi.ranks_on_node()
-    }
-    fn all_reduce_sum_f32(&self, buf: &mut [f32]) -> Result<()> {
-        self.mpi.all_reduce_sum_f32(buf)
-    }
-    fn all_reduce_sum_f64(&self, buf: &mut [f64]) -> Result<()> {
-        self.mpi.all_reduce_sum_f64(buf)
-    }
-    fn all_reduce_max_f64(&self, buf: &mut [f64]) -> Result<()> {
-        self.mpi.all_reduce_max_f64(buf)
-    }
-    fn all_reduce_min_f64(&self, buf: &mut [f64]) -> Result<()> {
-        self.mpi.all_reduce_min_f64(buf)
-    }
-    fn broadcast_bytes(&self, root: usize, bytes: &mut Vec<u8>) -> Result<()> {
-        self.mpi.broadcast_bytes(root, bytes)
-    }
-    fn gather_bytes(&self, root: usize, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-        self.mpi.gather_bytes(root, bytes)
-    }
-    fn all_to_all_bytes(&self, send: Vec<Vec<u8>>) -> Result<Vec<Vec<u8>>> {
-        self.mpi.all_to_all_bytes(send)
-    }
-    fn barrier(&self) -> Result<()> {
-        self.mpi.barrier()
-    }
-    /// Groups reduce through MPI (device tensors are staged through the host): ablation and
-    /// seed groups exchange little next to their autograd work.
-    fn split(&self, color: usize, key: usize) -> Result<Box<dyn Collective>> {
-        tracing::warn!("rank groups reduce through MPI (device tensors staged through the host), not NCCL");
-        Ok(Box::new(self.mpi.split_group(color, key)?))
-    }
-    fn reduce_seconds(&self) -> f64 {
-        self.reducing.get() + self.mpi.reduce_seconds()
-    }
-    fn abort(&self, code: i32) -> ! {
-        self.mpi.abort(code)
-    }
-
-    /// CUDA tensors on this rank's GPU: one flat device buffer, one NCCL all-reduce, copied
-    /// back on the device. Others: through MPI.
-    fn all_reduce_sum_tensors(&self, tensors: &[Tensor]) -> Result<()> {
-        if self.size() == 1 || tensors.is_empty() {
-            return Ok(());
-        }
-        if tensors[0].device() != Device::Cuda(self.ordinal) {
-            return self.mpi.all_reduce_sum_tensors(tensors);
-        }
-        let kind = tensors[0].kind();
-        if tensors.iter().any(|t| t.kind() != kind || t.device() != tensors[0].device()) {
-            return Err(Error::Comm("NCCL all-reduce: tensors of mixed kinds or devices".into()));
-        }
-        let _guard = tch::no_grad_guard();
-        let mut flat = Tensor::cat(&tensors.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0).contiguous();
-        let t0 = std::time::Instant::now();
-        self.reduce_flat(&mut flat)?;
-        // The host waits for the result only when it reads it; synchronise for an honest time.
-        self.stream.synchronize().map_err(|e| Error::Comm(format!("CUDA stream: {e:?}")))?;
-        self.reducing.set(self.reducing.get() + t0.elapsed().as_secs_f64());
-        let mut off = 0i64;
-        for t in tensors {
-            let len = t.numel() as i64;
-            let mut t = t.shallow_clone();
-            t.copy_(&flat.narrow(0, off, len).view_as(&t));
-            off += len;
-        }
+    fn fence(&self) -> Result<()> {
+        tch::Cuda::synchronize(self.ordinal as i64);
         Ok(())
+    }
+    fn all_reduce(&self, flat: &mut Tensor) -> Result<()> {
+        self.enqueue("all-reduce", flat, None)
+    }
+    fn broadcast(&self, flat: &mut Tensor, root: usize) -> Result<()> {
+        self.enqueue("broadcast", flat, Some(root))
+    }
+    fn done(&self) -> Result<bool> {
+        // SAFETY: a stream of this link's context.
+        match unsafe { cu::cuStreamQuery(self.stream.cu_stream()) } {
+            cu::CUresult::CUDA_SUCCESS => Ok(true),
+            cu::CUresult::CUDA_ERROR_NOT_READY => Ok(false),
+            e => Err(Error::Comm(format!("CUDA stream of NCCL on device {}: {e:?}", self.ordinal))),
+        }
+    }
+    fn async_error(&self) -> Option<String> {
+        if self.aborted.get() {
+            return None;
+        }
+        let mut err = sys::ncclResult_t::ncclSuccess;
+        // SAFETY: a live communicator and a valid out-pointer.
+        let r = unsafe { sys::ncclCommGetAsyncError(self.comm, &mut err) };
+        match (r, err) {
+            (sys::ncclResult_t::ncclSuccess, sys::ncclResult_t::ncclSuccess) => None,
+            (sys::ncclResult_t::ncclSuccess, e) => Some(format!("{e:?}")),
+            (r, _) => Some(format!("ncclCommGetAsyncError returned {r:?}")),
+        }
+    }
+    fn abort(&self) {
+        if !self.aborted.replace(true) {
+            // SAFETY: a live communicator, aborted once; not destroyed afterwards.
+            let _ = unsafe { result::comm_abort(self.comm) };
+        }
+    }
+    fn split(&self, color: usize, key: usize) -> Result<Self> {
+        let mut sub = std::ptr::null_mut();
+        // SAFETY: a live communicator; every rank of it calls this (collective); a null config
+        // inherits the parent's.
+        unsafe { sys::ncclCommSplit(self.comm, color as i32, key as i32, &mut sub, std::ptr::null_mut()) }
+            .result()
+            .map_err(|e| nccl_err("ncclCommSplit", e))?;
+        Ok(NcclLink {
+            comm: sub,
+            stream: self.stream.clone(),
+            ctx: self.ctx.clone(),
+            ordinal: self.ordinal,
+            aborted: Cell::new(false),
+        })
+    }
+}
+
+impl Drop for NcclLink {
+    fn drop(&mut self) {
+        if !self.aborted.get() {
+            // SAFETY: a live communicator, destroyed once, before its context (held here).
+            let _ = unsafe { result::comm_destroy(self.comm) };
+        }
     }
 }

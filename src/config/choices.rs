@@ -214,6 +214,12 @@ choice! {
 }
 
 choice! {
+    /// The arithmetic of the first-order search steps (`search.precision`): `bf16` computes
+    /// convolutions and linear layers in bfloat16 (autocast's rule), the rest in f32.
+    pub enum SearchPrecision { F32 = "f32", Bf16 = "bf16" }
+}
+
+choice! {
     /// DARTS-PT's per-edge decision rule (`select.pt_rule`).
     pub enum PtRule { Accuracy = "accuracy", Loss = "loss", DartsIf = "darts-if", DartsIm = "darts-im" }
 }

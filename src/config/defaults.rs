@@ -217,6 +217,10 @@ pub(super) fn d_pt_interval() -> usize {
 pub(super) fn d_pt_schedule() -> PtSchedule {
     PtSchedule::Auto
 }
+pub(super) fn d_search_precision() -> SearchPrecision {
+    SearchPrecision::F32
+}
+
 pub(super) fn d_precision() -> Precision {
     Precision::F32
 }

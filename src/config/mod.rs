@@ -329,6 +329,10 @@ pub struct SearchConfig {
     pub arch: AdamConfig,
     #[serde(default)]
     pub enas: EnasConfig,
+    /// `bf16`: convolutions and linear layers of first-order steps in bfloat16, the rest in f32
+    /// (second-order α steps, evaluations and influence too; [`crate::ops::precision`]).
+    #[serde(default = "d_search_precision")]
+    pub precision: SearchPrecision,
 }
 
 /// ENAS's controller and its REINFORCE training (`search.enas`; defaults: AutoDL's NB201

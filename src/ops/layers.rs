@@ -295,7 +295,7 @@ impl Conv {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let y = self.apply(x, &self.w);
+        let y = super::precision::apply(x, &self.w, |x, w| self.apply(x, w));
         // Each output value: (input channels per group)·k·k multiply-adds.
         add_macs(|| y.numel() as f64 * (self.w.size()[1] * self.w.size()[2] * self.w.size()[3]) as f64);
         if super::tap::active() {
@@ -368,7 +368,12 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let y = x.linear(&self.w, Some(&self.b));
+        let y = if super::precision::bf16() && x.kind() == tch::Kind::Float {
+            let b = self.b.to_kind(tch::Kind::BFloat16);
+            super::precision::apply(x, &self.w, |x, w| x.linear(w, Some(&b)))
+        } else {
+            x.linear(&self.w, Some(&self.b))
+        };
         add_macs(|| y.numel() as f64 * self.w.size()[1] as f64);
         super::tap::record(TapLayer::Linear, &[&self.w, &self.b], x, &y);
         y

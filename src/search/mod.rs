@@ -193,6 +193,10 @@ pub struct EpochStats {
     pub seconds: f64,
     /// Seconds of the epoch this rank (rank 0) spent in all-reduces.
     pub reduce_s: f64,
+    /// GPU memory in use on this rank at the end of the epoch, MB (the caching allocator's
+    /// reserved high-water mark plus the CUDA context; [`crate::device::memory_in_use_mb`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_mb: Option<f64>,
     pub genotype: String,
     /// The same architecture as a value (`genotypes.jsonl`).
     #[serde(skip)]
@@ -279,6 +283,9 @@ impl Searcher<'_> {
                 for (step, (wb, ab)) in batches.iter().enumerate().skip(first) {
                     let global_step = epoch * steps + step;
                     let poison = self.inject_fault(global_step);
+                    // search.precision: the first-order steps' convolutions and linear layers.
+                    let _precision =
+                        crate::ops::precision::guard(cfg.search.precision == crate::config::SearchPrecision::Bf16);
                     // The step's draws (Gumbel noise, paths): keyed by the global step, so equal
                     // on every rank and after a resume.
                     let like = state.alphas[0].shallow_clone();
@@ -427,6 +434,7 @@ impl Searcher<'_> {
                 images_per_s: ((1 + usize::from(arch_on && !joint)) * steps * b) as f64 / train_seconds,
                 seconds: t0.elapsed().as_secs_f64(),
                 reduce_s: self.comm.reduce_seconds() - reduce0,
+                device_mb: crate::device::memory_in_use_mb(self.comm.device()),
                 genotype,
                 arch: epoch_arch,
             };
@@ -527,6 +535,8 @@ impl Searcher<'_> {
         feed: &mut Feed,
         lr: f64,
     ) -> Result<Tally> {
+        // Second order stays in f32 under search.precision = "bf16".
+        let _f32 = crate::ops::precision::guard(false);
         let vmicro = self.take(state, val, feed)?;
         let how = match self.cfg.search.strategy {
             crate::config::Strategy::Darts2ndExact => unrolled::MixedProduct::Exact,

@@ -98,6 +98,7 @@ pub fn run(subject: Subject, res: &Resumable) -> Result<Selection> {
     let genotype = coordinate(comm, net.spec(), &outcome.table)?;
     let total = t0.elapsed().as_secs_f64();
     let rss = peak_rss_per_rank(comm)?;
+    let gpu = device_memory_per_rank(comm)?;
     let timing = json!({
         "total_s": total,
         "autograd_s": timings.autograd.get(),
@@ -106,8 +107,25 @@ pub fn run(subject: Subject, res: &Resumable) -> Result<Selection> {
         "ranks": comm.size(),
         "peak_rss_mb_per_rank": rss,
     });
+    let mut timing = timing;
+    if let Some(gpu) = gpu {
+        timing["peak_device_mb_per_rank"] = json!(gpu);
+    }
     let mixing = mixing_table(net.spec(), alphas);
     Ok(Selection { table: outcome.table, genotype, diagnostics: outcome.diagnostics, timing, mixing })
+}
+
+/// GPU memory in use on every rank in MB ([`crate::device::memory_in_use_mb`]: the caching
+/// allocator's high-water mark plus the CUDA context), gathered on the coordinator; `None` when
+/// the ranks compute on the CPU.
+fn device_memory_per_rank(comm: &dyn Collective) -> Result<Option<Vec<f64>>> {
+    if !comm.device().is_cuda() {
+        return Ok(None);
+    }
+    let mine = crate::device::memory_in_use_mb(comm.device()).unwrap_or(f64::NAN);
+    tracing::info!("GPU memory in use on this rank: {mine:.0} MB");
+    let all = comm.gather_bytes(0, &mine.to_le_bytes())?;
+    Ok(Some(all.iter().filter_map(|b| Some(f64::from_le_bytes(b.as_slice().try_into().ok()?))).collect()))
 }
 
 /// Peak resident memory (VmHWM) of every rank in MB, gathered on the coordinator (empty
