@@ -96,7 +96,8 @@ impl<L: DeviceLink> DeviceCollective<L> {
             return Err(super::fail_alone(self, e));
         }
         let t0 = Instant::now();
-        let r = self.link.fence().and_then(|()| enqueue(&self.link, flat)).and_then(|()| self.wait(what, t0));
+        // The timeout runs from the enqueue: the fence waits for libtorch's own queued work.
+        let r = self.link.fence().and_then(|()| enqueue(&self.link, flat)).and_then(|()| self.wait(what));
         self.calls.set(self.calls.get() + 1);
         self.seconds.set(self.seconds.get() + t0.elapsed().as_secs_f64());
         r.map_err(|e| super::fail_alone(self, e))
@@ -120,8 +121,8 @@ impl<L: DeviceLink> DeviceCollective<L> {
         Ok(())
     }
 
-    fn wait(&self, what: &str, t0: Instant) -> Result<()> {
-        let name = self.link.name();
+    fn wait(&self, what: &str) -> Result<()> {
+        let (name, t0) = (self.link.name(), Instant::now());
         let mut polls = 0u64;
         loop {
             if self.link.done()? {
