@@ -89,12 +89,7 @@ fn three_ranks_refuse_an_indivisible_batch() {
 
 #[test]
 fn collectives_on_three_ranks() {
-    let o = std::process::Command::new(common::repo().join("launch/mpirun"))
-        .args(["-np", "3"])
-        .arg(common::bin())
-        .arg("check-comm")
-        .output()
-        .unwrap();
+    let o = common::mpirun(3).arg("check-comm").output().unwrap();
     common::assert_ok(&o);
     assert_eq!(common::stdout(&o).trim(), "collectives ok: 3 ranks, backend mpi");
 }
@@ -105,13 +100,7 @@ fn collectives_on_three_ranks() {
 /// (the double's transport is the same MPI all-reduce, so only plumbing could differ).
 #[test]
 fn the_device_path_under_its_cpu_double() {
-    let o = std::process::Command::new(common::repo().join("launch/mpirun"))
-        .args(["-np", "3"])
-        .arg(common::bin())
-        .arg("check-comm")
-        .env("DARTSIF_DEVICE_LINK", "host")
-        .output()
-        .unwrap();
+    let o = common::mpirun(3).arg("check-comm").env("DARTSIF_DEVICE_LINK", "host").output().unwrap();
     common::assert_ok(&o);
     let out = common::stdout(&o);
     assert!(out.starts_with("collectives ok: 3 ranks, backend host-link"), "{out}");
@@ -122,8 +111,8 @@ fn the_device_path_under_its_cpu_double() {
     let (plain, linked) = (tmp.path().join("mpi"), tmp.path().join("link"));
     let sets = ["search.arch.lr=0.05", "seed=11"];
     common::assert_ok(&common::search(2, &plain, &sets));
-    let mut cmd = std::process::Command::new(common::repo().join("launch/mpirun"));
-    cmd.args(["-np", "2"]).arg(common::bin()).args(["search", "--out"]).arg(&linked);
+    let mut cmd = common::mpirun(2);
+    cmd.args(["search", "--out"]).arg(&linked);
     for s in common::TINY.iter().chain(&sets) {
         cmd.args(["--set", s]);
     }

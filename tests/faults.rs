@@ -10,12 +10,6 @@ use std::process::{Command, Output};
 
 const LIMIT_S: u64 = 120;
 
-fn mpirun(np: usize) -> Command {
-    let mut c = Command::new(common::repo().join("launch/mpirun"));
-    c.arg("-np").arg(np.to_string()).arg(common::bin());
-    c
-}
-
 fn with_sets(mut cmd: Command, sets: &[String]) -> Output {
     for s in sets {
         cmd.args(["--set", s]);
@@ -64,7 +58,7 @@ fn search_faults_on_every_rank() {
         for rank in 0..np {
             for action in ["nan", "signal"] {
                 let out = tmp.path().join(format!("s-{np}-{rank}-{action}"));
-                let mut cmd = mpirun(np);
+                let mut cmd = common::mpirun(np);
                 cmd.args(["search", "--out"]).arg(&out);
                 let mut sets = search_sets(np);
                 sets.extend(fault("search", action, rank, 3));
@@ -82,7 +76,7 @@ fn training_faults_on_every_rank() {
         for rank in 0..np {
             for action in ["nan", "signal"] {
                 let out = tmp.path().join(format!("t-{np}-{rank}-{action}"));
-                let mut cmd = mpirun(np);
+                let mut cmd = common::mpirun(np);
                 cmd.args(["train", "--genotype", genotype, "--out"]).arg(&out);
                 let mut sets: Vec<String> = [
                     "data.image_size=8",
@@ -115,7 +109,7 @@ fn selection_faults_on_every_rank() {
         for rank in 0..np {
             for action in ["nan", "signal"] {
                 let out = tmp.path().join(format!("x-{np}-{rank}-{action}"));
-                let mut cmd = mpirun(np);
+                let mut cmd = common::mpirun(np);
                 cmd.args(["select", "--run"]).arg(&run).arg("--out").arg(&out);
                 cmd.args(["--criterion", "darts-if", "--ihvp", "woodbury"]);
                 let mut sets: Vec<String> = vec!["select.n=2".into(), "select.batch_size=8".into()];
@@ -138,7 +132,7 @@ fn device_link_faults_end_the_job() {
     let tmp = tempfile::tempdir().unwrap();
     for (np, fault, rank) in [(2, "async-error", 1), (3, "hang", 2), (2, "refused", 0)] {
         let out = tmp.path().join(format!("d-{np}-{fault}-{rank}"));
-        let mut cmd = mpirun(np);
+        let mut cmd = common::mpirun(np);
         cmd.args(["search", "--out"]).arg(&out);
         cmd.env("DARTSIF_DEVICE_LINK", "host")
             .env("DARTSIF_DEVICE_LINK_FAULT", format!("{fault}@{rank}"))

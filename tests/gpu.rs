@@ -44,13 +44,7 @@ fn nccl_is_called_on_one_rank() {
     if !gpu_here("nccl_is_called_on_one_rank", true) {
         return;
     }
-    let o = std::process::Command::new(common::repo().join("launch/mpirun"))
-        .args(["-np", "1"])
-        .arg(common::bin())
-        .args(["check-comm"])
-        .env("DARTSIF_LOG", "warn")
-        .output()
-        .unwrap();
+    let o = common::mpirun(1).arg("check-comm").env("DARTSIF_LOG", "warn").output().unwrap();
     common::assert_ok(&o);
     let out = common::stdout(&o);
     assert!(out.starts_with("collectives ok: 1 ranks, backend nccl (3 device calls on rank 0)"), "{out}");

@@ -12,6 +12,13 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `launch/mpirun -np NP dartsif-dist` (arguments follow).
+pub fn mpirun(np: usize) -> Command {
+    let mut c = Command::new(repo().join("launch/mpirun"));
+    c.arg("-np").arg(np.to_string()).arg(bin());
+    c
+}
+
 /// A tiny, fast search: NB201 at C=4, N=1 on 8×8 synthetic images.
 pub const TINY: &[&str] = &[
     "space.channels=4",
