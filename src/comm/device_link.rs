@@ -213,17 +213,19 @@ impl<L: DeviceLink> Collective for DeviceCollective<L> {
     /// split, reduce through the host communicator — with a warning that says why.
     fn split(&self, color: usize, key: usize) -> Result<Box<dyn Collective>> {
         let host = self.host.split(color, key)?;
-        match self.link.split(color, key) {
-            Ok(link) => Ok(Box::new(DeviceCollective::new(link, host, self.device, self.timeout))),
-            Err(e) => {
-                tracing::warn!(
-                    "rank groups reduce through the host communicator (device tensors staged through the host), \
-                     not {}: {e}",
-                    self.link.name()
-                );
-                Ok(host)
-            }
+        let link = self.link.split(color, key);
+        // All ranks take the same road: a group half on the device link and half on the host
+        // would wait for each other forever.
+        if !self.host.any(link.is_err())? {
+            return Ok(Box::new(DeviceCollective::new(link?, host, self.device, self.timeout)));
         }
+        let why = link.err().map_or_else(|| "it failed on another rank".to_string(), |e| e.to_string());
+        tracing::warn!(
+            "rank groups reduce through the host communicator (device tensors staged through the host), not {}: \
+             splitting its communicator: {why}",
+            self.link.name()
+        );
+        Ok(host)
     }
     fn reduce_seconds(&self) -> f64 {
         self.seconds.get() + self.host.reduce_seconds()
