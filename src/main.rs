@@ -154,6 +154,11 @@ fn check_comm() -> i32 {
         Ok(c) => c,
         Err(e) => return app::fail_once(&e),
     };
+    if comm.is_coordinator() {
+        for w in comm::take_start_warnings() {
+            eprintln!("warning: {w}");
+        }
+    }
     match comm::self_check(comm.as_ref()) {
         Ok(()) => {
             if comm.is_coordinator() {

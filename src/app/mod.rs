@@ -356,6 +356,9 @@ pub fn init_logging(comm: &dyn Collective, out: &Path) {
             .with_filter(tracing_subscriber::EnvFilter::new("info"))
     });
     let _ = tracing_subscriber::registry().with(stderr).with(file_layer).try_init();
+    for w in crate::comm::take_start_warnings() {
+        tracing::warn!("{w}");
+    }
 }
 
 #[cfg(test)]

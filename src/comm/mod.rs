@@ -375,7 +375,7 @@ pub fn init(kind: CommKind, device: crate::device::DeviceChoice) -> Result<Box<d
                 CommKind::Auto if device.is_cuda() => {
                     let loadable = nccl_loadable();
                     if !loadable {
-                        tracing::warn!(
+                        warn_at_start(format!(
                             "comm = \"auto\" on GPUs reduces through MPI (device tensors staged through the host), \
                              not NCCL: {}",
                             if cfg!(feature = "cuda") {
@@ -383,7 +383,7 @@ pub fn init(kind: CommKind, device: crate::device::DeviceChoice) -> Result<Box<d
                             } else {
                                 "this build has no NCCL (build with --features cuda)"
                             }
-                        );
+                        ));
                     }
                     loadable
                 }
@@ -449,6 +449,18 @@ fn with_test_link(host: Box<dyn Collective>) -> Result<Box<dyn Collective>> {
         }
         Ok(v) => Err(Error::config("environment", "DARTSIF_DEVICE_LINK", format!("'{v}' is not a link (host)"))),
     }
+}
+
+/// Warnings of start-up (before a command has its log): kept until [`take_start_warnings`].
+static START_WARNINGS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn warn_at_start(msg: String) {
+    START_WARNINGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(msg);
+}
+
+/// The warnings [`init`] met, once: the command logs them when its log exists (or prints them).
+pub fn take_start_warnings() -> Vec<String> {
+    std::mem::take(&mut *START_WARNINGS.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 /// Whether NCCL can be used (the `cuda` feature is built and the libraries load).
