@@ -368,12 +368,8 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        let y = if super::precision::bf16() && x.kind() == tch::Kind::Float {
-            let b = self.b.to_kind(tch::Kind::BFloat16);
-            super::precision::apply(x, &self.w, |x, w| x.linear(w, Some(&b)))
-        } else {
-            x.linear(&self.w, Some(&self.b))
-        };
+        // The bias in the operands' kind (the same tensor outside a bf16 guard).
+        let y = super::precision::apply(x, &self.w, |x, w| x.linear(w, Some(&self.b.to_kind(w.kind()))));
         add_macs(|| y.numel() as f64 * self.w.size()[1] as f64);
         super::tap::record(TapLayer::Linear, &[&self.w, &self.b], x, &y);
         y

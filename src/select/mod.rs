@@ -99,7 +99,7 @@ pub fn run(subject: Subject, res: &Resumable) -> Result<Selection> {
     let total = t0.elapsed().as_secs_f64();
     let rss = peak_rss_per_rank(comm)?;
     let gpu = device_memory_per_rank(comm)?;
-    let timing = json!({
+    let mut timing = json!({
         "total_s": total,
         "autograd_s": timings.autograd.get(),
         "ihvp_linalg_s": timings.linalg.get(),
@@ -107,7 +107,6 @@ pub fn run(subject: Subject, res: &Resumable) -> Result<Selection> {
         "ranks": comm.size(),
         "peak_rss_mb_per_rank": rss,
     });
-    let mut timing = timing;
     if let Some(gpu) = gpu {
         timing["peak_device_mb_per_rank"] = json!(gpu);
     }
@@ -124,8 +123,13 @@ fn device_memory_per_rank(comm: &dyn Collective) -> Result<Option<Vec<f64>>> {
     }
     let mine = crate::device::memory_in_use_mb(comm.device()).unwrap_or(f64::NAN);
     tracing::info!("GPU memory in use on this rank: {mine:.0} MB");
+    gather_f64(comm, mine).map(Some)
+}
+
+/// One number of every rank, in rank order on the coordinator (empty elsewhere).
+fn gather_f64(comm: &dyn Collective, mine: f64) -> Result<Vec<f64>> {
     let all = comm.gather_bytes(0, &mine.to_le_bytes())?;
-    Ok(Some(all.iter().filter_map(|b| Some(f64::from_le_bytes(b.as_slice().try_into().ok()?))).collect()))
+    Ok(all.iter().filter_map(|b| Some(f64::from_le_bytes(b.as_slice().try_into().ok()?))).collect())
 }
 
 /// Peak resident memory (VmHWM) of every rank in MB, gathered on the coordinator (empty
@@ -139,6 +143,5 @@ fn peak_rss_per_rank(comm: &dyn Collective) -> Result<Vec<f64>> {
         .map(|kb| kb / 1024.0)
         .unwrap_or(0.0);
     tracing::info!("peak resident memory of this rank: {mine:.0} MB");
-    let all = comm.gather_bytes(0, &mine.to_le_bytes())?;
-    Ok(all.iter().filter_map(|b| Some(f64::from_le_bytes(b.as_slice().try_into().ok()?))).collect())
+    gather_f64(comm, mine)
 }
