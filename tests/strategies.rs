@@ -155,6 +155,34 @@ fn each_strategy_resumes_bit_identically_after_sigterm() {
         if st != "gdas" && st != "snas" {
             assert_eq!(read(&full, "candidates.csv"), read(&cut, "candidates.csv"), "{st}");
         }
+        if st == "enas" {
+            // SIGTERM during epoch 0's controller phase, after its first of 2 updates: the
+            // checkpoint holds the epoch's trained θ and the controller from before the phase,
+            // which restarts on resume.
+            let cut = tmp.path().join("enas-cut-controller");
+            let sets: Vec<&str> = base
+                .iter()
+                .copied()
+                .chain(["fault.action=\"signal\"", "fault.phase=\"controller\"", "fault.at_step=0"])
+                .collect();
+            let o = common::search(0, &cut, &sets);
+            assert_eq!(o.status.code(), Some(3), "enas, controller phase: {}", stderr(&o));
+            assert!(stderr(&o).contains("epoch 0, controller phase"), "{}", stderr(&o));
+            // (The phase restarts at the update that raised the signal: no fault this time.)
+            let r = Command::new(bin())
+                .args(["search", "--out", &cut.display().to_string(), "--resume", "auto"])
+                .args(["--set", "fault.action=\"none\""])
+                .env("DARTSIF_LOG", "warn")
+                .output()
+                .unwrap();
+            assert_ok(&r);
+            let b = load(&cut);
+            for (name, x) in &a {
+                assert!(x.equal(&b[name]), "enas: {name} differs after a resume in the controller phase");
+            }
+            assert_eq!(read(&full, "genotype.txt"), read(&cut, "genotype.txt"));
+            assert_eq!(read(&full, "candidates.csv"), read(&cut, "candidates.csv"));
+        }
     }
 }
 

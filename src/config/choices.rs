@@ -242,7 +242,7 @@ choice! {
 
 choice! {
     /// Where a fault acts (`fault.phase`).
-    pub enum FaultPhase { Search = "search", Select = "select", Train = "train", Experiment = "experiment" }
+    pub enum FaultPhase { Search = "search", Controller = "controller", Select = "select", Train = "train", Experiment = "experiment" }
 }
 
 choice! {

@@ -650,7 +650,8 @@ pub struct FaultConfig {
     /// The rank that acts.
     #[serde(default)]
     pub rank: usize,
-    /// `search` (at global step `at_step`), `select` (at round `at_step` of the candidate
+    /// `search` (at global step `at_step`), `controller` (ENAS: after the controller's update
+    /// `at_step`, counted over epochs), `select` (at round `at_step` of the candidate
     /// loop of `drop`/`darts-if`), `train` (at global step `at_step`) or `experiment` (before
     /// the `at_step`-th work unit of `ablate` or architecture of `groundtruth`, counted over
     /// all groups).

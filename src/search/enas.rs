@@ -44,7 +44,42 @@ pub struct Draw {
     pub entropy: Tensor,
 }
 
+/// A copy of the controller's state (weights, Adam's moments and step, the baseline).
+pub(super) struct ControllerSnapshot {
+    params: Vec<Tensor>,
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
+    adam_step: u64,
+    baseline: Option<f64>,
+}
+
 impl Controller {
+    pub(super) fn snapshot(&self) -> ControllerSnapshot {
+        let copy = |v: &[Tensor]| v.iter().map(|t| t.detach().copy()).collect();
+        ControllerSnapshot {
+            params: copy(&self.params),
+            exp_avg: copy(&self.opt.exp_avg),
+            exp_avg_sq: copy(&self.opt.exp_avg_sq),
+            adam_step: self.opt.step,
+            baseline: self.baseline,
+        }
+    }
+
+    /// Back to `s`, in place (the weights keep their identity).
+    pub(super) fn restore(&mut self, s: &ControllerSnapshot) {
+        tch::no_grad(|| {
+            let pairs =
+                [(&self.params, &s.params), (&self.opt.exp_avg, &s.exp_avg), (&self.opt.exp_avg_sq, &s.exp_avg_sq)];
+            for (dst, src) in pairs {
+                for (d, v) in dst.iter().zip(src) {
+                    d.shallow_clone().copy_(v);
+                }
+            }
+        });
+        self.opt.step = s.adam_step;
+        self.baseline = s.baseline;
+    }
+
     /// Weights initialised as PyTorch's modules do (U(±1/√hidden) for the LSTM and the
     /// prediction bias), then the reference's U(±0.1) for the first input, layer 0's LSTM
     /// weights, the embedding and the prediction weight; drawn on the host from `seed`.
@@ -181,7 +216,12 @@ impl Searcher<'_> {
     /// scored on one validation batch with the shared weights (all-reduced accuracy; batch i of
     /// an epoch-keyed order of the α half, wrapping), REINFORCE losses summed, the gradient's
     /// norm clipped, one Adam step; rank 0's weights then broadcast.
-    pub(super) fn train_controller(&self, state: &mut SearchState, epoch: usize) -> Result<ControllerStats> {
+    /// The controller's phase of `epoch` (REINFORCE on the θ of the epoch's end). A stop raised
+    /// on any rank is agreed after each of its updates; the controller is then put back as it
+    /// was before the phase and `None` returned, so that a checkpoint taken now repeats the whole
+    /// phase on resume and ends where an uninterrupted search ends (its draws are keyed by epoch
+    /// and index, and θ is not changed here).
+    pub(super) fn train_controller(&self, state: &mut SearchState, epoch: usize) -> Result<Option<ControllerStats>> {
         let cfg = self.cfg;
         let e = &cfg.search.enas;
         let b = cfg.search.batch_size.min(self.split.arch.len()).max(1);
@@ -199,6 +239,7 @@ impl Searcher<'_> {
         let _g = tch::no_grad_guard();
         let alphas: Vec<Tensor> = state.alphas.iter().map(|a| a.detach()).collect();
         drop(_g);
+        let before = state.controller.as_ref().expect("ENAS has a controller").snapshot();
         for step in 0..e.controller_steps {
             let mut grads: Option<Vec<Tensor>> = None;
             for k in 0..e.aggregate {
@@ -230,16 +271,32 @@ impl Searcher<'_> {
             let params: Vec<Tensor> = ctl.params.iter().map(Tensor::shallow_clone).collect();
             ctl.opt.step(&params, &g);
             self.comm.broadcast_tensors(0, &ctl.params)?;
+            let f = &cfg.fault;
+            if f.phase == crate::config::FaultPhase::Controller
+                && f.at_step == epoch * e.controller_steps + step
+                && f.rank == self.comm.rank()
+            {
+                crate::control::inject(f.action, self.stop);
+            }
+            if step + 1 < e.controller_steps && crate::control::agree_stop(self.comm, self.stop)? {
+                tracing::info!(
+                    "stop requested during epoch {epoch}'s controller phase (update {} of {}): it restarts on resume",
+                    step + 1,
+                    e.controller_steps
+                );
+                state.controller.as_mut().expect("ENAS has a controller").restore(&before);
+                return Ok(None);
+            }
         }
         let ctl = state.controller.as_ref().expect("ENAS has a controller");
         let n = total as f64;
-        Ok(ControllerStats {
+        Ok(Some(ControllerStats {
             accuracy: acc_sum / n,
             reward: reward_sum / n,
             entropy: entropy_sum / n,
             baseline: ctl.baseline.unwrap_or(f64::NAN),
             draws: total,
-        })
+        }))
     }
 }
 

@@ -405,7 +405,21 @@ impl Searcher<'_> {
             self.check_in_sync(state)?;
             let train_seconds = t0.elapsed().as_secs_f64();
             let controller = match state.controller.is_some() {
-                true => Some(self.train_controller(state, epoch)?),
+                true => match self.train_controller(state, epoch)? {
+                    Some(stats) => Some(stats),
+                    None => {
+                        // Stopped in the controller's phase (agreed by every rank): the
+                        // checkpoint of the epoch's last θ step, from which the phase restarts.
+                        let progress = EpochProgress {
+                            step: steps,
+                            train: train.as_array(),
+                            arch: arch.as_array(),
+                            seconds: train_seconds,
+                        };
+                        let dir = self.checkpoint(state, epoch, Some(progress))?;
+                        return Err(Error::stopped(format!("epoch {epoch}, controller phase"), dir.as_deref()));
+                    }
+                },
                 false => None,
             };
             let eval_mix = self.eval_mix(state, epoch);
