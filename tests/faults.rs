@@ -1,6 +1,7 @@
 //! Every injected fault on every rank of two- and three-rank jobs ends the whole job with one
 //! message and the documented status: a NaN (status 1, "non-finite …") and a signal (status 3,
-//! a checkpoint) in a search, a training run and a DARTS-IF selection. Each run has a time
+//! a checkpoint) in a search, a training run and a DARTS-IF selection, and a signal in ENAS's
+//! controller phase. Each run has a time
 //! limit, so that a rank left waiting in a collective fails the test instead of hanging it.
 
 mod common;
@@ -64,6 +65,29 @@ fn search_faults_on_every_rank() {
                 sets.extend(fault("search", action, rank, 3));
                 check(&with_sets(cmd, &sets), action, &format!("search, {np} ranks, {action} on rank {rank}"));
             }
+        }
+    }
+}
+
+/// ENAS's controller phase: a signal on any rank during it stops every rank at the next update.
+#[test]
+fn controller_phase_signals_on_every_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    for np in [2, 3] {
+        for rank in 0..np {
+            let out = tmp.path().join(format!("c-{np}-{rank}"));
+            let mut cmd = common::mpirun(np);
+            cmd.args(["search", "--out"]).arg(&out);
+            let mut sets = search_sets(np);
+            sets.extend(
+                ["search.strategy=\"enas\"", "search.enas.controller_steps=2", "search.enas.aggregate=2"]
+                    .map(String::from),
+            );
+            sets.extend(fault("controller", "signal", rank, 0));
+            let o = with_sets(cmd, &sets);
+            let what = format!("controller phase, {np} ranks, signal on rank {rank}");
+            check(&o, "signal", &what);
+            assert!(common::stderr(&o).contains("epoch 0, controller phase"), "{what}: {}", common::stderr(&o));
         }
     }
 }
