@@ -1,8 +1,8 @@
 //! Every injected fault on every rank of two- and three-rank jobs ends the whole job with one
 //! message and the documented status: a NaN (status 1, "non-finite …") and a signal (status 3,
 //! a checkpoint) in a search, a training run and a DARTS-IF selection, and a signal in ENAS's
-//! controller phase. Each run has a time
-//! limit, so that a rank left waiting in a collective fails the test instead of hanging it.
+//! controller phase. Each run has a time limit, so that a rank left waiting in a collective
+//! fails the test instead of hanging it.
 
 mod common;
 
