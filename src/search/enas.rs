@@ -216,6 +216,7 @@ impl Searcher<'_> {
     /// scored on one validation batch with the shared weights (all-reduced accuracy; batch i of
     /// an epoch-keyed order of the α half, wrapping), REINFORCE losses summed, the gradient's
     /// norm clipped, one Adam step; rank 0's weights then broadcast.
+    ///
     /// The controller's phase of `epoch` (REINFORCE on the θ of the epoch's end). A stop raised
     /// on any rank is agreed after each of its updates; the controller is then put back as it
     /// was before the phase and `None` returned, so that a checkpoint taken now repeats the whole
