@@ -11,7 +11,8 @@
 //!    EK-FAC build (factor passes, eigendecompositions, EK-FAC's eigenvalue correction) and one
 //!    IHVP, next to building Woodbury (N per-batch gradients, Gram) and one Woodbury IHVP;
 //! 5. peak resident memory;
-//! 6. `step [space=darts] [bf16]` alone: first-order DARTS search steps (θ and α), images/s.
+//! 6. `step [space=darts] [bf16]` alone: first-order DARTS search steps (θ and α), images/s;
+//! 7. `if=N` alone: DARTS-IF's Woodbury build over N batches and its time per candidate.
 //!
 //! Second derivatives go by reverse over forward (`select.products`' default); `double-backward`
 //! takes every one by double backward instead, for the comparison.
@@ -184,6 +185,10 @@ fn main() {
         products(&cfg, net.as_ref(), &alphas, &data, &split, reps, micro);
         return;
     }
+    if let Some(n) = args.iter().find_map(|a| a.strip_prefix("if=")).map(|n| n.parse().expect("if=N")) {
+        darts_if_part(&cfg, net.as_ref(), &alphas, &data, &split, n);
+        return;
+    }
     let kfac_only = args.iter().any(|a| a == "kfac-only");
     if !kfac_only {
         let mut cfg = cfg.clone();
@@ -323,6 +328,50 @@ fn first_order_and_woodbury(
             t_w / t_gram
         );
     }
+}
+
+/// Part 7 (`if=N`): DARTS-IF as `select --criterion darts-if --ihvp woodbury` scores a
+/// candidate: the Woodbury operator over N batches of 64 (N per-batch gradients and their Gram,
+/// built once), then per candidate the loss and θ-gradient ĝ over the N batches at the mixing
+/// weights without it, and ĝᵀF⁻¹ĝ. The first three candidates; their median. The peer:
+/// `python3 benches/pytorch_eager.py if=N`.
+fn darts_if_part(
+    cfg: &Config,
+    net: &dyn supernet::Supernet,
+    alphas: &[Tensor],
+    data: &Synthetic,
+    split: &SearchSplit,
+    n: usize,
+) {
+    use dartsif::influence::criteria::{candidates, remove_op};
+    let comm = LocalCollective::on(net.params().tensors[0].device());
+    let t = Timings::default();
+    let eval = EvalSet::draw(1, dartsif::data::Stream::EvalBatches, 0, &split.arch, n, 64).unwrap();
+    let mut probe = Probe::new(net, alphas, &comm, data, &eval, Leaf::Mixing, BnMode::BatchStats, &t).unwrap();
+    probe.load_all(data).unwrap();
+    let mut c = cfg.select.clone();
+    c.n = n;
+    c.ihvp = dartsif::config::Ihvp::Woodbury;
+    let (solver, t_build) = time(|| dartsif::influence::ihvp::Solver::build(&c, &probe, None).unwrap());
+    let w0 = probe.base_weights();
+    let (l0, t_l0) = time(|| probe.loss_local(&w0));
+    let per: Vec<f64> = candidates(net)
+        .into_iter()
+        .take(3)
+        .map(|cand| {
+            time(|| {
+                let w = remove_op(&w0, cand);
+                let (l, g) = probe.grad_theta_local(&w);
+                let q = solver.quad_own(&probe, Some(&g)).unwrap().expect("this rank's candidate");
+                assert!((l - l0).is_finite() && q.is_finite());
+            })
+            .1
+        })
+        .collect();
+    let tc = median(per);
+    println!("DARTS-IF woodbury N={n:<3}   build {t_build:8.3} s   L(w) over N batches {t_l0:.3} s");
+    println!("DARTS-IF per candidate    {tc:8.3} s   (median of 3: loss and ĝ over N batches, ĝᵀF⁻¹ĝ)");
+    println!("peak RSS {:.0} MB", peak_rss_mb());
 }
 
 /// `products`: each second-order primitive on one batch by reverse over forward and by double

@@ -21,10 +21,11 @@ supernet; with running statistics they agree to 1e-16).
   6. `step [space=darts] [bf16]` alone: first-order DARTS search steps (theta and alpha), images/s,
      on the NB201 supernet or the DARTS CIFAR supernet (1,930,618 weights).
 `device=cuda` runs on GPU 0 (launch/gpu-check), with cudnn.benchmark on.
-Run: python3 benches/pytorch_eager.py [quick] [no-sm] [no-kfac] [im=N] [sm-max=64] [forward-ad] [device=cuda]   (torch 2.11.0; default threads)
-no-sm skips part 3, no-kfac part 4, kfac-only runs part 4 alone; im=N runs part 2 for that N only; part 1 reports medians of interleaved repetitions.
+Run: python3 benches/pytorch_eager.py [quick] [no-sm] [no-kfac] [im=N] [if=N] [sm-max=64] [forward-ad] [device=cuda]   (torch 2.11.0; default threads)
+no-sm skips part 3, no-kfac part 4, kfac-only runs part 4 alone; im=N runs part 2 for that N only; if=N runs DARTS-IF per candidate alone; part 1 reports medians of interleaved repetitions.
 sm-max skips the Python-loop Sherman-Morrison above that N (at N=256 it takes about ten minutes).
 """
+import math
 import statistics
 import sys
 import time
@@ -296,6 +297,10 @@ def main():
     def grad(b):
         return torch.autograd.grad(loss(b), params)
 
+    if_n = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("if=")), None)
+    if if_n:
+        return darts_if_part(net, params, w, batches, if_n, loss)
+
     forward_ad = "forward-ad" in sys.argv
     if forward_ad:
         net.eval()  # running BatchNorm statistics: see the docstring
@@ -402,6 +407,41 @@ def main():
 
     if "no-kfac" not in sys.argv:
         kfac_part(net, params, w, batches, 2 if quick else 10, reps)
+
+
+def darts_if_part(net, params, w, batches, n, loss):
+    """DARTS-IF per candidate, as `cargo bench --bench influence -- if=N` times it: the Woodbury
+    operator over N batches (per-batch gradients, Gram), then per candidate the loss and the
+    theta-gradient g over the N batches at the mixing weights with the candidate's weight set to
+    zero, and g^T F^-1 g; the first three candidates (edge 0, ops 1-3: op 0 is `none`), median."""
+    eta = 5e-4
+
+    def build():
+        gs = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss(b), params)]) for b in range(n)]
+        G = torch.stack(gs).double()
+        return G, G @ G.T + n * eta * torch.eye(n, dtype=torch.float64, device=G.device)
+    (G, K), t_build = timed(build)
+    with torch.no_grad():
+        (l0, t_l0) = timed(lambda: sum(loss(b).item() for b in range(n)) / n)
+
+    def candidate(op):
+        wc = w.detach().clone()
+        wc[0, op] = 0.0
+        ls, gsum = 0.0, None
+        for b in range(n):
+            x, y = batches[b]
+            l = F.cross_entropy(net(x, wc), y)
+            g = torch.autograd.grad(l, params)
+            ls += l.item() / n
+            flat = torch.cat([gi.reshape(-1) for gi in g])
+            gsum = flat / n if gsum is None else gsum + flat / n
+        gd = gsum.double()
+        finv_g = (gd - G.T @ torch.linalg.solve(K, G @ gd)) / eta
+        q = (gd @ finv_g).item()
+        assert math.isfinite(ls - l0) and math.isfinite(q)
+    per = [timed(lambda: candidate(op))[1] for op in (1, 2, 3)]
+    print(f"DARTS-IF woodbury N={n:<3}   build {t_build:8.3f} s   L(w) over N batches {t_l0:.3f} s")
+    print(f"DARTS-IF per candidate    {statistics.median(per):8.3f} s   (median of 3: loss and g over N batches, g^T F^-1 g)")
 
 
 def kfac_part(net, params, w, batches, n, reps):
