@@ -41,13 +41,7 @@ pub fn search(np: usize, out: &Path, sets: &[&str]) -> Output {
         args.push("--set".into());
         args.push(s.to_string());
     }
-    let mut cmd = if np == 0 {
-        Command::new(bin())
-    } else {
-        let mut c = Command::new(repo().join("launch/mpirun"));
-        c.arg("-np").arg(np.to_string()).arg(bin());
-        c
-    };
+    let mut cmd = if np == 0 { Command::new(bin()) } else { mpirun(np) };
     cmd.args(&args).env("DARTSIF_LOG", "warn");
     cmd.output().expect("run dartsif-dist")
 }
