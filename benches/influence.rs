@@ -15,7 +15,8 @@
 //! 7. `if=N` alone: DARTS-IF's Woodbury build over N batches and its time per candidate.
 //!
 //! Second derivatives go by reverse over forward (`select.products`' default); `double-backward`
-//! takes every one by double backward instead, for the comparison.
+//! takes every one by double backward instead, for the comparison; `recompute` keeps one
+//! segment's graph at a time (`select.recompute = "cells"`), for its peak memory and time.
 //!
 //! `quick` shrinks the repetitions and N (a smoke run); `no-sm` skips part 3; `no-kfac` part 4;
 //! `kfac-only` runs part 4 alone;
@@ -195,7 +196,10 @@ fn main() {
         if double_backward {
             cfg.select.products = dartsif::config::Products::DoubleBackward;
         }
-        println!("second derivatives: {}", cfg.select.products);
+        if args.iter().any(|a| a == "recompute") {
+            cfg.select.recompute = dartsif::config::Recompute::Cells;
+        }
+        println!("second derivatives: {}, recompute {}", cfg.select.products, cfg.select.recompute);
         first_order_and_woodbury(&cfg, net.as_ref(), &alphas, &data, &split, reps, quick, no_sm, im_n, micro);
     }
 
@@ -254,6 +258,7 @@ fn first_order_and_woodbury(
         .unwrap()
         .with_micro_batch(micro.unwrap_or(0));
     probe.forward_mode = cfg.select.products == dartsif::config::Products::ReverseOverForward;
+    probe.recompute = cfg.select.recompute == dartsif::config::Recompute::Cells;
     let _ = probe.grad_theta(None).unwrap(); // warm-up
     let u = Tensor::randn([probe.n_params() as i64], (Kind::Float, probe.device()));
     // Interleaved repetitions, medians: the two quantities see the same machine noise.

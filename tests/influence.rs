@@ -482,7 +482,9 @@ fn micro_batches_give_the_whole_batch_derivatives() {
 /// mixing-weight leaf and the raw-α leaf (whose tangent goes through the softmax), whole
 /// batches and micro-batches, on NB201, DARTS (sep/dil convs, max and avg pools, factorized
 /// reduce, concatenated nodes) and PC-DARTS (partial channels, max-pooled bypass weighted by
-/// β̃, channel shuffle). `forward_mode = false` forces the double-backward route.
+/// β̃, channel shuffle). `forward_mode = false` forces the double-backward route; `recompute`
+/// keeps one segment's graph at a time (stem, cell or block, head), recomputing it from its
+/// saved inputs during the backward.
 #[test]
 fn reverse_over_forward_gives_the_double_backward_derivatives() {
     let darts = ["space.name=\"darts\"", "space.channels=2", "space.layers=3", "data.image_size=8"];
@@ -504,48 +506,55 @@ fn check_reverse_over_forward(space: &[&str], modes: &[(BnMode, usize, &[Leaf])]
     let eval = s.eval_n(2);
     for &(bn, micro, leaves) in modes {
         for &leaf in leaves {
-            let probe = |forward: bool| {
+            let probe = |forward: bool, recompute: bool| {
                 let mut p = Probe::new(s.net.as_ref(), &s.alphas, &comm, &s.data, &eval, leaf, bn, &t)
                     .unwrap()
                     .with_micro_batch(micro);
                 p.forward_mode = forward;
+                p.recompute = recompute;
                 p
             };
-            let (fwd, rev) = (probe(true), probe(false));
-            assert!(fwd.uses_forward_mode() && !rev.uses_forward_mode());
-            let close = |what: &str, a: &Tensor, b: &Tensor| {
-                let r = rel(a, b);
-                assert!(r < 1e-10, "{space:?} {bn:?} micro {micro} {leaf:?}: {what}: forward vs double backward {r:e}");
-                assert!(norm(b) > 0.0, "{what} is zero: nothing compared");
-            };
+            let (fwd, rec, rev) = (probe(true, false), probe(true, true), probe(false, false));
+            assert!(fwd.uses_forward_mode() && rec.uses_forward_mode() && !rev.uses_forward_mode());
             tch::manual_seed(12);
             let u = Tensor::randn([fwd.n_params() as i64], (Kind::Double, tch::Device::Cpu));
             let v = Tensor::randn([flatten(&fwd.leaf).numel() as i64], (Kind::Double, tch::Device::Cpu));
-            close("Hu", &fwd.hvp(&u).unwrap(), &rev.hvp(&u).unwrap());
-            close("H_1 u", &fwd.hvp_on(1, &u), &rev.hvp_on(1, &u));
-            close("Bv", &fwd.mixed(&v).unwrap(), &rev.mixed(&v).unwrap());
-            close("Bᵀu", &fwd.mixed_t(&u).unwrap(), &rev.mixed_t(&u).unwrap());
-            close("GGN u", &fwd.ggn_vp(&u).unwrap(), &rev.ggn_vp(&u).unwrap());
-            let (sf, uf) = fwd.batch_grads_and_mixed_ones_prefixes(&[1, 2], true).unwrap();
-            let (sr, ur) = rev.batch_grads_and_mixed_ones_prefixes(&[1, 2], true).unwrap();
-            assert_eq!(sf.len(), 2);
-            for ((jf, a), (jr, b)) in sf.iter().zip(&sr) {
-                assert_eq!(jf, jr);
-                close("pass-1 Fisher sample", a, b);
-            }
-            // B·1 in raw α is zero to rounding (softmax(α + t·1) = softmax(α)): the mixing leaf's
-            // B·1 is the one with content.
-            if leaf == Leaf::Mixing {
-                for (a, b) in uf.iter().zip(&ur) {
-                    close("B·1 over a prefix", a, b);
+            let want = products(&rev, leaf, &u, &v);
+            for (route, p) in [("forward", &fwd), ("forward, recomputed per cell", &rec)] {
+                for ((what, a), (_, b)) in products(p, leaf, &u, &v).iter().zip(&want) {
+                    let r = rel(a, b);
+                    assert!(
+                        r < 1e-10,
+                        "{space:?} {bn:?} micro {micro} {leaf:?}: {what}: {route} vs double backward {r:e}"
+                    );
+                    assert!(norm(b) > 0.0, "{what} is zero: nothing compared");
                 }
-            }
-            let zs = vec![(1, u.shallow_clone()), (2, &u * 0.5 + 1.0)];
-            for (a, b) in fwd.mixed_t_prefixes(&zs).unwrap().iter().zip(&rev.mixed_t_prefixes(&zs).unwrap()) {
-                close("Bᵀz over a prefix", a, b);
             }
         }
     }
+}
+
+/// Every second-derivative primitive of a probe along θ-direction `u` and leaf direction `v`,
+/// named, in a fixed order.
+fn products(p: &Probe, leaf: Leaf, u: &Tensor, v: &Tensor) -> Vec<(String, Tensor)> {
+    let mut out = vec![
+        ("Hu".to_string(), p.hvp(u).unwrap()),
+        ("H_1 u".to_string(), p.hvp_on(1, u)),
+        ("Bv".to_string(), p.mixed(v).unwrap()),
+        ("Bᵀu".to_string(), p.mixed_t(u).unwrap()),
+        ("GGN u".to_string(), p.ggn_vp(u).unwrap()),
+    ];
+    let (samples, ones) = p.batch_grads_and_mixed_ones_prefixes(&[1, 2], true).unwrap();
+    assert_eq!(samples.iter().map(|(j, _)| *j).collect::<Vec<_>>(), [0, 1]);
+    out.extend(samples.into_iter().map(|(j, g)| (format!("pass-1 Fisher sample {j}"), g)));
+    // B·1 in raw α is zero to rounding (softmax(α + t·1) = softmax(α)): the mixing leaf's B·1 is
+    // the one with content.
+    if leaf == Leaf::Mixing {
+        out.extend(ones.into_iter().map(|b| ("B·1 over a prefix".to_string(), b)));
+    }
+    let zs = vec![(1, u.shallow_clone()), (2, u * 0.5 + 1.0)];
+    out.extend(p.mixed_t_prefixes(&zs).unwrap().into_iter().map(|b| ("Bᵀz over a prefix".to_string(), b)));
+    out
 }
 
 /// The layer records K-FAC factors are built from, checked through the per-sample gradients

@@ -196,6 +196,11 @@ fn invalid_inputs_are_refused_with_one_line() {
             "select.micro_batch: splitting a batch changes its BatchNorm statistics: needs select.bn = \"running\"",
         ),
         search_case(
+            &["select.recompute=\"cells\"", "select.products=\"double-backward\""],
+            "select.recompute: \"cells\" recomputes the tangent forward: needs select.products = \"reverse-over-forward\"",
+        ),
+        search_case(&["select.recompute=\"all\""], "select.recompute: unknown value \"all\" (known: \"none\", \"cells\")"),
+        search_case(
             &["select.ihvp=\"ekfac\"", "select.damping_rule=\"fixed\""],
             "select.damping: ekfac needs a damping λ > 0",
         ),

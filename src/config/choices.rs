@@ -204,6 +204,12 @@ choice! {
 }
 
 choice! {
+    /// What reverse over forward keeps of the tangent forward's graph (`select.recompute`): all
+    /// of it, or one segment (stem, cell, head) at a time, recomputed in the backward.
+    pub enum Recompute { None = "none", Cells = "cells" }
+}
+
+choice! {
     /// Where H and B come from (`select.hess_data`): the α half or the θ half.
     pub enum HessData { Val = "val", Train = "train" }
 }

@@ -230,6 +230,9 @@ pub(super) fn d_bn() -> BnStats {
 pub(super) fn d_products() -> Products {
     Products::ReverseOverForward
 }
+pub(super) fn d_recompute() -> Recompute {
+    Recompute::None
+}
 pub(super) fn d_log_every() -> usize {
     10
 }

@@ -509,6 +509,13 @@ impl SelectConfig {
                 "splitting a batch changes its BatchNorm statistics: needs select.bn = \"running\"",
             ));
         }
+        if self.recompute == Recompute::Cells && self.products != Products::ReverseOverForward {
+            return Err(Error::config(
+                source,
+                "select.recompute",
+                "\"cells\" recomputes the tangent forward: needs select.products = \"reverse-over-forward\"",
+            ));
+        }
         if self.fisher_samples == FisherSamples::Sample && self.bn != BnStats::Running {
             return Err(Error::config(
                 source,
@@ -603,6 +610,20 @@ fn apply_override(table: &mut toml::Table, ov: &str) -> Result<()> {
     }
     cur.insert(parts[parts.len() - 1].to_string(), value);
     Ok(())
+}
+
+impl TrainConfig {
+    /// Checks of the training keys that serde cannot express (`source` names the config).
+    pub fn validate(&self, source: &str) -> Result<()> {
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(Error::config(
+                source,
+                "train.label_smoothing",
+                format!("must be in [0, 1) (got {})", self.label_smoothing),
+            ));
+        }
+        self.weights.check_schedule(source, "train.weights", self.epochs)
+    }
 }
 
 #[cfg(test)]

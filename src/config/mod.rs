@@ -190,20 +190,6 @@ fn is_zero_f64(x: &f64) -> bool {
     *x == 0.0
 }
 
-impl TrainConfig {
-    /// Checks of the training keys that serde cannot express (`source` names the config).
-    pub fn validate(&self, source: &str) -> crate::error::Result<()> {
-        if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err(crate::error::Error::config(
-                source,
-                "train.label_smoothing",
-                format!("must be in [0, 1) (got {})", self.label_smoothing),
-            ));
-        }
-        self.weights.check_schedule(source, "train.weights", self.epochs)
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
@@ -519,6 +505,12 @@ pub struct SelectConfig {
     /// rounding.
     #[serde(default = "d_products")]
     pub products: Products,
+    /// `cells`: reverse over forward keeps one segment's graph (stem, cell, head) at a time,
+    /// recomputing it in the backward — peak memory of a second derivative a fraction of
+    /// `none`'s, one tangent forward more per product, the same values (NB201 and DARTS-family
+    /// supernets; others keep the whole graph).
+    #[serde(default = "d_recompute")]
+    pub recompute: Recompute,
     /// Reproduce the authors' DARTS-IM computation: raw-logit leaf, central finite differences
     /// of radius 1e-2/‖v‖, per-batch chains (neumann, identity), freshly drawn batches per pass
     /// (sherman-morrison, woodbury).

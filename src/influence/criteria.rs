@@ -154,6 +154,14 @@ impl Context<'_> {
             Probe::new(self.net, self.alphas, self.comm, self.data, eval, leaf, bn_mode(self.cfg), self.timings)?
                 .with_micro_batch(self.cfg.select.micro_batch);
         p.forward_mode = self.cfg.select.products == crate::config::Products::ReverseOverForward;
+        p.recompute = self.cfg.select.recompute == crate::config::Recompute::Cells;
+        if p.recompute && self.net.segments() == 0 && self.comm.is_coordinator() {
+            tracing::warn!(
+                "select.recompute = \"cells\": the {} supernet has no segments to recompute; its second \
+                 derivatives keep the whole graph",
+                self.cfg.space.name
+            );
+        }
         if let Some(proj) = self.projection {
             p.project(proj);
         }

@@ -30,6 +30,7 @@ use crate::loss::{cross_entropy, fisher_targets};
 use crate::supernet::{BnMode, Supernet};
 
 mod curvature;
+mod recompute;
 mod tangent;
 
 use tangent::Wrt;
@@ -129,6 +130,9 @@ pub struct Probe<'a> {
     /// Second derivatives by reverse over forward where the supernet has a tangent forward
     /// (true unless turned off, e.g. to compare with double backward).
     pub forward_mode: bool,
+    /// Reverse over forward recomputing one segment (stem, cell, head) at a time
+    /// (`select.recompute = "cells"`): one segment's graph in memory, one tangent forward more.
+    pub recompute: bool,
     pub timings: &'a Timings,
 }
 
@@ -173,6 +177,7 @@ impl<'a> Probe<'a> {
             bn,
             micro: 0,
             forward_mode: true,
+            recompute: false,
             timings,
         })
     }
@@ -454,6 +459,7 @@ impl<'a> Probe<'a> {
             bn: self.bn,
             micro: self.micro,
             forward_mode: self.forward_mode,
+            recompute: self.recompute,
             timings: self.timings,
         }
     }

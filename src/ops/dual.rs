@@ -200,6 +200,7 @@ impl BatchNorm {
     /// tangents, never from x itself (`tests/influence.rs` compares every product with double
     /// backward in f64).
     fn batch_stats_tangent(&self, x: &Tensor, y: &Tensor, dx: &Tensor) -> Tensor {
+        let graph = y.requires_grad() || dx.requires_grad();
         tch::with_grad(|| {
             // An x without a graph (nothing before it is differentiated) gets a leaf of its own:
             // the tangent's dependence on x then ends there, as it would anyway.
@@ -211,7 +212,9 @@ impl BatchNorm {
                 (x, y)
             };
             let root = (&y * dx).sum(y.kind());
-            let mut g = Tensor::run_backward(&[root], &[x], true, true);
+            // No graph for the tangent where nothing it depends on is differentiated (a forward
+            // under `no_grad`: the recomputing route's first pass): libtorch's plain fused backward.
+            let mut g = Tensor::run_backward(&[root], &[x], true, graph);
             g.pop().expect("one gradient per input")
         })
     }

@@ -220,31 +220,37 @@ impl Supernet for DartsSupernet {
         &self.params
     }
 
-    /// The forward with tangents (none: a plain forward, the same ops). `weights`: `[normal
-    /// (14×ops), reduce (14×ops)]`, then for PC-DARTS `[β̃ normal (14), β̃ reduce (14)]`.
-    fn dual(
+    /// The stem, each cell, the head.
+    fn segments(&self) -> usize {
+        self.cells.len() + 2
+    }
+
+    /// The two previous cells' outputs between segments. `weights`: `[normal (14×ops), reduce
+    /// (14×ops)]`, then for PC-DARTS `[β̃ normal (14), β̃ reduce (14)]`. Without tangents, the
+    /// ops of a plain forward.
+    fn dual_segment(
         &self,
-        x: &Dual,
+        k: usize,
+        h: &[Dual],
         weights: &[Tensor],
         dweights: &[Option<Tensor>],
         path: Option<&Path>,
         bn: BnMode,
         seeds: &Seeds,
-    ) -> Option<Dual> {
-        let tangent = |t: usize| dweights.get(t).and_then(|d| d.as_ref());
-        let (mut s0, mut s1) = self.stem.dual(x, bn, seeds);
-        for cell in &self.cells {
-            let t = cell.reduction as usize;
-            let p = path.map(|p| p[t].as_slice());
-            let out =
-                cell.forward(&s0, &s1, (&weights[t], tangent(t)), (weights.get(2 + t), tangent(2 + t)), p, bn, seeds);
-            (s0, s1) = (s1, out);
+    ) -> Vec<Dual> {
+        if k == 0 {
+            let (s0, s1) = self.stem.dual(&h[0], bn, seeds);
+            return vec![s0, s1];
         }
-        let h = s1.linear_map(|t| t.adaptive_avg_pool2d([1, 1]).flatten(1, -1));
-        Some(self.classifier.dual(&h, seeds))
-    }
-
-    fn has_tangents(&self) -> bool {
-        true
+        let Some(cell) = self.cells.get(k - 1) else {
+            let pooled = h[1].linear_map(|t| t.adaptive_avg_pool2d([1, 1]).flatten(1, -1));
+            return vec![self.classifier.dual(&pooled, seeds)];
+        };
+        let tangent = |t: usize| dweights.get(t).and_then(|d| d.as_ref());
+        let t = cell.reduction as usize;
+        let p = path.map(|p| p[t].as_slice());
+        let out =
+            cell.forward(&h[0], &h[1], (&weights[t], tangent(t)), (weights.get(2 + t), tangent(2 + t)), p, bn, seeds);
+        vec![h[1].shallow_clone(), out]
     }
 }

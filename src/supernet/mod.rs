@@ -48,18 +48,46 @@ pub trait Supernet {
     }
     /// The forward with tangents ([`crate::ops::dual`]): logits and their tangent along the
     /// mixing weights' tangents `dweights` (one per table, None: zero) and the weights' tangents
-    /// `seeds`; without tangents exactly the ops of [`Supernet::forward_on`]. None where the
-    /// supernet has no tangent forward.
+    /// `seeds`; without tangents exactly the ops of [`Supernet::forward_on`]. The segments run
+    /// one after the other ([`Supernet::dual_segment`]); None where the supernet has none (no
+    /// tangent forward).
     fn dual(
         &self,
-        _x: &Dual,
+        x: &Dual,
+        weights: &[Tensor],
+        dweights: &[Option<Tensor>],
+        path: Option<&Path>,
+        bn: BnMode,
+        seeds: &Seeds,
+    ) -> Option<Dual> {
+        let mut h = vec![x.shallow_clone()];
+        for k in 0..self.segments() {
+            h = self.dual_segment(k, &h, weights, dweights, path, bn, seeds);
+        }
+        (self.segments() > 0).then(|| h.swap_remove(0))
+    }
+    /// The tangent forward's segments (0: the supernet has no tangent forward): the stem, each
+    /// cell or block, the head. Recomputing one segment from its saved inputs is what lets
+    /// second derivatives keep one segment's graph at a time (`select.recompute = "cells"`).
+    fn segments(&self) -> usize {
+        0
+    }
+    /// Segment `k` of [`Supernet::dual`]: the state after segment k from the state `h` before it
+    /// (segment 0 reads `[images]`, the last returns `[logits]`; in between, what the next
+    /// segment reads — one tensor for a chain of cells, the two previous cells' outputs for
+    /// DARTS). Without tangents, exactly the ops of a plain forward.
+    #[allow(clippy::too_many_arguments)]
+    fn dual_segment(
+        &self,
+        _k: usize,
+        _h: &[Dual],
         _weights: &[Tensor],
         _dweights: &[Option<Tensor>],
         _path: Option<&Path>,
         _bn: BnMode,
         _seeds: &Seeds,
-    ) -> Option<Dual> {
-        None
+    ) -> Vec<Dual> {
+        unreachable!("dual_segment on a supernet without segments")
     }
     /// Logits mixing every op and their tangent by forward mode ([`Supernet::dual`]); the logits
     /// are [`Supernet::forward`]'s. None where the supernet has no tangent forward: callers then
@@ -76,7 +104,7 @@ pub trait Supernet {
     }
     /// Whether [`Supernet::dual`] is implemented.
     fn has_tangents(&self) -> bool {
-        false
+        self.segments() > 0
     }
 }
 

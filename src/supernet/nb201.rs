@@ -196,31 +196,37 @@ impl Supernet for Nb201Supernet {
         &self.params
     }
 
-    /// The forward with tangents (none: a plain forward, the same ops).
-    fn dual(
+    /// The stem, each cell or residual block, the head.
+    fn segments(&self) -> usize {
+        self.blocks.len() + 2
+    }
+
+    /// One tensor between segments; without tangents, the ops of a plain forward.
+    fn dual_segment(
         &self,
-        x: &Dual,
+        k: usize,
+        h: &[Dual],
         weights: &[Tensor],
         dweights: &[Option<Tensor>],
         path: Option<&Path>,
         bn: BnMode,
         seeds: &Seeds,
-    ) -> Option<Dual> {
+    ) -> Vec<Dual> {
         let (w, path) = (&weights[0], path.map(|p| p[0].as_slice()));
         let dw = dweights.first().and_then(|d| d.as_ref());
-        let mut h = self.stem_bn.dual(&self.stem_conv.dual(x, seeds), bn, seeds);
-        for block in &self.blocks {
-            h = match block {
-                Block::Cell(cell) => cell.forward(&h, w, dw, path, bn, seeds),
-                Block::Res(res) => res.dual(&h, bn, seeds),
-            };
-        }
-        let h = self.last_bn.dual(&h, bn, seeds).relu();
-        let h = h.linear_map(|t| t.adaptive_avg_pool2d([1, 1]).flatten(1, -1));
-        Some(self.classifier.dual(&h, seeds))
-    }
-
-    fn has_tangents(&self) -> bool {
-        true
+        let x = &h[0];
+        let out = if k == 0 {
+            self.stem_bn.dual(&self.stem_conv.dual(x, seeds), bn, seeds)
+        } else if let Some(block) = self.blocks.get(k - 1) {
+            match block {
+                Block::Cell(cell) => cell.forward(x, w, dw, path, bn, seeds),
+                Block::Res(res) => res.dual(x, bn, seeds),
+            }
+        } else {
+            let h = self.last_bn.dual(x, bn, seeds).relu();
+            let h = h.linear_map(|t| t.adaptive_avg_pool2d([1, 1]).flatten(1, -1));
+            self.classifier.dual(&h, seeds)
+        };
+        vec![out]
     }
 }

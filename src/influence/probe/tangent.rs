@@ -56,7 +56,7 @@ impl Probe<'_> {
     /// Tangents of the forward's mixing weights along a leaf direction `v` (per leaf table):
     /// the leaf itself for mixing-weight leaves, J v of the softmax for raw leaves (the tiny
     /// Jacobian product by the double-vjp trick, in the weights alone).
-    fn weight_tangents(&self, v: Option<&[Tensor]>) -> Vec<Option<Tensor>> {
+    pub(super) fn weight_tangents(&self, v: Option<&[Tensor]>) -> Vec<Option<Tensor>> {
         let tables = self.weights_of(&self.leaf).len();
         let Some(v) = v else { return (0..tables).map(|_| None).collect() };
         match self.leaf_kind {
@@ -109,6 +109,9 @@ impl Probe<'_> {
             Wrt::Theta => &self.params,
             Wrt::Leaf => &self.leaf,
         };
+        if self.recomputes() {
+            return self.recomputed_product(p, v, u, wrt, false).1;
+        }
         if let Some((_, ld)) = self.tangent_loss(p, v, u) {
             return match ld {
                 Some(ld) => self.second(&ld, target),
@@ -139,6 +142,9 @@ impl Probe<'_> {
     /// The gradient ∇θL (detached, when `want_grad`) and B v = ∇θ(∇wL · v) on a piece: DARTS-IM's
     /// first pass (the Fisher sample comes with the product).
     pub(super) fn piece_grad_and_mixed(&self, p: &Piece, v: &[Tensor], want_grad: bool) -> (Option<Tensor>, Tensor) {
+        if self.recomputes() {
+            return self.recomputed_product(p, Some(v), None, Wrt::Theta, want_grad);
+        }
         if let Some((l, ld)) = self.tangent_loss(p, Some(v), None) {
             let g = want_grad.then(|| {
                 flatten(&defined_or_zeros(Tensor::run_backward(&[&l], &self.params, true, false), &self.params))
