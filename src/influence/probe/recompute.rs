@@ -16,7 +16,7 @@ use tch::Tensor;
 
 use super::tangent::Wrt;
 use super::{Piece, Probe};
-use crate::influence::flat::{flatten, graph_dot};
+use crate::influence::flat::{defined_or_zeros, flatten, graph_dot};
 use crate::supernet::{BnMode, Dual, Seeds};
 
 /// The gradient at a segment boundary, per state tensor: of its value and of its tangent (None:
@@ -114,11 +114,11 @@ impl Probe<'_> {
         let product = dense(product, targets);
         let product = match wrt {
             Wrt::Theta => flatten(&product),
-            Wrt::Leaf if !w_graph.iter().any(|t| t.requires_grad()) => flatten(&self.leaf).zeros_like(),
-            // Through the map from the leaf to the mixing weights (identity for a mixing leaf).
+            // Through the map from the leaf (which always requires grad) to the mixing weights
+            // (identity for a mixing leaf).
             Wrt::Leaf => {
                 let g = Tensor::run_backward(&[graph_dot(&w_graph, &product)], &self.leaf, false, false);
-                flatten(&crate::influence::flat::defined_or_zeros(g, &self.leaf))
+                flatten(&defined_or_zeros(g, &self.leaf))
             }
         };
         (grad, product)
