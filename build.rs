@@ -4,7 +4,8 @@
 //! linked against as `DEP_TCH_LIBTORCH_LIB`. We embed it as an rpath, and force-link
 //! `libtorch_cuda` when the libtorch is a CUDA build: with the default `--as-needed` the linker
 //! drops it (no symbol is referenced directly) and CUDA then looks unavailable at run time.
-//! It also records the libtorch version from its headers for run reports.
+//! It also records the libtorch version from its headers for run reports, and compiles
+//! `src/ops/bn_dual.cpp` against the same libtorch's headers (the ABI flag as torch-sys sets it).
 use std::path::Path;
 
 fn libtorch_version(lib: &Path) -> Option<String> {
@@ -44,10 +45,30 @@ fn main() {
         let version = libtorch_version(Path::new(&lib)).unwrap_or_else(|| "unknown".into());
         println!("cargo:rustc-env=DARTSIF_LIBTORCH_VERSION={version}");
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+        compile_native(Path::new(&lib));
         if Path::new(&lib).join("libtorch_cuda.so").exists() {
             println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
         }
     } else {
         println!("cargo:rustc-env=DARTSIF_LIBTORCH_VERSION=unknown");
     }
+}
+
+/// The C++ autograd function of `ops::dual` (batch-statistics BatchNorm with its tangent).
+fn compile_native(lib: &Path) {
+    println!("cargo:rerun-if-changed=src/ops/bn_dual.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let include = lib.parent().expect("libtorch's lib directory has a parent").join("include");
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .flag("-DGLOG_USE_GLOG_EXPORT")
+        .file("src/ops/bn_dual.cpp")
+        .compile("dartsif_native");
 }

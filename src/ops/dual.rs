@@ -156,14 +156,23 @@ impl BatchNorm {
     /// d x̂ = (ẋ − mean ẋ − x̂ · mean(ẋ x̂)) / σ. With running statistics d x̂ = ẋ / σ_run. Then
     /// ẏ = γ d x̂ + γ̇ x̂ + β̇.
     pub fn dual(&self, x: &Dual, mode: BnMode, seeds: &Seeds) -> Dual {
-        let y = self.forward(&x.x, mode);
         let (gamma, beta) = self.affine();
         let dgamma = gamma.and_then(|g| seeds.get(g));
         let dbeta = beta.and_then(|b| seeds.get(b));
+        let dim = x.x.dim();
+        if let (BnMode::BatchStats, Some(d), false) = (mode, &x.dx, super::tap::active()) {
+            // y and γ J ẋ by one autograd function with a hand-written backward.
+            let (y, dy) = native::bn_dual(&x.x, d, gamma, beta, self.eps());
+            let xhat = dgamma.map(|_| {
+                let (var, mean) = x.x.var_mean_correction([0i64, 2, 3].as_slice(), 0, true);
+                (&x.x - mean) * (var + self.eps()).rsqrt()
+            });
+            return Dual { x: y.shallow_clone(), dx: finish(Some(dy), xhat, dgamma, dbeta, &y, dim) };
+        }
+        let y = self.forward(&x.x, mode);
         if x.dx.is_none() && dgamma.is_none() && dbeta.is_none() {
             return Dual { x: y, dx: None };
         }
-        let dim = x.x.dim();
         let (xhat, dxhat) = match mode {
             BnMode::Eval => {
                 let (rm, rv) = self.running();
@@ -217,6 +226,50 @@ impl BatchNorm {
             let mut g = Tensor::run_backward(&[root], &[x], true, graph);
             g.pop().expect("one gradient per input")
         })
+    }
+}
+
+/// `src/ops/bn_dual.cpp`: batch-statistics BatchNorm and its tangent as one libtorch autograd
+/// function whose backward reuses x̂ and J ẋ (two fused BatchNorm backwards and four per-channel
+/// reductions) instead of libtorch's general derivative of its BatchNorm backward.
+mod native {
+    use std::ffi::CStr;
+    use std::os::raw::c_char;
+    use tch::Tensor;
+    use torch_sys::C_tensor;
+
+    extern "C" {
+        fn dartsif_bn_dual(
+            x: *const C_tensor,
+            dx: *const C_tensor,
+            gamma: *const C_tensor,
+            beta: *const C_tensor,
+            eps: f64,
+            y: *mut *mut C_tensor,
+            t: *mut *mut C_tensor,
+        ) -> i32;
+        fn dartsif_last_error() -> *const c_char;
+    }
+
+    /// (γ x̂ + β, γ J ẋ) for batch statistics.
+    pub fn bn_dual(
+        x: &Tensor,
+        dx: &Tensor,
+        gamma: Option<&Tensor>,
+        beta: Option<&Tensor>,
+        eps: f64,
+    ) -> (Tensor, Tensor) {
+        let ptr = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr());
+        let (mut y, mut t) = (std::ptr::null_mut(), std::ptr::null_mut());
+        // SAFETY: the pointers are live tch tensors (or null for an absent affine weight); on
+        // success the function hands over two new tensors, which `Tensor::from_ptr` owns.
+        unsafe {
+            if dartsif_bn_dual(x.as_ptr(), dx.as_ptr(), ptr(gamma), ptr(beta), eps, &mut y, &mut t) != 0 {
+                // As every tch op does on a libtorch error (shapes, kinds: programming errors).
+                panic!("bn_dual: {}", CStr::from_ptr(dartsif_last_error()).to_string_lossy());
+            }
+            (Tensor::from_ptr(y), Tensor::from_ptr(t))
+        }
     }
 }
 
@@ -300,6 +353,77 @@ mod tests {
                 let e = rel(&g, &tangent(&r).detach());
                 assert!(e < 1e-12, "affine {affine}, x on a graph {graph}: ∇ of the tangent in ẋ vs J r {e:e}");
             }
+        }
+    }
+
+    /// The native function (`bn_dual.cpp`) against libtorch's own derivatives of the previous
+    /// route (fused forward, the tangent as a BatchNorm backward with its graph created, so that
+    /// its backward is libtorch's BatchNorm double backward), in f64: values, and the gradients
+    /// in x, ẋ, γ, β of ⟨r₁, y⟩ + ⟨r₂, ẏ⟩ with either cotangent absent. Dropping either term of
+    /// ∇x's second line, or Σ v ẋ̂ from ∇γ, fails here and in `tests/influence.rs`.
+    #[test]
+    fn native_batch_statistics_dual_matches_libtorch_double_backward() {
+        let opts = (Kind::Double, Device::Cpu);
+        tch::manual_seed(5);
+        for affine in [false, true] {
+            let mut b = Builder::new(Kind::Double);
+            let bn = b.batch_norm("bn", 3, affine);
+            let mut leaves: Vec<Tensor> = Vec::new();
+            if let (Some(g), Some(beta)) = bn.affine() {
+                tch::no_grad(|| {
+                    g.shallow_clone().copy_(&(Tensor::rand([3], opts) + 0.5));
+                    beta.shallow_clone().copy_(&Tensor::randn([3], opts));
+                });
+                leaves.extend([g.shallow_clone(), beta.shallow_clone()]);
+            }
+            let x0 = (Tensor::randn([4, 3, 5, 6], opts) * 2.0 + 1.0).set_requires_grad(true);
+            let d = Tensor::randn([4, 3, 5, 6], opts).set_requires_grad(true);
+            let (r1, r2) = (Tensor::randn([4, 3, 5, 6], opts), Tensor::randn([4, 3, 5, 6], opts));
+            let mut inputs = vec![x0.shallow_clone(), d.shallow_clone()];
+            inputs.extend(leaves.iter().map(|t| t.shallow_clone()));
+            for (with_y, with_t) in [(true, true), (false, true), (true, false)] {
+                let grads = |native: bool| {
+                    let x = &x0 * 1.0;
+                    let (y, t) = if native {
+                        let out = bn.dual(
+                            &Dual { x: x.shallow_clone(), dx: Some(d.shallow_clone()) },
+                            BnMode::BatchStats,
+                            &Seeds::none(),
+                        );
+                        (out.x, out.dx.expect("a tangent"))
+                    } else {
+                        let y = bn.forward(&x, BnMode::BatchStats);
+                        let t = bn.batch_stats_tangent(&x, &y, &d);
+                        (y, t)
+                    };
+                    let mut l = Tensor::zeros([], opts);
+                    if with_y {
+                        l = l + (&y * &r1).sum(Kind::Double);
+                    }
+                    if with_t {
+                        l = l + (&t * &r2).sum(Kind::Double);
+                    }
+                    let g = Tensor::run_backward(&[l], &inputs, false, false);
+                    (y.detach(), t.detach(), crate::influence::flat::defined_or_zeros(g, &inputs))
+                };
+                let (yn, tn, gn) = grads(true);
+                let (yr, tr, gr) = grads(false);
+                assert!(rel(&yn, &yr) < 1e-14 && rel(&tn, &tr) < 1e-12, "affine {affine}: values");
+                for (k, (a, b)) in gn.iter().zip(&gr).enumerate() {
+                    let scale = b.abs().max().double_value(&[]);
+                    if scale == 0.0 {
+                        assert_eq!(a.abs().max().double_value(&[]), 0.0, "affine {affine}: input {k} unreached");
+                        continue;
+                    }
+                    let e = rel(a, b);
+                    assert!(e < 1e-10, "affine {affine}, cotangents y {with_y} t {with_t}: input {k}: {e:e}");
+                }
+            }
+            // A second derivative through the hand-written backward is refused, not wrong.
+            let out = bn.dual(&Dual { x: &x0 * 1.0, dx: Some(d.shallow_clone()) }, BnMode::BatchStats, &Seeds::none());
+            let l = (out.dx.expect("a tangent") * &r2).sum(Kind::Double);
+            let err = Tensor::f_run_backward(&[l], &[&x0], true, true).expect_err("create_graph refused");
+            assert!(err.to_string().contains("not differentiable again"), "{err}");
         }
     }
 }
