@@ -24,7 +24,11 @@
 //! for that N only; `micro=M` runs parts 1 and 2 with running BatchNorm statistics and
 //! derivatives in micro-batches of M images (`select.micro_batch`; 0 = whole batches), for
 //! their peak memory; `ops` runs part 0 alone: gradient and double backward of each NB201 op on
-//! one stage-1 activation (batch 64, 16 channels, 32×32), and of its pieces; `device=cuda` runs parts 1 and 2 on GPU 0 (`launch/gpu-check`). Times of part 1 are the median of the repetitions (the VM is noisy).
+//! one stage-1 activation (batch 64, 16 channels, 32×32), and of its pieces; `dual-ops` the same
+//! for reverse over forward (gradient against the tangent forward and one backward: H u);
+//! `products` each second-order primitive by both routes; `device=cuda` runs parts 1 and 2 on GPU 0 (`launch/gpu-check`). Times of part 1 are the median of the repetitions (the VM is noisy).
+//! The process keeps freed host memory as the binary does (`device::keep_freed_memory`);
+//! `malloc=default` keeps glibc's defaults instead.
 
 use std::time::Instant;
 
@@ -135,6 +139,10 @@ fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // As the binary does (`device::keep_freed_memory`); `malloc=default` keeps glibc's defaults.
+    if !args.iter().any(|a| a == "malloc=default") {
+        println!("allocator: freed memory kept: {}", dartsif::device::keep_freed_memory());
+    }
     let quick = args.iter().any(|a| a == "quick");
     let no_sm = args.iter().any(|a| a == "no-sm");
     let im_n: Option<usize> = args.iter().find_map(|a| a.strip_prefix("im=")).map(|n| n.parse().expect("im=N"));
@@ -180,6 +188,10 @@ fn main() {
 
     if args.iter().any(|a| a == "ops") {
         ops_profile(device, reps);
+        return;
+    }
+    if args.iter().any(|a| a == "dual-ops") {
+        dual_ops_profile(device, reps);
         return;
     }
     if args.iter().any(|a| a == "products") {
@@ -516,6 +528,68 @@ fn ops_profile(device: tch::Device, reps: usize) {
                         .map(|(g, u)| (g * u).sum(Kind::Float))
                         .fold(Tensor::zeros([], f), |a, b| a + b);
                     drop(Tensor::run_backward(&[&dot], &inputs, false, false))
+                })
+                .1,
+            );
+        }
+        let (tg, th) = (median(tg) * 1e3, median(th) * 1e3);
+        println!("{name:<38} {tg:8.1} ms {th:8.1} ms {:7.2}×", th / tg);
+    }
+}
+
+/// Where reverse over forward's time goes, op by op: the ops as the supernets build them
+/// (`ops::layers`, NB201's non-affine BatchNorm with batch statistics), each on one stage-1
+/// activation x (64×16×32×32) under l = ½ Σ r·y². "gradient": forward and backward to x and the
+/// op's weights; "H u": the tangent forward along u (on x and on the weights) and one backward of
+/// l̇ = Σ r·y·ẏ to the same inputs, as `select.products = "reverse-over-forward"` computes H u.
+fn dual_ops_profile(device: tch::Device, reps: usize) {
+    use dartsif::ops::dual::{Dual, Seeds};
+    use dartsif::ops::layers::{Builder, ReluConvBn};
+    let f = (Kind::Float, device);
+    tch::manual_seed(0);
+    let mut b = Builder::new(Kind::Float);
+    let bn = b.batch_norm("bn", 16, false);
+    let c1 = b.conv("c1", 16, 16, 1, 1, 0, 1, 1);
+    let c3 = b.conv("c3", 16, 16, 3, 1, 1, 1, 1);
+    let r1 = ReluConvBn::new(&mut b, "r1", 16, 16, 1, 1, 0, false);
+    let r3 = ReluConvBn::new(&mut b, "r3", 16, 16, 3, 1, 1, false);
+    let params = b.finish();
+    params.to_device(device);
+    let x0 = Tensor::randn([64, 16, 32, 32], f);
+    let r = Tensor::rand([64, 16, 32, 32], f);
+    let mode = BnMode::BatchStats;
+    type DualFn<'a> = Box<dyn Fn(&Dual, &Seeds) -> Dual + 'a>;
+    let ops: Vec<(&str, Vec<&Tensor>, DualFn)> = vec![
+        ("relu", vec![], Box::new(|x: &Dual, _: &Seeds| x.relu())),
+        ("batchnorm (batch statistics)", vec![], Box::new(|x: &Dual, s: &Seeds| bn.dual(x, mode, s))),
+        ("conv 1x1", vec![&c1.w], Box::new(|x: &Dual, s: &Seeds| c1.dual(x, s))),
+        ("conv 3x3", vec![&c3.w], Box::new(|x: &Dual, s: &Seeds| c3.dual(x, s))),
+        ("relu-conv1x1-bn", vec![&r1.parts().0.w], Box::new(|x: &Dual, s: &Seeds| r1.dual(x, mode, s))),
+        ("relu-conv3x3-bn", vec![&r3.parts().0.w], Box::new(|x: &Dual, s: &Seeds| r3.dual(x, mode, s))),
+        ("avg pool 3x3, depthwise conv (ours)", vec![], Box::new(|x: &Dual, _: &Seeds| x.avg_pool(3, 1, 1))),
+    ];
+    println!("{:<38} {:>10} {:>10} {:>8}", "op (64×16×32×32)", "gradient", "H u (rof)", "ratio");
+    for (name, weights, op) in &ops {
+        let (mut tg, mut th) = (Vec::new(), Vec::new());
+        for _ in 0..reps.max(3) {
+            let x = x0.copy().set_requires_grad(true);
+            let mut inputs: Vec<&Tensor> = vec![&x];
+            inputs.extend(weights.iter().copied());
+            let u: Vec<Tensor> = inputs.iter().map(|t| t.randn_like()).collect();
+            let seeds = Seeds::of(&weights.iter().map(|w| w.shallow_clone()).collect::<Vec<_>>(), &u[1..]);
+            tg.push(
+                time(|| {
+                    let y = op(&Dual::constant(x.shallow_clone()), &Seeds::none()).x;
+                    let l = (&r * &y * &y).sum(Kind::Float) * 0.5;
+                    drop(Tensor::run_backward(&[&l], &inputs, false, false))
+                })
+                .1,
+            );
+            th.push(
+                time(|| {
+                    let out = op(&Dual { x: x.shallow_clone(), dx: Some(u[0].shallow_clone()) }, &seeds);
+                    let ldot = (&r * &out.x * out.dx.expect("a tangent")).sum(Kind::Float);
+                    drop(Tensor::run_backward(&[&ldot], &inputs, false, false))
                 })
                 .1,
             );

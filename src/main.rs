@@ -8,6 +8,7 @@ use dartsif::comm;
 use dartsif::config::Config;
 
 fn main() {
+    dartsif::device::keep_freed_memory();
     out_of_memory_is_one_line();
     std::process::exit(run());
 }
