@@ -207,7 +207,9 @@ impl BatchNorm {
     /// NB201: peak RSS 4.71 → 4.23 GB, same time). The engine follows only the paths from ⟨y, ẋ⟩
     /// to x: through the BatchNorm, not through ẋ, which is built from the layer's inputs and their
     /// tangents, never from x itself (`tests/influence.rs` compares every product with double
-    /// backward in f64).
+    /// backward in f64). Since `bn_dual.cpp`, this route serves only where that function does
+    /// not (running statistics updated, K-FAC's recorded forward) and is the
+    /// reference of its test.
     fn batch_stats_tangent(&self, x: &Tensor, y: &Tensor, dx: &Tensor) -> Tensor {
         let graph = y.requires_grad() || dx.requires_grad();
         tch::with_grad(|| {
