@@ -163,10 +163,7 @@ impl BatchNorm {
         if let (BnMode::BatchStats, Some(d), false) = (mode, &x.dx, super::tap::active()) {
             // y and γ J ẋ by one autograd function with a hand-written backward.
             let (y, dy) = native::bn_dual(&x.x, d, gamma, beta, self.eps());
-            let xhat = dgamma.map(|_| {
-                let (var, mean) = x.x.var_mean_correction([0i64, 2, 3].as_slice(), 0, true);
-                (&x.x - mean) * (var + self.eps()).rsqrt()
-            });
+            let xhat = dgamma.map(|_| self.batch_xhat(&x.x));
             return Dual { x: y.shallow_clone(), dx: finish(Some(dy), xhat, dgamma, dbeta, &y, dim) };
         }
         let y = self.forward(&x.x, mode);
@@ -182,10 +179,7 @@ impl BatchNorm {
             }
             BnMode::Train | BnMode::BatchStats => {
                 let dxhat = x.dx.as_ref().map(|d| self.batch_stats_tangent(&x.x, &y, d));
-                let xhat = dgamma.map(|_| {
-                    let (var, mean) = x.x.var_mean_correction([0i64, 2, 3].as_slice(), 0, true);
-                    (&x.x - mean) * (var + self.eps()).rsqrt()
-                });
+                let xhat = dgamma.map(|_| self.batch_xhat(&x.x));
                 return Dual { x: y.shallow_clone(), dx: finish(dxhat, xhat, dgamma, dbeta, &y, dim) };
             }
         };
@@ -198,6 +192,12 @@ impl BatchNorm {
 }
 
 impl BatchNorm {
+    /// x̂ = (x − μ)/σ with batch statistics, recorded (γ̇'s term γ̇ x̂ needs it on the graph).
+    fn batch_xhat(&self, x: &Tensor) -> Tensor {
+        let (var, mean) = x.var_mean_correction([0i64, 2, 3].as_slice(), 0, true);
+        (x - mean) * (var + self.eps()).rsqrt()
+    }
+
     /// γ J ẋ for batch-statistics BatchNorm y = γ x̂(x) + β, given y from libtorch's fused op: J =
     /// (I − 11ᵀ/n − x̂x̂ᵀ/n)/σ per channel is symmetric, so the tangent is the vector–Jacobian
     /// product ∇_x⟨y, ẋ⟩ — one backward through the fused op alone, its graph created so that the
